@@ -1,0 +1,41 @@
+"""The `precision-lab` command: a thin layer over the library."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .formats import FORMATS
+from .methods import METHODS
+
+__all__ = ["main"]
+
+
+def _list(args) -> int:
+    print("formats:")
+    print(f"  {'name':<9} {'bits':>4} {'unit roundoff':>14} {'max finite':>12} "
+          f"{'min normal':>11} {'min subnormal':>14} {'overflow logit':>15}")
+    for f in FORMATS.values():
+        print(f"  {f.name:<9} {f.precision:>4} {f.unit_roundoff:>14.4g} {f.max_finite:>12.5g} "
+              f"{f.min_normal:>11.4g} {f.min_subnormal:>14.4g} {f.overflow_logit:>15.6g}")
+    print("\nmethods (every operation rounded to the working format; sums sequential, in the "
+          "working format or float32):")
+    for m in METHODS.values():
+        acc = "accumulator: working | float32" if m.uses_accumulator else "accumulator: its own"
+        print(f"  {m.name:<12} {m.formula}\n  {'':<12} {m.summary}; {acc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="precision-lab", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the formats and methods").set_defaults(func=_list)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Error of computed values against a ground truth held as a double-double (hi + lo).
+
+abs_err  = |computed - truth|;  rel_err = abs_err / |truth|
+ulp_err  = abs_err / ulp_fmt(truth), the spacing of the format in truth's binade
+bits_err = log2(1 + |ordinal(computed) - ordinal(RN_fmt(truth))|)  (Herbie); a nan, or an
+           infinity where the rounded truth is finite, counts as the format's full width
+outcome  = finite | zero (computed 0, truth not 0) | +inf | -inf | nan
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .formats import Format, get_format
+
+__all__ = ["errors", "round_truth", "ordinal", "OUTCOMES", "NONFINITE", "aggregate"]
+
+OUTCOMES = ("finite", "zero", "+inf", "-inf", "nan")
+NONFINITE = ("+inf", "-inf", "nan")
+_UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def ordinal(v, fmt: Format) -> np.ndarray:
+    """Integer position (int64) of each format value on the number line, 0 at +-0: adjacent
+    values of the format differ by 1, so ordinal differences count the values in between."""
+    bits = fmt.cast(v).view(_UINT[fmt.dtype.itemsize]).astype(np.uint64)
+    sign = np.uint64(1) << np.uint64(8 * fmt.dtype.itemsize - 1)
+    mag = (bits & ~sign).astype(np.int64)
+    return np.where((bits & sign) != 0, -mag, mag)
+
+
+def round_truth(hi, lo, fmt: Format) -> np.ndarray:
+    """The truth hi + lo correctly rounded to `fmt` (float64 carrier).
+
+    Rounding hi alone would round twice; where hi is a midpoint of `fmt` and lo != 0, lo says
+    which side the truth lies on, so hi is nudged one float64 step towards it first.
+    """
+    hi = np.asarray(hi, dtype=np.float64)
+    lo = np.asarray(lo, dtype=np.float64)
+    if fmt.precision >= 53:
+        return hi.copy()
+    r = fmt.round(hi)
+    with np.errstate(invalid="ignore"):
+        up, down = fmt.round(np.nextafter(hi, np.inf)), fmt.round(np.nextafter(hi, -np.inf))
+        midpoint = (r != hi) & (up != down) & np.isfinite(hi)
+    nudged = fmt.round(np.nextafter(hi, np.where(lo > 0, np.inf, -np.inf)))
+    return np.where(midpoint & (lo != 0), nudged, r)
+
+
+def _truth_ulp(hi, lo, fmt: Format) -> np.ndarray:
+    ulp = fmt.ulp(hi)
+    # hi a power of two with the truth just below it: the truth's binade is the one below.
+    mant, _ = np.frexp(np.abs(hi))
+    below = (mant == 0.5) & (np.sign(lo) == -np.sign(hi)) & (np.abs(hi) > fmt.min_normal)
+    return np.where(below, ulp / 2, ulp)
+
+
+def errors(computed, hi, lo, fmt) -> pd.DataFrame:
+    """Per-row errors of `computed` (float64 carrying `fmt` values) against truth hi + lo."""
+    fmt = get_format(fmt)
+    c = np.asarray(computed, dtype=np.float64)
+    hi = np.asarray(hi, dtype=np.float64)
+    lo = np.asarray(lo, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        diff = (c - hi) - lo
+        abs_err = np.abs(diff)
+        both_inf = np.isinf(c) & (c == hi)
+        abs_err = np.where(both_inf, 0.0, abs_err)
+        rel_err = np.where(abs_err == 0, 0.0, abs_err / np.abs(hi))
+        ulp_err = np.where(abs_err == 0, 0.0, abs_err / _truth_ulp(hi, lo, fmt))
+        rounded = round_truth(hi, lo, fmt)
+        finite_pair = np.isfinite(c) & np.isfinite(rounded)
+        dist = np.abs(ordinal(np.where(finite_pair, c, 0.0), fmt)
+                      - ordinal(np.where(finite_pair, rounded, 0.0), fmt)).astype(np.float64)
+        bits = np.log2(1.0 + dist)
+        full = float(8 * fmt.dtype.itemsize)
+        bits = np.where(finite_pair, bits, np.where(c == rounded, 0.0, full))
+    outcome = np.full(c.shape, "finite", dtype=object)
+    outcome[(c == 0) & (hi != 0)] = "zero"
+    outcome[c == np.inf] = "+inf"
+    outcome[c == -np.inf] = "-inf"
+    outcome[np.isnan(c)] = "nan"
+    return pd.DataFrame({"computed": c, "abs_err": abs_err, "rel_err": rel_err,
+                         "ulp_err": ulp_err, "bits_err": bits, "outcome": outcome})
+
+
+def aggregate(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per group: row count, outcome counts and fractions, error statistics over finite rows.
+
+    Non-finite rows are never dropped silently: they are counted in `nonfinite_frac` and one
+    column per outcome; `bits_err_mean` covers all rows (non-finite rows at full width, as
+    Herbie counts them), the other statistics the rows whose computed value is finite.
+    """
+    def one(g: pd.DataFrame) -> pd.Series:
+        fin = g[np.isfinite(g["computed"].to_numpy())]
+        counts = g["outcome"].value_counts()
+        n = len(g)
+        out = {"rows": n, "nonfinite_frac": float(g["outcome"].isin(NONFINITE).mean())}
+        for o in OUTCOMES:
+            out[f"n_{o}"] = int(counts.get(o, 0))
+        for col in ("rel_err", "ulp_err"):
+            v = fin[col].to_numpy()
+            out[f"{col}_median"] = float(np.median(v)) if len(v) else np.nan
+            out[f"{col}_max"] = float(np.max(v)) if len(v) else np.nan
+        out["bits_err_mean"] = float(g["bits_err"].mean())
+        out["bits_err_max"] = float(g["bits_err"].max())
+        return pd.Series(out)
+
+    return df.groupby(by, sort=False).apply(one, include_groups=False).reset_index()
