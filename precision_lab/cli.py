@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import check, experiment
 from .formats import FORMATS
+from .inputs import InputError
 from .methods import METHODS
 
 __all__ = ["main"]
@@ -29,12 +31,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="precision-lab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the formats and methods").set_defaults(func=_list)
+    run = sub.add_parser("run", help="run an experiment (or 'all') and write its report")
+    experiment.add_arguments(run)
+    run.set_defaults(func=experiment.cli)
+    chk = sub.add_parser("check", help="check your own cross-entropy implementation")
+    check.add_arguments(chk)
+    chk.set_defaults(func=check.cli)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except InputError as exc:  # bad input: one clear line, no traceback
+        print(f"precision-lab: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

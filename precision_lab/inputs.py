@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["validate_batch", "load_logits", "InputError"]
+__all__ = ["validate_batch", "load_logits", "make_logits", "DISTRIBUTIONS", "InputError"]
 
 
 class InputError(ValueError):
@@ -99,3 +99,34 @@ def _read_csv(p: Path) -> np.ndarray:
         return df.to_numpy(dtype=np.float64)
     except ValueError as exc:
         raise InputError(f"{p}: non-numeric values ({exc})") from None
+
+
+DISTRIBUTIONS = ("normal", "uniform", "peaked")
+
+
+def make_logits(distribution: str, rows: int, classes: int, scale: float,
+                rng: np.random.Generator, margin: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic float64 logits (rows, classes) and uniform random targets.
+
+    normal:  scale * z, z standard normal;
+    uniform: scale * u, u uniform on [-1, 1];
+    peaked:  scale * z, then the target logit set to lead every other by scale * margin
+             (a confidently correct model: the loss is about C * exp(-scale * margin)).
+    """
+    if distribution not in DISTRIBUTIONS:
+        raise InputError(f"unknown distribution {distribution!r}; valid: {', '.join(DISTRIBUTIONS)}")
+    if not (np.isfinite(scale) and scale > 0):
+        raise InputError(f"scale must be a positive finite number, got {scale!r}")
+    if rows < 1 or classes < 1:
+        raise InputError(f"rows and classes must be at least 1, got {rows} x {classes}")
+    targets = rng.integers(0, classes, size=rows)
+    if distribution == "uniform":
+        x = scale * rng.uniform(-1.0, 1.0, size=(rows, classes))
+    else:
+        x = scale * rng.standard_normal((rows, classes))
+    if distribution == "peaked":
+        others = x.copy()
+        others[np.arange(rows), targets] = -np.inf
+        lead = others.max(axis=1) if classes > 1 else np.zeros(rows)
+        x[np.arange(rows), targets] = lead + scale * margin
+    return x, targets

@@ -85,7 +85,7 @@ def errors(computed, hi, lo, fmt) -> pd.DataFrame:
 
 
 def aggregate(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Per group: row count, outcome counts and fractions, error statistics over finite rows.
+    """Per group: `count` of rows, outcome counts and fractions, error statistics over finite rows.
 
     Non-finite rows are never dropped silently: they are counted in `nonfinite_frac` and one
     column per outcome; `bits_err_mean` covers all rows (non-finite rows at full width, as
@@ -95,7 +95,7 @@ def aggregate(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         fin = g[np.isfinite(g["computed"].to_numpy())]
         counts = g["outcome"].value_counts()
         n = len(g)
-        out = {"rows": n, "nonfinite_frac": float(g["outcome"].isin(NONFINITE).mean())}
+        out = {"count": n, "nonfinite_frac": float(g["outcome"].isin(NONFINITE).mean())}
         for o in OUTCOMES:
             out[f"n_{o}"] = int(counts.get(o, 0))
         for col in ("rel_err", "ulp_err"):

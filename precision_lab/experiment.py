@@ -1,0 +1,167 @@
+"""Running experiments: load experiments/NAME.py, run a profile, write its report directory.
+
+An experiment module provides
+  __doc__                 the question, the data, the method, what the report concludes;
+  PROFILES                {"quick": {...}, "full": {...}}: the parameters of each profile;
+  run(config, params)     -> pandas.DataFrame, the tidy results (written as results.csv);
+  report(df, config, params, out_dir) -> list of findings, each {"text": ..., "link": ...}:
+                          writes summary.md, summary.tex and figures into out_dir.
+The runner adds metadata.json (provenance, seed, profile, wall time, peak memory) and rebuilds
+the reports index, REPORTS/README.md, from every experiment's findings.json.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .inputs import InputError, load_logits
+from .report import atomic_write, write_csv, write_metadata
+
+__all__ = ["RunConfig", "available", "load_experiment", "run_experiment", "write_index",
+           "add_arguments", "cli", "script_main", "EXPERIMENTS_DIR"]
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+
+@dataclass
+class RunConfig:
+    profile: str = "quick"
+    seed: int = 0
+    out: Path = Path("reports")
+    workers: int | None = None
+    scheduler: str | None = None
+    logits_file: Path | None = None
+    quiet: bool = False
+    user_logits: tuple | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"--workers must be at least 1, got {self.workers}")
+        if self.logits_file is not None and self.user_logits is None:
+            self.user_logits = load_logits(self.logits_file)
+
+    def checkpoint_dir(self, name: str) -> Path:
+        return Path(self.out) / name / ".checkpoint"
+
+def available() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+def load_experiment(name: str):
+    names = available()
+    if name not in names:
+        raise InputError(f"unknown experiment {name!r}; available: {', '.join(names)}")
+    modname = f"experiments.{name}"
+    if modname in sys.modules:
+        return sys.modules[modname]
+    spec = importlib.util.spec_from_file_location(modname, EXPERIMENTS_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = module
+    spec.loader.exec_module(module)
+    return module
+
+def _peak_memory_mib() -> dict:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"peak_memory_mib": round(max(own, children), 1), "peak_memory_main_mib": round(own, 1),
+            "peak_memory_largest_worker_mib": round(children, 1)}
+
+def run_experiment(name: str, config: RunConfig) -> Path:
+    module = load_experiment(name)
+    if config.profile not in module.PROFILES:
+        raise InputError(f"unknown profile {config.profile!r} for {name}; "
+                         f"valid: {', '.join(module.PROFILES)}")
+    params = module.PROFILES[config.profile]
+    out_dir = Path(config.out) / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    df = module.run(config, params)
+    write_csv(df, out_dir / "results.csv")
+    findings = module.report(df, config, params, out_dir)
+    wall = time.perf_counter() - start
+    title, question = _doc_head(module)
+    with atomic_write(out_dir / "findings.json") as f:
+        json.dump({"name": name, "title": title, "question": question, "findings": findings},
+                  f, indent=2)
+        f.write("\n")
+    write_metadata(out_dir, experiment=name, profile=config.profile, seed=config.seed,
+                   workers=config.workers, scheduler=config.scheduler,
+                   logits_file=str(config.logits_file) if config.logits_file else None,
+                   wall_time_s=round(wall, 2), **_peak_memory_mib(), params=params)
+    write_index(config.out)
+    if not config.quiet:
+        print(f"{name}: wrote {out_dir} in {wall:.1f} s", file=sys.stderr)
+    return out_dir
+
+def _doc_head(module) -> tuple[str, str]:
+    doc = (module.__doc__ or "").strip().splitlines()
+    title = doc[0].strip() if doc else module.__name__
+    rest = "\n".join(doc[1:]).strip().split("\n\n")[0].replace("\n", " ")
+    return title, rest
+
+def write_index(out) -> Path:
+    """REPORTS/README.md: the headline findings of every experiment there, then an index."""
+    out = Path(out)
+    entries = []
+    for p in sorted(out.glob("*/findings.json")):
+        meta_path = p.parent / "metadata.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        entries.append((json.loads(p.read_text()), meta))
+    lines = ["# precision_lab reports", "",
+             "Generated by `precision-lab run all --profile full` (`make reports`); every number "
+             "below is computed by the experiment it links to. Errors are measured against a "
+             "certified mpmath ground truth (at least 100 correct bits per loss) of the inputs "
+             "as rounded into each format.", "", "## Headline findings", ""]
+    for doc, meta in entries:
+        for f in doc.get("findings", []):
+            link = f"{doc['name']}/{f['link']}" if f.get("link") else f"{doc['name']}/summary.md"
+            lines.append(f"- **{doc['title']}** {f['text']} ([{f.get('label', 'source')}]({link}))")
+    lines += ["", "## Experiments", "",
+              "| experiment | question | profile | seed | wall time (s) | peak memory (MiB) |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for doc, meta in entries:
+        lines.append(f"| [{doc['name']}]({doc['name']}/summary.md) | {doc['question']} | "
+                     f"{meta.get('profile', '')} | {meta.get('seed', '')} | "
+                     f"{meta.get('wall_time_s', '')} | {meta.get('peak_memory_mib', '')} |")
+    lines.append("")
+    path = out / "README.md"
+    with atomic_write(path) as f:
+        f.write("\n".join(lines))
+    return path
+
+def add_arguments(p: argparse.ArgumentParser, with_name: bool = True) -> None:
+    if with_name:
+        p.add_argument("name", help="an experiment in experiments/, or 'all'")
+    p.add_argument("--profile", default="quick", help="quick (seconds) or full (the reports)")
+    p.add_argument("--out", type=Path, default=Path("reports"), help="reports directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
+    p.add_argument("--scheduler", default=None, help="a Dask distributed scheduler address")
+    p.add_argument("--logits-file", type=Path, default=None,
+                   help="your own logits and targets (.npy, .npz or .csv)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+def cli(args) -> int:
+    config = RunConfig(profile=args.profile, seed=args.seed, out=args.out, workers=args.workers,
+                       scheduler=args.scheduler, logits_file=args.logits_file, quiet=args.quiet)
+    names = available() if args.name == "all" else [args.name]
+    for name in names:
+        run_experiment(name, config)
+    return 0
+
+def script_main(name: str, argv=None) -> int:
+    """`python experiments/NAME.py [options]`: the same as `precision-lab run NAME`."""
+    p = argparse.ArgumentParser(prog=f"experiments/{name}.py")
+    add_arguments(p, with_name=False)
+    args = p.parse_args(argv)
+    args.name = name
+    try:
+        return cli(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
