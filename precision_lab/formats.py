@@ -69,7 +69,7 @@ class Format:
         with np.errstate(divide="ignore", invalid="ignore"):
             _, e = np.frexp(x)  # x = m * 2**e, 0.5 <= m < 1
         exponent = np.maximum(e.astype(np.int64) - 1, self.emin)
-        out = np.ldexp(1.0, exponent - (self.precision - 1))
+        out = np.where(x == 0, self.min_subnormal, np.ldexp(1.0, exponent - (self.precision - 1)))
         return np.where(np.isfinite(x), out, np.inf)
 
 

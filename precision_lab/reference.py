@@ -56,7 +56,8 @@ def _row_loss(x: np.ndarray, t: int, prec: int):
         rest, lead = x, a
     # Pruning in float64 with a wide margin; the kept differences are exact in mpmath.
     cutoff = (prec + 8) * math.log(2) + math.log(rest.size) + 1.0
-    kept = rest[(rest - lead) >= -cutoff] if np.isfinite(lead - cutoff) else rest
+    with np.errstate(over="ignore", invalid="ignore"):  # -1.8e308 - 1.8e308: -inf, pruned
+        kept = rest[(rest - lead) >= -cutoff] if np.isfinite(lead - cutoff) else rest
     with mpmath.workprec(prec):
         am = mp.mpf(a)
         s = mp.fsum(mp.exp(mp.fsub(v, am, exact=True)) for v in kept.tolist())
