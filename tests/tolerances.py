@@ -1,0 +1,17 @@
+"""Every tolerance the tests use, in one place, with the reason for each."""
+
+# The ground truth promises this many correct bits relative (reference.DEFAULT_BITS).
+REFERENCE_BITS = 100
+# Precision of the independent check of the reference: direct formula, no tricks, far higher.
+CHECK_PREC = 4000
+
+# A correctly rounded result is within half an ulp, and 0 bits of error (Herbie's measure).
+CORRECTLY_ROUNDED_ULP = 0.5
+
+# Overflow thresholds of exp: log(max_finite) of each format (closed form, checked in tests).
+OVERFLOW_LOGIT_REL = 1e-12
+
+# Exponentials via float64 libm then one rounding: float64 exp is within 1 ulp of float64,
+# which moves a 16/24-bit rounding only when exp(x) lies within 2**-52 of a midpoint; no test
+# input lands there, so methods are compared bit for bit with their scalar definitions.
+METHOD_BITWISE = 0.0
