@@ -167,6 +167,37 @@ def log1p(x, targets, fmt, accumulate):
     return ar.sub(lse, _pick(x, targets))
 
 
+@register("log_softmax", "-((x_t - a) - log sum_i exp(x_i - a)), a = max x",
+          "ATen's order of operations: log-softmax of the target, negated")
+def log_softmax(x, targets, fmt, accumulate):
+    ar = Arithmetic(fmt, accumulate)
+    a, e = _shifted_exp(ar, x)
+    return -ar.sub(ar.sub(_pick(x, targets), a), ar.log(ar.sum(e)))
+
+
+ONLINE_BLOCK = 256
+
+
+@register("online", "blockwise online softmax: per block of 256 classes m_b = max, "
+          "s_b = sum exp(x - m_b); running (m, s) <- (M, s exp(m - M) + s_b exp(m_b - M))",
+          "one pass over the classes, as fused cross-entropy kernels do (Milakov & "
+          "Gimelshein 2018), then m + log s - x_t")
+def online(x, targets, fmt, accumulate):
+    ar = Arithmetic(fmt, accumulate)
+    n = x.shape[0]
+    m = np.full(n, -np.inf)
+    s = np.zeros(n)
+    for start in range(0, x.shape[1], ONLINE_BLOCK):
+        mb, eb = _shifted_exp(ar, x[:, start:start + ONLINE_BLOCK])
+        sb = ar.sum(eb)
+        new = np.maximum(m, mb)
+        with np.errstate(invalid="ignore"):  # -inf - -inf on the first block: its scale is 0
+            scale_old = np.where(m == -np.inf, 0.0, ar.exp(ar.sub(m, new)))
+        s = ar.add(ar.round(s * scale_old), ar.round(sb * ar.exp(ar.sub(mb, new))))
+        m = new
+    return ar.sub(ar.add(m, ar.log(s)), _pick(x, targets))
+
+
 @register("torch", "torch.nn.functional.cross_entropy(x, t, reduction='none')",
           "PyTorch on the CPU in the format's torch dtype; its own reduction (exp and sum in float32 "
           "lanes, the sum rounded to the format, for 16-bit formats)", uses_accumulator=False)
