@@ -36,7 +36,7 @@ from contextlib import contextmanager
 import numpy as np
 from flint import arb, ctx
 
-__all__ = ["certified_losses", "special_losses", "arb_to_double_double", "start_prec"]
+__all__ = ["certified_losses", "special_losses", "arb_to_double_double", "arb_mean", "start_prec"]
 
 HI_BITS = 12                 # b and the first table are on the 2**-12 grid
 GRID = 31                    # on-grid values are multiples of 2**-31
@@ -384,3 +384,18 @@ def _round_float(man: int, ex: int) -> float:
     if nb + ex < -1200:
         return sign * 0.0
     return sign * (m / (1 << -ex))   # int / int true division is correctly rounded
+
+
+def arb_mean(losses: list, bits: int):
+    """Mean of certified losses (arb balls, or nan / inf floats): nan if any is nan, else inf if
+    any is inf; a sum of non-negative balls keeps their relative radius, and the sum and the
+    division run with `bits` + 64 + log2(N) bits."""
+    if any(isinstance(v, float) and math.isnan(v) for v in losses):
+        return math.nan
+    if any(isinstance(v, float) for v in losses):
+        return math.inf
+    with arbprec(bits + 64 + max(len(losses), 2).bit_length()):
+        s = arb(0)
+        for v in losses:
+            s += v
+        return s / len(losses)

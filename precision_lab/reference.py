@@ -1,6 +1,12 @@
-"""The certified ground truth: cross entropy of the exact input values, in mpmath.
+"""The certified ground truth: cross entropy of the exact input values.
 
-Each row's loss is evaluated at a working precision p and again at p + GUARD_STEP bits; when
+Two backends compute it. `backend="arb"` (the default, via "auto") is `fastref`: ball
+arithmetic (python-flint) and an exact fixed-point sum, certified by the ball's radius (the
+result provably has `bits` + 1 correct bits); it is tested against the mpmath backend below.
+`reference_double_double` / `reference_truth` return the truth as double-double arrays and can
+keep it in a disk cache (`cache`).
+
+mpmath backend (`backend="mpmath"`): each row's loss is evaluated at a working precision p and again at p + GUARD_STEP bits; when
 the two agree to `bits` + 1 bits relative, the result is returned; otherwise p doubles, up to
 `max_prec`, past which `UncertifiedError` names the row. Precision is always set locally.
 
@@ -18,13 +24,17 @@ any nan gives nan, as in PyTorch.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import mpmath
 import numpy as np
 from mpmath import mp
 
 __all__ = ["reference_loss", "reference_mean", "UncertifiedError", "to_double_double",
-           "DEFAULT_BITS"]
+           "DEFAULT_BITS", "BACKENDS", "Truth", "reference_truth", "reference_double_double",
+           "reference_mean_double_double"]
+
+BACKENDS = ("auto", "arb", "mpmath")
 
 DEFAULT_BITS = 100
 GUARD_STEP = 32
@@ -88,17 +98,96 @@ def _check(logits, targets):
     return validate_batch(logits, targets)
 
 
+def _backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    return "arb" if backend == "auto" else backend
+
+
+def _arb_losses(x, t, bits, max_prec) -> list:
+    from .fastref import certified_losses
+    return certified_losses(x, t, bits, max_prec, error_cls=UncertifiedError)
+
+
+def _arb_to_mpf(v):
+    if isinstance(v, float):
+        return mp.nan if math.isnan(v) else mp.inf
+    man, ex = v.mid().man_exp()
+    return mp.make_mpf(mpmath.libmp.from_man_exp(int(man), int(ex)))  # exact, not rounded
+
+
 def reference_loss(logits, targets, bits: int = DEFAULT_BITS,
-                   max_prec: int = DEFAULT_MAX_PREC) -> np.ndarray:
+                   max_prec: int = DEFAULT_MAX_PREC, backend: str = "auto") -> np.ndarray:
     """Per-row cross entropy of the exact float64 `logits` (N, C) at `targets` (N,).
 
-    Returns an object array of `mpmath.mpf`, each with at least `bits` correct bits relative.
+    Returns an object array of `mpmath.mpf`, each with at least `bits` correct bits relative
+    (the arb backend: within 2**-(bits + 1) relative, proven by ball arithmetic).
     """
     x, t = _check(logits, targets)
     out = np.empty(len(t), dtype=object)
+    if _backend(backend) == "arb":
+        for i, v in enumerate(_arb_losses(x, t, bits, max_prec)):
+            out[i] = _arb_to_mpf(v)
+        return out
     for i in range(len(t)):
         out[i] = _certified(x[i], int(t[i]), bits, max_prec, i)
     return out
+
+
+class Truth(NamedTuple):
+    """The certified truth of a batch as double-double: per row (hi, lo) and the mean."""
+    hi: np.ndarray
+    lo: np.ndarray
+    mean_hi: float
+    mean_lo: float
+
+
+def reference_truth(logits, targets, bits: int = DEFAULT_BITS, *,
+                    max_prec: int = DEFAULT_MAX_PREC, backend: str = "auto",
+                    cache=None) -> Truth:
+    """Per-row truth and batch mean of `reference_loss`, as double-double float64 arrays.
+
+    `cache`: None uses the default disk cache ($PRECISION_LAB_CACHE or
+    ~/.cache/precision_lab; see `precision_lab.cache`), False none, or a directory. An entry is
+    found by the SHA-256 of the exact inputs and `bits`, and verified when read.
+    """
+    from .cache import resolve_cache, truth_key
+    x, t = _check(logits, targets)
+    store = resolve_cache(cache)
+    key = truth_key(x, t, bits) if store is not None else None
+    if store is not None:
+        hit = store.load(key, len(t))
+        if hit is not None:
+            return Truth(hit["hi"], hit["lo"], float(hit["mean_hi"]), float(hit["mean_lo"]))
+    if _backend(backend) == "arb":
+        from .fastref import arb_mean, arb_to_double_double
+        balls = _arb_losses(x, t, bits, max_prec)
+        pairs = [arb_to_double_double(v) for v in balls]
+        hi = np.array([p[0] for p in pairs], dtype=np.float64)
+        lo = np.array([p[1] for p in pairs], dtype=np.float64)
+        mhi, mlo = arb_to_double_double(arb_mean(balls, bits))
+    else:
+        losses = reference_loss(x, t, bits=bits, max_prec=max_prec, backend="mpmath")
+        hi, lo = to_double_double(losses)
+        mh, ml = to_double_double([reference_mean(losses, bits=bits)])
+        mhi, mlo = float(mh[0]), float(ml[0])
+    truth = Truth(hi, lo, float(mhi), float(mlo))
+    if store is not None:
+        store.store(key, {"hi": hi, "lo": lo, "mean_hi": np.float64(mhi),
+                          "mean_lo": np.float64(mlo)})
+    return truth
+
+
+def reference_double_double(logits, targets, bits: int = DEFAULT_BITS, **kwargs):
+    """(hi, lo) float64 arrays of the per-row truth (`reference_truth`'s keywords apply)."""
+    tr = reference_truth(logits, targets, bits, **kwargs)
+    return tr.hi, tr.lo
+
+
+def reference_mean_double_double(logits, targets, bits: int = DEFAULT_BITS, **kwargs):
+    """(hi, lo) floats of the batch-mean truth (`reference_truth`'s keywords apply)."""
+    tr = reference_truth(logits, targets, bits, **kwargs)
+    return tr.mean_hi, tr.mean_lo
 
 
 def reference_mean(losses, bits: int = DEFAULT_BITS):
@@ -115,7 +204,9 @@ def to_double_double(values) -> tuple[np.ndarray, np.ndarray]:
     hi = np.empty(len(values))
     lo = np.empty(len(values))
     for i, v in enumerate(values):
-        v = mp.mpf(v)
+        if not isinstance(v, mpmath.mpf):
+            with mpmath.workprec(2000):  # exact for floats, ints and any mpf below 2000 bits
+                v = mp.mpf(v)
         hi[i] = mpmath.libmp.to_float(v._mpf_, rnd="n")
         if mp.isfinite(v) and math.isfinite(hi[i]):
             lo[i] = mpmath.libmp.to_float(mp.fsub(v, hi[i], exact=True)._mpf_, rnd="n")
