@@ -8,14 +8,28 @@ An experiment module provides
                           writes summary.md, summary.tex and figures into out_dir.
 The runner adds metadata.json (provenance, seed, profile, wall time, peak memory) and rebuilds
 the reports index, REPORTS/README.md, from every experiment's findings.json.
+
+A report directory is replaced whole, never edited in place: `run` and `report` write into a
+staging directory OUT/.NAME.staging, which then replaces OUT/NAME by two renames (the old one
+moved to OUT/.NAME.old, the new one moved in, the old one deleted). So results.csv, the tables
+and the figures in OUT/NAME always come from one run: a crash leaves either the previous report
+or the new one (and a run that finds only OUT/.NAME.old puts it back). The sweep's checkpoints
+live in OUT/.checkpoints/NAME and are removed only after the new report is in place, so a run
+killed at any point, even while writing the report, resumes without recomputing a finished
+cell. Two runs of one experiment into the same OUT are refused (a lock).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
+import os
 import resource
+import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,13 +54,23 @@ class RunConfig:
     user_logits: tuple | None = field(default=None, repr=False)
 
     def __post_init__(self):
-        if self.workers is not None and self.workers < 1:
-            raise InputError(f"--workers must be at least 1, got {self.workers}")
+        if self.workers is not None and (isinstance(self.workers, bool)
+                                         or not isinstance(self.workers, int) or self.workers < 1):
+            raise InputError(f"--workers must be an integer of at least 1, got {self.workers!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InputError(f"--seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.profile, str) or not self.profile:
+            raise InputError(f"--profile must be a profile name, got {self.profile!r}")
+        self.out = Path(self.out)
+        if self.out.exists() and not self.out.is_dir():
+            raise InputError(f"--out {self.out} exists and is not a directory")
         if self.logits_file is not None and self.user_logits is None:
             self.user_logits = load_logits(self.logits_file)
 
     def checkpoint_dir(self, name: str) -> Path:
-        return Path(self.out) / name / ".checkpoint"
+        """Where `name`'s sweep keeps finished cells (outside the report directory, which is
+        replaced whole at the end of a run)."""
+        return Path(self.out) / ".checkpoints" / name
 
 def available() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py") if not p.stem.startswith("_"))
@@ -70,32 +94,98 @@ def _peak_memory_mib() -> dict:
     return {"peak_memory_mib": round(max(own, children), 1), "peak_memory_main_mib": round(own, 1),
             "peak_memory_largest_worker_mib": round(children, 1)}
 
-def run_experiment(name: str, config: RunConfig) -> Path:
-    module = load_experiment(name)
-    if config.profile not in module.PROFILES:
-        raise InputError(f"unknown profile {config.profile!r} for {name}; "
+def _check_profile(name: str, module, profile: str) -> dict:
+    if profile not in module.PROFILES:
+        raise InputError(f"unknown profile {profile!r} for {name}; "
                          f"valid: {', '.join(module.PROFILES)}")
-    params = module.PROFILES[config.profile]
-    out_dir = Path(config.out) / name
-    out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    df = module.run(config, params)
-    write_csv(df, out_dir / "results.csv")
-    findings = module.report(df, config, params, out_dir)
-    wall = time.perf_counter() - start
-    title, question = _doc_head(module)
-    with atomic_write(out_dir / "findings.json") as f:
-        json.dump({"name": name, "title": title, "question": question, "findings": findings},
-                  f, indent=2)
-        f.write("\n")
-    write_metadata(out_dir, experiment=name, profile=config.profile, seed=config.seed,
-                   workers=config.workers, scheduler=config.scheduler,
-                   logits_file=str(config.logits_file) if config.logits_file else None,
-                   wall_time_s=round(wall, 2), **_peak_memory_mib(), params=params)
-    write_index(config.out)
+    return module.PROFILES[profile]
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path, name: str):
+    """One run of `name` into `out` at a time (posix file lock on OUT/.NAME.lock)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f".{name}.lock"
+    f = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"another run of {name} is writing to {out}; wait for it to "
+                             f"finish or give this run another --out") from None
+        yield
+        with contextlib.suppress(OSError):
+            path.unlink()
+    finally:
+        f.close()
+
+
+def _recover(final: Path) -> None:
+    """Finish or undo a publish that a crash interrupted, and drop stale staging."""
+    old = final.parent / f".{final.name}.old"
+    if old.is_dir():
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, final)
+    shutil.rmtree(final.parent / f".{final.name}.staging", ignore_errors=True)
+
+
+def _publish(staging: Path, final: Path) -> None:
+    """Replace the directory `final` by `staging` (see the module docstring)."""
+    old = final.parent / f".{final.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+    with contextlib.suppress(OSError):  # make the renames durable
+        fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def run_experiment(name: str, config: RunConfig) -> Path:
+    from .sweep import checkpoints_kept
+    module = load_experiment(name)
+    params = _check_profile(name, module, config.profile)
+    out = Path(config.out)
+    final = out / name
+    with _exclusive(out, name):
+        _recover(final)
+        staging = out / f".{name}.staging"
+        staging.mkdir(parents=True)
+        start = time.perf_counter()
+        with checkpoints_kept() as ckpts:
+            df = module.run(config, params)
+            findings = module.report(df, config, params, staging)
+            write_csv(df, staging / "results.csv")
+            wall = time.perf_counter() - start
+            title, question = _doc_head(module)
+            with atomic_write(staging / "findings.json") as f:
+                json.dump({"name": name, "title": title, "question": question,
+                           "findings": findings}, f, indent=2)
+                f.write("\n")
+            write_metadata(staging, experiment=name, profile=config.profile, seed=config.seed,
+                           workers=config.workers, scheduler=config.scheduler,
+                           logits_file=str(config.logits_file) if config.logits_file else None,
+                           wall_time_s=round(wall, 2), **_peak_memory_mib(), params=params)
+            _publish(staging, final)
+        for d in ckpts:
+            shutil.rmtree(d, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (out / ".checkpoints").rmdir()  # only if empty
+    write_index(out)
     if not config.quiet:
-        print(f"{name}: wrote {out_dir} in {wall:.1f} s", file=sys.stderr)
-    return out_dir
+        print(f"{name}: wrote {final} in {wall:.1f} s", file=sys.stderr)
+    return final
 
 def _doc_head(module) -> tuple[str, str]:
     doc = (module.__doc__ or "").strip().splitlines()
@@ -108,6 +198,8 @@ def write_index(out) -> Path:
     out = Path(out)
     entries = []
     for p in sorted(out.glob("*/findings.json")):
+        if p.parent.name.startswith("."):  # staging or old copies
+            continue
         meta_path = p.parent / "metadata.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         entries.append((json.loads(p.read_text()), meta))
@@ -145,12 +237,27 @@ def add_arguments(p: argparse.ArgumentParser, with_name: bool = True) -> None:
                    help="your own logits and targets (.npy, .npz or .csv)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def cli(args) -> int:
     config = RunConfig(profile=args.profile, seed=args.seed, out=args.out, workers=args.workers,
                        scheduler=args.scheduler, logits_file=args.logits_file, quiet=args.quiet)
     names = available() if args.name == "all" else [args.name]
+    for name in names:  # every name and profile checked before anything runs
+        _check_profile(name, load_experiment(name), config.profile)
+    if threading.current_thread() is threading.main_thread():
+        # `kill PID` stops a run as Ctrl-C does: workers stopped, finished cells kept.
+        signal.signal(signal.SIGTERM, _interrupt)
     for name in names:
-        run_experiment(name, config)
+        try:
+            run_experiment(name, config)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: {name}'s finished cells are kept in "
+                  f"{config.checkpoint_dir(name)}; run the same command again to resume",
+                  file=sys.stderr)
+            return 130
     return 0
 
 def script_main(name: str, argv=None) -> int:
@@ -162,6 +269,6 @@ def script_main(name: str, argv=None) -> int:
     try:
         return cli(args)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
         return 2
 

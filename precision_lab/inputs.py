@@ -15,16 +15,31 @@ class InputError(ValueError):
 def validate_batch(logits, targets) -> tuple[np.ndarray, np.ndarray]:
     """Return (logits as float64 (N, C), targets as int64 (N,)) or raise InputError.
 
-    A 1-D logits vector is one row (and a scalar target is its target). NaN logits are allowed
-    and propagate to a nan loss, as in PyTorch; -inf logits are masked classes.
+    Shapes: logits (N, C) with N >= 1 and C >= 1; a 1-D logits vector is one row (and a
+    scalar target is its target). Targets: N integer class indices in [0, C); integer-valued
+    floats (as read from a CSV file) are accepted, booleans are not.
+
+    Values (the same policy as torch.nn.functional.cross_entropy, which every method and the
+    reference follow):
+      -inf logits are masked classes (exp(-inf) = 0); a masked target gives +inf, a row with
+      every class masked gives nan;
+      +inf logits give +inf (nan when the target is +inf: inf - inf);
+      NaN logits are allowed and propagate: the row's loss is nan, counted as the "nan"
+      outcome by `metrics.errors`, never dropped.
+    Logits too large for float64 (Python integers past 1.8e308) are an error, not an infinity.
     """
-    if np.iscomplexobj(logits):
-        raise InputError("logits must be real numbers, got complex values")
     try:
+        if np.iscomplexobj(logits):
+            raise InputError("logits must be real numbers, got complex values")
         x = np.asarray(logits, dtype=np.float64)  # exact for every format and for integers
-    except (TypeError, ValueError) as exc:
+    except InputError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InputError(f"logits are not an array of real numbers: {exc}") from None
-    t = np.asarray(targets)
+    try:
+        t = np.asarray(targets)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"targets are not an array of class indices: {exc}") from None
     if x.ndim == 1:
         x = x[None, :]
         t = t.reshape(1) if t.ndim == 0 else t
@@ -39,66 +54,90 @@ def validate_batch(logits, targets) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"targets must be 1-D (one class index per row), got shape {t.shape}")
     if len(t) != n:
         raise InputError(f"{len(t)} targets for {n} rows of logits")
-    if not (np.issubdtype(t.dtype, np.integer) or t.dtype == np.bool_):
-        tf = t.astype(np.float64) if np.issubdtype(t.dtype, np.floating) else None
-        if tf is None or not np.all(np.isfinite(tf)) or not np.all(tf == np.round(tf)):
-            bad = t if tf is None else t[~(np.isfinite(tf) & (tf == np.round(np.nan_to_num(tf))))]
-            raise InputError(f"targets must be integer class indices, got {bad[:5].tolist()}")
-    t = t.astype(np.int64)
-    out = (t < 0) | (t >= c)
-    if out.any():
-        i = int(np.flatnonzero(out)[0])
-        raise InputError(f"target {t[i]} of row {i} is out of range [0, {c}) for {c} classes")
-    return np.ascontiguousarray(x), t
+    if t.dtype == np.bool_:
+        raise InputError("targets must be integer class indices, got booleans")
+    if np.issubdtype(t.dtype, np.integer):
+        # Compare before casting: uint64 values past 2**63 must not wrap to negatives.
+        bad = (t < 0) | (t >= c)
+    elif np.issubdtype(t.dtype, np.floating):
+        tf = t.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            integral = np.isfinite(tf) & (tf == np.floor(tf))
+        if not integral.all():
+            raise InputError(f"targets must be integer class indices, got {t[~integral][:5].tolist()}")
+        bad = (tf < 0) | (tf >= c)
+    else:
+        raise InputError(f"targets must be integer class indices, got {t.dtype} values "
+                         f"{t.ravel()[:5].tolist()}")
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        v = t[i].item()
+        raise InputError(f"target {v} of row {i} is out of range [0, {c}) for {c} classes")
+    return np.ascontiguousarray(x), t.astype(np.int64)
 
 
 def load_logits(path) -> tuple[np.ndarray, np.ndarray]:
     """Read logits and targets from .npy, .npz or .csv and validate them.
 
-    .npz: arrays named `logits` and `targets`. .npy: a dict saved with allow_pickle is refused;
-    an (N, C + 1) array whose last column is the target. .csv: one row per sample, the last
-    column the target, an optional header line.
+    .npz: arrays named `logits` and `targets`. .npy: an (N, C + 1) array whose last column is
+    the target (pickled objects are refused). .csv: one row per sample, the last column the
+    target, an optional header line; an empty field is an error (write nan for a NaN logit).
+    Every problem raises InputError naming the file.
     """
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise InputError(f"logits file not found: {p}")
+    if not p.is_file():
+        raise InputError(f"logits file is not a regular file: {p}")
     suffix = p.suffix.lower()
     try:
         if suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
                 missing = {"logits", "targets"} - set(z.files)
                 if missing:
-                    raise InputError(f"{p}: .npz must hold arrays 'logits' and 'targets'; "
+                    raise InputError(f".npz must hold arrays 'logits' and 'targets'; "
                                      f"missing {sorted(missing)}, found {z.files}")
-                return validate_batch(z["logits"], z["targets"])
-        if suffix == ".npy":
+                x, t = z["logits"], z["targets"]
+        elif suffix == ".npy":
             a = np.load(p, allow_pickle=False)
         elif suffix == ".csv":
             a = _read_csv(p)
         else:
-            raise InputError(f"{p}: unsupported file type {suffix!r}; use .npy, .npz or .csv")
-    except InputError:
-        raise
+            raise InputError(f"unsupported file type {suffix!r}; use .npy, .npz or .csv")
+        if suffix != ".npz":
+            if a.dtype.names is not None or a.ndim != 2 or a.shape[1] < 2:
+                raise InputError(f"expected an (N, C + 1) array of numbers, the last column "
+                                 f"the target; got shape {a.shape}, dtype {a.dtype}")
+            x, t = a[:, :-1], a[:, -1]
+        return validate_batch(x, t)
+    except InputError as exc:
+        raise InputError(f"{p}: {exc}") from None
     except Exception as exc:
         raise InputError(f"{p}: cannot read logits ({type(exc).__name__}: {exc})") from None
-    if a.ndim != 2 or a.shape[1] < 2:
-        raise InputError(f"{p}: expected an (N, C + 1) array, the last column the target; "
-                         f"got shape {a.shape}")
-    return validate_batch(a[:, :-1], a[:, -1])
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
 
 
 def _read_csv(p: Path) -> np.ndarray:
     import pandas as pd
-    first = p.read_text().splitlines()[:1]
-    has_header = bool(first) and any(c.isalpha() and c not in "eE" for c in first[0].replace(
-        "nan", "").replace("inf", ""))
-    df = pd.read_csv(p, header=0 if has_header else None)
+    lines = p.read_text(encoding="utf-8").splitlines()
+    if not any(line.strip() for line in lines):
+        raise InputError("empty file")
+    has_header = not all(_is_number(f) for f in lines[0].split(","))
+    df = pd.read_csv(p, header=0 if has_header else None, keep_default_na=False,
+                     na_values=["nan", "NaN", "-nan"], skip_blank_lines=True)
     if df.empty:
-        raise InputError(f"{p}: no rows")
+        raise InputError("no rows")
     try:
         return df.to_numpy(dtype=np.float64)
     except ValueError as exc:
-        raise InputError(f"{p}: non-numeric values ({exc})") from None
+        raise InputError(f"non-numeric or empty values ({exc})") from None
 
 
 DISTRIBUTIONS = ("normal", "uniform", "peaked")
@@ -115,10 +154,12 @@ def make_logits(distribution: str, rows: int, classes: int, scale: float,
     """
     if distribution not in DISTRIBUTIONS:
         raise InputError(f"unknown distribution {distribution!r}; valid: {', '.join(DISTRIBUTIONS)}")
-    if not (np.isfinite(scale) and scale > 0):
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, float, np.number)) \
+            or not (np.isfinite(scale) and scale > 0):
         raise InputError(f"scale must be a positive finite number, got {scale!r}")
-    if rows < 1 or classes < 1:
-        raise InputError(f"rows and classes must be at least 1, got {rows} x {classes}")
+    for what, v in (("rows", rows), ("classes", classes)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise InputError(f"{what} must be an integer of at least 1, got {v!r}")
     targets = rng.integers(0, classes, size=rows)
     if distribution == "uniform":
         x = scale * rng.uniform(-1.0, 1.0, size=(rows, classes))

@@ -20,9 +20,23 @@ __all__ = ["atomic_write", "write_csv", "write_markdown", "write_latex", "save_f
            "write_metadata", "provenance", "format_number"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp gives 0600)
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "w"):
-    """Open a temporary file beside `path`; on success move it over `path`."""
+    """Open a temporary file beside `path`; on success move it over `path`.
+
+    The data is flushed to disk before the rename, so after a crash `path` holds either its
+    old contents or the new ones, never a part. An exception inside the block leaves `path`
+    untouched and removes the temporary file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -31,6 +45,7 @@ def atomic_write(path, mode: str = "w"):
                                                              "newline": ""})) as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), _MODE)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
