@@ -282,7 +282,8 @@ def certified_losses(x: np.ndarray, t: np.ndarray, bits: int, max_prec: int,
     for i in np.flatnonzero(code):
         out[i] = math.nan if code[i] == 1 else math.inf
     todo = np.flatnonzero(code == 0)
-    p = start_prec(bits, c)
+    cap = PREC_STEP * -(-max_prec // PREC_STEP)
+    p = min(start_prec(bits, c), cap)
     while todo.size:
         failed = _attempt(x[todo], t[todo], bits, p, out, todo)
         if failed.size and p >= max_prec:
@@ -290,7 +291,7 @@ def certified_losses(x: np.ndarray, t: np.ndarray, bits: int, max_prec: int,
             raise error_cls(f"row {r}: the loss ball is wider than 2**-{bits + 2} relative at "
                             f"{p} bits; precision cap {max_prec} bits reached")
         todo = failed
-        p = min(2 * p, PREC_STEP * -(-max_prec // PREC_STEP))
+        p = min(2 * p, cap)
     return out
 
 
