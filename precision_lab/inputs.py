@@ -92,14 +92,16 @@ def load_logits(path) -> tuple[np.ndarray, np.ndarray]:
     suffix = p.suffix.lower()
     try:
         if suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
+            # numpy leaks its own file handle when the zip is corrupt: open it ourselves
+            with open(p, "rb") as fh, np.load(fh, allow_pickle=False) as z:
                 missing = {"logits", "targets"} - set(z.files)
                 if missing:
                     raise InputError(f".npz must hold arrays 'logits' and 'targets'; "
                                      f"missing {sorted(missing)}, found {z.files}")
                 x, t = z["logits"], z["targets"]
         elif suffix == ".npy":
-            a = np.load(p, allow_pickle=False)
+            with open(p, "rb") as fh:
+                a = np.load(fh, allow_pickle=False)
         elif suffix == ".csv":
             a = _read_csv(p)
         else:
@@ -129,15 +131,21 @@ def _read_csv(p: Path) -> np.ndarray:
     lines = p.read_text(encoding="utf-8").splitlines()
     if not any(line.strip() for line in lines):
         raise InputError("empty file")
-    has_header = not all(_is_number(f) for f in lines[0].split(","))
-    df = pd.read_csv(p, header=0 if has_header else None, keep_default_na=False,
-                     na_values=["nan", "NaN", "-nan"], skip_blank_lines=True)
+    # a header is a first line with a field that is text, not a number and not empty
+    has_header = any(f.strip() and not _is_number(f) for f in lines[0].split(","))
+    df = pd.read_csv(p, header=0 if has_header else None, dtype=str, na_filter=False,
+                     skip_blank_lines=True)
     if df.empty:
         raise InputError("no rows")
-    try:
-        return df.to_numpy(dtype=np.float64)
-    except ValueError as exc:
-        raise InputError(f"non-numeric or empty values ({exc})") from None
+    values = df.to_numpy(dtype=object)
+    out = np.empty(values.shape, dtype=np.float64)
+    for (i, j), v in np.ndenumerate(values):
+        try:
+            out[i, j] = float(v)
+        except (TypeError, ValueError):
+            raise InputError(f"non-numeric or empty value {v!r} in data row {i + 1}, "
+                             f"column {j + 1}") from None
+    return out
 
 
 DISTRIBUTIONS = ("normal", "uniform", "peaked")
