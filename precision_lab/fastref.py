@@ -42,7 +42,7 @@ HI_BITS = 12                 # b and the first table are on the 2**-12 grid
 GRID = 31                    # on-grid values are multiples of 2**-31
 LO_BITS = GRID - HI_BITS     # the second table has 2**19 entries
 BIG = 2.0 ** 900             # beyond this, values go to the arb path (2**31 * x must not overflow)
-DENSE_BINS = 1 << 21         # the largest dense (row, H) histogram
+DENSE_BINS = 1 << 22         # the largest dense (row, H) histogram, unless denser
 PREC_STEP = 32               # fixed-point precisions are multiples of this
 R = 26                       # radix bits of the products (26 x 26 bits fit int64 with room)
 RMASK = (1 << R) - 1
@@ -70,12 +70,13 @@ class _Tables:
     """Per fixed-point precision P, filled on first use and kept for the process:
     hi[:, h] = exp(-h * 2**-12) * 2**P and lo[:, l] = (exp(l * 2**-31) - 1) * 2**P, each the
     floor of an `arb` midpoint whose radius is below one unit, so within 2 units of the true
-    value; hi in radix 2**26 (int64), lo in radix 2**32 (float64, exact)."""
+    value; both in radix 2**26 (hi int64, lo float64: exact, and sums of up to 2**27 of its
+    limbs stay exact in float64)."""
 
     def __init__(self, p: int):
         self.p = p
         self.khi = -(-(p + 1) // R)
-        self.klo = -(-(p - HI_BITS) // 32)
+        self.klo = -(-(p - HI_BITS) // R)
         self.lo = np.zeros((self.klo, 1 << LO_BITS), dtype=np.float64)
         self.lo_done = np.zeros(1 << LO_BITS, dtype=bool)
         self.hi = np.zeros((self.khi, 0), dtype=np.int64)
@@ -93,17 +94,23 @@ class _Tables:
         return man << ex if ex >= 0 else man >> -ex
 
     def need_lo(self, idx: np.ndarray) -> None:
-        idx = np.flatnonzero((np.bincount(idx, minlength=1 << LO_BITS) > 0) & ~self.lo_done)
+        if self.lo_done[idx].all():
+            return
+        idx = (np.flatnonzero(np.bincount(idx, minlength=1 << LO_BITS)) if idx.size > 1 << 16
+               else np.unique(idx))
+        idx = idx[~self.lo_done[idx]]
         if idx.size == 0:
             return
         with arbprec(self.p + 40):
             vals = [self._entry(arb((int(i), -GRID)), True) for i in idx.tolist()]
         for j in range(self.klo):
-            self.lo[j, idx] = [(v >> (32 * j)) & 0xFFFFFFFF for v in vals]
+            self.lo[j, idx] = [(v >> (R * j)) & RMASK for v in vals]
         self.lo_done[idx] = True
 
     def need_hi(self, idx: np.ndarray) -> None:
-        idx = np.flatnonzero(np.bincount(idx))
+        if idx.max() < len(self.hi_done) and self.hi_done[idx].all():
+            return
+        idx = np.flatnonzero(np.bincount(idx)) if idx.size > 1 << 16 else np.unique(idx)
         top = int(idx[-1]) + 1
         if top > len(self.hi_done):
             n = max(top, 2 * len(self.hi_done))
@@ -141,23 +148,6 @@ def _carry(a: np.ndarray, bits: int) -> np.ndarray:
     return a
 
 
-def _relimb(src: np.ndarray, w: int, nout: int) -> np.ndarray:
-    """Limbs in radix 2**w (normalised, int64) to limbs in radix 2**R (normalised)."""
-    out = np.zeros((nout, src.shape[1]), dtype=np.int64)
-    for j in range(src.shape[0]):
-        v = src[j].copy()
-        pos = w * j
-        while pos < R * nout:
-            m, off = divmod(pos, R)
-            take = R - off
-            out[m] += (v & ((1 << take) - 1)) << off
-            v >>= take
-            pos += take
-            if not v.any():
-                break
-    return _carry(out, R)
-
-
 def _grid_sums(rows: np.ndarray, d: np.ndarray, n_rows: int, c: int, tab: _Tables) -> list[int]:
     """Exact integer sums, per row, of the table products for on-grid terms.
 
@@ -177,30 +167,22 @@ def _grid_sums(rows: np.ndarray, d: np.ndarray, n_rows: int, c: int, tab: _Table
     # distinct keys (a sort).
     key = rows.astype(np.int64) * nh + h
     nb = n_rows * nh
-    if nb <= max(DENSE_BINS, 4 * d.size):
+    if nb <= min(DENSE_BINS, 4 * d.size) or nb <= d.size:
         counts = np.bincount(key, minlength=nb)
         used = np.flatnonzero(counts)
         cnt = counts[used]
-        grp, ng = key, nb
+        grp, ng, dense = key, nb, True
     else:
         used, grp, cnt = np.unique(key, return_inverse=True, return_counts=True)
-        ng = used.size
-    # Sums of the lo limbs per group in float64: exact while count * 2**w < 2**53 (a group
-    # lies in one row, so count <= C).
-    w = min(32, 52 - c.bit_length())
-    if w == 32:
-        lo_limbs = tab.lo
-    else:  # re-split the 32-bit table limbs into w-bit limbs (C above 2**20)
-        big = _relimb_f(tab.lo, w)
-        lo_limbs = big
-    kl = lo_limbs.shape[0]
-    g = np.zeros((kl + 1, used.size), dtype=np.int64)
+        ng, dense = used.size, False
+    # Sums of the lo limbs per group in float64: exact while count * 2**26 < 2**53 (a group
+    # lies in one row, so count <= C < 2**27, which `_attempt` ensures).
+    kl = tab.klo
+    kg = max(-(-(p + 1 + c.bit_length()) // R) + 1, kl + 1)
+    gr = np.zeros((kg, used.size), dtype=np.int64)
     for j in range(kl):
-        s = np.bincount(grp, weights=lo_limbs[j][lo], minlength=ng)
-        g[j] = (s[used] if ng == nb else s).astype(np.int64)
-    g = _carry(g, w)
-    kg = -(-(p + 1 + c.bit_length()) // R) + 1
-    gr = _relimb(g, w, kg)
+        s = np.bincount(grp, weights=tab.lo[j][lo], minlength=ng)
+        gr[j] = (s[used] if dense else s).astype(np.int64)
     q, sft = divmod(p, R)
     gr[q] += cnt.astype(np.int64) << sft        # the 1 of 1 + (exp(L 2**-31) - 1), per term
     gr = _carry(gr, R)
@@ -218,23 +200,6 @@ def _grid_sums(rows: np.ndarray, d: np.ndarray, n_rows: int, c: int, tab: _Table
             v = (v << R) + limbs[j]
         out[r] = v
     return out
-
-
-def _relimb_f(lo32: np.ndarray, w: int) -> np.ndarray:
-    """float64 limbs in radix 2**32 to float64 limbs in radix 2**w (w < 32)."""
-    src = lo32.astype(np.int64)
-    nout = -(-(32 * src.shape[0]) // w)
-    out = np.zeros((nout, src.shape[1]), dtype=np.int64)
-    for j in range(src.shape[0]):
-        v = src[j].copy()
-        pos = 32 * j
-        while v.any():
-            m, off = divmod(pos, w)
-            take = w - off
-            out[m] += (v & ((1 << take) - 1)) << off
-            v >>= take
-            pos += take
-    return _carry(out, w).astype(np.float64)
 
 
 def special_losses(x: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -316,34 +281,42 @@ def _attempt(x, t, bits, p, out, idx) -> np.ndarray:
     with np.errstate(invalid="ignore", over="ignore"):
         y = x * 2.0 ** GRID
         on = keep & (np.abs(x) < BIG) & (np.floor(y) == y) & (np.abs(b) < BIG)[:, None]
+    if c >= 1 << 27:  # float64 sums of table limbs would no longer be exact
+        on[:] = False
     off = keep & ~on
     rr, cc = np.nonzero(on)
     d = ((x[rr, cc] - b[rr]) * 2.0 ** GRID).astype(np.int64)
     tab = _tables(p)
     vsum = _grid_sums(rr, d, n, c, tab)
-    ngrid = on.sum(axis=1)
+    ngrid = on.sum(axis=1).tolist()
+    offany = off.any(axis=1).tolist()
+    npr = npruned.tolist()
+    leadinf = (lead == -np.inf).tolist()
+    tml = tmax.tolist()
+    bl, al, xtl = b.tolist(), a.tolist(), xt.tolist()
     failed = []
     wprec = p + 40
     with arbprec(wprec):
         unit = arb(2) ** (-p)
+        tail1 = (arb(2.0 ** -12) - arb(cutoff)).exp()   # bound on one dropped term
+        thr = arb(2) ** (bits + 2)
+        zero = arb(0)
         for i in range(n):
-            if lead[i] == -np.inf:            # target is the only class (or the rest masked)
-                out[idx[i]] = arb(0)
+            if leadinf[i]:                   # target is the only class (or the rest masked)
+                out[idx[i]] = zero
                 continue
-            s = arb((vsum[i], -2 * p)) if vsum[i] else arb(0)
-            if ngrid[i]:
-                s += arb(0, 5 * int(ngrid[i])) * unit
-            if off[i].any():
-                s += _row_arb(x[i][off[i]], float(b[i]), wprec)
-            if npruned[i]:
-                tail = arb(int(npruned[i])) * (arb(2.0 ** -12) - arb(cutoff)).exp()
-                s += arb(0, tail.upper())        # the dropped terms lie in [0, tail]
-            bb = arb(float(b[i]))
-            if tmax[i]:
-                loss = (s * (bb - arb(float(a[i]))).exp()).log1p()
+            # mid vsum 2**-2P, radius 5 * 2**-P per on-grid term
+            s = arb((vsum[i], -p), ngrid[i] * 5) * unit if vsum[i] else zero
+            if offany[i]:
+                s += _row_arb(x[i][off[i]], bl[i], wprec)
+            if npr[i]:
+                s += arb(0, (tail1 * npr[i]).upper())  # the dropped terms lie in [0, tail]
+            bb = arb(bl[i])
+            if tml[i]:
+                loss = (s * (bb - arb(al[i])).exp()).log1p()
             else:
-                loss = s.log() + (bb - arb(float(xt[i])))
-            if loss.rad() * arb(2) ** (bits + 2) <= abs(loss.mid()) and loss > 0:
+                loss = s.log() + (bb - arb(xtl[i]))
+            if loss.rad() * thr <= abs(loss.mid()) and loss > 0:
                 out[idx[i]] = loss
             else:
                 failed.append(idx[i])
