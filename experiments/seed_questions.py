@@ -557,7 +557,7 @@ def report(df: pd.DataFrame, config, params, out_dir):
                              f"float32 torch) is {obs:.3e}: epsilon bias {eps_b:.3e}, torch's "
                              f"float32 arithmetic {torch_a:.3e}, input rounding to float32 "
                              f"{inp:.3e}, blog's float64 rounding {b64r:.1e}; they sum to the "
-                             f"observed value within {abs(resid):.0e}.",
+                             f"observed value (residual {resid:.1e}).",
                      "link": "summary.md", "label": "table"})
     _fig_q1(t1, obs, out_dir, gt)
 
@@ -814,6 +814,16 @@ def report(df: pd.DataFrame, config, params, out_dir):
                       f"({code['method'].iloc[0]}, {code['text'].iloc[0]} output) exits "
                       f"{int(code['value'].iloc[0])}:\n")
             md.append(_md(tab) + "\n")
+            fails = tab[(tab["implementation"].isin(["torch", "logsumexp"]))
+                        & (tab["verdict"] == "FAIL")]
+            if len(fails):
+                md.append("Beside it, " + "; ".join(
+                    f"{r['implementation']} fails in {r['format']} (worst: {r['worst case']})"
+                    for _, r in fails.iterrows()) + ". " + (
+                    "Torch's mean in float16 overflows because nll_loss accumulates the mean "
+                    "in the input dtype; " if code["text"].iloc[0] == "mean" else "")
+                    + "logsumexp here is the textbook (a + log s) - x_t, which rounds the large "
+                    "a + log s before subtracting x_t.\n")
             tables[f"q6_{ex}"] = (f"precision-lab check on the {ex} example; formats "
                                   f"{', '.join(FMT_NAMES)}; battery seed 0; {gt}.", tab)
 

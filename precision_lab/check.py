@@ -17,7 +17,8 @@ relative above a loss of 1, absolute (in ULPs of 1) below it, because a loss is 
 mean of O(1) terms and an error far below ulp(1) cannot change it; bits = log2(1 + ULPs).
 `relative=True` counts ULPs at the truth itself (metrics.errors), where even PyTorch loses every
 bit on a confidently correct row (1 + tiny rounds to 1). A non-finite result where the truth is
-finite, a wrong shape or an exception counts as infinitely many ULPs.
+finite, a wrong shape or an exception counts as infinitely many ULPs (an infinity where the
+true loss itself rounds to infinity in the format counts as exact).
 
 A case fails when its error passes `max_ulp` (or `max_bits`); an implementation passes a format
 when no case fails. `largest working scale` is the largest |logit| of the scale family below
@@ -209,7 +210,8 @@ def _mixed_errors(c, hi, lo, fmt: Format, relative: bool) -> tuple[np.ndarray, n
         return ulp, e["bits_err"].to_numpy()
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs((c - hi) - lo)
-        diff = np.where(np.isinf(c) & (c == hi), 0.0, diff)
+        rt = fmt.round(hi)  # a true loss past the format's range rounds to inf
+        diff = np.where(np.isinf(c) & (c == rt), 0.0, diff)
         unit = fmt.ulp(np.maximum(np.abs(hi), 1.0))
         ulp = np.where(np.isnan(diff), np.inf, diff / unit)
         bits = np.minimum(np.log2(1.0 + ulp), 8.0 * fmt.dtype.itemsize)
