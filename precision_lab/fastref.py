@@ -43,6 +43,7 @@ GRID = 31                    # on-grid values are multiples of 2**-31
 LO_BITS = GRID - HI_BITS     # the second table has 2**19 entries
 BIG = 2.0 ** 900             # beyond this, values go to the arb path (2**31 * x must not overflow)
 DENSE_BINS = 1 << 22         # the largest dense (row, H) histogram, unless denser
+CHUNK = 1 << 20              # logits per pass of the vectorised part
 PREC_STEP = 32               # fixed-point precisions are multiples of this
 R = 26                       # radix bits of the products (26 x 26 bits fit int64 with room)
 RMASK = (1 << R) - 1
@@ -250,7 +251,10 @@ def certified_losses(x: np.ndarray, t: np.ndarray, bits: int, max_prec: int,
     cap = PREC_STEP * -(-max_prec // PREC_STEP)
     p = min(start_prec(bits, c), cap)
     while todo.size:
-        failed = _attempt(x[todo], t[todo], bits, p, out, todo)
+        step = max(1, CHUNK // c)   # rows per pass: bounded temporaries (memory)
+        failed = np.concatenate([np.zeros(0, dtype=np.int64)] + [
+            _attempt(x[ix], t[ix], bits, p, out, ix)
+            for ix in (todo[k:k + step] for k in range(0, todo.size, step))])
         if failed.size and p >= max_prec:
             r = int(failed[0])
             raise error_cls(f"row {r}: the loss ball is wider than 2**-{bits + 2} relative at "
