@@ -169,12 +169,12 @@ def test_default_workers_is_every_core():
 # ---------------------------------------------------------------------------------------------
 # Killing a real run: a subprocess running a 10-cell sweep on 2 worker processes
 
-def _start(out: Path, markers: Path, sleep: float):
+def _start(out: Path, markers: Path, sleep: float, workers: int = 2):
     env = {**os.environ, MARKERS: str(markers), SLEEP: str(sleep),
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     out.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f"stderr-{time.monotonic_ns()}.txt", "w") as err:
-        proc = subprocess.Popen([sys.executable, str(HELPER), str(out), "10", "2"], env=env,
+        proc = subprocess.Popen([sys.executable, str(HELPER), str(out), "10", str(workers)], env=env,
                                 start_new_session=True, stderr=err, text=True)
     proc.errfile = Path(err.name)
     return proc
@@ -244,7 +244,7 @@ def test_killed_real_run_resumes_without_recomputing(sig, tmp_path, reference_cs
     assert 3 <= len(finished) < 10
     before = computed_counts(marks)
 
-    proc = _start(out, marks, sleep=0.0)
+    proc = _start(out, marks, sleep=0.0, workers=1)  # resuming needs no pool: faster
     proc.wait(timeout=60)
     assert proc.returncode == 0, _stderr(proc)
     if sweep.code_fingerprint(marked_cell) != code:  # only while developers edit the package
