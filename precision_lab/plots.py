@@ -1,0 +1,349 @@
+"""Shared figure helpers: one fixed colour per method (line style per accumulator) in every
+figure, formats as panels in a fixed order, each format's overflow logit and unit roundoff
+marked, non-finite results drawn rather than dropped.
+
+Rendering only: every function takes a tidy results DataFrame (or plain numbers) and draws.
+The Agg backend is selected on import; figures are written by `report.save_figure`.
+"""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from .formats import FORMATS, get_format  # noqa: E402
+from .methods import METHODS  # noqa: E402
+
+__all__ = ["FORMAT_ORDER", "METHOD_COLORS", "method_color", "variant_style", "variant_label",
+           "variants_in", "formats_in", "format_title", "mark_unit_roundoff", "mark_vline",
+           "floored", "legend_handles", "figure_legend", "caption", "plot_error_panels",
+           "nonfinite_cmap", "error_cmap", "BOUND_STYLE", "plt", "crossing", "error_text",
+           "with_variant", "order_table", "error_pivot", "panel_grid", "legend_rows",
+           "light_log_axis"]
+
+FORMAT_ORDER = tuple(FORMATS)  # float16, bfloat16, float32, float64
+
+# A fixed colour per method, the same in every figure of every report.
+METHOD_COLORS = {
+    "naive": "#d62728",        # red
+    "softmax_eps": "#ff7f0e",  # orange
+    "softmax_log": "#8c564b",  # brown
+    "logsumexp": "#1f77b4",    # blue
+    "log1p": "#2ca02c",        # green
+    "torch": "#9467bd",        # purple
+    "log_softmax": "#17becf",  # cyan
+    "online": "#e377c2",       # pink
+}
+_SPARE = ["#7f7f7f", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
+
+# The accumulator is the line style: solid for the working format, dashed for float32.
+ACC_STYLE = {"working": {"linestyle": "-", "marker": "o"},
+             "float32": {"linestyle": "--", "marker": "^", "markerfacecolor": "white"},
+             "internal": {"linestyle": "-", "marker": "s"}}
+ACC_ORDER = {"working": 0, "internal": 0, "float32": 1}
+
+BOUND_STYLE = {"color": "black", "linestyle": ":", "linewidth": 1.6}
+MARK_STYLE = {"color": "0.45", "linewidth": 0.9}
+LIMIT_STYLE = {"color": "0.82", "linewidth": 0, "zorder": 0}
+
+
+def method_color(method: str) -> str:
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    extra = sorted(m for m in METHODS if m not in METHOD_COLORS)
+    i = extra.index(method) if method in extra else abs(hash(method))
+    return _SPARE[i % len(_SPARE)]
+
+
+def variant_label(method: str, accumulator: str) -> str:
+    if accumulator == "float32":
+        return f"{method} (float32 sum)"
+    return method
+
+
+def variant_style(method: str, accumulator: str, markers: bool = True) -> dict:
+    style = {"color": method_color(method), "linewidth": 1.5, "markersize": 3.5,
+             **ACC_STYLE.get(accumulator, ACC_STYLE["working"])}
+    if not markers:
+        style["marker"] = None
+    return style
+
+
+def _method_rank(m: str) -> int:
+    names = list(METHODS)
+    return names.index(m) if m in names else len(names)
+
+
+def variants_in(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """The (method, accumulator) pairs present, in registry order, working before float32."""
+    pairs = df[["method", "accumulator"]].drop_duplicates().itertuples(index=False)
+    return sorted(((m, a) for m, a in pairs),
+                  key=lambda p: (_method_rank(p[0]), ACC_ORDER.get(p[1], 2), p[0]))
+
+
+def formats_in(df: pd.DataFrame) -> list[str]:
+    present = set(df["format"])
+    return [f for f in FORMAT_ORDER if f in present] + sorted(present - set(FORMAT_ORDER))
+
+
+def format_title(fmt: str) -> str:
+    f = get_format(fmt)
+    return f"{fmt}  (u = 2^-{f.precision}, overflow logit {f.overflow_logit:.2f})"
+
+
+def mark_unit_roundoff(ax, fmt: str, label: bool = True) -> None:
+    """A horizontal line at the format's unit roundoff u on a relative-error axis."""
+    u = get_format(fmt).unit_roundoff
+    ax.axhline(u, **MARK_STYLE, linestyle="--", zorder=1)
+    if label:
+        ax.annotate(f"u = {u:.2g}", xy=(1.0, u), xycoords=("axes fraction", "data"),
+                    xytext=(-3, 2), textcoords="offset points", ha="right", va="bottom",
+                    fontsize=7, color="0.35")
+
+
+def mark_vline(ax, x: float, text: str | None, y: float = 0.97, side: str = "right",
+               linestyle: str = "-.") -> None:
+    """A vertical marker (an overflow logit, a class count) with a small rotated label on
+    `side` of the line (no label when `text` is None)."""
+    if x is None or not np.isfinite(x):
+        return
+    ax.axvline(x, **MARK_STYLE, linestyle=linestyle, zorder=1)
+    if text:
+        ax.annotate(text, xy=(x, y), xycoords=("data", "axes fraction"),
+                    xytext=(2 if side == "right" else -2, 0), textcoords="offset points",
+                    rotation=90, ha="left" if side == "right" else "right", va="top",
+                    fontsize=7, color="0.35")
+
+
+def floored(values, floor: float) -> np.ndarray:
+    """Values for a log axis: anything below `floor` (exact results: 0) drawn at `floor`."""
+    v = np.asarray(values, dtype=np.float64)
+    return np.where(np.isfinite(v), np.maximum(v, floor), np.nan)
+
+
+def legend_handles(pairs, bound: bool = False, limit: bool = False) -> list:
+    handles = [Line2D([], [], label=variant_label(m, a), **variant_style(m, a)) for m, a in pairs]
+    if bound:
+        handles.append(Line2D([], [], label="BHH bound (log1p form, median over rows)",
+                              **BOUND_STYLE))
+    if limit:
+        handles.append(Patch(label="rows the format cannot represent", **LIMIT_STYLE))
+    return handles
+
+
+def figure_legend(fig, pairs, bound: bool = False, ncol: int | None = None,
+                  limit: bool = False):
+    """One legend for the whole figure, centred at its bottom edge (leave room there)."""
+    handles = legend_handles(pairs, bound, limit)
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0),
+               ncol=ncol or min(len(handles), 6), fontsize=8, frameon=False)
+
+
+def _pow10(v, _pos=None) -> str:
+    if v <= 0 or not np.isfinite(v):
+        return ""
+    e = np.log10(v)
+    if abs(e - round(e)) > 1e-9:
+        return ""
+    e = int(round(e))
+    return {0: "1", 1: "10", 2: "100", -1: "0.1", -2: "0.01"}.get(e, f"1e{e}")
+
+
+def light_log_axis(axis, max_major: int = 7) -> None:
+    """Log-axis ticks that are cheap to draw (the figures hold dozens of panels): at most
+    `max_major` labelled powers of ten, plain-text labels (1e-3) rather than mathtext, no minor
+    ticks."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+    axis.set_major_locator(LogLocator(base=10, numticks=max_major))
+    axis.set_major_formatter(FuncFormatter(_pow10))
+    axis.set_minor_locator(NullLocator())
+
+
+def legend_rows(n_entries: int, ncol: int = 6) -> int:
+    return -(-n_entries // ncol)
+
+
+def panel_grid(nrows: int, ncols: int, panel_w: float, heights, top: float = 0.75,
+               bottom: float = 0.5, left: float = 0.85, right: float = 0.15,
+               hspace: float = 0.12, wspace: float = 0.25, sharex: bool = True):
+    """A figure of nrows x ncols axes with fixed margins in inches (no layout engine: the
+    figures are large and constrained layout dominates the cost of drawing them).
+    `heights` are the rows' heights in inches; `bottom` leaves room for a legend."""
+    heights = list(heights)
+    inner_h = sum(heights) * (1 + hspace)
+    inner_w = ncols * panel_w * (1 + wspace)
+    w, h = left + inner_w + right, top + inner_h + bottom
+    fig = plt.figure(figsize=(w, h))
+    gs = fig.add_gridspec(nrows, ncols, left=left / w, right=1 - right / w, top=1 - top / h,
+                          bottom=bottom / h, height_ratios=heights, hspace=hspace,
+                          wspace=wspace)
+    axes = np.empty((nrows, ncols), dtype=object)
+    for r in range(nrows):
+        for c in range(ncols):
+            share = axes[0, c] if (sharex and r > 0) else None
+            axes[r, c] = fig.add_subplot(gs[r, c], sharex=share)
+            if sharex and r < nrows - 1:
+                axes[r, c].tick_params(labelbottom=False)
+    return fig, axes
+
+
+def caption(formats, seed, bits: int = 100, extra: str = "") -> str:
+    """The standard caption: formats, seed and ground-truth precision."""
+    from .reference import DEFAULT_BITS
+    bits = bits or DEFAULT_BITS
+    text = (f"Formats: {', '.join(formats)}. Seed {seed}. Ground truth: certified mpmath "
+            f"evaluation of the inputs as rounded into each format, at least {bits} correct "
+            f"bits per loss.")
+    return f"{text} {extra}".strip()
+
+
+def nonfinite_cmap():
+    cmap = plt.get_cmap("Reds").copy()
+    cmap.set_bad("0.85")
+    return cmap
+
+
+def error_cmap():
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("black")  # every row non-finite: no finite error to show
+    return cmap
+
+
+def plot_error_panels(df: pd.DataFrame, x: str, row_key: str, row_values, row_label,
+                      metric: str = "rel_err_median", xlog: bool = True, xlabel: str = "",
+                      ylabel: str = "median relative error", bound: bool = True,
+                      vlines=None, title: str | None = None):
+    """A grid of panels: columns are formats; for each value of `row_key`, one row of error
+    panels (`metric` against `x`, one line per method and accumulator, the BHH bound dotted)
+    and beneath it a short row with the fraction of non-finite results, so a method that
+    overflows shows as a gap above and a rise to 1 below, never as a missing line.
+
+    `vlines(ax, fmt, row_value, sub)` draws markers (sub is a DataFrame of that panel).
+    Exact results (error 0) are drawn at the floor u / 100 of each format.
+    Returns the figure.
+    """
+    df = df[df["reduction"] == "none"]
+    fmts = formats_in(df)
+    pairs = variants_in(df)
+    row_values = list(row_values)
+    nrows = 2 * len(row_values)
+    n_leg = len(pairs) + int(bound) + int("representable_frac" in df)
+    fig, axes = panel_grid(nrows, len(fmts), 3.6, [2.4, 0.7] * len(row_values),
+                           top=0.75 if title else 0.4,
+                           bottom=0.55 + 0.2 * legend_rows(n_leg), hspace=0.15)
+    for r, rv in enumerate(row_values):
+        for c, fmt in enumerate(fmts):
+            ax, axn = axes[2 * r, c], axes[2 * r + 1, c]
+            sub = df[(df[row_key] == rv) & (df["format"] == fmt)]
+            u = get_format(fmt).unit_roundoff
+            floor = u / 100
+            top = floor
+            for m, a in pairs:
+                g = sub[(sub["method"] == m) & (sub["accumulator"] == a)].sort_values(x)
+                if g.empty:
+                    continue
+                y = floored(g[metric], floor)
+                if np.isfinite(y).any():
+                    top = max(top, np.nanmax(y))
+                ax.plot(g[x], y, label=variant_label(m, a), **variant_style(m, a, markers=False))
+                axn.plot(g[x], g["nonfinite_frac"], **variant_style(m, a, markers=False))
+            if "representable_frac" in sub and sub["representable_frac"].notna().any():
+                g = sub.dropna(subset=["representable_frac"]).drop_duplicates(x).sort_values(x)
+                axn.fill_between(g[x], 0, 1 - g["representable_frac"], **LIMIT_STYLE)
+            if bound and "bhh_bound_rel_median" in sub:
+                g = sub[(sub["method"] == "log1p") & (sub["accumulator"] == "working")]
+                g = g.sort_values(x)
+                if g["bhh_bound_rel_median"].notna().any():
+                    yb = floored(g["bhh_bound_rel_median"], floor)
+                    ax.plot(g[x], yb, **BOUND_STYLE)
+                    if np.isfinite(yb).any():
+                        top = max(top, min(np.nanmax(yb), 10.0))
+            mark_unit_roundoff(ax, fmt, label=(r == 0))
+            ax.set_yscale("log")
+            light_log_axis(ax.yaxis)
+            ax.set_ylim(floor / 2, max(top * 3, u * 10))
+            axn.set_ylim(-0.05, 1.05)
+            axn.set_yticks([0, 1])
+            if xlog:
+                ax.set_xscale("log")
+                light_log_axis(ax.xaxis)
+            if vlines is not None:
+                vlines(ax, fmt, rv, sub)
+                vlines(axn, fmt, rv, None)
+            if r == 0:
+                ax.set_title(format_title(fmt), fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"{row_label(rv)}\n{ylabel}", fontsize=8)
+                axn.set_ylabel("non-finite\nfraction", fontsize=7)
+            ax.grid(True, which="major", alpha=0.3)
+            axn.grid(True, alpha=0.3)
+            ax.tick_params(labelsize=7)
+            axn.tick_params(labelsize=7)
+    for c in range(len(fmts)):
+        axes[-1, c].set_xlabel(xlabel, fontsize=8)
+    figure_legend(fig, pairs, bound=bound, ncol=6, limit="representable_frac" in df)
+    if title:
+        fig.suptitle(title, fontsize=11, y=1 - 0.12 / fig.get_figheight(), va="top")
+    return fig
+
+
+# ------------------------------------------------------------- shared table helpers ----------
+
+def crossing(x, v, level: float) -> float:
+    """The x at which the increasing-ish series v first reaches `level`, interpolated on log
+    axes between the two grid points around it; nan if it never does or already starts there."""
+    x = np.asarray(x, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    ok = np.isfinite(v) & (v > 0) & np.isfinite(x) & (x > 0)
+    x, v = x[ok], v[ok]
+    above = np.flatnonzero(v >= level)
+    if len(above) == 0 or above[0] == 0:
+        return np.nan
+    i = above[0]
+    f = (np.log(level) - np.log(v[i - 1])) / (np.log(v[i]) - np.log(v[i - 1]))
+    return float(np.exp(np.log(x[i - 1]) + f * (np.log(x[i]) - np.log(x[i - 1]))))
+
+
+def error_text(rel_err_median: float, nonfinite_frac: float) -> str:
+    """A table entry: the median relative error over finite rows, the share of non-finite rows
+    in brackets, 'all non-finite' when none is finite."""
+    if nonfinite_frac >= 1:
+        return "all non-finite"
+    v = "0" if rel_err_median == 0 else f"{rel_err_median:.2g}"
+    if nonfinite_frac > 0:
+        v += f" ({100 * nonfinite_frac:.0f}% non-finite)"
+    return v
+
+
+def with_variant(df: pd.DataFrame) -> pd.DataFrame:
+    """df with a 'variant' column: the method, with ' (float32 sum)' for the float32 variant."""
+    return df.assign(variant=[variant_label(m, a) for m, a in zip(df["method"],
+                                                                  df["accumulator"])])
+
+
+def order_table(table: pd.DataFrame, fmts, pairs) -> pd.DataFrame:
+    """Rows in format order, then method (registry) order, working before float32."""
+    order = {variant_label(m, a): i for i, (m, a) in enumerate(pairs)}
+    table = table.assign(_f=table["format"].map({f: i for i, f in enumerate(fmts)}),
+                         _v=table["variant"].map(order))
+    return table.sort_values(["_f", "_v"], kind="stable").drop(
+        columns=["_f", "_v"]).reset_index(drop=True)
+
+
+def error_pivot(df: pd.DataFrame, column: str, values, label) -> pd.DataFrame:
+    """A table: one row per (format, variant), one column per value of `column` (restricted
+    to `values`), entries `error_text` of the per-row losses; columns named label(value)."""
+    d = with_variant(df[(df["reduction"] == "none") & df[column].isin(values)])
+    d = d.assign(cell=[error_text(e, n) for e, n in zip(d["rel_err_median"],
+                                                         d["nonfinite_frac"])])
+    piv = d.pivot_table(index=["format", "variant"], columns=column, values="cell",
+                        aggfunc="first", sort=False).reset_index()
+    piv = order_table(piv, formats_in(d), variants_in(d))
+    piv.columns.name = None
+    return piv.rename(columns={v: label(v) for v in values})
