@@ -101,7 +101,13 @@ def _check(logits, targets):
 def _backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    return "arb" if backend == "auto" else backend
+    if backend == "auto":
+        try:
+            import flint  # noqa: F401  (python-flint: the fast backend)
+        except ImportError:  # pragma: no cover - python-flint is a dependency
+            return "mpmath"
+        return "arb"
+    return backend
 
 
 def _arb_losses(x, t, bits, max_prec) -> list:
