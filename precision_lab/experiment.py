@@ -247,18 +247,24 @@ def cli(args) -> int:
     names = available() if args.name == "all" else [args.name]
     for name in names:  # every name and profile checked before anything runs
         _check_profile(name, load_experiment(name), config.profile)
+    previous = None
     if threading.current_thread() is threading.main_thread():
         # `kill PID` stops a run as Ctrl-C does: workers stopped, finished cells kept.
-        signal.signal(signal.SIGTERM, _interrupt)
-    for name in names:
-        try:
-            run_experiment(name, config)
-        except KeyboardInterrupt:
-            print(f"\ninterrupted: {name}'s finished cells are kept in "
-                  f"{config.checkpoint_dir(name)}; run the same command again to resume",
-                  file=sys.stderr)
-            return 130
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        for name in names:
+            try:
+                run_experiment(name, config)
+            except KeyboardInterrupt:
+                print(f"\ninterrupted: {name}'s finished cells are kept in "
+                      f"{config.checkpoint_dir(name)}; run the same command again to resume",
+                      file=sys.stderr)
+                return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
 
 def script_main(name: str, argv=None) -> int:
     """`python experiments/NAME.py [options]`: the same as `precision-lab run NAME`."""
