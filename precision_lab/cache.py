@@ -21,6 +21,22 @@ import numpy as np
 __all__ = ["TruthCache", "default_cache_dir", "resolve_cache", "truth_key", "FIELDS"]
 
 VERSION = b"precision_lab.truth.v1"
+
+
+def _code_fingerprint() -> bytes:
+    """The code that computes a truth: a fixed reference cannot be served a truth cached by an
+    older version of itself."""
+    import flint
+    import mpmath
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256(VERSION)
+    for name in ("reference.py", "fastref.py"):
+        h.update((here / name).read_bytes())
+    h.update(f"mpmath {mpmath.__version__} python-flint {flint.__version__}".encode())
+    return h.digest()
+
+
+_CODE = None
 FIELDS = ("hi", "lo", "mean_hi", "mean_lo")
 _OFF = {"off", "0", "none", "false", ""}
 
@@ -34,10 +50,14 @@ def default_cache_dir() -> Path | None:
 
 
 def truth_key(x: np.ndarray, t: np.ndarray, bits: int) -> str:
-    """SHA-256 of the exact inputs (float64 logits with their shape, int64 targets) and bits."""
+    """SHA-256 of the reference's code and the exact inputs (float64 logits with their shape,
+    int64 targets) and bits."""
     x = np.ascontiguousarray(x, dtype=np.float64)
     t = np.ascontiguousarray(t, dtype=np.int64)
-    h = hashlib.sha256(VERSION)
+    global _CODE
+    if _CODE is None:
+        _CODE = _code_fingerprint()
+    h = hashlib.sha256(_CODE)
     h.update(np.asarray(x.shape, dtype=np.int64).tobytes())
     h.update(x.tobytes())
     h.update(t.tobytes())

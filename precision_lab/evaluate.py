@@ -10,7 +10,7 @@ from .formats import FORMATS, get_format
 from .inputs import validate_batch
 from .methods import METHODS, batch_mean, get_method
 from .metrics import errors
-from .reference import DEFAULT_BITS, reference_loss, reference_mean, to_double_double
+from .reference import DEFAULT_BITS, reference_truth
 
 __all__ = ["evaluate", "variants"]
 
@@ -27,7 +27,7 @@ def variants(method, fmt, accumulators=("working", "float32")) -> list[str]:
 
 def evaluate(logits, targets, formats: Iterable[str] = tuple(FORMATS),
              methods: Iterable[str] = tuple(METHODS), accumulators=("working", "float32"),
-             bits: int = DEFAULT_BITS, mean: bool = True) -> pd.DataFrame:
+             bits: int = DEFAULT_BITS, mean: bool = True, cache=None) -> pd.DataFrame:
     """Evaluate every (format, method, accumulator) on a batch.
 
     `logits` (N, C) are float64; each format first rounds them correctly into itself, and the
@@ -35,20 +35,16 @@ def evaluate(logits, targets, formats: Iterable[str] = tuple(FORMATS),
     computation error (`input_rel_change` reports how far rounding moved the true loss).
     Returns one row per (input row, format, method, accumulator), with reduction 'none'; with
     `mean`, one more row per (format, method, accumulator) for the batch mean (row = -1).
+    `cache`: where certified truths are kept on disk (see `reference_truth`).
     """
     x, t = validate_batch(logits, targets)
     fmts = [get_format(f) for f in formats]
     meths = [get_method(m) for m in methods]
     frames = []
-    truth_cache: dict[bytes, tuple] = {}
     for fmt in fmts:
         xr = fmt.round(x)
-        key = xr.tobytes()
-        if key not in truth_cache:
-            truth = reference_loss(xr, t, bits=bits)
-            truth_cache[key] = (*to_double_double(truth),
-                                *to_double_double([reference_mean(truth, bits=bits)]))
-        hi, lo, mhi, mlo = truth_cache[key]
+        hi, lo, mhi, mlo = reference_truth(xr, t, bits=bits, cache=cache)
+        mhi, mlo = np.array([mhi]), np.array([mlo])
         for m in meths:
             for acc in variants(m, fmt, accumulators):
                 losses = m(xr, t, fmt, acc)

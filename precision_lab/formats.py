@@ -109,4 +109,5 @@ def get_format(name: str | Format) -> Format:
     try:
         return FORMATS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown format {name!r}; valid formats: {', '.join(FORMATS)}") from None
+        from .inputs import InputError
+        raise InputError(f"unknown format {name!r}; valid formats: {', '.join(FORMATS)}") from None

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .formats import FORMATS, Format, get_format
+from .inputs import InputError, validate_batch
 
 __all__ = ["Method", "METHODS", "ACCUMULATORS", "register", "get_method", "Arithmetic",
            "batch_mean"]
@@ -32,7 +33,7 @@ class Arithmetic:
 
     def __init__(self, fmt: Format, accumulate: str = "working"):
         if accumulate not in ACCUMULATORS:
-            raise ValueError(f"unknown accumulator {accumulate!r}; valid: {', '.join(ACCUMULATORS)}")
+            raise InputError(f"unknown accumulator {accumulate!r}; valid: {', '.join(ACCUMULATORS)}")
         self.fmt = fmt
         self.accumulate = accumulate
 
@@ -85,8 +86,10 @@ class Method:
     uses_accumulator: bool = True
 
     def __call__(self, x, targets, fmt, accumulate="working"):
+        """Per-row losses of logits `x` (N, C), whose values must already be in `fmt`."""
         fmt = get_format(fmt)
-        return self.fn(np.asarray(x, dtype=np.float64), np.asarray(targets), fmt, accumulate)
+        x, targets = validate_batch(x, targets)
+        return self.fn(x, targets, fmt, accumulate)
 
 
 METHODS: dict[str, Method] = {}
@@ -105,7 +108,7 @@ def get_method(name: str | Method) -> Method:
     try:
         return METHODS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}") from None
+        raise InputError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)}") from None
 
 
 def _pick(v: np.ndarray, targets: np.ndarray) -> np.ndarray:

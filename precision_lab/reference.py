@@ -3,7 +3,7 @@
 Two backends compute it. `backend="arb"` (the default, via "auto") is `fastref`: ball
 arithmetic (python-flint) and an exact fixed-point sum, certified by the ball's radius (the
 result provably has `bits` + 1 correct bits); it is tested against the mpmath backend below.
-`reference_double_double` / `reference_truth` return the truth as double-double arrays and can
+`reference_truth` returns the truth as double-double arrays and can
 keep it in a disk cache (`cache`).
 
 mpmath backend (`backend="mpmath"`): each row's loss is evaluated at a working precision p and again at p + GUARD_STEP bits; when
@@ -31,8 +31,7 @@ import numpy as np
 from mpmath import mp
 
 __all__ = ["reference_loss", "reference_mean", "UncertifiedError", "to_double_double",
-           "DEFAULT_BITS", "BACKENDS", "Truth", "reference_truth", "reference_double_double",
-           "reference_mean_double_double"]
+           "DEFAULT_BITS", "BACKENDS", "Truth", "reference_truth"]
 
 BACKENDS = ("auto", "arb", "mpmath")
 
@@ -182,18 +181,6 @@ def reference_truth(logits, targets, bits: int = DEFAULT_BITS, *,
         store.store(key, {"hi": hi, "lo": lo, "mean_hi": np.float64(mhi),
                           "mean_lo": np.float64(mlo)})
     return truth
-
-
-def reference_double_double(logits, targets, bits: int = DEFAULT_BITS, **kwargs):
-    """(hi, lo) float64 arrays of the per-row truth (`reference_truth`'s keywords apply)."""
-    tr = reference_truth(logits, targets, bits, **kwargs)
-    return tr.hi, tr.lo
-
-
-def reference_mean_double_double(logits, targets, bits: int = DEFAULT_BITS, **kwargs):
-    """(hi, lo) floats of the batch-mean truth (`reference_truth`'s keywords apply)."""
-    tr = reference_truth(logits, targets, bits, **kwargs)
-    return tr.mean_hi, tr.mean_lo
 
 
 def reference_mean(losses, bits: int = DEFAULT_BITS):

@@ -98,8 +98,7 @@ def test_disabled_and_default_dir(monkeypatch, tmp_path, batch, counting):
     assert str(default_cache_dir()).endswith(".cache/precision_lab")
 
 
-def test_double_double_wrappers_use_the_cache(tmp_path, batch, counting):
+def test_reference_truth_uses_the_cache(tmp_path, batch, counting):
     x, t = batch
-    hi, lo = ref.reference_double_double(x, t, cache=tmp_path)
-    mhi, mlo = ref.reference_mean_double_double(x, t, cache=tmp_path)
+    hi, lo, mhi, mlo = ref.reference_truth(x, t, cache=tmp_path)
     assert len(counting) == 1 and hi.shape == (3,) and isinstance(mhi, float)

@@ -106,14 +106,10 @@ def test_unknown_format_and_method_list_the_valid_ones():
         get_format("float8")
     with pytest.raises(ValueError, match="valid methods: .*logsumexp"):
         get_method("fast")
-    with pytest.raises(ValueError, match="unknown format 'half'"):
+    with pytest.raises(InputError, match="unknown format 'half'"):
         evaluate(X, [0, 1], formats=["half"])
 
 
-@pytest.mark.xfail(strict=False, reason="methods called directly do not validate their input "
-                   "yet and return wrong numbers for a target of -1 (it indexes the last class) "
-                   "or too few targets (broadcast): Method.__call__ should call "
-                   "inputs.validate_batch (methods.py)")
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_methods_called_directly_validate(name):
     m = METHODS[name]
