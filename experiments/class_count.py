@@ -132,7 +132,7 @@ def _notes(df) -> list[str]:
         parts = [f"C >= {int(c)} at s = {sc:g}" for sc, c in by_s.items()]
         m = d[(d["method"] == "naive") & (d["format"] == "float16")
               & (d["scale"] == by_s.index[0]) & (d["classes"] == by_s.iloc[0])]
-        notes.append(f"The unshifted `naive` loss returns inf or nan in float16 for rows the "
+        notes.append(f"The unshifted `naive` loss returns inf or NaN in float16 for rows the "
                      f"format can represent from " + ", ".join(parts) + f": at s = "
                      f"{by_s.index[0]:g} the median logit maximum is then only "
                      f"{m['max_logit_median'].iloc[0]:.3g} but the log-sum-exp is "
@@ -144,7 +144,7 @@ def _notes(df) -> list[str]:
             notes.append("`logsumexp`, `log1p` and `torch` return a finite loss for every row "
                          "the format can represent, at every class count.")
         else:
-            notes.append(f"Shifted methods returned inf or nan for representable rows in "
+            notes.append(f"Shifted methods returned inf or NaN for representable rows in "
                          f"{len(bad)} cells (see results.csv, spurious_nonfinite_frac).")
     lp = d[d["method"].isin(["log1p", "logsumexp"]) & d["bhh_within_frac"].notna()]
     if len(lp):

@@ -214,7 +214,7 @@ def report(df, config, params, out_dir) -> list[dict]:
     md = out_dir / "summary.md"
     write_markdown(piv, md, title="Logit scale: where each cross-entropy method breaks",
                    caption=f"First logit scale s of the grid at which the method returns a "
-                           f"non-finite loss (inf or nan) for a row whose loss the format can "
+                           f"non-finite loss (inf or NaN) for a row whose loss the format can "
                            f"represent, C = {pick_c} classes; inf: never on the grid (up to "
                            f"s = {max(params['scales']):g}). The row '(format limit)' gives the "
                            f"first s at which some row's logits, log-sum-exp or loss overflow "
@@ -291,7 +291,7 @@ def _notes(df, fb, pick_c) -> list[str]:
                     bits.append(f"C = {row.classes}: no failure")
             parts.append(f"{fmt} (overflow logit {FORMATS[fmt].overflow_logit:.2f}) "
                          + "; ".join(bits))
-        notes.append(f"The unshifted `naive` loss returns inf or nan for rows the format can "
+        notes.append(f"The unshifted `naive` loss returns inf or NaN for rows the format can "
                      f"represent once their log-sum-exp passes the overflow logit ({dist} "
                      f"logits): in " + ". In ".join(parts) + ".")
     stable = d[d["method"].isin(["logsumexp", "log1p", "torch"])]

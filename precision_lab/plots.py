@@ -25,7 +25,7 @@ __all__ = ["FORMAT_ORDER", "METHOD_COLORS", "method_color", "variant_style", "va
            "floored", "legend_handles", "figure_legend", "caption", "plot_error_panels",
            "nonfinite_cmap", "error_cmap", "BOUND_STYLE", "plt", "crossing", "error_text",
            "with_variant", "order_table", "error_pivot", "panel_grid", "legend_rows",
-           "light_log_axis"]
+           "light_log_axis", "heatmap_grid", "heatmap_columns"]
 
 FORMAT_ORDER = tuple(FORMATS)  # float16, bfloat16, float32, float64
 
@@ -204,15 +204,12 @@ def caption(formats, seed, bits: int = 100, extra: str = "") -> str:
 
 
 def nonfinite_cmap():
-    cmap = plt.get_cmap("Reds").copy()
-    cmap.set_bad("0.85")
-    return cmap
+    return plt.get_cmap("Reds").with_extremes(bad="0.85")
 
 
 def error_cmap():
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("black")  # every row non-finite: no finite error to show
-    return cmap
+    # every row non-finite: no finite error to show, drawn black
+    return plt.get_cmap("viridis").with_extremes(bad="black")
 
 
 def plot_error_panels(df: pd.DataFrame, x: str, row_key: str, row_values, row_label,
@@ -347,3 +344,101 @@ def error_pivot(df: pd.DataFrame, column: str, values, label) -> pd.DataFrame:
     piv = order_table(piv, formats_in(d), variants_in(d))
     piv.columns.name = None
     return piv.rename(columns={v: label(v) for v in values})
+
+
+# ------------------------------------------------------------------- heatmaps ----------------
+
+def heatmap_columns(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(format, accumulator) panel columns: each format with working sums, then its float32
+    variant where it has one."""
+    cols = []
+    for fmt in formats_in(df):
+        accs = set(df[df["format"] == fmt]["accumulator"])
+        cols.append((fmt, "working"))
+        if "float32" in accs:
+            cols.append((fmt, "float32"))
+    return cols
+
+
+def heatmap_grid(df: pd.DataFrame, values, title: str, cbar_label: str, norm, cmap,
+                 x: str = "scale", y: str = "classes", mark_partial: bool = True,
+                 mark_limit: bool = True):
+    """Heatmaps of `values(sub)` (an array aligned with sub's rows) over x (columns of each
+    panel) and y (rows), one panel per method (figure rows) and format + accumulator (figure
+    columns; torch's own accumulator shares the working column). Cells where every row is
+    non-finite are drawn black (nan); a white dot marks cells where some but not all rows are
+    non-finite (mark_partial), a grey cross cells with rows the format cannot represent.
+    """
+    d = df[df["reduction"] == "none"]
+    xs = sorted(d[x].unique())
+    ys = sorted(d[y].unique())
+    cols = heatmap_columns(d)
+    methods = [m for m in METHODS if m in set(d["method"])]
+    methods += sorted(set(d["method"]) - set(methods))
+    fig, axes = panel_grid(len(methods), len(cols), 2.0, [1.55] * len(methods), top=0.85,
+                           bottom=0.75, left=0.9, right=1.0, hspace=0.18, wspace=0.12,
+                           sharex=False)
+    xi = {v: i for i, v in enumerate(xs)}
+    yi = {v: i for i, v in enumerate(ys)}
+    mesh = None
+    for r, m in enumerate(methods):
+        for c, (fmt, acc) in enumerate(cols):
+            ax = axes[r, c]
+            sub = d[(d["method"] == m) & (d["format"] == fmt)
+                    & (d["accumulator"] == acc if m != "torch" or acc == "float32"
+                       else d["accumulator"].isin([acc, "internal"]))]
+            grid = np.full((len(ys), len(xs)), np.nan)
+            if len(sub):
+                v = np.asarray(values(sub), dtype=np.float64)
+                for (xv, yv, val) in zip(sub[x], sub[y], v):
+                    grid[yi[yv], xi[xv]] = val
+                mesh = ax.pcolormesh(np.arange(len(xs) + 1) - 0.5, np.arange(len(ys) + 1) - 0.5,
+                                     np.ma.masked_invalid(grid), norm=norm, cmap=cmap,
+                                     shading="flat")
+                if mark_partial:
+                    p = sub[(sub["nonfinite_frac"] > 0) & (sub["nonfinite_frac"] < 1)]
+                    if len(p):
+                        ax.plot([xi[v] for v in p[x]], [yi[v] for v in p[y]], "o",
+                                color="white", markersize=2.2, markeredgewidth=0)
+                if mark_limit and "representable_frac" in sub:
+                    p = sub[sub["representable_frac"] < 1]
+                    if len(p):
+                        ax.plot([xi[v] for v in p[x]], [yi[v] for v in p[y]], "x",
+                                color="0.6", markersize=2.6, markeredgewidth=0.7)
+            else:
+                ax.set_facecolor("white")
+                ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center",
+                        fontsize=8, color="0.5")
+            ax.set_xlim(-0.5, len(xs) - 0.5)
+            ax.set_ylim(-0.5, len(ys) - 0.5)
+            xt = [i for i, v in enumerate(xs) if abs(np.log10(v) - round(np.log10(v))) < 1e-9]
+            xt = xt[:: max(1, len(xt) // 4)] if len(xt) > 5 else xt
+            ax.set_xticks(xt)
+            ax.set_xticklabels([_pow10(xs[i]) for i in xt] if r == len(methods) - 1 else [],
+                               fontsize=7)
+            yt = list(range(0, len(ys), max(1, len(ys) // 4)))
+            ax.set_yticks(yt)
+            ax.set_yticklabels([_pow2(ys[i]) for i in yt] if c == 0 else [], fontsize=7)
+            if r == 0:
+                ax.set_title(fmt + (" + float32 sum" if acc == "float32" else ""), fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"{m}\n{y}", fontsize=8)
+            if r == len(methods) - 1:
+                ax.set_xlabel(x, fontsize=8)
+    if mesh is not None:
+        w, h = fig.get_figwidth(), fig.get_figheight()
+        cax = fig.add_axes([1 - 0.75 / w, 0.75 / h, 0.15 / w, 1 - 1.6 / h])
+        cb = fig.colorbar(mesh, cax=cax)
+        cb.set_label(cbar_label, fontsize=8)
+        cb.ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=11, y=1 - 0.1 / fig.get_figheight(), va="top")
+    fig.text(0.5, 0.15 / fig.get_figheight(),
+             "black: every row non-finite;  white dot: some rows non-finite;  grey x: some rows "
+             "overflow the format itself (logits, log-sum-exp or loss);  n/a: no such variant",
+             ha="center", va="bottom", fontsize=8, color="0.3")
+    return fig
+
+
+def _pow2(v) -> str:
+    e = np.log2(v)
+    return f"2^{int(round(e))}" if abs(e - round(e)) < 1e-9 else f"{v:g}"
