@@ -24,7 +24,11 @@ format, the error of every method that sums C exponentials grows with C, fastest
 and float16, where a sequential sum of terms near 1 stalls once it reaches about 1/u (256 for
 bfloat16, 2048 for float16), marked on the figures; a float32 accumulator removes most of that
 growth. The unshifted `naive` loss overflows float16 at large C even for small logits, since
-its sum of C exponentials passes 65504. The shifted methods stay within the BHH bound.
+its sum of C exponentials passes 65504. Past C = 65504 the same happens to shifted methods in
+float16 whenever their sum of C terms near 1 is rounded back to float16 (float32 sums, the
+online method, torch on the CPU): they return inf although the loss (about log C) is
+representable, while a sum kept in float16 stalls and stays finite, but wrong. The shifted
+methods stay within the BHH bound wherever they are finite.
 """
 from __future__ import annotations
 
@@ -44,8 +48,8 @@ NAME = "class_count"
 PROFILES = {
     "quick": {"exponents": [1, 4, 8, 11, 14], "scales": [0.01, 1.0, 10.0],
               "min_rows": 2, "max_rows": 16, "max_logits": 1 << 12, "user_scales": [1.0]},
-    "full": {"exponents": list(range(1, 19)), "scales": [0.01, 1.0, 10.0, 100.0],
-             "min_rows": 4, "max_rows": 64, "max_logits": 1 << 18, "user_scales": [1.0]},
+    "full": {"exponents": list(range(1, 19)), "scales": [0.01, 0.1, 1.0, 10.0, 100.0],
+             "min_rows": 8, "max_rows": 128, "max_logits": 1 << 19, "user_scales": [1.0]},
 }
 
 
@@ -106,6 +110,43 @@ def _median_err(d, fmt, method, acc, scale, c):
         if len(r) else (np.nan, np.nan)
 
 
+SHIFTED = ("logsumexp", "log1p", "log_softmax", "online", "torch")
+
+
+def sum_overflow_notes(d: pd.DataFrame) -> list[str]:
+    """Shifted methods that still return inf or NaN for representable rows: per format, which
+    variants, from which class count, at which scales."""
+    st = d[d["method"].isin(SHIFTED)]
+    bad = st[st["spurious_nonfinite_frac"] > 0]
+    if len(bad) == 0:
+        return ["The shifted methods (" + ", ".join(f"`{m}`" for m in SHIFTED
+                                                   if m in set(d["method"]))
+                + ") return a finite loss for every row the format can represent, at every "
+                "class count and scale."]
+    notes = []
+    for fmt, g in bad.groupby("format", sort=False):
+        variants = []
+        for (m, a), h in g.groupby(["method", "accumulator"], sort=False):
+            variants.append(f"`{m}`" + (" (float32 sum)" if a == "float32" else ""))
+        c0 = int(g["classes"].min())
+        scales = ", ".join(f"{v:g}" for v in sorted(g["scale"].unique()))
+        ok = st[(st["format"] == fmt) & ~st.set_index(["method", "accumulator"]).index.isin(
+            g.set_index(["method", "accumulator"]).index)]
+        spared = sorted({f"`{m}`" + (" (float32 sum)" if a == "float32" else
+                                     f" ({fmt} sum)" if a == "working" else "")
+                         for m, a in zip(ok["method"], ok["accumulator"])})
+        text = (f"In {fmt}, even shifted methods return inf for rows whose loss the format "
+                f"can represent once C >= {c0} (at s = {scales}): "
+                + ", ".join(variants) + f". With nearly equal logits the sum of the C shifted "
+                f"exponentials is close to C, and C > {FORMATS[fmt].max_finite:g} overflows "
+                f"when that sum is rounded back to {fmt}")
+        if spared:
+            text += ("; " + ", ".join(spared) + " stay finite (a sum kept in the working format "
+                     "stalls long before it can overflow)")
+        notes.append(text + ".")
+    return notes
+
+
 def _notes(df) -> list[str]:
     d = df[df["reduction"] == "none"]
     notes = []
@@ -125,27 +166,28 @@ def _notes(df) -> list[str]:
             if np.isfinite(f1):
                 text += f"; with float32 sums it is {f1:.2g} at C = {hi}"
             notes.append(text + ".")
-    nf = d[(d["method"] == "naive") & (d["format"] == "float16")
-           & (d["accumulator"] == "working") & (d["spurious_nonfinite_frac"] > 0)]
-    if len(nf):
-        by_s = nf.groupby("scale")["classes"].min()
-        parts = [f"C >= {int(c)} at s = {sc:g}" for sc, c in by_s.items()]
-        m = d[(d["method"] == "naive") & (d["format"] == "float16")
-              & (d["scale"] == by_s.index[0]) & (d["classes"] == by_s.iloc[0])]
-        notes.append(f"The unshifted `naive` loss returns inf or NaN in float16 for rows the "
-                     f"format can represent from " + ", ".join(parts) + f": at s = "
-                     f"{by_s.index[0]:g} the median logit maximum is then only "
-                     f"{m['max_logit_median'].iloc[0]:.3g} but the log-sum-exp is "
-                     f"{m['lse_median'].iloc[0]:.3g}, past float16's overflow logit 11.09.")
-    stable = d[d["method"].isin(["logsumexp", "log1p", "torch"])]
-    if len(stable):
-        bad = stable[stable["spurious_nonfinite_frac"] > 0]
-        if len(bad) == 0:
-            notes.append("`logsumexp`, `log1p` and `torch` return a finite loss for every row "
-                         "the format can represent, at every class count.")
-        else:
-            notes.append(f"Shifted methods returned inf or NaN for representable rows in "
-                         f"{len(bad)} cells (see results.csv, spurious_nonfinite_frac).")
+    nf = d[(d["method"] == "naive") & (d["format"] == "float16")]
+    parts = []
+    for acc, g in nf.groupby("accumulator", sort=False):
+        sub = []
+        for sc, h in g.groupby("scale"):
+            h = h.sort_values("classes")
+            half = h[h["spurious_nonfinite_frac"] >= 0.5]
+            if len(half):
+                r = half.iloc[0]
+                sub.append(f"at s = {sc:g} from C = {int(r['classes'])} (median log-sum-exp "
+                           f"{r['lse_median']:.3g}, median largest logit "
+                           f"{r['max_logit_median']:.3g})")
+        if sub:
+            parts.append(("with float16 sums " if acc == "working" else "with float32 sums ")
+                         + "; ".join(sub))
+    if parts:
+        notes.append("The unshifted `naive` loss returns inf or NaN for at least half the rows "
+                     "in float16 " + ". And ".join(parts) + ": it fails once the log-sum-exp, "
+                     "not the largest logit, passes the overflow logit 11.09, and a float16 "
+                     "sum that stalls below 65504 can hide the overflow that a float32 sum "
+                     "exposes when rounded back.")
+    notes += sum_overflow_notes(d)
     lp = d[d["method"].isin(["log1p", "logsumexp"]) & d["bhh_within_frac"].notna()]
     if len(lp):
         fin = lp["count"] * (1 - lp["nonfinite_frac"])

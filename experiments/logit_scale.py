@@ -63,7 +63,7 @@ PROFILES = {
     "quick": {"distributions": ["normal", "peaked"], "classes": {10: 8, 1000: 2},
               "scales": [0.01, 1.0, 4.0, 10.0, 30.0, 100.0, 1000.0, 1e5], "user_rows": 16},
     "full": {"distributions": ["normal", "uniform", "peaked"],
-             "classes": {10: 64, 1000: 8, 32000: 2},
+             "classes": {10: 64, 1000: 16, 32000: 4},
              "scales": scale_grid(4, 16), "user_rows": 64},
 }
 

@@ -22,9 +22,10 @@ Conclusions (the numbers in summary.md are computed from results.csv): the failu
 are the overflow of the unshifted sum (naive: upper right, where s times the largest z or the
 log of C passes the overflow logit) and the underflow of the target probability
 (softmax_log: large s); softmax_eps never fails but is wrong wherever the loss is large or tiny
-against eps; the shifted methods fail only where the format cannot hold the row at all, and
-their error grows with C where the sum is accumulated in float16 or bfloat16, which a float32
-accumulator removes.
+against eps; the shifted methods fail only where the format cannot hold the row at all, with
+one exception in float16: past C = 65504, a sum of C terms near 1 overflows when it is rounded
+back to float16 (float32 sums, the online method, torch); their error grows with C where the
+sum is accumulated in float16 or bfloat16, which a float32 accumulator removes.
 """
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ PROFILES = {
     "quick": {"scales": [0.01, 1.0, 10.0, 100.0, 1e4], "exponents": [1, 4, 8, 12],
               "min_rows": 2, "max_rows": 8, "max_logits": 1 << 11},
     "full": {"scales": [float(f"{v:.4g}") for v in np.logspace(-2, 5, 15)],
-             "exponents": list(range(1, 19)), "min_rows": 2, "max_rows": 32,
-             "max_logits": 1 << 15},
+             "exponents": list(range(1, 19)), "min_rows": 4, "max_rows": 64,
+             "max_logits": 1 << 16},
 }
 
 
@@ -124,13 +125,21 @@ def _notes(df, table) -> list[str]:
             notes.append(f"`{var}` returns inf or NaN for rows the format can represent in "
                          f"this share of the {n_cells} (scale, classes) cells: "
                          + ", ".join(parts) + ".")
-    st = table[table["variant"].isin(["logsumexp", "log1p", "torch"])]
-    if len(st):
-        worst = st["cells failing (%)"].max()
-        notes.append("`logsumexp`, `log1p` and `torch` " + (
-            "never return inf or NaN for a row the format can represent anywhere on the grid"
-            if worst == 0 else f"fail on representable rows in up to {worst:.1f}% of the cells")
-            + ".")
+    shifted = d[d["method"].isin(["logsumexp", "log1p", "log_softmax", "online", "torch"])]
+    bad = shifted[shifted["spurious_nonfinite_frac"] > 0]
+    if len(bad) == 0:
+        notes.append("The shifted methods never return inf or NaN for a row the format can "
+                     "represent anywhere on the grid.")
+    else:
+        parts = []
+        for fmt, g in bad.groupby("format", sort=False):
+            names = sorted({f"`{m}`" + (" (float32 sum)" if a == "float32" else "")
+                            for m, a in zip(g["method"], g["accumulator"])})
+            parts.append(f"in {fmt} from C = {int(g['classes'].min())} (s <= "
+                         f"{g['scale'].max():g}): " + ", ".join(names))
+        notes.append("The shifted methods return inf or NaN for representable rows only where "
+                     "a sum of C terms near 1 overflows when rounded back to the format, "
+                     + "; ".join(parts) + ".")
     for fmt in ("float16", "bfloat16"):
         w = table[(table["format"] == fmt) & (table["variant"] == "logsumexp")]
         f = table[(table["format"] == fmt) & (table["variant"] == "logsumexp (float32 sum)")]
@@ -170,8 +179,11 @@ def report(df, config, params, out_dir) -> list[dict]:
          f"Fraction of rows whose loss is inf or NaN ({dist} logits)"),
     ]
     for stem, values, nm, cmap, label, title in specs:
+        note = ("grey x: some rows overflow the format itself (logits, log-sum-exp or loss), "
+                "where no method can succeed;  n/a: no such variant"
+                if stem == "nonfinite" else None)
         fig = heatmap_grid(d, values, title, label, nm, cmap,
-                           mark_partial=(stem != "nonfinite"))
+                           mark_partial=(stem != "nonfinite"), footnote=note)
         save_figure(fig, out_dir, stem)
         plt.close(fig)
     table = summary_table(df)

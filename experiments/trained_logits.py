@@ -82,7 +82,8 @@ def run(config, params) -> pd.DataFrame:
 
 def _stage_axis(df):
     st = df.drop_duplicates("position").sort_values("position")
-    labels = [f"{s}\nmax {m:.3g}" for s, m in zip(st["stage"], st["max_abs_logit"])]
+    labels = [f"{s.replace('epoch ', '')}\n{m:.3g}" for s, m in zip(st["stage"],
+                                                                   st["max_abs_logit"])]
     return st["position"].tolist(), labels, st
 
 
@@ -171,13 +172,14 @@ def report(df, config, params, out_dir) -> list[dict]:
         if red == "mean":
             sub = sub.assign(reduction="none", bhh_bound_rel_median=np.nan)
         fig = plot_error_panels(sub, x="position", row_key="row_key", row_values=[0],
-                                row_label=lambda _: "", xlog=False, xlabel="training stage",
+                                row_label=lambda _: "", xlog=False,
+                                xlabel="training epoch (above) and largest |logit| (below)",
                                 ylabel=ylabel, bound=(red == "none"), vlines=_vlines_for(st),
                                 title=title)
         for ax in fig.axes:
             if ax.get_xlabel() or ax.get_subplotspec() is not None:
                 ax.set_xticks(pos)
-                ax.set_xticklabels(labels, fontsize=6)
+                ax.set_xticklabels(labels, fontsize=7)
         for ax in fig.axes[: len(fmts)]:
             ax.tick_params(labelbottom=False)
         save_figure(fig, out_dir, stem)

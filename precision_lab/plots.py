@@ -121,10 +121,14 @@ def mark_vline(ax, x: float, text: str | None, y: float = 0.97, side: str = "rig
                     fontsize=7, color="0.35")
 
 
-def floored(values, floor: float) -> np.ndarray:
-    """Values for a log axis: anything below `floor` (exact results: 0) drawn at `floor`."""
+CEILING = 1e10  # relative errors beyond this are drawn at it (the panel's top)
+
+
+def floored(values, floor: float, ceiling: float = CEILING) -> np.ndarray:
+    """Values for a log axis: anything below `floor` (exact results: 0) drawn at `floor`,
+    anything above `ceiling` at `ceiling`."""
     v = np.asarray(values, dtype=np.float64)
-    return np.where(np.isfinite(v), np.maximum(v, floor), np.nan)
+    return np.where(np.isfinite(v), np.clip(v, floor, ceiling), np.nan)
 
 
 def legend_handles(pairs, bound: bool = False, limit: bool = False) -> list:
@@ -264,7 +268,7 @@ def plot_error_panels(df: pd.DataFrame, x: str, row_key: str, row_values, row_la
             mark_unit_roundoff(ax, fmt, label=(r == 0))
             ax.set_yscale("log")
             light_log_axis(ax.yaxis)
-            ax.set_ylim(floor / 2, max(top * 3, u * 10))
+            ax.set_ylim(floor / 2, min(max(top * 3, u * 10), CEILING * 3))
             axn.set_ylim(-0.05, 1.05)
             axn.set_yticks([0, 1])
             if xlog:
@@ -362,7 +366,7 @@ def heatmap_columns(df: pd.DataFrame) -> list[tuple[str, str]]:
 
 def heatmap_grid(df: pd.DataFrame, values, title: str, cbar_label: str, norm, cmap,
                  x: str = "scale", y: str = "classes", mark_partial: bool = True,
-                 mark_limit: bool = True):
+                 mark_limit: bool = True, footnote: str | None = None):
     """Heatmaps of `values(sub)` (an array aligned with sub's rows) over x (columns of each
     panel) and y (rows), one panel per method (figure rows) and format + accumulator (figure
     columns; torch's own accumulator shares the working column). Cells where every row is
@@ -432,9 +436,11 @@ def heatmap_grid(df: pd.DataFrame, values, title: str, cbar_label: str, norm, cm
         cb.set_label(cbar_label, fontsize=8)
         cb.ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=11, y=1 - 0.1 / fig.get_figheight(), va="top")
-    fig.text(0.5, 0.15 / fig.get_figheight(),
-             "black: every row non-finite;  white dot: some rows non-finite;  grey x: some rows "
-             "overflow the format itself (logits, log-sum-exp or loss);  n/a: no such variant",
+    if footnote is None:
+        footnote = ("black: every row non-finite;  white dot: some rows non-finite;  grey x: "
+                    "some rows overflow the format itself (logits, log-sum-exp or loss);  n/a: "
+                    "no such variant")
+    fig.text(0.5, 0.15 / fig.get_figheight(), footnote,
              ha="center", va="bottom", fontsize=8, color="0.3")
     return fig
 

@@ -83,9 +83,12 @@ def test_index_lists_every_experiment(reports):
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_stable_methods_finite_where_representable(reports, name):
     """logsumexp, log1p and torch never return inf or nan for a row whose logits, log-sum-exp
-    and loss the format can represent."""
+    and loss the format can represent, as long as C is below the format's largest value (past
+    it, a sum of C terms near 1 may overflow when rounded back to the format; see
+    class_count)."""
     df = _results(reports, name)
     rows = df[(df["reduction"] == "none") & df["method"].isin(STABLE)]
+    rows = rows[rows["classes"] < rows["format"].map(lambda f: FORMATS[f].max_finite)]
     assert len(rows)
     assert (rows["spurious_nonfinite_frac"] == 0).all()
     full = rows[rows["representable_frac"] == 1]
@@ -219,7 +222,7 @@ def test_cells_are_plain_and_unique():
             keys = [cell_key(c) for c in cells]
             assert len(keys) == len(set(keys))
             # rows x classes bounded: the largest cell stays small in memory
-            assert max(c["rows"] * c["classes"] for c in cells) <= 1 << 20
+            assert max(c["rows"] * c["classes"] for c in cells) <= 1 << 21
 
 
 def test_trained_snapshots_are_deterministic():
