@@ -19,9 +19,9 @@ both in units of the format's unit roundoff u, and the fraction of rows whose lo
 nan.
 
 Conclusions (the numbers in summary.md are computed from results.csv): the failure regions
-are the overflow of the unshifted sum (naive: upper right, where s times the largest z or the
-log of C passes the overflow logit) and the underflow of the target probability
-(softmax_log: large s); softmax_eps never fails but is wrong wherever the loss is large or tiny
+are the overflow of the unshifted sum (naive: where the log-sum-exp passes the overflow logit)
+and the underflow of the target probability (naive and softmax_log: where the loss passes
+-log of the smallest subnormal); softmax_eps never fails but is wrong wherever the loss is large or tiny
 against eps; the shifted methods fail only where the format cannot hold the row at all, with
 one exception in float16: past C = 65504, a sum of C terms near 1 overflows when it is rounded
 back to float16 (float32 sums, the online method, torch); their error grows with C where the
