@@ -9,7 +9,7 @@ import pandas as pd
 from .formats import FORMATS, get_format
 from .inputs import validate_batch
 from .methods import METHODS, batch_mean, get_method
-from .metrics import errors
+from .metrics import error_columns
 from .reference import DEFAULT_BITS, reference_truth
 
 __all__ = ["evaluate", "variants"]
@@ -32,7 +32,7 @@ def evaluate(logits, targets, formats: Iterable[str] = tuple(FORMATS),
 
     `logits` (N, C) are float64; each format first rounds them correctly into itself, and the
     truth is the certified loss of those rounded inputs, so input rounding is not counted as
-    computation error (`input_rel_change` reports how far rounding moved the true loss).
+    computation error.
     Returns one row per (input row, format, method, accumulator), with reduction 'none'; with
     `mean`, one more row per (format, method, accumulator) for the batch mean (row = -1).
     `cache`: where certified truths are kept on disk (see `reference_truth`).
@@ -40,28 +40,26 @@ def evaluate(logits, targets, formats: Iterable[str] = tuple(FORMATS),
     x, t = validate_batch(logits, targets)
     fmts = [get_format(f) for f in formats]
     meths = [get_method(m) for m in methods]
-    frames = []
+    blocks = []
+
+    def add(fmt, method, acc, reduction, row, computed, hi, lo):
+        n = len(row)
+        blocks.append({"format": np.full(n, fmt.name, dtype=object),
+                       "method": np.full(n, method, dtype=object),
+                       "accumulator": np.full(n, acc, dtype=object), "row": row,
+                       "reduction": np.full(n, reduction, dtype=object), "truth": hi,
+                       **error_columns(computed, hi, lo, fmt)})
+
     for fmt in fmts:
         xr = fmt.round(x)
         hi, lo, mhi, mlo = reference_truth(xr, t, bits=bits, cache=cache)
-        mhi, mlo = np.array([mhi]), np.array([mlo])
         for m in meths:
             for acc in variants(m, fmt, accumulators):
                 losses = m(xr, t, fmt, acc)
-                df = errors(losses, hi, lo, fmt)
-                df.insert(0, "row", np.arange(len(t)))
-                df.insert(1, "reduction", "none")
-                df.insert(2, "truth", hi)
-                frames_meta = {"format": fmt.name, "method": m.name, "accumulator": acc}
+                add(fmt, m.name, acc, "none", np.arange(len(t)), losses, hi, lo)
                 if mean:
                     mval = batch_mean(losses, fmt, acc if acc != "internal" else "working",
                                       method=m.name, x=xr, targets=t)
-                    dm = errors(np.array([mval]), mhi, mlo, fmt)
-                    dm.insert(0, "row", -1)
-                    dm.insert(1, "reduction", "mean")
-                    dm.insert(2, "truth", mhi)
-                    df = pd.concat([df, dm], ignore_index=True)
-                for k, v in reversed(frames_meta.items()):
-                    df.insert(0, k, v)
-                frames.append(df)
-    return pd.concat(frames, ignore_index=True)
+                    add(fmt, m.name, acc, "mean", np.array([-1]), np.array([mval]),
+                        np.array([mhi]), np.array([mlo]))
+    return pd.DataFrame({k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]})

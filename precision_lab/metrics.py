@@ -57,6 +57,11 @@ def _truth_ulp(hi, lo, fmt: Format) -> np.ndarray:
 
 def errors(computed, hi, lo, fmt) -> pd.DataFrame:
     """Per-row errors of `computed` (float64 carrying `fmt` values) against truth hi + lo."""
+    return pd.DataFrame(error_columns(computed, hi, lo, fmt))
+
+
+def error_columns(computed, hi, lo, fmt) -> dict[str, np.ndarray]:
+    """The columns of `errors`, as arrays."""
     fmt = get_format(fmt)
     c = np.asarray(computed, dtype=np.float64)
     hi = np.asarray(hi, dtype=np.float64)
@@ -80,30 +85,32 @@ def errors(computed, hi, lo, fmt) -> pd.DataFrame:
     outcome[c == np.inf] = "+inf"
     outcome[c == -np.inf] = "-inf"
     outcome[np.isnan(c)] = "nan"
-    return pd.DataFrame({"computed": c, "abs_err": abs_err, "rel_err": rel_err,
-                         "ulp_err": ulp_err, "bits_err": bits, "outcome": outcome})
+    return {"computed": c, "abs_err": abs_err, "rel_err": rel_err, "ulp_err": ulp_err,
+            "bits_err": bits, "outcome": outcome}
 
 
 def aggregate(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Per group: `count` of rows, outcome counts and fractions, error statistics over finite rows.
+    """Per group: `count` of rows, outcome counts and fractions, error statistics.
 
     Non-finite rows are never dropped silently: they are counted in `nonfinite_frac` and one
     column per outcome; `bits_err_mean` covers all rows (non-finite rows at full width, as
-    Herbie counts them), the other statistics the rows whose computed value is finite.
+    Herbie counts them), the other statistics the rows whose computed value is finite (nan
+    where a group has none).
     """
-    def one(g: pd.DataFrame) -> pd.Series:
-        fin = g[np.isfinite(g["computed"].to_numpy())]
-        counts = g["outcome"].value_counts()
-        n = len(g)
-        out = {"count": n, "nonfinite_frac": float(g["outcome"].isin(NONFINITE).mean())}
-        for o in OUTCOMES:
-            out[f"n_{o}"] = int(counts.get(o, 0))
-        for col in ("rel_err", "ulp_err"):
-            v = fin[col].to_numpy()
-            out[f"{col}_median"] = float(np.median(v)) if len(v) else np.nan
-            out[f"{col}_max"] = float(np.max(v)) if len(v) else np.nan
-        out["bits_err_mean"] = float(g["bits_err"].mean())
-        out["bits_err_max"] = float(g["bits_err"].max())
-        return pd.Series(out)
-
-    return df.groupby(by, sort=False).apply(one, include_groups=False).reset_index()
+    groups = df.groupby(by, sort=False, dropna=False)
+    out = groups.size().rename("count").to_frame()
+    nonfinite = df["outcome"].isin(NONFINITE)
+    out["nonfinite_frac"] = nonfinite.groupby([df[k] for k in by], sort=False,
+                                              dropna=False).mean()
+    counts = pd.crosstab([df[k] for k in by], df["outcome"], dropna=False)
+    for o in OUTCOMES:
+        out[f"n_{o}"] = counts[o].reindex(out.index, fill_value=0).astype(int) \
+            if o in counts else 0
+    finite = df[np.isfinite(df["computed"].to_numpy())]
+    fin = finite.groupby(by, sort=False, dropna=False)
+    for col in ("rel_err", "ulp_err"):
+        out[f"{col}_median"] = fin[col].median().reindex(out.index)
+        out[f"{col}_max"] = fin[col].max().reindex(out.index)
+    out["bits_err_mean"] = groups["bits_err"].mean()
+    out["bits_err_max"] = groups["bits_err"].max()
+    return out.reset_index()
