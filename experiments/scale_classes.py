@@ -33,13 +33,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm, Normalize
 
-from precision_lab.bounds import bound_cell, stage_arrays
+from precision_lab.cells import stage_arrays
 from precision_lab.experiment import script_main
 from precision_lab.formats import FORMATS
 from precision_lab.plots import (caption, error_cmap, formats_in, heatmap_grid,
                                  nonfinite_cmap, order_table, plt, variants_in, with_variant)
 from precision_lab.report import save_figure, write_latex, write_markdown
-from precision_lab.sweep import run_cells
 
 NAME = "scale_classes"
 
@@ -77,10 +76,7 @@ def cells(config, params) -> list[dict]:
 
 
 def run(config, params) -> pd.DataFrame:
-    df = run_cells(cells(config, params), bound_cell, checkpoint_dir=config.checkpoint_dir(NAME),
-                   workers=config.workers, scheduler=config.scheduler, quiet=config.quiet,
-                   desc=NAME)
-    return df.drop(columns=["logits_digest"], errors="ignore")
+    return config.sweep(NAME, cells(config, params))
 
 
 def _in_u(column):

@@ -67,6 +67,14 @@ class RunConfig:
         if self.logits_file is not None and self.user_logits is None:
             self.user_logits = load_logits(self.logits_file)
 
+    def sweep(self, name: str, cells, fn=None):
+        """Run an experiment's grid cells with this run's checkpoints, workers, scheduler and
+        progress setting; the staged-array digests (part of the cells' keys only) dropped."""
+        from .sweep import run_cells
+        df = run_cells(cells, fn, checkpoint_dir=self.checkpoint_dir(name), workers=self.workers,
+                       scheduler=self.scheduler, quiet=self.quiet, desc=name)
+        return df.drop(columns=["logits_digest"], errors="ignore")
+
     def checkpoint_dir(self, name: str) -> Path:
         """Where `name`'s sweep keeps finished cells (outside the report directory, which is
         replaced whole at the end of a run)."""

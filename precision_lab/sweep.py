@@ -43,42 +43,16 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .evaluate import evaluate
-from .inputs import InputError, make_logits
-from .metrics import aggregate
+from .inputs import InputError
 from .report import write_csv
 
-__all__ = ["cell_key", "cell_rng", "run_cells", "evaluate_cell", "GROUP", "code_fingerprint",
+__all__ = ["cell_key", "run_cells", "code_fingerprint",
            "default_workers", "checkpoints_kept", "read_table"]
-
-GROUP = ["format", "method", "accumulator", "reduction"]
-
 
 def cell_key(cell: dict) -> str:
     """A stable name for a cell: sha256 of its parameters as canonical JSON."""
     text = json.dumps(cell, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def cell_rng(cell: dict) -> np.random.Generator:
-    """The cell's own random stream: from its seed and parameters, not from its position."""
-    key = int(cell_key({k: v for k, v in cell.items() if k != "seed"}), 16)
-    return np.random.default_rng(np.random.SeedSequence([int(cell["seed"]), key]))
-
-
-def evaluate_cell(cell: dict) -> pd.DataFrame:
-    """The standard cell: synthetic logits (distribution, rows, classes, scale, seed) through
-    every requested format and method, aggregated per (format, method, accumulator, reduction).
-    Optional keys: formats, methods, accumulators (lists)."""
-    x, t = make_logits(cell["distribution"], int(cell["rows"]), int(cell["classes"]),
-                       float(cell["scale"]), cell_rng(cell))
-    kw = {k: cell[k] for k in ("formats", "methods", "accumulators") if k in cell}
-    df = evaluate(x, t, **kw)
-    agg = aggregate(df, GROUP)
-    params = {k: v for k, v in cell.items() if k not in ("formats", "methods", "accumulators")}
-    for i, (k, v) in enumerate(params.items()):
-        agg.insert(i, k, v)
-    return agg
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,14 +211,15 @@ def _locked(directory: Path):
         f.close()
 
 
-def run_cells(cells: Sequence[dict], fn: Callable[[dict], pd.DataFrame] = evaluate_cell,
+def run_cells(cells: Sequence[dict], fn: Callable[[dict], pd.DataFrame] | None = None,
               checkpoint_dir=None, workers: int | None = None, scheduler: str | None = None,
               quiet: bool = False, desc: str = "cells", keep_checkpoints: bool = False
               ) -> pd.DataFrame:
     """Compute every cell (skipping those checkpointed) and return their rows in grid order.
 
-    fn: cell dict -> DataFrame; must be picklable (a module-level function or a partial of
-        one) to run in worker processes, and the cell's parameters must determine its result.
+    fn: cell dict -> DataFrame (default `cells.evaluate_cell`); must be picklable (a
+        module-level function or a partial of one) to run in worker processes, and the cell's
+        parameters must determine its result.
     checkpoint_dir: where finished cells are kept; removed after a complete run unless
         `keep_checkpoints` (or inside `checkpoints_kept()`).
     workers: processes on this machine (default: every core; 1 runs in this process).
@@ -253,6 +228,8 @@ def run_cells(cells: Sequence[dict], fn: Callable[[dict], pd.DataFrame] = evalua
     if workers is not None and (isinstance(workers, bool) or int(workers) != workers
                                 or workers < 1):
         raise InputError(f"workers must be an integer of at least 1, got {workers!r}")
+    if fn is None:
+        from .cells import evaluate_cell as fn
     cells = list(cells)
     keys = [cell_key(c) for c in cells]
     if len(set(keys)) != len(keys):

@@ -24,7 +24,8 @@ FAIL_AT = "PRECISION_LAB_TEST_FAIL_AT"
 
 
 def marked_cell(cell: dict) -> pd.DataFrame:
-    from precision_lab.sweep import cell_key, cell_rng
+    from precision_lab.cells import cell_rng
+    from precision_lab.sweep import cell_key
     d = os.environ.get(MARKERS)
     if d:
         Path(d, f"{cell_key(cell)}.{uuid.uuid4().hex}").touch()

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from precision_lab.bounds import bhh_bound, bound_cell, cell_logits, stage_arrays
+from precision_lab.bounds import bhh_bound
+from precision_lab.cells import cell_logits, evaluate_cell, stage_arrays
 from precision_lab.experiment import RunConfig, load_experiment, run_experiment
 from precision_lab.formats import FORMATS
 from precision_lab.sweep import read_table
@@ -192,8 +193,8 @@ def test_user_cells_truncate_and_scale(tmp_path):
     b, _ = cell_logits({**cell, "rows": 4, "classes": 50, "scale": 1.0})
     assert a.shape == (4, 8) and np.array_equal(a, 2.0 * b[:, :8][:, :8]) is not None
     # a cell's result is the same bytes every time
-    one = bound_cell({**cell, "formats": ["float16", "float32"]})
-    two = bound_cell({**cell, "formats": ["float16", "float32"]})
+    one = evaluate_cell({**cell, "formats": ["float16", "float32"]})
+    two = evaluate_cell({**cell, "formats": ["float16", "float32"]})
     assert one.to_csv() == two.to_csv()
 
 

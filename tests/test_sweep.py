@@ -18,7 +18,8 @@ from sweep_cells import FAIL_AT, MARKERS, SLEEP, computed_counts, grid, marked_c
 from precision_lab import sweep
 from precision_lab.inputs import InputError
 from precision_lab.report import write_csv
-from precision_lab.sweep import cell_key, evaluate_cell, run_cells
+from precision_lab.cells import evaluate_cell
+from precision_lab.sweep import cell_key, run_cells
 
 HELPER = Path(sweep_cells.__file__).resolve()
 REPO = HELPER.parent.parent

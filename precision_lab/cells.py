@@ -1,0 +1,167 @@
+"""What one sweep cell computes: its logits (synthetic, or staged from a file), every format
+and method on them, aggregated, with the Blanchard–Higham–Higham bound checked.
+
+A cell is a plain dict of parameters (picklable, hashable into a checkpoint key by
+`sweep.cell_key`): {distribution, rows, classes, scale, seed} for synthetic logits, or
+{logits_path, logits_digest, rows?, classes?, scale?, seed} for arrays staged on disk by
+`stage_arrays`; optional formats, methods, accumulators (lists) narrow the evaluation.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .bounds import BOUND_FORMS, bhh_bound, lse_terms
+from .evaluate import evaluate
+from .formats import FORMATS
+from .inputs import make_logits
+from .metrics import aggregate
+
+__all__ = ["GROUP", "cell_rng", "cell_logits", "evaluate_cell", "stage_arrays", "array_digest"]
+
+GROUP = ["format", "method", "accumulator", "reduction"]
+
+
+def cell_rng(cell: dict) -> np.random.Generator:
+    """The cell's own random stream: from its seed and parameters, not from its position."""
+    from .sweep import cell_key
+    key = int(cell_key({k: v for k, v in cell.items() if k != "seed"}), 16)
+    return np.random.default_rng(np.random.SeedSequence([int(cell["seed"]), key]))
+
+
+def array_digest(x, t) -> str:
+    """A short content hash of a (logits, targets) pair: part of a cell's key, so checkpoints
+    of other data are never reused."""
+    h = hashlib.sha256()
+    for a in (np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(t, dtype=np.int64)):
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def stage_arrays(directory, name: str, x, t) -> dict:
+    """Write (x, t) to DIRECTORY/NAME-DIGEST.npz for cells to read (cells are plain dicts and
+    carry the path, not the data). Returns the cell keys {"logits_path", "logits_digest"}."""
+    digest = array_digest(x, t)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}-{digest}.npz"
+    if not path.exists():
+        tmp = directory / f".{name}-{digest}.tmp.npz"
+        np.savez(tmp, logits=np.asarray(x, dtype=np.float64), targets=np.asarray(t, np.int64))
+        tmp.replace(path)
+    return {"logits_path": str(path), "logits_digest": digest}
+
+
+def _truncate_classes(x: np.ndarray, t: np.ndarray, classes: int):
+    """Keep `classes` columns per row: the target's and the first classes - 1 others, in their
+    original order (a row whose target lies beyond them gets it as its last column)."""
+    c = x.shape[1]
+    if classes >= c:
+        return x, t
+    if classes < 1:
+        raise ValueError(f"classes must be at least 1, got {classes}")
+    inside = t < classes
+    out = np.empty((len(t), classes))
+    out[inside] = x[inside, :classes]
+    outside = ~inside
+    out[outside, :classes - 1] = x[outside, :classes - 1]
+    out[outside, classes - 1] = x[outside, t[outside]]
+    nt = np.where(inside, t, classes - 1)
+    return out, nt
+
+
+def cell_logits(cell: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 logits and targets of a cell.
+
+    Synthetic: {distribution, rows, classes, scale, seed} through `inputs.make_logits` with the
+    cell's own random stream. From a staged file ({logits_path, ...}, see `stage_arrays`): the
+    rows (at most `rows`, a sample drawn with `seed` alone, so every cell of a run uses the
+    same rows, kept in file order), truncated to `classes` (target kept), times `scale`.
+    """
+    if "logits_path" not in cell:
+        return make_logits(cell["distribution"], int(cell["rows"]), int(cell["classes"]),
+                           float(cell["scale"]), cell_rng(cell))
+    with np.load(cell["logits_path"], allow_pickle=False) as z:
+        x, t = z["logits"], z["targets"]
+    rows = int(cell.get("rows", len(t)))
+    if rows < len(t):
+        pick = np.sort(np.random.default_rng(int(cell["seed"])).choice(len(t), rows,
+                                                                        replace=False))
+        x, t = x[pick], t[pick]
+    if "classes" in cell:
+        x, t = _truncate_classes(x, t, int(cell["classes"]))
+    scale = float(cell.get("scale", 1.0))
+    if scale != 1.0:
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = x * scale
+    return np.ascontiguousarray(x, dtype=np.float64), t
+
+
+def evaluate_with_bound(x, t, cell: dict) -> pd.DataFrame:
+    """`evaluate` the batch, aggregate per (format, method, accumulator, reduction), and add:
+    max_logit_median and lse_median (medians over rows of max_i x_i and of log sum_i exp x_i,
+    of the float64 input), loss_median (median true loss of the rows rounded to the format),
+    representable_frac (fraction of rows whose rounded logits are finite and whose true
+    log-sum-exp and loss, rounded to the format, are finite too: where a correct method must
+    return a finite loss), spurious_nonfinite_frac (fraction of the rows that are representable
+    yet come out inf or nan: a failure of the method, not of the format), and for the methods the bound applies to
+    (`BOUND_FORMS`, per-row losses) bhh_bound_rel_median (median of bound / true loss) and
+    bhh_within_frac (fraction of rows with a finite result whose error is within the bound)."""
+    kw = {k: cell[k] for k in ("formats", "methods", "accumulators") if k in cell}
+    df = evaluate(x, t, **kw)
+    agg = aggregate(df, GROUP)
+    rows = df[df["reduction"] == "none"]
+    extra = []
+    bounds_cache: dict = {}
+    representable: dict = {}
+    for (fmt, method, acc), g in rows.groupby(["format", "method", "accumulator"], sort=False):
+        truth = g["truth"].to_numpy()
+        if fmt not in representable:
+            f = FORMATS[fmt]
+            xr = f.round(x)
+            a, s, _, _ = lse_terms(xr)
+            with np.errstate(invalid="ignore", over="ignore"):
+                ok = (np.isfinite(xr) | (xr == -np.inf)).all(axis=1)
+                ok &= np.isfinite(f.round(a + np.log1p(s))) & np.isfinite(f.round(truth))
+            representable[fmt] = ok
+        rec = {"format": fmt, "method": method, "accumulator": acc, "reduction": "none",
+               "loss_median": float(np.median(truth)) if np.isfinite(truth).any() else np.nan,
+               "representable_frac": float(representable[fmt].mean()),
+               "spurious_nonfinite_frac": float(np.mean(
+                   representable[fmt] & ~np.isfinite(g["computed"].to_numpy()))),
+               "bhh_bound_rel_median": np.nan, "bhh_within_frac": np.nan}
+        form = BOUND_FORMS.get(method)
+        if form is not None:
+            key = (fmt, acc, form)
+            if key not in bounds_cache:
+                bounds_cache[key] = bhh_bound(FORMATS[fmt].round(x), t, fmt, acc, form)
+            b = bounds_cache[key]
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                rel = b / np.abs(truth)
+            ok = np.isfinite(rel)
+            rec["bhh_bound_rel_median"] = float(np.median(rel[ok])) if ok.any() else np.nan
+            comp = g["computed"].to_numpy()
+            fin = np.isfinite(comp) & np.isfinite(b)
+            within = g["abs_err"].to_numpy()[fin] <= b[fin]
+            rec["bhh_within_frac"] = float(within.mean()) if fin.any() else np.nan
+        extra.append(rec)
+    agg = agg.merge(pd.DataFrame(extra), on=GROUP, how="left")
+    a, s, _, _ = lse_terms(x)
+    with np.errstate(invalid="ignore"):
+        agg.insert(len(GROUP), "max_logit_median", float(np.median(np.max(x, axis=1))))
+        agg.insert(len(GROUP) + 1, "lse_median", float(np.median(a + np.log1p(s))))
+    params = {k: v for k, v in cell.items()
+              if k not in ("formats", "methods", "accumulators", "logits_path")}
+    for i, (k, v) in enumerate(params.items()):
+        agg.insert(i, k, v)
+    return agg
+
+
+def evaluate_cell(cell: dict) -> pd.DataFrame:
+    """The sweep cell (for `sweep.run_cells`): `cell_logits` then `evaluate_with_bound`."""
+    x, t = cell_logits(cell)
+    return evaluate_with_bound(x, t, cell)
