@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .formats import FORMATS, get_format
+from .formats import get_format
 
 __all__ = ["bhh_bound", "lse_terms", "BOUND_FORMS"]
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .inputs import InputError, load_logits
-from .report import atomic_write, write_csv, write_metadata
+from .report import atomic_write, exclusive, write_csv, write_metadata
 
 __all__ = ["RunConfig", "available", "load_experiment", "run_experiment", "write_index",
            "add_arguments", "cli", "script_main", "EXPERIMENTS_DIR"]
@@ -109,29 +109,6 @@ def _check_profile(name: str, module, profile: str) -> dict:
     return module.PROFILES[profile]
 
 
-@contextlib.contextmanager
-def _exclusive(out: Path, name: str):
-    """One run of `name` into `out` at a time (posix file lock on OUT/.NAME.lock)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f".{name}.lock"
-    f = open(path, "a+")
-    try:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(f"another run of {name} is writing to {out}; wait for it to "
-                             f"finish or give this run another --out") from None
-        yield
-        with contextlib.suppress(OSError):
-            path.unlink()
-    finally:
-        f.close()
-
 
 def _recover(final: Path) -> None:
     """Finish or undo a publish that a crash interrupted, and drop stale staging."""
@@ -166,7 +143,8 @@ def run_experiment(name: str, config: RunConfig) -> Path:
     params = _check_profile(name, module, config.profile)
     out = Path(config.out)
     final = out / name
-    with _exclusive(out, name):
+    with exclusive(out / f".{name}.lock", f"another run of {name} is writing to {out}; wait "
+                   f"for it to finish or give this run another --out", remove=True):
         _recover(final)
         staging = out / f".{name}.staging"
         staging.mkdir(parents=True)

@@ -54,6 +54,32 @@ def atomic_write(path, mode: str = "w"):
         raise
 
 
+@contextlib.contextmanager
+def exclusive(lock_path, busy: str, remove: bool = False):
+    """Hold an exclusive posix lock on `lock_path`, or raise InputError(`busy`) at once;
+    `remove` deletes the lock file after a successful block."""
+    from .inputs import InputError
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not posix: no lock
+        yield
+        return
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(lock_path, "a+")
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(busy) from None
+        yield
+        if remove:
+            with contextlib.suppress(OSError):
+                lock_path.unlink()
+    finally:
+        f.close()
+
+
 def write_csv(df: pd.DataFrame, path) -> Path:
     """CSV with full round-trip precision (repr of floats), so the same data is the same bytes."""
     with atomic_write(path) as f:

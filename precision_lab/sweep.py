@@ -40,11 +40,10 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import pandas as pd
 
 from .inputs import InputError
-from .report import write_csv
+from .report import exclusive
 
 __all__ = ["cell_key", "run_cells", "code_fingerprint",
            "default_workers", "checkpoints_kept", "read_table"]
@@ -191,26 +190,6 @@ def checkpoints_kept():
         _KEEP.reset(token)
 
 
-@contextlib.contextmanager
-def _locked(directory: Path):
-    """Hold an exclusive lock on `directory` (posix), or fail at once naming it."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not posix: no lock
-        yield
-        return
-    f = open(directory / ".lock", "a+")
-    try:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(f"another run is using the checkpoint directory {directory}; wait "
-                             f"for it to finish or give this run another --out") from None
-        yield
-    finally:
-        f.close()
-
-
 def run_cells(cells: Sequence[dict], fn: Callable[[dict], pd.DataFrame] | None = None,
               checkpoint_dir=None, workers: int | None = None, scheduler: str | None = None,
               quiet: bool = False, desc: str = "cells", keep_checkpoints: bool = False
@@ -240,7 +219,8 @@ def run_cells(cells: Sequence[dict], fn: Callable[[dict], pd.DataFrame] | None =
     if ckpt is None:
         return _run(cells, keys, fn, None, workers, scheduler, quiet, desc)
     ckpt.mkdir(parents=True, exist_ok=True)
-    with _locked(ckpt):
+    with exclusive(ckpt / ".lock", f"another run is using the checkpoint directory {ckpt}; "
+                   f"wait for it to finish or give this run another --out"):
         out = _run(cells, keys, fn, ckpt, workers, scheduler, quiet, desc)
     kept = _KEEP.get()
     if kept is not None:

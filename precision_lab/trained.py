@@ -66,7 +66,7 @@ def train_digits(epochs=(0, 10, 100, 1000), seed: int = 0, hidden: int = 128,
                     layer.bias.uniform_(-bound, bound, generator=gen)
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         xtr, ytr = torch.from_numpy(x[train]), torch.from_numpy(y[train])
-        xte, yte = torch.from_numpy(x[test]), torch.from_numpy(y[test])
+        xte = torch.from_numpy(x[test])
         snaps = []
         loss = torch.nn.functional.cross_entropy(logit_scale * model(xtr), ytr)
         for epoch in range(epochs[-1] + 1):

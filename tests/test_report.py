@@ -19,6 +19,7 @@ from hypothesis import given, strategies as st  # noqa: E402
 from sweep_cells import MARKERS, computed_counts  # noqa: E402
 from precision_lab import experiment, report  # noqa: E402
 from precision_lab.experiment import RunConfig, run_experiment  # noqa: E402
+from precision_lab.report import exclusive  # noqa: E402
 from precision_lab.sweep import read_table  # noqa: E402
 
 
@@ -192,6 +193,6 @@ def test_index_ignores_hidden_directories(tmp_path):
 
 def test_two_runs_into_one_out_are_refused(fake, tmp_path):
     out = tmp_path / "reports"
-    with experiment._exclusive(out, "fake"):
+    with exclusive(out / ".fake.lock", "held by this test"):
         with pytest.raises(experiment.InputError, match="another run of fake"):
             run_experiment("fake", RunConfig(out=out, workers=1, quiet=True))

@@ -17,8 +17,8 @@ import sweep_cells
 from sweep_cells import FAIL_AT, MARKERS, SLEEP, computed_counts, grid, marked_cell
 from precision_lab import sweep
 from precision_lab.inputs import InputError
-from precision_lab.report import write_csv
 from precision_lab.cells import evaluate_cell
+from precision_lab.report import exclusive, write_csv
 from precision_lab.sweep import cell_key, run_cells
 
 HELPER = Path(sweep_cells.__file__).resolve()
@@ -146,7 +146,7 @@ def test_fingerprint_covers_bound_arguments_and_sources():
 def test_a_second_run_on_the_same_checkpoint_directory_is_refused(tmp_path):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    with sweep._locked(ckpt):
+    with exclusive(ckpt / ".lock", "held by this test"):
         with pytest.raises(InputError, match="another run"):
             run_cells(grid(2), marked_cell, checkpoint_dir=ckpt, workers=1, quiet=True)
 
