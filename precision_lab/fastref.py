@@ -1,30 +1,44 @@
-"""The fast certified backend of the ground truth: ball arithmetic (python-flint's `arb`) for
-every rounding that is not exact, plus an exact fixed-point sum for the bulk of the terms.
+"""The fast certified backend of the ground truth: a vectorised fixed-point engine (numpy
+int64 limbs, no Python per row or per logit) with a proven error bound per row, and ball
+arithmetic (python-flint's `arb`) for the rows it does not take.
 
 What is computed. Per row the loss is, as in `reference` (mpmath),
-  target is a maximum:  loss = log1p(exp(b - a) * S)
+  target is a maximum:  loss = log1p(Z),  Z = exp(b - a) * S
   otherwise:            loss = log(S) + (b - x_t)
 where S = sum_{i in R} exp(x_i - b), R is the row (without one copy of the maximum when the
-target is the maximum), `lead` = max(R) and b = lead rounded down to a multiple of 2**-12.
-S >= exp(lead - b) >= 1 and is known as a ball [mid +- rad] that provably contains it:
+target is the maximum), `lead` = max(R) and b = lead rounded down to a multiple of 2**-12, so
+S >= exp(lead - b) >= 1. Terms with x_i - lead < -cutoff, cutoff = (fb + 8) ln 2 + ln C + 1,
+are dropped; together they are below 2**-fb (one unit, added to the radius).
 
-* Terms with x_i - lead < -cutoff, cutoff = (P + 8) ln 2 + ln C + 1, are dropped; each is below
-  exp(2**-12 - cutoff), and their count times that bound is added to the ball (one-sided).
-* "On-grid" terms (x_i a multiple of 2**-31, as every float16, bfloat16 and float32 value of
-  magnitude >= 2**-8 is) are summed exactly in integers. x_i - b is then exactly an integer
-  D times 2**-31 (both are multiples of 2**-31 and the difference is below 2**22), split as
-  D = H * 2**19 + L, and exp(x_i - b) = exp(H * 2**-12) * (1 + (exp(L * 2**-31) - 1)).
-  Both factors come from tables rounded to P fraction bits (entries from `arb` balls, each
-  within 2 units of 2**-P of the true value); per row and per H the second factors are added
-  in int64/float64 limbs (exactly), then multiplied by the first and added (exactly). Each
-  term's product of table values is within (2 + 2 * 1.0003 + 2**-P) * 2**-P < 5 * 2**-P of the
-  true term, so the ball radius is 5 * 2**-P times the number of such terms.
-* The remaining terms (float64 values, tiny or huge magnitudes) are summed in `arb`, once per
-  distinct value with its count.
-Every operation after that (exp(b - a), log, log1p, the subtraction b - x_t) is ball arithmetic.
-A row is certified when the radius of the loss is at most 2**-(bits + 2) of its midpoint (so
-the midpoint is within 2**-(bits + 1) relative of the true loss): this bounds the error, where
-two evaluations agreeing only suggests it. Otherwise P doubles, up to `max_prec`.
+The engine (`_vec`), at fb = 26 nl fraction bits (nl = ceil(P / 26) limbs of 26 bits; P = 128,
+fb = 130 for 100 bits and C up to 2**20). Every number is an exact integer multiple of 2**-fb
+held in limbs; every rounding is a floor with a stated error in units of 2**-fb, and the errors
+are added up (as float64 upper bounds, inflated by 2**-20) into a radius per row:
+* exp(x - b): x - b = D 2**-31 + x_f exactly, D = floor((x - b) 2**31) = -h 2**19 + l and
+  x_f in [0, 2**-31) (zero for every float16 / bfloat16 / float32 value of magnitude >= 2**-8;
+  floor(x_f 2**fb) is extracted exactly from the float). exp(x - b) = T_hi[h] (1 + T_lo[l])
+  (1 + expm1(x_f)), the tables within 4 units (`_FixTables`), expm1 by its series (terms above
+  2**44 units in limbs, the rest in float64); the products truncated to fb bits (`_mul`
+  states the bound). Per logit this is within ~20 units (on the grid) or ~40 units (off it);
+  per row the terms are summed exactly (int64 limb sums).
+* log S (`_log_fix`): y = Y 2**-31 a little below log S from float64, exp(-y) from the tables,
+  rho = S exp(-y) - 1 with |rho| < 2**-29.5 (checked), log S = y + log1p(rho), the series by
+  Horner in limbs.
+* Target the maximum (`_max_rows`): a - b = k ln 2 - v, v in (-ln 2, 2**-40] to within
+  1 + k 2**-26 units, Zm = S exp(v) by the tables, Z = Zm 2**-k. Z >= 2**-20: loss =
+  log(1 + Z) (an absolute error, relative to a loss >= 2**-21); else loss = Z c with
+  c = sum_i (-Z)**i / (i + 1) by Horner (a relative error), the exponent k kept apart.
+* b - x_t exactly, x_t floored to the grid (one unit).
+A row is certified when its radius is at most 2**-(bits + 2) of its midpoint (so the midpoint
+is within 2**-(bits + 1) relative of the true loss): this bounds the error, where two
+evaluations agreeing only suggests it. Rows the engine does not take (|lead| or |x_t| >= 2**40,
+a - b > 2**20, more than 624 fraction bits) or cannot certify go to the `arb` path below
+(`_attempt_arb`: exact fixed-point sums of on-grid terms, `arb` for the rest and for the log);
+what that cannot certify is retried with P doubled, up to `max_prec`.
+
+Results (`Results`) keep the certified midpoints as limbs; double-doubles (hi = hi + lo
+rounded to nearest, hi + lo within 2**-104 relative of the midpoint, or exact per row below
+2**-900) and the mean (exact sums of the midpoints) are vectorised.
 
 Non-finite inputs follow `reference`'s policy exactly (see `special_losses`).
 """
@@ -36,7 +50,8 @@ from contextlib import contextmanager
 import numpy as np
 from flint import arb, ctx
 
-__all__ = ["certified_losses", "special_losses", "arb_to_double_double", "arb_mean", "start_prec"]
+__all__ = ["certified_losses", "special_losses", "arb_to_double_double", "arb_mean", "start_prec",
+           "Results", "man_exp_to_double_double"]
 
 HI_BITS = 12                 # b and the first table are on the 2**-12 grid
 GRID = 31                    # on-grid values are multiples of 2**-31
@@ -237,21 +252,681 @@ def _row_arb(val: np.ndarray, b: float, prec: int) -> arb:
     return s
 
 
-def certified_losses(x: np.ndarray, t: np.ndarray, bits: int, max_prec: int,
-                     error_cls=ArithmeticError) -> list:
-    """Certified loss balls for a validated batch: a list with an `arb` per row, or the floats
-    nan / inf for rows the non-finite policy decides. Raises `error_cls` naming the first row
-    that cannot be certified within `max_prec` bits."""
+# ---------------------------------------------------------------------------------------------
+# The vectorised fixed-point engine: numpy int64 limbs, no per-row or per-logit Python.
+#
+# A fixed-point vector is an int64 array (K, m): column i is sum_j a[j, i] 2**(R j) in units of
+# 2**-fb (fb = R nl). Normalised: limbs 0..K-2 in [0, 2**R), the top limb signed. Every rounding
+# is a floor whose error each function states in units; callers add those bounds (float64,
+# inflated by SAFE) into a radius per row.
+# ---------------------------------------------------------------------------------------------
+
+LMASK = (1 << LO_BITS) - 1
+SAFE = 1.0 + 2.0 ** -20      # inflation of the float64 error sums (their own rounding ~2**-50)
+MAX_ABS = 2.0 ** 40          # the vectorised path takes rows with |lead| (and |x_t|) below this,
+MAX_GAP = 2.0 ** 20          # and, when the target is the maximum, a - b up to this
+TINY_K = 900                 # losses below 2**-900: double-doubles converted exactly per row
+ROWS = 16384                  # rows per pass of the per-row part
+MAX_NL = 24                  # up to 624 fraction bits (beyond, `arb` only)
+ECHUNK = 1 << 15             # logits per pass of the per-logit part (cache-sized temporaries)
+LOG2 = math.log(2.0)
+
+
+def _norm(a: np.ndarray) -> np.ndarray:
+    """Carry in place: limbs 0..K-2 into [0, 2**R), the rest into the (signed) top limb."""
+    for j in range(a.shape[0] - 1):
+        c = a[j] >> R
+        a[j] &= RMASK
+        a[j + 1] += c
+    return a
+
+
+def _mul(a: np.ndarray, b: np.ndarray, drop: int) -> tuple[np.ndarray, float]:
+    """a b / 2**(R drop) rounded down, as Ka + Kb - drop normalised limbs, and its error bound.
+
+    Partial products a_i b_j with i + j <= drop - 2 are skipped; each is below one unit of the
+    result when the inputs' limbs below the top are normalised (so >= 0 and < 2**R), which every
+    caller ensures (no skipped pair involves a top limb). So the result lies in
+    (exact - nskip - 1, exact]. Positions hold at most min(Ka, Kb) products < 2**55: no overflow."""
+    ka, kb, m = a.shape[0], b.shape[0], a.shape[1]
+    k = ka + kb - drop
+    if k < 1:
+        return np.zeros((1, m), dtype=np.int64), float(ka * kb + 1)
+    out = np.zeros((k + 1, m), dtype=np.int64)
+    nskip = 0
+    for i in range(ka):
+        j0 = max(0, drop - 1 - i)
+        nskip += min(j0, kb)
+        if j0 >= kb:
+            continue
+        p0 = i + j0 - (drop - 1)
+        out[p0:p0 + kb - j0] += a[i] * b[j0:]
+    _norm(out)
+    return out[1:], float(nskip + 1)
+
+
+def _mul_exact(a: np.ndarray, b: np.ndarray, drop: int) -> np.ndarray:
+    """floor(a b / 2**(R drop)) exactly (every partial product), Ka + Kb - drop limbs."""
+    ka, kb, m = a.shape[0], b.shape[0], a.shape[1]
+    out = np.zeros((ka + kb, m), dtype=np.int64)
+    for i in range(ka):
+        out[i:i + kb] += a[i] * b
+    _norm(out)
+    return out[drop:]
+
+
+def _div_small(a: np.ndarray, d: int) -> np.ndarray:
+    """floor(a / d) for a normalised a >= 0 and a small integer d (error below one unit)."""
+    out = np.empty_like(a)
+    rem = np.zeros(a.shape[1], dtype=np.int64)
+    for j in range(a.shape[0] - 1, -1, -1):
+        cur = (rem << R) + a[j]
+        q = cur // d
+        out[j] = q
+        rem = cur - q * d
+    return out
+
+
+def _from_float(v: np.ndarray, k: int) -> np.ndarray:
+    """floor(v) for float64 v >= 0 below 2**(R k), as k normalised limbs (exact)."""
+    out = np.empty((k, v.size), dtype=np.int64)
+    w = np.floor(v)
+    for j in range(k - 1, 0, -1):
+        s = float(1 << (R * j))
+        q = np.floor(w * (1.0 / s))
+        out[j] = q
+        w = w - q * s                 # w mod 2**(R j): a subset of w's bits, so exact
+    out[0] = w
+    return out
+
+
+def _from_ints(vals: list[int], k: int) -> np.ndarray:
+    """Python ints >= 0 below 2**(R k) as k limbs (k, len(vals))."""
+    return np.array([[(v >> (R * j)) & RMASK for v in vals] for j in range(k)],
+                    dtype=np.int64).reshape(k, len(vals))
+
+
+def _int_to_limbs(v: np.ndarray, bitpos: int, k: int) -> np.ndarray:
+    """v 2**bitpos for int64 v (signed, |v| < 2**62) as k normalised limbs (exact)."""
+    q, r = divmod(bitpos, R)
+    out = np.zeros((k, v.size), dtype=np.int64)
+    out[q] = (v & ((1 << (R - r)) - 1)) << r
+    rest = v >> (R - r)
+    for j in range(q + 1, k - 1):
+        out[j] = rest & RMASK
+        rest = rest >> R
+    out[k - 1] += rest
+    return out
+
+
+def _to_float(a: np.ndarray, exp: int = 0) -> np.ndarray:
+    """sum_j a_j 2**(R j + exp) in float64: within K 2**-53 relative when every limb is >= 0."""
+    w = np.ldexp(1.0, R * np.arange(a.shape[0]) + exp)
+    return w @ a.astype(np.float64)
+
+
+def _shift_right(a: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """floor(a / 2**s) per column (int s >= 0), a normalised and >= 0; same limb count."""
+    k, m = a.shape
+    s = np.minimum(s, R * k)
+    q, r = s // R, s % R
+    pad = np.zeros((2 * k + 2, m), dtype=np.int64)
+    pad[:k] = a
+    cols = np.arange(m)
+    out = np.empty_like(a)
+    for j in range(k):
+        lo = pad[j + q, cols]
+        hi = pad[j + q + 1, cols]
+        out[j] = (lo >> r) | ((hi << (R - r)) & RMASK)
+    return out
+
+
+def _fixed(v: arb, bits: int) -> int:
+    """floor(mid(v) 2**bits), for a ball far narrower than 2**-bits (checked): within
+    1 + 2**-8 below and 2**-8 above v 2**bits."""
+    m = v * arb(2) ** bits
+    if not m.rad() < 2.0 ** -8:
+        raise ArithmeticError("table entry not accurate enough")
+    man, ex = m.mid().man_exp()
+    man, ex = int(man), int(ex)
+    return man << ex if ex >= 0 else man >> -ex
+
+
+class _FixTables:
+    """Per limb count nl (fb = 26 nl fraction bits), filled on first use and kept:
+    hi[:, h] = exp(-h 2**-12) 2**fb (h >= 0, grown on demand) and
+    lo[:, l] = (exp(l 2**-31) - 1) 2**fb (l < 2**19), each within ERR_TAB units of the true
+    value: products of two `arb`-rounded factors from small tables, hi = floor(A[h >> 9] B[h & 511])
+    and lo = A1 + B0 + floor(A1 B0) (each factor within 1.004 units, factors <= 1, so the floor
+    of the product is within 3.01 units). A[0] and B[0] are 2**fb - 1 so that every entry fits
+    nl limbs. Also ln 2 to fb + 26 bits and floor(2**fb / j) for the series."""
+
+    ERR_TAB = 4.0
+
+    def __init__(self, nl: int):
+        self.nl, self.fb = nl, R * nl
+        fb, top = self.fb, (1 << self.fb) - 1
+        with arbprec(fb + 64):
+            a1 = [_fixed(arb((i, -21)).exp() - 1, fb) for i in range(1 << 9)]
+            b0 = [_fixed(arb((i, -31)).exp() - 1, fb) for i in range(1 << 10)]
+            bh = [min(_fixed(arb((-i, -12)).exp(), fb), top) for i in range(512)]
+            self.ln2 = _from_ints([_fixed(arb(2).log(), fb + R)], nl + 1)[:, 0]
+        self._bh = _from_ints(bh, nl)
+        a1, b0 = _from_ints(a1, nl), _from_ints(b0, nl)
+        big_a = np.repeat(a1, 1 << 10, axis=1)
+        big_b = np.tile(b0, (1, 1 << 9))
+        lo = big_a + big_b
+        lo += _mul_exact(big_a, big_b, nl)[:nl]
+        self.lo = _norm(lo).astype(np.int32)      # 26-bit limbs: int32 halves the footprint
+        self._ah: list[int] = []
+        self.hi = np.zeros((nl, 0), dtype=np.int32)
+        self.inv: dict[int, np.ndarray] = {}
+
+    def ensure_hi(self, nh: int) -> None:
+        """Entries h < nh exist (computed in blocks of 512)."""
+        have = self.hi.shape[1]
+        if nh <= have:
+            return
+        blocks = -(-nh // 512)
+        new = max(blocks, 2 * (have // 512))       # amortised growth
+        fb = self.fb
+        with arbprec(fb + 64):
+            while len(self._ah) < new:
+                i = len(self._ah)
+                self._ah.append(min(_fixed((arb(-i) / 8).exp(), fb), (1 << fb) - 1))
+        a = _from_ints(self._ah[have // 512:new], self.nl)
+        big_a = np.repeat(a, 512, axis=1)
+        big_b = np.tile(self._bh, (1, new - have // 512))
+        block = _mul_exact(big_a, big_b, self.nl)[:self.nl]
+        self.hi = np.ascontiguousarray(np.concatenate([self.hi, block.astype(np.int32)], axis=1))
+
+    def inverse(self, j: int) -> np.ndarray:
+        """floor(2**fb / j) as nl + 1 limbs (a column)."""
+        if j not in self.inv:
+            self.inv[j] = _from_ints([(1 << self.fb) // j], self.nl + 1)
+        return self.inv[j]
+
+
+_FIX: dict[int, _FixTables] = {}
+
+
+def _fix_tables(nl: int) -> _FixTables:
+    if nl not in _FIX:
+        _FIX[nl] = _FixTables(nl)
+    return _FIX[nl]
+
+
+def _expm1_fix(x: np.ndarray, xf: np.ndarray, tab: _FixTables) -> tuple[np.ndarray, float]:
+    """expm1(x_f) 2**fb as nl limbs, for x_f in [0, 2**-31) given as x = floor(x_f 2**fb)
+    (kx limbs, so within one unit) and xf (float64, within 2**-52 relative); and the error bound.
+
+    x + x**2/2 + ... in limbs while a term can exceed 2**44 units, the rest (< 2**44 units) in
+    float64 (relative error < 2**-47, so < 1/8 unit) and floored."""
+    nl, fb, m = tab.nl, tab.fb, x.shape[1]
+    e = np.zeros((nl + 1, m), dtype=np.int64)
+    e[:x.shape[0]] = x
+    err, term, err_t = 1.0, x, 1.0
+    k = 2
+
+    def bound(j):  # 2**(fb - 31 j) / j! units, an upper bound of the j-th term
+        return math.ldexp(1.0, fb - 31 * j) / math.factorial(j)
+
+    while bound(k) >= 2.0 ** 44:
+        pr, ep = _mul(term, x, nl)
+        term = _div_small(pr, k)
+        err_t = (err_t * 2.0 ** -31 + bound(k - 1) * 2.0 ** -fb + ep) / k + 1.0
+        e[:term.shape[0]] += term
+        err += err_t
+        k += 1
+    u = xf * 2.0 ** 31                               # < 1
+    f = 1.0 + u * 2.0 ** -31 / (k + 1) * (1.0 + u * 2.0 ** -31 / (k + 2))
+    tail = np.floor(np.ldexp(u ** k / math.factorial(k) * f, fb - 31 * k)).astype(np.int64)
+    e[0] += tail & RMASK
+    e[1] += tail >> R
+    err += 1.0 + bound(k) * 2.0 ** -46 + bound(k + 3)
+    return _norm(e)[:nl], err
+
+
+def _frac_limbs(xv, xs, fl, tab):
+    """For logits off the 2**-31 grid: x_f = x - fl 2**-31 in [0, 2**-31) as floor(x_f 2**fb)
+    (kx limbs, exact floor) and as float64 (exact, or within 2**-53 relative for tiny negative
+    x, where x_f = 2**-31 - |x| is not a float)."""
+    fb = tab.fb
+    kx = -(-(fb - GRID) // R)
+    frac = xs - fl                       # exact unless -2**-32 < x < 0 (see below)
+    x = _from_float(np.ldexp(frac, fb - GRID), kx)
+    xf = frac * 2.0 ** -GRID
+    tn = np.flatnonzero((xs < 0) & (xs > -0.5))
+    if tn.size:
+        v = np.ceil(np.ldexp(-xv[tn], fb))            # ceil(|x| 2**fb) <= 2**(fb - 32)
+        xt = np.zeros((kx + 1, tn.size), dtype=np.int64)
+        xt[:kx] = -_from_float(v, kx)
+        q, r = divmod(fb - GRID, R)
+        xt[q] += 1 << r                               # 2**(fb - 31) - ceil(|x| 2**fb)
+        x[:, tn] = _norm(xt)[:kx]
+        xf[tn] = (1.0 + xs[tn]) * 2.0 ** -GRID
+    return x, xf
+
+
+def _terms(tab, h, l, x=None, xf=None, off=None):
+    """exp(-h 2**-12) (1 + (exp(l 2**-31) - 1)) (1 + expm1(x_f)) 2**fb per column (the last
+    factor only in columns `off`, with x, xf from `_frac_limbs`): nl limbs, each below 2**27
+    (not normalised), and the error bounds (units) of columns without and with the x_f factor.
+
+    Errors: th within E_T of its value, g (the table's, or (1 + g)(1 + e) - 1 in limbs) within
+    err_g; th (1 + g) - exact <= E_T (1 + g) + th err_g + err_p (the product's floor)."""
+    nl = tab.nl
+    et = _FixTables.ERR_TAB
+    th = np.take(tab.hi, h, axis=1).astype(np.int64)
+    g = np.take(tab.lo, l, axis=1).astype(np.int64)
+    err_off = 0.0
+    if off is not None and off.size:
+        e, err_e = _expm1_fix(x, xf, tab)
+        go = g[:, off]
+        ge, err_ge = _mul(go, e, nl)
+        go += e
+        go += ge[:nl]
+        g[:, off] = _norm(go)
+        err_off = et + err_e + err_ge + 2.0 ** -11 * (err_e + et) + 1e-6
+    p, err_p = _mul(th, g, nl)
+    t = th + p[:nl]
+    base = et * 1.0003 + err_p + 1e-6
+    return t, SAFE * (base + et), SAFE * (base + err_off * 1.0003)
+
+
+def _terms_norm(tab, h, l, x=None, xf=None, off=None):
+    """`_terms` as nl + 1 normalised limbs (the value may reach 1 + 2**-40)."""
+    t, b_on, b_off = _terms(tab, h, l, x, xf, off)
+    out = np.zeros((tab.nl + 1, t.shape[1]), dtype=np.int64)
+    out[:tab.nl] = t
+    return _norm(out), b_on, b_off
+
+
+def _log_fix(w, err_w, tab):
+    """log of w 2**-fb for w (nl + 1 normalised limbs, value in [1, 2**30)) known within err_w
+    units: (nl + 1 limbs of the log in units 2**-fb, its error bound, ok).
+
+    y = Y 2**-31 (Y from float64, a little below log w) on the tables' grid; q = w exp(-y)
+    = 1 + rho with 0 <= rho < 2**-29.5 (else not ok: the row goes to `arb`); log w =
+    y + log1p(rho), the series by Horner in limbs to within a unit of its sum."""
+    nl, fb = tab.nl, tab.fb
+    m = w.shape[1]
+    wf = _to_float(w, -fb)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.floor(np.log(wf) * 2.0 ** GRID) - 1.0
+    big = np.int64(1) << 40
+    Y = np.clip(np.nan_to_num(y, nan=0.0), 0, big).astype(np.int64)
+    h = (Y + LMASK) >> LO_BITS
+    l = (h << LO_BITS) - Y
+    tab.ensure_hi(int(h.max()) + 1)
+    e, err_e, _ = _terms_norm(tab, h, l)
+    q, err_qt = _mul(w, e, nl)                     # nl + 2 limbs, value 1 + rho
+    q[nl] -= 1
+    _norm(q)
+    neg = q[-1] < 0          # rho < 0: w a few units below exp(y) (y clipped at 0)
+    if neg.any():
+        q[:, neg] = -q[:, neg]
+        _norm(q)
+    sg = np.where(neg, -1, 1)
+    rho = q[:nl]             # |rho|
+    rf = _to_float(rho, -fb)
+    ok = (q[nl] == 0) & (q[nl + 1] == 0) & (rf < 2.0 ** -29.5)
+    err_q = SAFE * (err_w + (wf * SAFE + err_w * 2.0 ** -fb) * err_e + err_qt + 1e-6)
+    rmax = 2.0 ** -29.5
+    jj = -(-(fb + 1) // 29)                        # rho**(J+1)/(J+1) < 2**-fb
+    p = np.repeat(tab.inverse(jj), m, axis=1)
+    err_p = 1.0
+    for j in range(jj - 1, 0, -1):
+        pr, ep = _mul(rho, p, nl)
+        p = tab.inverse(j) - sg * pr
+        _norm(p)
+        err_p = 1.0 + ep + rmax * err_p
+    l1, e1 = _mul(rho, p, nl)
+    lam = _int_to_limbs(Y, fb - GRID, nl + 1)
+    lam += sg * l1[:nl + 1]
+    _norm(lam)
+    err = SAFE * (e1 + rmax * err_p + 1.0 + err_q * (1.0 + 2.0 ** -28))
+    return lam, err, ok
+
+
+def _vec(x, t, bits, p, out, idx):
+    """One evaluation of rows `idx` (x, t: those rows; none has a special loss) with nl =
+    ceil(p / 26) limbs. Fills `out` for the rows it certifies; returns (failed, unsupported)
+    as boolean masks over the rows (both go on to `_attempt_arb`)."""
     n, c = x.shape
-    out: list = [None] * n
+    nl = max(2, -(-p // R))
+    if nl > MAX_NL:
+        return np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
+    tab = _fix_tables(nl)
+    fb = tab.fb
+    ar = np.arange(n)
+    xt = x[ar, t]
+    finite = x != -np.inf
+    a = np.max(np.where(finite, x, -np.inf), axis=1)
+    tmax = xt == a
+    incl = finite.copy()
+    incl[ar[tmax], t[tmax]] = False            # one copy of the maximum is the 1
+    lead = np.max(np.where(incl, x, -np.inf), axis=1)
+    zero = lead == -np.inf                     # the target is the only live class: loss 0
+    with np.errstate(invalid="ignore", over="ignore"):
+        lz = np.where(zero, 0.0, lead)
+        b = np.floor(lz * 4096.0) / 4096.0
+        sup = (np.abs(lz) < MAX_ABS) & np.where(tmax, a - b <= MAX_GAP, np.abs(xt) < MAX_ABS)
+    sup |= zero
+    failed = np.zeros(n, dtype=bool)
+    out.put_zero(idx[zero])
+    rows = np.flatnonzero(sup & ~zero)
+    if rows.size == 0:
+        return failed, ~sup
+    nr = rows.size
+    xr, br, tm, xtr = x[rows], b[rows], tmax[rows], xt[rows]
+    cutoff = (fb + 8) * LOG2 + math.log(max(c, 2)) + 1.0
+    with np.errstate(invalid="ignore"):
+        keep = incl[rows] & ((xr - lead[rows][:, None]) >= -cutoff - 1.0)
+    npruned = incl[rows].sum(axis=1) - keep.sum(axis=1)
+    # Per logit: exp(x - b) 2**fb, summed per row (exact int64 sums of limbs < 2**27).
+    rr, cc = np.nonzero(keep)
+    s = np.zeros((nl + 1, nr), dtype=np.int64)
+    n_all = np.zeros(nr)
+    n_off = np.zeros(nr)
+    b_on = b_off = 0.0
+    for s0 in range(0, rr.size, ECHUNK):
+        r_ = rr[s0:s0 + ECHUNK]
+        xv = xr[r_, cc[s0:s0 + ECHUNK]]
+        xs = xv * 2.0 ** GRID
+        fl = np.floor(xs)
+        d = (fl - br[r_] * 2.0 ** GRID).astype(np.int64)   # exact: x - b < 2**22 on the grid
+        h = -(d >> LO_BITS)
+        l = d & LMASK
+        tab.ensure_hi(int(h.max()) + 1)
+        off = np.flatnonzero(xs != fl)
+        xl = xfl = None
+        if off.size:
+            xl, xfl = _frac_limbs(xv[off], xs[off], fl[off], tab)
+            n_off += np.bincount(r_[off], minlength=nr)
+        tv, b1, b2 = _terms(tab, h, l, xl, xfl, off)
+        b_on = max(b_on, b1)
+        b_off = max(b_off, b2 if off.size else 0.0)
+        starts = np.flatnonzero(np.r_[True, r_[1:] != r_[:-1]])
+        s[:nl, r_[starts]] += np.add.reduceat(tv, starts, axis=1)
+        n_all += np.bincount(r_, minlength=nr)
+    _norm(s)
+    err_s = SAFE * (b_on * (n_all - n_off) + b_off * n_off + (npruned > 0))
+    sf = _to_float(s, -fb)
+    kk = np.zeros(nr, dtype=np.int64)
+    res = np.zeros((nl + 3, nr), dtype=np.int64)
+    err = np.zeros(nr)
+    good = np.ones(nr, dtype=bool)
+    # Target below the maximum: loss = log S + (b - x_t) > ln 2.
+    nm = np.flatnonzero(~tm)
+    if nm.size:
+        lam, el, okl = _log_fix(s[:, nm], err_s[nm], tab)
+        v = _int_to_limbs((br[nm] * 4096.0).astype(np.int64), fb - HI_BITS, nl + 3)
+        v[:nl + 1] += lam
+        xa = np.abs(xtr[nm])
+        sc = np.ldexp(xa, fb)
+        mag = _from_float(np.where(xtr[nm] >= 0, np.floor(sc), np.ceil(sc)), nl + 2)
+        v[:nl + 2] += np.where(xtr[nm] >= 0, -mag, mag)   # - floor(x_t 2**fb)
+        res[:, nm] = _norm(v)
+        err[nm] = el + 1.0
+        good[nm] = okl
+    # Target is the maximum: loss = log1p(Z), Z = S exp(b - a) = Zm 2**-k.
+    mx = np.flatnonzero(tm)
+    if mx.size:
+        _max_rows(tab, bits, a[rows][mx], br[mx], s[:, mx], sf[mx], err_s[mx],
+                  res, err, kk, good, mx)
+    val = _to_float(res, -fb)
+    cert = good & (res[-1] >= 0) & (np.ldexp(err, -fb) <= val * 2.0 ** -(bits + 2) * (1 - 2.0 ** -30))
+    out.put_fixed(idx[rows[cert]], res[:, cert], kk[cert], fb, err[cert])
+    failed[rows[~cert]] = True
+    return failed, ~sup
+
+
+def _max_rows(tab, bits, av, bv, s, sf, err_s, res, err, kk, good, cols):
+    """Rows whose target is the maximum a: Z = S exp(b - a) with b - a = D_a 2**-31 - a_f;
+    k = floor((a - b) / ln 2) and v = b - a + k ln 2 in (-ln 2 - 2**-31, 2**-40] in limbs (k ln 2
+    to within 1 + k 2**-26 units), exp(v) by the tables, Zm = S exp(v), Z = Zm 2**-k.
+    Z >= 2**-T: loss = log(1 + Z) (`_log_fix`, absolute error, relative to a loss >= 2**-T-1);
+    else loss = Z c, c = sum_i (-Z)**i / (i + 1) by Horner in limbs (relative error)."""
+    nl, fb = tab.nl, tab.fb
+    m = av.size
+    kx = -(-(fb - GRID) // R)
+    as_ = av * 2.0 ** GRID
+    fa = np.floor(as_)
+    da = (bv * 2.0 ** GRID - fa).astype(np.int64)         # (b - a_hi) 2**31 <= 0, exact
+    xa = np.zeros((kx, m), dtype=np.int64)
+    xfa = np.zeros(m)
+    offa = np.flatnonzero(as_ != fa)
+    if offa.size:
+        xa[:, offa], xfa[offa] = _frac_limbs(av[offa], as_[offa], fa[offa], tab)
+    k = np.maximum(np.floor((-da * 2.0 ** -GRID + xfa) / LOG2), 0).astype(np.int64)
+    kl = np.zeros((nl + 3, m), dtype=np.int64)
+    kl[:nl + 1] = tab.ln2[:, None] * k
+    kl = _norm(kl)[1:]                                        # floor(k ln2 2**fb), nl + 2 limbs
+    v = kl + _int_to_limbs(da, fb - GRID, nl + 2)
+    v[:kx] -= xa
+    _norm(v)
+    q0, r0 = divmod(fb - GRID, R)
+    acc = v[-1].copy()
+    for j in range(nl, q0 - 1, -1):
+        acc = (acc << R) + v[j]
+    d2 = acc >> r0                                            # floor(v 2**31)
+    x2 = v[:kx].copy()
+    if r0:
+        x2[q0] &= (1 << r0) - 1
+    h2 = -(d2 >> LO_BITS)
+    l2 = d2 & LMASK
+    tab.ensure_hi(int(h2.max()) + 1)
+    e2, _, err_e2 = _terms_norm(tab, h2, l2, x2, _to_float(x2, -fb), np.arange(m))
+    err_e2 = SAFE * (err_e2 + 2.0 + k * 2.0 ** -26)          # + the errors of k ln 2, a_f
+    zm, ez = _mul(s, e2, nl)                                  # nl + 2 limbs
+    err_z = SAFE * (err_s * (1 + 2.0 ** -30) + (sf * SAFE + err_s * 2.0 ** -fb) * err_e2 + ez)
+    zmf = _to_float(zm, -fb)
+    zf = np.ldexp(zmf, -k)
+    tt = max(1, min(20, fb - bits - 12))
+    big = zf >= 2.0 ** -tt
+    bl = np.flatnonzero(big)
+    if bl.size:
+        zs = _shift_right(zm[:, bl], k[bl])
+        w = zs[:nl + 1].copy()
+        w[nl] += (zs[nl + 1] << R) + 1
+        lam, el, okl = _log_fix(w, err_z[bl] * np.ldexp(1.0, -k[bl]) + 1.0, tab)
+        res[:, cols[bl]] = 0
+        res[:nl + 1, cols[bl]] = lam
+        err[cols[bl]] = el
+        good[cols[bl]] = okl
+    sl = np.flatnonzero(~big)
+    if sl.size:
+        zs = _shift_right(zm[:, sl], k[sl])[:nl]
+        err_zs = err_z[sl] * np.ldexp(1.0, -k[sl]) + 1.0
+        zb = float(np.max(zf[sl] * SAFE + err_zs * 2.0 ** -fb))
+        jj = 0 if zb <= 2.0 ** -fb else max(0, math.ceil(fb / -math.log2(zb)) - 1)
+        c = np.repeat(tab.inverse(jj + 1), sl.size, axis=1)
+        err_c = 1.0
+        for i in range(jj, 0, -1):
+            pr, ep = _mul(zs, c, nl)
+            c = tab.inverse(i) - pr
+            _norm(c)
+            err_c = 1.0 + ep + zb * err_c
+        err_c = err_c + 1.0 + err_zs * 0.50001               # + series remainder, + dc/dZ dZ
+        mm, em = _mul(zm[:, sl], c, nl)                       # nl + 3 limbs
+        res[:, cols[sl]] = mm
+        err[cols[sl]] = SAFE * (err_z[sl] + (zmf[sl] * SAFE) * err_c + em)
+        kk[cols[sl]] = k[sl]
+
+
+# ---------------------------------------------------------------------------------------------
+# Results of a batch, the driver, and conversions.
+# ---------------------------------------------------------------------------------------------
+
+PENDING, NAN, INF, ZERO, BALL, FIXED = range(6)
+
+
+class Results:
+    """Certified losses of a batch, without a Python object per row: `kind` per row (PENDING,
+    NAN, INF, ZERO, BALL: an `arb` ball in `balls`, FIXED: limbs V with exponent k in a block,
+    the loss V 2**-(fb + k), its radius at most 2**-(bits + 2) of it). Assigning an `arb`,
+    a float (nan / inf) or None (not done) to a row works as for a list."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.kind = np.zeros(n, dtype=np.int8)
+        self.balls: dict[int, arb] = {}
+        self.blocks: list[tuple] = []
+        self.block = np.full(n, -1, dtype=np.int64)
+        self.pos = np.zeros(n, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __setitem__(self, i: int, v) -> None:
+        self.balls.pop(i, None)
+        if v is None:
+            self.kind[i] = PENDING
+        elif isinstance(v, float):
+            self.kind[i] = NAN if math.isnan(v) else INF
+        else:
+            self.kind[i] = BALL
+            self.balls[i] = v
+
+    def put_zero(self, rows: np.ndarray) -> None:
+        self.kind[rows] = ZERO
+
+    def put_fixed(self, rows: np.ndarray, v: np.ndarray, k: np.ndarray, fb: int,
+                  rad: np.ndarray) -> None:
+        if rows.size == 0:
+            return
+        for r in rows[self.kind[rows] == BALL].tolist():
+            self.balls.pop(r, None)
+        self.kind[rows] = FIXED
+        self.block[rows] = len(self.blocks)
+        self.pos[rows] = np.arange(rows.size)
+        self.blocks.append((v, k, fb, rad))
+
+    def _fixed_rows(self):
+        """Per block: (rows, limbs, k, fb) of the rows that still point at it."""
+        for bi, (v, k, fb, _) in enumerate(self.blocks):
+            rows = np.flatnonzero((self.block == bi) & (self.kind == FIXED))
+            if rows.size:
+                p = self.pos[rows]
+                yield rows, v[:, p], k[p], fb
+
+    def __getitem__(self, i: int):
+        """The row's loss: an `arb` ball (exact midpoint, its radius), or nan / inf floats."""
+        kind = self.kind[i]
+        if kind == NAN:
+            return math.nan
+        if kind == INF:
+            return math.inf
+        if kind == ZERO:
+            return arb(0)
+        if kind == BALL:
+            return self.balls[i]
+        if kind == FIXED:
+            man, ex = self.man_exp(i)
+            rad = self.blocks[self.block[i]][3][self.pos[i]]
+            with arbprec(man.bit_length() + 8):
+                return arb((man, ex), arb((int(math.ceil(rad)), ex)).upper())
+        raise KeyError(i)
+
+    def man_exp(self, i: int) -> tuple[int, int]:
+        """A FIXED row's loss as the exact integer pair (man, exp): man 2**exp."""
+        v, k, fb, _ = self.blocks[self.block[i]]
+        p = self.pos[i]
+        man = 0
+        for j in range(v.shape[0] - 1, -1, -1):
+            man = (man << R) + int(v[j, p])
+        return man, -(fb + int(k[p]))
+
+    def double_double(self) -> tuple[np.ndarray, np.ndarray]:
+        """(hi, lo) per row: for FIXED rows hi + lo within 2**-104 relative of the midpoint and
+        hi = hi + lo rounded to nearest; for balls `arb_to_double_double`; nan / inf / 0."""
+        hi = np.zeros(self.n)
+        lo = np.zeros(self.n)
+        hi[self.kind == NAN] = math.nan
+        hi[self.kind == INF] = math.inf
+        for i, v in self.balls.items():
+            hi[i], lo[i] = arb_to_double_double(v)
+        for rows, v, k, fb in self._fixed_rows():
+            hi[rows], lo[rows] = _dd_from_limbs(v, -(fb + k))
+            for r in rows[k > TINY_K].tolist():              # near or below underflow
+                hi[r], lo[r] = man_exp_to_double_double(*self.man_exp(r))
+        return hi, lo
+
+    def mean(self, bits: int):
+        """Certified mean (an `arb` ball, or nan / inf), as `arb_mean`: the sum of the midpoints
+        (exact integer sums of the limbs; exact float sums of the double-doubles of rows with
+        an exponent) and balls, at bits + 64 + log2(N) bits."""
+        if (self.kind == NAN).any():
+            return math.nan
+        if (self.kind == INF).any():
+            return math.inf
+        if (self.kind == PENDING).any():
+            raise ValueError("pending rows")
+        with arbprec(bits + 64 + max(self.n, 2).bit_length()):
+            total = arb(0)
+            for v in self.balls.values():
+                total += v
+            for rows, v, k, fb in self._fixed_rows():
+                plain = k == 0
+                if plain.any():
+                    limbs = v[:, plain].sum(axis=1)           # < N 2**27 each: exact
+                    man = 0
+                    for j in range(len(limbs) - 1, -1, -1):
+                        man = (man << R) + int(limbs[j])
+                    total += arb((man, -fb))
+                for r in rows[k > TINY_K].tolist():          # exactly, per row
+                    total += arb(self.man_exp(r))
+                mid = (k > 0) & (k <= TINY_K)
+                if mid.any():
+                    h, l = _dd_from_limbs(v[:, mid], -(fb + k[mid]))
+                    vals = h.tolist() + l.tolist()
+                    for _ in range(3):                        # exact-sum expansion, 3 floats
+                        part = math.fsum(vals)
+                        total += arb(part)
+                        vals.append(-part)
+            return total / self.n
+
+
+def _dd_from_limbs(v: np.ndarray, e0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(hi, lo) of sum_j v_j 2**(R j + e0) (normalised limbs >= 0): the top six limbs as three
+    exact floats, summed with TwoSum / FastTwoSum; hi + lo within 2**-104 relative."""
+    k, m = v.shape
+    cols = np.arange(m)
+    jt = (k - 1) - np.argmax(v[::-1] != 0, axis=0)
+    pad = np.zeros((k + 6, m), dtype=np.float64)
+    pad[6:] = v
+
+    def limb(d):
+        return pad[jt + 6 - d, cols]
+
+    e0 = np.asarray(e0, dtype=np.int64)
+    t1 = np.ldexp(limb(0) * 2.0 ** R + limb(1), R * (jt - 1) + e0)
+    t2 = np.ldexp(limb(2) * 2.0 ** R + limb(3), R * (jt - 3) + e0)
+    t3 = np.ldexp(limb(4) * 2.0 ** R + limb(5), R * (jt - 5) + e0)
+    s = t1 + t2
+    bb = s - t1
+    er = (t1 - (s - bb)) + (t2 - bb)
+    lo = er + t3
+    hi = s + lo
+    lo = lo - (hi - s)
+    return hi, lo
+
+
+def certified_losses(x: np.ndarray, t: np.ndarray, bits: int, max_prec: int,
+                     error_cls=ArithmeticError) -> Results:
+    """Certified losses of a validated batch (`Results`). Raises `error_cls` naming the first
+    row that cannot be certified within `max_prec` bits."""
+    n, c = x.shape
+    out = Results(n)
     code = special_losses(x, t)
-    for i in np.flatnonzero(code):
-        out[i] = math.nan if code[i] == 1 else math.inf
+    out.kind[code == 1] = NAN
+    out.kind[code == 2] = INF
     todo = np.flatnonzero(code == 0)
     cap = PREC_STEP * -(-max_prec // PREC_STEP)
     p = min(start_prec(bits, c), cap)
     while todo.size:
-        step = max(1, CHUNK // c)   # rows per pass: bounded temporaries (memory)
+        step = max(1, min(CHUNK // c, ROWS))   # rows per pass: bounded, cache-sized temporaries
         failed = np.concatenate([np.zeros(0, dtype=np.int64)] + [
             _attempt(x[ix], t[ix], bits, p, out, ix)
             for ix in (todo[k:k + step] for k in range(0, todo.size, step))])
@@ -265,6 +940,17 @@ def certified_losses(x: np.ndarray, t: np.ndarray, bits: int, max_prec: int,
 
 
 def _attempt(x, t, bits, p, out, idx) -> np.ndarray:
+    """One evaluation at precision p of rows `idx`: the vectorised engine, then `arb` for the
+    rows it does not take or cannot certify; fills `out`; returns the rows (indices of the
+    full batch) still uncertified."""
+    failed, unsup = _vec(x, t, bits, p, out, idx)
+    rest = np.flatnonzero(failed | unsup)
+    if rest.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return _attempt_arb(x[rest], t[rest], bits, p, out, idx[rest])
+
+
+def _attempt_arb(x, t, bits, p, out, idx) -> np.ndarray:
     """One evaluation at fixed-point precision p of rows `idx`; fills `out`; returns the
     rows (as indices of the full batch) whose balls are too wide."""
     n, c = x.shape
@@ -333,7 +1019,11 @@ def arb_to_double_double(v) -> tuple[float, float]:
     if isinstance(v, float):
         return v, 0.0
     man, ex = v.mid().man_exp()
-    man, ex = int(man), int(ex)
+    return man_exp_to_double_double(int(man), int(ex))
+
+
+def man_exp_to_double_double(man: int, ex: int) -> tuple[float, float]:
+    """(hi, lo) of man 2**ex: hi rounded to nearest, lo the rest rounded to nearest."""
     if man == 0:
         return 0.0, 0.0
     hi = _round_float(man, ex)

@@ -109,7 +109,7 @@ def _backend(backend: str) -> str:
     return backend
 
 
-def _arb_losses(x, t, bits, max_prec) -> list:
+def _arb_losses(x, t, bits, max_prec):
     from .fastref import certified_losses
     return certified_losses(x, t, bits, max_prec, error_cls=UncertifiedError)
 
@@ -119,6 +119,15 @@ def _arb_to_mpf(v):
         return mp.nan if math.isnan(v) else mp.inf
     man, ex = v.mid().man_exp()
     return mp.make_mpf(mpmath.libmp.from_man_exp(int(man), int(ex)))  # exact, not rounded
+
+
+def _result_to_mpf(res, i):
+    """Row i of a `fastref.Results` as an exact mpf (the certified midpoint)."""
+    from .fastref import FIXED
+    if res.kind[i] == FIXED:
+        man, ex = res.man_exp(i)
+        return mp.make_mpf(mpmath.libmp.from_man_exp(man, ex))
+    return _arb_to_mpf(res[i])
 
 
 def reference_loss(logits, targets, bits: int = DEFAULT_BITS,
@@ -131,8 +140,9 @@ def reference_loss(logits, targets, bits: int = DEFAULT_BITS,
     x, t = _check(logits, targets)
     out = np.empty(len(t), dtype=object)
     if _backend(backend) == "arb":
-        for i, v in enumerate(_arb_losses(x, t, bits, max_prec)):
-            out[i] = _arb_to_mpf(v)
+        res = _arb_losses(x, t, bits, max_prec)
+        for i in range(len(t)):
+            out[i] = _result_to_mpf(res, i)
         return out
     for i in range(len(t)):
         out[i] = _certified(x[i], int(t[i]), bits, max_prec, i)
@@ -165,12 +175,10 @@ def reference_truth(logits, targets, bits: int = DEFAULT_BITS, *,
         if hit is not None:
             return Truth(hit["hi"], hit["lo"], float(hit["mean_hi"]), float(hit["mean_lo"]))
     if _backend(backend) == "arb":
-        from .fastref import arb_mean, arb_to_double_double
-        balls = _arb_losses(x, t, bits, max_prec)
-        pairs = [arb_to_double_double(v) for v in balls]
-        hi = np.array([p[0] for p in pairs], dtype=np.float64)
-        lo = np.array([p[1] for p in pairs], dtype=np.float64)
-        mhi, mlo = arb_to_double_double(arb_mean(balls, bits))
+        from .fastref import arb_to_double_double
+        res = _arb_losses(x, t, bits, max_prec)
+        hi, lo = res.double_double()
+        mhi, mlo = arb_to_double_double(res.mean(bits))
     else:
         losses = reference_loss(x, t, bits=bits, max_prec=max_prec, backend="mpmath")
         hi, lo = to_double_double(losses)

@@ -7,7 +7,7 @@ import pytest
 
 from precision_lab.formats import FORMATS
 from precision_lab.reference import (UncertifiedError, reference_loss, reference_mean,
-                                     reference_truth)
+                                     reference_truth, to_double_double)
 
 BITS = 100
 
@@ -189,3 +189,145 @@ def test_does_not_change_global_precision():
     before_flint, before_mp = ctx.prec, mpmath.mp.prec
     reference_loss(np.array([[0.0, 1.0, 2.0]]), [1])
     assert ctx.prec == before_flint and mpmath.mp.prec == before_mp
+
+
+# --- the vectorised fixed-point engine (fastref._vec): many rows, every route -----------------
+
+from precision_lab import fastref  # noqa: E402
+
+
+def _kinds(x, t, bits=BITS):
+    return fastref.certified_losses(np.asarray(x, dtype=np.float64), np.asarray(t), bits,
+                                    1 << 15).kind
+
+
+def _truth(row, ti, prec=900):
+    """Plain mpmath with every term, at `prec` bits."""
+    with mpmath.workprec(prec):
+        xs = [mpmath.mpf(float(v)) for i, v in enumerate(row) if v != -np.inf and i != ti]
+        xt = mpmath.mpf(float(row[ti]))
+        a = max(xs + [xt])
+        s = mpmath.fsum(mpmath.exp(v - a) for v in xs)
+        if xt == a:
+            return mpmath.log1p(s)
+        return mpmath.log(s + mpmath.exp(xt - a)) + (a - xt)
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS), ids=str)
+@pytest.mark.parametrize("scale", [1.0, 10.0, 1000.0], ids=lambda s: f"scale{s:g}")
+def test_many_short_rows_match_mpmath(fmt, scale):
+    """C = 10, 600 rows (a tenth with the target as the maximum: log1p of Z from about 1 down
+    to exp(-600)), all through the vectorised engine, against the mpmath backend."""
+    rng = np.random.default_rng(17)
+    x = FORMATS[fmt].round(scale * rng.standard_normal((600, 10)))
+    t = rng.integers(0, 10, 600)
+    t[::7] = np.argmax(x[::7], axis=1)
+    assert (_kinds(x, t) == fastref.FIXED).all()
+    fast, slow = both(x, t)
+    assert_close(fast, slow)
+
+
+def test_float64_on_and_off_grid_values_mixed():
+    """float64 rows mixing values on the 2**-31 grid (summed from the tables alone) and off it
+    (the expm1(x_f) factor), tiny values of both signs (x_f = 2**-31 - |x| is no float), values
+    just below and above grid points, and targets of every kind."""
+    rng = np.random.default_rng(23)
+    rows = []
+    for _ in range(40):
+        r = rng.standard_normal(16) * rng.choice([0.5, 3.0, 30.0])
+        r[:5] = np.round(r[:5] * 2.0 ** 12) / 2.0 ** 12            # on the grid
+        r[5] = rng.choice([1e-30, -1e-30, -2.0 ** -33, 2.0 ** -40, -5e-324, 0.0])
+        r[6] = np.nextafter(r[0], np.inf)                           # just off a grid point
+        r[7] = np.nextafter(r[1], -np.inf)
+        r[8] = -2.0 ** -32 * (1 + rng.random())                     # floor(x 2**31) = -1
+        rows.append(r)
+    x = np.array(rows)
+    t = rng.integers(0, 16, len(x))
+    t[::3] = np.argmax(x[::3], axis=1)
+    assert (_kinds(x, t) == fastref.FIXED).all()
+    fast, slow = both(x, t)
+    assert_close(fast, slow)
+
+
+def test_target_max_every_gap():
+    """Target the maximum with a - b from 0 (ties) through the log1p/series switch (Z near
+    2**-20) to 600 (loss near exp(-600)): rows [a, a - g, a - g - 1.5, ...]."""
+    gaps = [0.0, 2.0 ** -20, 0.3, 5.0, 13.0, 13.7, 14.2, 15.0, 20.0, 45.0, 90.0, 91.5, 300.0,
+            599.0]
+    rows = []
+    for g in gaps:
+        for a in (0.0, 7.25, -1234.5, 1.0 / 3.0):
+            rows.append([a, a - g, a - g - 1.5, a - g - 2.0 ** -30, a - g - 700.0])
+    x = np.array(rows)
+    t = np.zeros(len(x), dtype=np.int64)
+    assert (_kinds(x, t) == fastref.FIXED).all()
+    fast, slow = both(x, t)
+    assert_close(fast, slow)
+    with mpmath.workprec(400):
+        for i, row in enumerate(x):
+            s = _truth(row, 0)
+            assert abs(fast[i] - s) <= s * mpmath.ldexp(1, -BITS - 1), (i, row)
+    a = reference_truth(x, t, cache=False)
+    hi, lo = to_double_double(slow)
+    assert np.array_equal(a.hi, hi)
+    assert np.all(np.abs(a.lo - lo) <= np.abs(hi) * 2.0 ** -100)
+    g = np.repeat(gaps, 4)
+    assert np.all(a.hi[g == 5000.0] == 0.0) and np.all(a.hi[g == 700.0] > 0.0)
+    assert np.all(a.lo[g == 700.0] != 0.0)   # exp(-700): hi and lo both normal
+
+
+@pytest.mark.parametrize("bits", [BITS, 200], ids=lambda b: f"bits{b}")
+def test_vectorised_radius_contains_the_truth(bits):
+    """For rows of the vectorised engine, the certified midpoint lies within its radius of a
+    900-bit evaluation with every term (the radius is a proven bound; this checks its
+    bookkeeping), and the radius is at most 2**-(bits+2) of the loss."""
+    rng = np.random.default_rng(29)
+    for fmt in FORMATS:
+        for scale in (1e-6, 1.0, 30.0):
+            x = FORMATS[fmt].round(scale * rng.standard_normal((12, 24)) + rng.choice([0, 3.5]))
+            t = rng.integers(0, 24, 12)
+            t[:4] = np.argmax(x[:4], axis=1)
+            res = fastref.certified_losses(x, t, bits, 1 << 15)
+            assert (res.kind == fastref.FIXED).all()
+            for i in range(len(t)):
+                man, ex = res.man_exp(i)
+                rad = res.blocks[res.block[i]][3][res.pos[i]]
+                with mpmath.workprec(900):
+                    mid = mpmath.mpf(man)
+                    err = abs(mid - _truth(x[i], t[i]) * mpmath.ldexp(1, -ex))
+                    assert err <= rad, (fmt, scale, i)
+                    assert rad <= mid * mpmath.ldexp(1, -bits - 2)
+
+
+def test_truth_and_mean_many_rows_with_exponents():
+    """reference_truth over rows of the vectorised engine of every kind (losses near 1 and near
+    exp(-300), whose mean needs the exact float sums) against the mpmath backend."""
+    rng = np.random.default_rng(31)
+    x = FORMATS["float32"].round(rng.standard_normal((60, 8)) * 3)
+    x[::2, 0] += 300.0                     # confident rows: loss ~ exp(-300) when t = 0
+    t = rng.integers(0, 8, 60)
+    t[::2] = 0
+    a = reference_truth(x, t, cache=False)
+    slow = reference_loss(x, t, backend="mpmath")
+    with mpmath.workprec(300):
+        for i in range(60):
+            va = mpmath.mpf(a.hi[i]) + a.lo[i]
+            assert abs(va - slow[i]) <= slow[i] * mpmath.ldexp(1, -BITS), i
+            assert a.hi[i] == float(va)   # hi is hi + lo rounded to nearest
+        ma = mpmath.mpf(a.mean_hi) + a.mean_lo
+        mb = reference_mean(slow)
+        assert abs(ma - mb) <= mb * mpmath.ldexp(1, -BITS)
+
+
+def test_large_batch_of_short_rows_against_sampled_truth():
+    """20000 rows of C = 10 (several passes of the per-row part), a sample checked against
+    plain mpmath at 300 bits."""
+    rng = np.random.default_rng(37)
+    x = rng.standard_normal((20000, 10)) * 4
+    t = rng.integers(0, 10, 20000)
+    t[::5] = np.argmax(x[::5], axis=1)
+    a = reference_truth(x, t, cache=False)
+    for i in rng.choice(20000, 40, replace=False).tolist() + [0, 5, 19995]:
+        with mpmath.workprec(300):
+            s = _truth(x[i], t[i], prec=300)
+            assert abs(mpmath.mpf(a.hi[i]) + a.lo[i] - s) <= s * mpmath.ldexp(1, -BITS), i
