@@ -226,6 +226,8 @@ def special_losses(x: np.ndarray, t: np.ndarray) -> np.ndarray:
     Returns an array of codes: 0 compute, 1 nan, 2 +inf.
     """
     n = len(t)
+    if np.isfinite(x).all():
+        return np.zeros(n, dtype=np.int8)
     xt = x[np.arange(n), t]
     anynan = np.isnan(x).any(axis=1)
     anypinf = (x == np.inf).any(axis=1)
@@ -327,6 +329,14 @@ def _div_small(a: np.ndarray, d: int) -> np.ndarray:
     return out
 
 
+def _ipow(u: np.ndarray, k: int) -> np.ndarray:
+    """u**k by k - 1 multiplications (np.power is much slower)."""
+    out = u
+    for _ in range(k - 1):
+        out = out * u
+    return out
+
+
 def _from_float(v: np.ndarray, k: int) -> np.ndarray:
     """floor(v) for float64 v >= 0 below 2**(R k), as k normalised limbs (exact)."""
     out = np.empty((k, v.size), dtype=np.int64)
@@ -413,6 +423,7 @@ class _FixTables:
             self.ln2 = _from_ints([_fixed(arb(2).log(), fb + R)], nl + 1)[:, 0]
         self._bh = _from_ints(bh, nl)
         a1, b0 = _from_ints(a1, nl), _from_ints(b0, nl)
+        self.a1, self.b0 = a1, b0                  # small tables for logits off the grid
         big_a = np.repeat(a1, 1 << 10, axis=1)
         big_b = np.tile(b0, (1, 1 << 9))
         lo = big_a + big_b
@@ -480,7 +491,7 @@ def _expm1_fix(x: np.ndarray, xf: np.ndarray, tab: _FixTables) -> tuple[np.ndarr
         k += 1
     u = xf * 2.0 ** 31                               # < 1
     f = 1.0 + u * 2.0 ** -31 / (k + 1) * (1.0 + u * 2.0 ** -31 / (k + 2))
-    tail = np.floor(np.ldexp(u ** k / math.factorial(k) * f, fb - 31 * k)).astype(np.int64)
+    tail = np.floor(np.ldexp(_ipow(u, k) * (f / math.factorial(k)), fb - 31 * k)).astype(np.int64)
     e[0] += tail & RMASK
     e[1] += tail >> R
     err += 1.0 + bound(k) * 2.0 ** -46 + bound(k + 3)
@@ -513,25 +524,58 @@ def _terms(tab, h, l, x=None, xf=None, off=None):
     factor only in columns `off`, with x, xf from `_frac_limbs`): nl limbs, each below 2**27
     (not normalised), and the error bounds (units) of columns without and with the x_f factor.
 
-    Errors: th within E_T of its value, g (the table's, or (1 + g)(1 + e) - 1 in limbs) within
-    err_g; th (1 + g) - exact <= E_T (1 + g) + th err_g + err_p (the product's floor)."""
+    th = T_hi[h] within E_T; g = exp(l 2**-31) (1 + expm1(x_f)) - 1 within err_g (the table's,
+    or `_g_off`'s); th (1 + g) - exact <= E_T (1 + g) + th err_g + err_p (the product's floor)."""
     nl = tab.nl
     et = _FixTables.ERR_TAB
+    m = h.size
     th = np.take(tab.hi, h, axis=1).astype(np.int64)
-    g = np.take(tab.lo, l, axis=1).astype(np.int64)
-    err_off = 0.0
-    if off is not None and off.size:
-        e, err_e = _expm1_fix(x, xf, tab)
-        go = g[:, off]
-        ge, err_ge = _mul(go, e, nl)
-        go += e
-        go += ge[:nl]
-        g[:, off] = _norm(go)
-        err_off = et + err_e + err_ge + 2.0 ** -11 * (err_e + et) + 1e-6
+    err_on = err_off = 0.0
+    if off is not None and off.size == m:
+        g, err_off = _g_off(tab, l, x, xf)
+    else:
+        err_on = et
+        if np.count_nonzero(l) > m // 4:      # spread over the table: cache misses cost
+            # more than a product of two small, cached tables (float32); else (float16,
+            # bfloat16: l mostly 0) gather from the full table
+            a1 = np.take(tab.a1, l >> 10, axis=1)
+            b0 = np.take(tab.b0, l & 1023, axis=1)
+            ab, err_ab = _mul(a1, b0, nl)
+            g = a1 + b0
+            g += ab[:nl]
+            _norm(g)
+            err_on = 2.02 + err_ab + 0.01        # a1, b0 within 1.01 units each
+        else:
+            g = np.take(tab.lo, l, axis=1).astype(np.int64)
+        if off is not None and off.size:
+            g[:, off], err_off = _g_off(tab, l[off], x, xf)
     p, err_p = _mul(th, g, nl)
     t = th + p[:nl]
     base = et * 1.0003 + err_p + 1e-6
-    return t, SAFE * (base + et), SAFE * (base + err_off * 1.0003)
+    return t, SAFE * (base + err_on), SAFE * (base + err_off * 1.0003)
+
+
+def _g_off(tab, l, x, xf):
+    """exp(l 2**-31) (1 + expm1(x_f)) - 1 in nl normalised limbs and its error bound, from the
+    small tables: l = l1 2**10 + l0, a1 = exp(l1 2**-21) - 1 < 2**-12, b0 = exp(l0 2**-31) - 1
+    < 2**-21 (each within 1.01 units), e = expm1(x_f) < 2**-30.99: f = b0 + e + b0 e,
+    g = a1 + f + a1 f (the products' floors stated by `_mul`; the cross terms of the input
+    errors are below 2**-11 of them)."""
+    nl = tab.nl
+    ea = 1.01
+    e, err_e = _expm1_fix(x, xf, tab)
+    b0 = np.take(tab.b0, l & 1023, axis=1)
+    be, err_be = _mul(b0, e, nl)
+    f = b0 + e
+    f += be[:nl]
+    _norm(f)
+    err_f = ea + err_e + err_be + 2.0 ** -20 * (err_e + ea)
+    a1 = np.take(tab.a1, l >> 10, axis=1)
+    af, err_af = _mul(a1, f, nl)
+    g = a1 + f
+    g += af[:nl]
+    _norm(g)
+    return g, ea + err_f + err_af + 2.0 ** -11 * (err_f + ea) + 1e-6
 
 
 def _terms_norm(tab, h, l, x=None, xf=None, off=None):
@@ -548,7 +592,7 @@ def _log_fix(w, err_w, tab):
 
     y = Y 2**-31 (Y from float64, a little below log w) on the tables' grid; q = w exp(-y)
     = 1 + rho with 0 <= rho < 2**-29.5 (else not ok: the row goes to `arb`); log w =
-    y + log1p(rho), the series by Horner in limbs to within a unit of its sum."""
+    y + log1p(rho), the series in limbs (terms above 2**44 units) and float64 (the rest)."""
     nl, fb = tab.nl, tab.fb
     m = w.shape[1]
     wf = _to_float(w, -fb)
@@ -572,20 +616,37 @@ def _log_fix(w, err_w, tab):
     rf = _to_float(rho, -fb)
     ok = (q[nl] == 0) & (q[nl + 1] == 0) & (rf < 2.0 ** -29.5)
     err_q = SAFE * (err_w + (wf * SAFE + err_w * 2.0 ** -fb) * err_e + err_qt + 1e-6)
+    # log1p(sg r) = sum_j (sg)**j (-1)**(j+1) r**j / j: the powers P_j = floor(r**j 2**fb) in
+    # limbs while a term can exceed 2**44 units, the rest in float64 (< 1/8 unit), as in
+    # `_expm1_fix`; |r| < 2**-29.5.
     rmax = 2.0 ** -29.5
-    jj = -(-(fb + 1) // 29)                        # rho**(J+1)/(J+1) < 2**-fb
-    p = np.repeat(tab.inverse(jj), m, axis=1)
-    err_p = 1.0
-    for j in range(jj - 1, 0, -1):
-        pr, ep = _mul(rho, p, nl)
-        p = tab.inverse(j) - sg * pr
-        _norm(p)
-        err_p = 1.0 + ep + rmax * err_p
-    l1, e1 = _mul(rho, p, nl)
+
+    def bound(j):
+        return math.ldexp(1.0, fb) * rmax ** j / j
+
     lam = _int_to_limbs(Y, fb - GRID, nl + 1)
-    lam += sg * l1[:nl + 1]
+    lam[:nl] += sg * rho
+    err = 0.0
+    pw, err_pw = rho, 0.0
+    j = 2
+    while bound(j) >= 2.0 ** 44:
+        pw, ep = _mul(pw, rho, nl)
+        err_pw = err_pw * rmax + ep
+        term = (_div_small(pw, j) if j & (j - 1)
+                else _shift_right(pw, np.full(m, j.bit_length() - 1)))
+        lam[:term.shape[0]] += sg * term if j % 2 else -term
+        err += err_pw / j + 1.0
+        j += 1
+    u = np.where(ok, rf, 0.0) * sg
+    tail = np.zeros(m)
+    for i in range(j + 3, j - 1, -1):         # terms j .. j + 3 by Horner
+        tail = 1.0 / i - u * tail
+    tail = np.floor(np.ldexp(-_ipow(-u, j) * tail, fb)).astype(np.int64)
+    lam[0] += tail & RMASK
+    lam[1] += tail >> R
+    err += 1.0 + bound(j) * 2.0 ** -40 + bound(j + 4) * 2.0
     _norm(lam)
-    err = SAFE * (e1 + rmax * err_p + 1.0 + err_q * (1.0 + 2.0 ** -28))
+    err = SAFE * (err + err_q * (1.0 + 2.0 ** -28))
     return lam, err, ok
 
 
@@ -601,12 +662,14 @@ def _vec(x, t, bits, p, out, idx):
     fb = tab.fb
     ar = np.arange(n)
     xt = x[ar, t]
-    finite = x != -np.inf
-    a = np.max(np.where(finite, x, -np.inf), axis=1)
+    a = np.max(x, axis=1)                      # -inf are masked classes: they never lead
     tmax = xt == a
-    incl = finite.copy()
-    incl[ar[tmax], t[tmax]] = False            # one copy of the maximum is the 1
-    lead = np.max(np.where(incl, x, -np.inf), axis=1)
+    lead = a.copy()
+    mi = np.flatnonzero(tmax)
+    if mi.size:                                # lead: the maximum without the target's copy
+        xm = x[mi]
+        xm[np.arange(mi.size), t[mi]] = -np.inf
+        lead[mi] = np.max(xm, axis=1)
     zero = lead == -np.inf                     # the target is the only live class: loss 0
     with np.errstate(invalid="ignore", over="ignore"):
         lz = np.where(zero, 0.0, lead)
@@ -619,11 +682,16 @@ def _vec(x, t, bits, p, out, idx):
     if rows.size == 0:
         return failed, ~sup
     nr = rows.size
-    xr, br, tm, xtr = x[rows], b[rows], tmax[rows], xt[rows]
+    if nr == n:
+        xr, br, tm, xtr, leadr, tr = x, b, tmax, xt, lead, t
+    else:
+        xr, br, tm, xtr, leadr, tr = x[rows], b[rows], tmax[rows], xt[rows], lead[rows], t[rows]
     cutoff = (fb + 8) * LOG2 + math.log(max(c, 2)) + 1.0
     with np.errstate(invalid="ignore"):
-        keep = incl[rows] & ((xr - lead[rows][:, None]) >= -cutoff - 1.0)
-    npruned = incl[rows].sum(axis=1) - keep.sum(axis=1)
+        keep = (xr - leadr[:, None]) >= -cutoff - 1.0      # -inf (masked) fails
+    mr = np.flatnonzero(tm)
+    keep[mr, tr[mr]] = False                   # one copy of the maximum is the 1
+    pruned = np.count_nonzero(keep, axis=1) < np.count_nonzero(xr != -np.inf, axis=1) - tm
     # Per logit: exp(x - b) 2**fb, summed per row (exact int64 sums of limbs < 2**27).
     rr, cc = np.nonzero(keep)
     s = np.zeros((nl + 1, nr), dtype=np.int64)
@@ -651,7 +719,7 @@ def _vec(x, t, bits, p, out, idx):
         s[:nl, r_[starts]] += np.add.reduceat(tv, starts, axis=1)
         n_all += np.bincount(r_, minlength=nr)
     _norm(s)
-    err_s = SAFE * (b_on * (n_all - n_off) + b_off * n_off + (npruned > 0))
+    err_s = SAFE * (b_on * (n_all - n_off) + b_off * n_off + pruned)
     sf = _to_float(s, -fb)
     kk = np.zeros(nr, dtype=np.int64)
     res = np.zeros((nl + 3, nr), dtype=np.int64)
