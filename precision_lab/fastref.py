@@ -264,6 +264,7 @@ def _row_arb(val: np.ndarray, b: float, prec: int) -> arb:
 # ---------------------------------------------------------------------------------------------
 
 LMASK = (1 << LO_BITS) - 1
+HI_SPREAD = 1 << 15         # beyond, T_hi[h] = A[h >> 9] B[h & 511] per logit
 SAFE = 1.0 + 2.0 ** -20      # inflation of the float64 error sums (their own rounding ~2**-50)
 MAX_ABS = 2.0 ** 40          # the vectorised path takes rows with |lead| (and |x_t|) below this,
 MAX_GAP = 2.0 ** 20          # and, when the target is the maximum, a - b up to this
@@ -375,6 +376,13 @@ def _to_float(a: np.ndarray, exp: int = 0) -> np.ndarray:
     return w @ a.astype(np.float64)
 
 
+def _shr(a: np.ndarray, s: int) -> np.ndarray:
+    """floor(a / 2**s) for a constant 0 < s < R, a normalised and >= 0; same limb count."""
+    out = a >> s
+    out[:-1] |= (a[1:] << (R - s)) & RMASK
+    return out
+
+
 def _shift_right(a: np.ndarray, s: np.ndarray) -> np.ndarray:
     """floor(a / 2**s) per column (int s >= 0), a normalised and >= 0; same limb count."""
     k, m = a.shape
@@ -430,6 +438,7 @@ class _FixTables:
         lo += _mul_exact(big_a, big_b, nl)[:nl]
         self.lo = _norm(lo).astype(np.int32)      # 26-bit limbs: int32 halves the footprint
         self._ah: list[int] = []
+        self.ah = np.zeros((nl, 0), dtype=np.int64)   # A[i] = exp(-i / 8), as limbs
         self.hi = np.zeros((nl, 0), dtype=np.int32)
         self.inv: dict[int, np.ndarray] = {}
 
@@ -446,6 +455,7 @@ class _FixTables:
                 i = len(self._ah)
                 self._ah.append(min(_fixed((arb(-i) / 8).exp(), fb), (1 << fb) - 1))
         a = _from_ints(self._ah[have // 512:new], self.nl)
+        self.ah = np.concatenate([self.ah, a], axis=1)
         big_a = np.repeat(a, 512, axis=1)
         big_b = np.tile(self._bh, (1, new - have // 512))
         block = _mul_exact(big_a, big_b, self.nl)[:self.nl]
@@ -474,7 +484,8 @@ def _expm1_fix(x: np.ndarray, xf: np.ndarray, tab: _FixTables) -> tuple[np.ndarr
     x + x**2/2 + ... in limbs while a term can exceed 2**44 units, the rest (< 2**44 units) in
     float64 (relative error < 2**-47, so < 1/8 unit) and floored."""
     nl, fb, m = tab.nl, tab.fb, x.shape[1]
-    e = np.zeros((nl + 1, m), dtype=np.int64)
+    ke = min(nl, -(-(fb - 30) // R))               # e < 2**(fb - 30.99) units
+    e = np.zeros((ke + 1, m), dtype=np.int64)
     e[:x.shape[0]] = x
     err, term, err_t = 1.0, x, 1.0
     k = 2
@@ -484,7 +495,7 @@ def _expm1_fix(x: np.ndarray, xf: np.ndarray, tab: _FixTables) -> tuple[np.ndarr
 
     while bound(k) >= 2.0 ** 44:
         pr, ep = _mul(term, x, nl)
-        term = _div_small(pr, k)
+        term = _div_small(pr, k) if k & (k - 1) else _shr(pr, k.bit_length() - 1)
         err_t = (err_t * 2.0 ** -31 + bound(k - 1) * 2.0 ** -fb + ep) / k + 1.0
         e[:term.shape[0]] += term
         err += err_t
@@ -495,7 +506,7 @@ def _expm1_fix(x: np.ndarray, xf: np.ndarray, tab: _FixTables) -> tuple[np.ndarr
     e[0] += tail & RMASK
     e[1] += tail >> R
     err += 1.0 + bound(k) * 2.0 ** -46 + bound(k + 3)
-    return _norm(e)[:nl], err
+    return _norm(e)[:ke], err
 
 
 def _frac_limbs(xv, xs, fl, tab):
@@ -524,17 +535,25 @@ def _terms(tab, h, l, x=None, xf=None, off=None):
     factor only in columns `off`, with x, xf from `_frac_limbs`): nl limbs, each below 2**27
     (not normalised), and the error bounds (units) of columns without and with the x_f factor.
 
-    th = T_hi[h] within E_T; g = exp(l 2**-31) (1 + expm1(x_f)) - 1 within err_g (the table's,
-    or `_g_off`'s); th (1 + g) - exact <= E_T (1 + g) + th err_g + err_p (the product's floor)."""
+    th = T_hi[h] within E_T (the table's 4 units, or A[h >> 9] B[h & 511] from small tables
+    when h is spread wide); g = exp(l 2**-31) (1 + expm1(x_f)) - 1 within err_g (the table's,
+    a1 + b0 + a1 b0 from small tables, or `_g_off`'s); th (1 + g) - exact <= E_T (1 + g) +
+    th err_g + err_p (the product's floor), th <= 1."""
     nl = tab.nl
     et = _FixTables.ERR_TAB
     m = h.size
-    th = np.take(tab.hi, h, axis=1).astype(np.int64)
+    if m and h.max() >= HI_SPREAD:     # spread over the table: cache misses cost more than
+        ta = np.take(tab.ah, h >> 9, axis=1)             # a product of two small tables
+        tb = np.take(tab._bh, h & 511, axis=1)
+        th, err_th = _mul(ta, tb, nl)
+        et = 2.02 + err_th + 1e-6                         # A, B within 1.01 units each
+    else:
+        th = np.take(tab.hi, h, axis=1).astype(np.int64)
     err_on = err_off = 0.0
     if off is not None and off.size == m:
         g, err_off = _g_off(tab, l, x, xf)
     else:
-        err_on = et
+        err_on = _FixTables.ERR_TAB
         if np.count_nonzero(l) > m // 4:      # spread over the table: cache misses cost
             # more than a product of two small, cached tables (float32); else (float16,
             # bfloat16: l mostly 0) gather from the full table
@@ -565,9 +584,11 @@ def _g_off(tab, l, x, xf):
     ea = 1.01
     e, err_e = _expm1_fix(x, xf, tab)
     b0 = np.take(tab.b0, l & 1023, axis=1)
-    be, err_be = _mul(b0, e, nl)
-    f = b0 + e
-    f += be[:nl]
+    be, err_be = _mul(b0, e, nl)                   # ke limbs
+    ke = e.shape[0]
+    f = b0.copy()
+    f[:ke] += e
+    f[:ke] += be
     _norm(f)
     err_f = ea + err_e + err_be + 2.0 ** -20 * (err_e + ea)
     a1 = np.take(tab.a1, l >> 10, axis=1)
@@ -595,6 +616,8 @@ def _log_fix(w, err_w, tab):
     y + log1p(rho), the series in limbs (terms above 2**44 units) and float64 (the rest)."""
     nl, fb = tab.nl, tab.fb
     m = w.shape[1]
+    if m == 0:
+        return np.zeros((nl + 1, 0), dtype=np.int64), np.zeros(0), np.zeros(0, dtype=bool)
     wf = _to_float(w, -fb)
     with np.errstate(divide="ignore", invalid="ignore"):
         y = np.floor(np.log(wf) * 2.0 ** GRID) - 1.0
@@ -632,8 +655,7 @@ def _log_fix(w, err_w, tab):
     while bound(j) >= 2.0 ** 44:
         pw, ep = _mul(pw, rho, nl)
         err_pw = err_pw * rmax + ep
-        term = (_div_small(pw, j) if j & (j - 1)
-                else _shift_right(pw, np.full(m, j.bit_length() - 1)))
+        term = _div_small(pw, j) if j & (j - 1) else _shr(pw, j.bit_length() - 1)
         lam[:term.shape[0]] += sg * term if j % 2 else -term
         err += err_pw / j + 1.0
         j += 1
@@ -725,24 +747,31 @@ def _vec(x, t, bits, p, out, idx):
     res = np.zeros((nl + 3, nr), dtype=np.int64)
     err = np.zeros(nr)
     good = np.ones(nr, dtype=bool)
-    # Target below the maximum: loss = log S + (b - x_t) > ln 2.
-    nm = np.flatnonzero(~tm)
-    if nm.size:
-        lam, el, okl = _log_fix(s[:, nm], err_s[nm], tab)
-        v = _int_to_limbs((br[nm] * 4096.0).astype(np.int64), fb - HI_BITS, nl + 3)
-        v[:nl + 1] += lam
-        xa = np.abs(xtr[nm])
-        sc = np.ldexp(xa, fb)
-        mag = _from_float(np.where(xtr[nm] >= 0, np.floor(sc), np.ceil(sc)), nl + 2)
-        v[:nl + 2] += np.where(xtr[nm] >= 0, -mag, mag)   # - floor(x_t 2**fb)
-        res[:, nm] = _norm(v)
-        err[nm] = el + 1.0
-        good[nm] = okl
-    # Target is the maximum: loss = log1p(Z), Z = S exp(b - a) = Zm 2**-k.
+    # Target is the maximum: loss = log1p(Z), Z = S exp(b - a) = Zm 2**-k; loss = Z c for
+    # small Z (filled in here), else log(1 + Z) below.
     mx = np.flatnonzero(tm)
+    wl_cols, wl, err_wl = np.zeros(0, dtype=np.int64), np.zeros((nl + 1, 0), np.int64), []
     if mx.size:
-        _max_rows(tab, bits, a[rows][mx], br[mx], s[:, mx], sf[mx], err_s[mx],
-                  res, err, kk, good, mx)
+        wl_cols, wl, err_wl = _max_rows(tab, bits, a[rows][mx], br[mx], s[:, mx], sf[mx],
+                                        err_s[mx], res, err, kk, good, mx)
+    # One `_log_fix` for log S (target below the maximum) and log(1 + Z).
+    nm = np.flatnonzero(~tm)
+    lam, el, okl = _log_fix(np.concatenate([s[:, nm], wl], axis=1),
+                            np.concatenate([err_s[nm], err_wl]), tab)
+    res[:nl + 1, wl_cols] = lam[:, nm.size:]
+    err[wl_cols] = el[nm.size:]
+    good[wl_cols] = okl[nm.size:]
+    # Target below the maximum: loss = log S + (b - x_t) > ln 2.
+    if nm.size:
+        v = _int_to_limbs((br[nm] * 4096.0).astype(np.int64), fb - HI_BITS, nl + 3)
+        v[:nl + 1] += lam[:, :nm.size]
+        sc = np.ldexp(np.abs(xtr[nm]), fb)
+        pos = xtr[nm] >= 0
+        mag = _from_float(np.where(pos, np.floor(sc), np.ceil(sc)), nl + 2)
+        v[:nl + 2] += np.where(pos, -mag, mag)               # - floor(x_t 2**fb)
+        res[:, nm] = _norm(v)
+        err[nm] = el[:nm.size] + 1.0
+        good[nm] = okl[:nm.size]
     val = _to_float(res, -fb)
     cert = good & (res[-1] >= 0) & (np.ldexp(err, -fb) <= val * 2.0 ** -(bits + 2) * (1 - 2.0 ** -30))
     out.put_fixed(idx[rows[cert]], res[:, cert], kk[cert], fb, err[cert])
@@ -754,8 +783,10 @@ def _max_rows(tab, bits, av, bv, s, sf, err_s, res, err, kk, good, cols):
     """Rows whose target is the maximum a: Z = S exp(b - a) with b - a = D_a 2**-31 - a_f;
     k = floor((a - b) / ln 2) and v = b - a + k ln 2 in (-ln 2 - 2**-31, 2**-40] in limbs (k ln 2
     to within 1 + k 2**-26 units), exp(v) by the tables, Zm = S exp(v), Z = Zm 2**-k.
-    Z >= 2**-T: loss = log(1 + Z) (`_log_fix`, absolute error, relative to a loss >= 2**-T-1);
-    else loss = Z c, c = sum_i (-Z)**i / (i + 1) by Horner in limbs (relative error)."""
+    Z < 2**-T: loss = Z c, c = sum_i (-Z)**i / (i + 1) by Horner in limbs (a relative error),
+    filled in `res` with the exponent k; Z >= 2**-T: returns (columns, 1 + Z in nl + 1 limbs,
+    its error) for loss = log(1 + Z) by `_log_fix` (an absolute error, relative to a loss
+    >= 2**-T-1)."""
     nl, fb = tab.nl, tab.fb
     m = av.size
     kx = -(-(fb - GRID) // R)
@@ -794,15 +825,9 @@ def _max_rows(tab, bits, av, bv, s, sf, err_s, res, err, kk, good, cols):
     tt = max(1, min(20, fb - bits - 12))
     big = zf >= 2.0 ** -tt
     bl = np.flatnonzero(big)
-    if bl.size:
-        zs = _shift_right(zm[:, bl], k[bl])
-        w = zs[:nl + 1].copy()
-        w[nl] += (zs[nl + 1] << R) + 1
-        lam, el, okl = _log_fix(w, err_z[bl] * np.ldexp(1.0, -k[bl]) + 1.0, tab)
-        res[:, cols[bl]] = 0
-        res[:nl + 1, cols[bl]] = lam
-        err[cols[bl]] = el
-        good[cols[bl]] = okl
+    zs = _shift_right(zm[:, bl], k[bl])
+    w = zs[:nl + 1].copy()
+    w[nl] += (zs[nl + 1] << R) + 1                          # 1 + Z, for `_log_fix`
     sl = np.flatnonzero(~big)
     if sl.size:
         zs = _shift_right(zm[:, sl], k[sl])[:nl]
@@ -821,6 +846,7 @@ def _max_rows(tab, bits, av, bv, s, sf, err_s, res, err, kk, good, cols):
         res[:, cols[sl]] = mm
         err[cols[sl]] = SAFE * (err_z[sl] + (zmf[sl] * SAFE) * err_c + em)
         kk[cols[sl]] = k[sl]
+    return cols[bl], w, err_z[bl] * np.ldexp(1.0, -k[bl]) + 1.0
 
 
 # ---------------------------------------------------------------------------------------------
