@@ -284,13 +284,15 @@ def _norm(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _mul(a: np.ndarray, b: np.ndarray, drop: int) -> tuple[np.ndarray, float]:
+def _mul(a: np.ndarray, b: np.ndarray, drop: int, bmax: int = 1) -> tuple[np.ndarray, float]:
     """a b / 2**(R drop) rounded down, as Ka + Kb - drop normalised limbs, and its error bound.
 
     Partial products a_i b_j with i + j <= drop - 2 are skipped; each is below one unit of the
     result when the inputs' limbs below the top are normalised (so >= 0 and < 2**R), which every
     caller ensures (no skipped pair involves a top limb). So the result lies in
-    (exact - nskip - 1, exact]. Positions hold at most min(Ka, Kb) products < 2**55: no overflow."""
+    (exact - nskip - 1, exact]. With b's limbs only below bmax 2**R (not normalised, bmax <= 8)
+    each is below bmax units. Positions hold at most min(Ka, Kb) products < 2**55 + 3: no
+    overflow for up to 2**5 limbs."""
     ka, kb, m = a.shape[0], b.shape[0], a.shape[1]
     k = ka + kb - drop
     if k < 1:
@@ -305,7 +307,7 @@ def _mul(a: np.ndarray, b: np.ndarray, drop: int) -> tuple[np.ndarray, float]:
         p0 = i + j0 - (drop - 1)
         out[p0:p0 + kb - j0] += a[i] * b[j0:]
     _norm(out)
-    return out[1:], float(nskip + 1)
+    return out[1:], float(nskip * bmax + 1)
 
 
 def _mul_exact(a: np.ndarray, b: np.ndarray, drop: int) -> np.ndarray:
@@ -550,6 +552,7 @@ def _terms(tab, h, l, x=None, xf=None, off=None):
     else:
         th = np.take(tab.hi, h, axis=1).astype(np.int64)
     err_on = err_off = 0.0
+    gmax = 5                                      # g's limbs are below gmax 2**R
     if off is not None and off.size == m:
         g, err_off = _g_off(tab, l, x, xf)
     else:
@@ -560,23 +563,25 @@ def _terms(tab, h, l, x=None, xf=None, off=None):
             a1 = np.take(tab.a1, l >> 10, axis=1)
             b0 = np.take(tab.b0, l & 1023, axis=1)
             ab, err_ab = _mul(a1, b0, nl)
-            g = a1 + b0
+            g = a1 + b0                          # limbs below 3 2**R
             g += ab[:nl]
-            _norm(g)
             err_on = 2.02 + err_ab + 0.01        # a1, b0 within 1.01 units each
+            gmax = 3
         else:
             g = np.take(tab.lo, l, axis=1).astype(np.int64)
+            gmax = 1
         if off is not None and off.size:
             g[:, off], err_off = _g_off(tab, l[off], x, xf)
-    p, err_p = _mul(th, g, nl)
+            gmax = 5
+    p, err_p = _mul(th, g, nl, bmax=gmax)
     t = th + p[:nl]
     base = et * 1.0003 + err_p + 1e-6
     return t, SAFE * (base + err_on), SAFE * (base + err_off * 1.0003)
 
 
 def _g_off(tab, l, x, xf):
-    """exp(l 2**-31) (1 + expm1(x_f)) - 1 in nl normalised limbs and its error bound, from the
-    small tables: l = l1 2**10 + l0, a1 = exp(l1 2**-21) - 1 < 2**-12, b0 = exp(l0 2**-31) - 1
+    """exp(l 2**-31) (1 + expm1(x_f)) - 1 in nl limbs (below 5 2**R, not normalised) and its
+    error bound, from the small tables: l = l1 2**10 + l0, a1 = exp(l1 2**-21) - 1 < 2**-12, b0 = exp(l0 2**-31) - 1
     < 2**-21 (each within 1.01 units), e = expm1(x_f) < 2**-30.99: f = b0 + e + b0 e,
     g = a1 + f + a1 f (the products' floors stated by `_mul`; the cross terms of the input
     errors are below 2**-11 of them)."""
@@ -586,16 +591,14 @@ def _g_off(tab, l, x, xf):
     b0 = np.take(tab.b0, l & 1023, axis=1)
     be, err_be = _mul(b0, e, nl)                   # ke limbs
     ke = e.shape[0]
-    f = b0.copy()
+    f = b0.copy()                                  # limbs below 3 2**R (not normalised)
     f[:ke] += e
     f[:ke] += be
-    _norm(f)
     err_f = ea + err_e + err_be + 2.0 ** -20 * (err_e + ea)
     a1 = np.take(tab.a1, l >> 10, axis=1)
-    af, err_af = _mul(a1, f, nl)
-    g = a1 + f
+    af, err_af = _mul(a1, f, nl, bmax=3)
+    g = a1 + f                                     # limbs below 5 2**R
     g += af[:nl]
-    _norm(g)
     return g, ea + err_f + err_af + 2.0 ** -11 * (err_f + ea) + 1e-6
 
 
