@@ -714,18 +714,30 @@ def _vec(x, t, bits, p, out, idx):
     cutoff = (fb + 8) * LOG2 + math.log(max(c, 2)) + 1.0
     with np.errstate(invalid="ignore"):
         keep = (xr - leadr[:, None]) >= -cutoff - 1.0      # -inf (masked) fails
+    full = c <= ECHUNK // 8 and bool(keep.all())   # all kept, short rows: whole rows
     mr = np.flatnonzero(tm)
     keep[mr, tr[mr]] = False                   # one copy of the maximum is the 1
     pruned = np.count_nonzero(keep, axis=1) < np.count_nonzero(xr != -np.inf, axis=1) - tm
     # Per logit: exp(x - b) 2**fb, summed per row (exact int64 sums of limbs < 2**27).
-    rr, cc = np.nonzero(keep)
+    if full:                       # ... the maximum's copy is zeroed below
+        step = max(1, ECHUNK // c)
+        chunks = ((np.arange(r0, min(r0 + step, nr)), None) for r0 in range(0, nr, step))
+    else:
+        rr, cc = np.nonzero(keep)
+        chunks = ((rr[s0:s0 + ECHUNK], cc[s0:s0 + ECHUNK]) for s0 in range(0, rr.size, ECHUNK))
     s = np.zeros((nl + 1, nr), dtype=np.int64)
     n_all = np.zeros(nr)
     n_off = np.zeros(nr)
     b_on = b_off = 0.0
-    for s0 in range(0, rr.size, ECHUNK):
-        r_ = rr[s0:s0 + ECHUNK]
-        xv = xr[r_, cc[s0:s0 + ECHUNK]]
+    for r_, c_ in chunks:
+        if full:
+            xv = xr[r_].ravel()                # (a copy)
+            mi = np.flatnonzero(tm[r_])
+            xv[mi * c + tr[r_[mi]]] = leadr[r_[mi]]   # the maximum's copy: a valid term
+            # like the others (on or off the grid), zeroed below
+            r_ = np.repeat(r_, c)
+        else:
+            xv = xr[r_, c_]
         xs = xv * 2.0 ** GRID
         fl = np.floor(xs)
         d = (fl - br[r_] * 2.0 ** GRID).astype(np.int64)   # exact: x - b < 2**22 on the grid
@@ -740,9 +752,16 @@ def _vec(x, t, bits, p, out, idx):
         tv, b1, b2 = _terms(tab, h, l, xl, xfl, off)
         b_on = max(b_on, b1)
         b_off = max(b_off, b2 if off.size else 0.0)
-        starts = np.flatnonzero(np.r_[True, r_[1:] != r_[:-1]])
-        s[:nl, r_[starts]] += np.add.reduceat(tv, starts, axis=1)
-        n_all += np.bincount(r_, minlength=nr)
+        if full:
+            rows_ = r_[::c]
+            mi = np.flatnonzero(tm[rows_])
+            tv[:, mi * c + tr[rows_[mi]]] = 0    # one copy of the maximum is the 1
+            s[:nl, rows_] += np.add.reduceat(tv, np.arange(0, tv.shape[1], c), axis=1)
+            n_all[rows_] += c - tm[rows_]
+        else:
+            starts = np.flatnonzero(np.r_[True, r_[1:] != r_[:-1]])
+            s[:nl, r_[starts]] += np.add.reduceat(tv, starts, axis=1)
+            n_all += np.bincount(r_, minlength=nr)
     _norm(s)
     err_s = SAFE * (b_on * (n_all - n_off) + b_off * n_off + pruned)
     sf = _to_float(s, -fb)
