@@ -19,8 +19,12 @@ are added up (as float64 upper bounds, inflated by 2**-20) into a radius per row
   floor(x_f 2**fb) is extracted exactly from the float). exp(x - b) = T_hi[h] (1 + T_lo[l])
   (1 + expm1(x_f)), the tables within 4 units (`_FixTables`), expm1 by its series (terms above
   2**44 units in limbs, the rest in float64); the products truncated to fb bits (`_mul`
-  states the bound). Per logit this is within ~20 units (on the grid) or ~40 units (off it);
-  per row the terms are summed exactly (int64 limb sums).
+  states the bound). Where indices spread over a large table (float32 and float64 logits,
+  wide rows of logits), a table entry is instead the product of two small, cached tables'
+  entries (T_hi[h] = A[h >> 9] B[h & 511], 1 + T_lo[l] = (1 + a1[l >> 10]) (1 + b0[l & 1023])):
+  a cache miss costs more than a product. Per logit this is within ~20 to ~120 units
+  depending on the path (each bound computed from the path's roundings); per row the terms
+  are summed exactly (int64 limb sums).
 * log S (`_log_fix`): y = Y 2**-31 a little below log S from float64, exp(-y) from the tables,
   rho = S exp(-y) - 1 with |rho| < 2**-29.5 (checked), log S = y + log1p(rho), the series by
   Horner in limbs.
