@@ -241,6 +241,8 @@ def cli(args) -> int:
     names = available() if args.name == "all" else [args.name]
     for name in names:  # every name and profile checked before anything runs
         _check_profile(name, load_experiment(name), config.profile)
+    if len(names) > 1:
+        return _each_in_own_process(names, args)
     previous = None
     if threading.current_thread() is threading.main_thread():
         # `kill PID` stops a run as Ctrl-C does: workers stopped, finished cells kept.
@@ -257,6 +259,25 @@ def cli(args) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def _each_in_own_process(names, args) -> int:
+    """`run all`: each experiment in a process of its own, so its metadata.json records its
+    own wall time and peak memory (a process's peak never goes down), and one experiment's
+    state cannot leak into the next."""
+    import subprocess
+    opts = ["--profile", args.profile, "--out", str(args.out), "--seed", str(args.seed)]
+    for flag, value in (("--workers", args.workers), ("--scheduler", args.scheduler),
+                        ("--logits-file", args.logits_file)):
+        if value is not None:
+            opts += [flag, str(value)]
+    if args.quiet:
+        opts.append("--quiet")
+    for name in names:
+        rc = subprocess.call([sys.executable, "-m", "precision_lab", "run", name, *opts])
+        if rc != 0:
+            return rc
     return 0
 
 
