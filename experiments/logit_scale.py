@@ -15,7 +15,7 @@ how much headroom it has before each format breaks.
 
 Method: every registered method in every format, with the float32 accumulator as a variant for
 float16 and bfloat16, and the batch mean (PyTorch's default reduction) of each; errors against
-the certified mpmath loss of the inputs as rounded into each format. Every cell also records
+the certified loss of the inputs as rounded into each format. Every cell also records
 the median row maximum and log-sum-exp of its logits, the fraction of rows whose loss is
 representable in each format, and the Blanchard-Higham-Higham first-order error bound of the
 shifted algorithm (precision_lab.bounds) with the fraction of rows of log1p and logsumexp

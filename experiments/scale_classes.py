@@ -12,7 +12,7 @@ others) for every C = 2^k below the user's count and the full count, and multipl
 s of the grid (s = 1 is the model as it is).
 
 Method: every registered method in every format, the float32 accumulator as a variant for
-float16 and bfloat16, and the batch mean (in results.csv); errors against the certified mpmath
+float16 and bfloat16, and the batch mean (in results.csv); errors against the certified
 loss of the rounded inputs. Three figures of heatmaps, one panel per method (rows) and format
 + accumulator (columns): the median relative error over the rows of a cell and the worst one,
 both in units of the format's unit roundoff u, and the fraction of rows whose loss is inf or

@@ -19,7 +19,7 @@ then t = torch.randint(0, 10, (10,))). The answer's own loop was not recovered: 
 reconstructed from its description (precision_lab.examples.qa), a float32 Python loop over rows
 of -log(exp(x[i, t_i]) / exp(x[i]).sum()), summed and divided by 10.
 
-Method: every number is computed against the certified mpmath ground truth (reference_loss, at
+Method: every number is computed against the certified ground truth (reference_loss, at
 least 100 correct bits) of the exact inputs. (1) telescopes the observed difference
 blog - torch into four terms: the epsilon's bias (the blog's formula in exact arithmetic minus
 the truth T64 of the float64 inputs), the blog's own float64 rounding, the rounding of the
@@ -497,7 +497,7 @@ def report(df: pd.DataFrame, config, params, out_dir):
     tables = {}   # key -> (caption, DataFrame)
     md = []
     findings = []
-    gt = f"ground truth: certified mpmath, at least {DEFAULT_BITS} correct bits"
+    gt = f"ground truth: certified, at least {DEFAULT_BITS} correct bits"
     torch_version = _sel(df, "q5", quantity="batches")["text"].iloc[0]
     md.append("# The two founding questions\n")
     md.append(f"Profile `{config.profile}`; the sources' own seeds (numpy {BLOG_SEED} for the "

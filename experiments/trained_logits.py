@@ -15,7 +15,7 @@ digits model's.
 
 Method: every registered method in every format, the float32 accumulator as a variant for
 float16 and bfloat16, and the batch mean (reduction='mean', what training actually
-back-propagates); errors against the certified mpmath loss of the logits as rounded into each
+back-propagates); errors against the certified loss of the logits as rounded into each
 format; the Blanchard-Higham-Higham bound of the shifted algorithm.
 
 Conclusions (the numbers in summary.md are computed from results.csv): once the largest

@@ -253,7 +253,7 @@ class CheckResult:
         unit = "at the truth" if self.relative else "at max(|truth|, 1)"
         lines = [f"precision-lab check {self.name} ({self.kind}, returns the "
                  f"{'batch-mean loss' if self.output == 'mean' else 'per-row losses'})",
-                 f"error against the certified mpmath truth of the inputs rounded into each "
+                 f"error against the certified truth of the inputs rounded into each "
                  f"format; ULPs of the format {unit}; a case fails above "
                  f"{' or '.join(thr) or 'no threshold'}",
                  ""]

@@ -201,8 +201,8 @@ def caption(formats, seed, bits: int = 100, extra: str = "") -> str:
     """The standard caption: formats, seed and ground-truth precision."""
     from .reference import DEFAULT_BITS
     bits = bits or DEFAULT_BITS
-    text = (f"Formats: {', '.join(formats)}. Seed {seed}. Ground truth: certified mpmath "
-            f"evaluation of the inputs as rounded into each format, at least {bits} correct "
+    text = (f"Formats: {', '.join(formats)}. Seed {seed}. Ground truth: certified "
+            f"(proven error bound, cross-checked against mpmath) loss of the inputs as rounded into each format, at least {bits} correct "
             f"bits per loss.")
     return f"{text} {extra}".strip()
 
