@@ -1,5 +1,4 @@
 """The fast (arb + fixed-point) ground truth against the mpmath backend, at high precision."""
-import math
 
 import mpmath
 import numpy as np
