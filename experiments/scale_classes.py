@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm, Normalize
 
-from precision_lab.cells import stage_arrays
+from precision_lab.cells import class_counts_up_to, stage_arrays
 from precision_lab.experiment import script_main
 from precision_lab.formats import FORMATS
 from precision_lab.plots import (caption, error_cmap, formats_in, heatmap_grid,
@@ -60,9 +60,7 @@ def cells(config, params) -> list[dict]:
     if config.user_logits is not None:
         x, t = config.user_logits
         staged = stage_arrays(config.checkpoint_dir(NAME), "user", x, t)
-        full_c = int(x.shape[1])
-        counts = sorted({2 ** k for k in params["exponents"] if 2 ** k < full_c} | {full_c})
-        for c in [c for c in counts if c >= 2] or [full_c]:
+        for c in class_counts_up_to(int(x.shape[1]), params["exponents"]):
             for s in params["scales"]:
                 out.append({"distribution": "user", "rows": min(len(t), rows_for(c, params)),
                             "classes": c, "scale": float(s), "seed": config.seed, **staged})

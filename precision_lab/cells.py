@@ -20,7 +20,8 @@ from .formats import FORMATS
 from .inputs import make_logits
 from .metrics import aggregate
 
-__all__ = ["GROUP", "cell_rng", "cell_logits", "evaluate_cell", "stage_arrays", "array_digest"]
+__all__ = ["GROUP", "cell_rng", "cell_logits", "evaluate_cell", "stage_arrays", "array_digest",
+           "class_counts_up_to"]
 
 GROUP = ["format", "method", "accumulator", "reduction"]
 
@@ -64,6 +65,13 @@ def stage_arrays(directory, name: str, x, t) -> dict:
         np.savez(tmp, logits=np.asarray(x, dtype=np.float64), targets=np.asarray(t, np.int64))
         tmp.replace(path)
     return {"logits_path": str(path), "logits_digest": digest}
+
+
+def class_counts_up_to(classes: int, exponents) -> list[int]:
+    """The class counts 2**k (k in `exponents`) below `classes`, then `classes` itself: the
+    counts a user's rows of `classes` logits are cut to (`cell_logits` keeps the target)."""
+    counts = sorted({2 ** k for k in exponents if 2 ** k < classes} | {classes})
+    return [c for c in counts if c >= 2] or [classes]
 
 
 def _truncate_classes(x: np.ndarray, t: np.ndarray, classes: int):
