@@ -296,6 +296,16 @@ def _call(fn, cell) -> str:
         raise
 
 
+def _collect(fut, key, cell, finish) -> None:
+    """Hand a finished future's CSV text to `finish`; a failure names its cell."""
+    try:
+        text = fut.result()
+    except Exception as exc:
+        _note(exc, cell)
+        raise
+    finish(key, cell, text)
+
+
 def _note(exc: BaseException, cell) -> None:
     if hasattr(exc, "add_note"):
         exc.add_note(f"while computing the cell {cell}")
@@ -318,13 +328,7 @@ def _run_pool(todo, fn, workers, finish):
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
-                k, c = pending.pop(fut)
-                try:
-                    text = fut.result()
-                except Exception as exc:
-                    _note(exc, c)
-                    raise
-                finish(k, c, text)
+                _collect(fut, *pending.pop(fut), finish)
         completed = True
     finally:
         if completed:
@@ -362,10 +366,4 @@ def _run_dask(todo, fn, scheduler, finish, fp):
         futures = {client.submit(task, c, key=f"precision_lab-cell-{k}-{fp}", pure=False): (k, c)
                    for k, c in todo}
         for fut in as_completed(futures):
-            k, c = futures[fut]
-            try:
-                text = fut.result()
-            except Exception as exc:
-                _note(exc, c)
-                raise
-            finish(k, c, text)
+            _collect(fut, *futures[fut], finish)
