@@ -1,11 +1,24 @@
 """precision_lab: the numerical precision of cross-entropy loss across floating-point formats,
-measured against a certified arbitrary-precision ground truth."""
-from .evaluate import evaluate, variants
-from .formats import FORMATS, Format, get_format, round_to_format
-from .inputs import InputError, load_logits, validate_batch
-from .methods import ACCUMULATORS, METHODS, Arithmetic, Method, batch_mean, get_method, register
-from .metrics import aggregate, errors
-from .reference import UncertifiedError, reference_loss, reference_mean, to_double_double
+measured against a certified arbitrary-precision ground truth.
+
+Layers, bottom to top (a module imports only from layers below it, or its own):
+  errors      the exceptions every layer raises
+  data        batches: validation, loading files, synthetic and trained logits
+  numerics    formats, methods (one record each), metrics, error bounds
+  truth       the certified reference (mpmath, the fixed-point engine, arb) and its cache
+  running     storage (one atomic writer, locks), provenance (one fingerprint), the grid runner
+  reporting   tables, figures, the reports index (no numerics)
+  analysis    evaluate, grid cells, check
+  experiments one module per experiment; the runner; the command line
+"""
+from .analysis.evaluate import evaluate, variants
+from .data.inputs import load_logits, validate_batch
+from .errors import InputError, UncertifiedError
+from .numerics.formats import FORMATS, Format, get_format, round_to_format
+from .numerics.methods import (ACCUMULATORS, METHODS, Arithmetic, Method, batch_mean, get_method,
+                               register)
+from .numerics.metrics import aggregate, errors
+from .truth.reference import reference_loss, reference_mean, to_double_double
 
 __all__ = [
     "FORMATS", "Format", "get_format", "round_to_format",

@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import check, experiment
-from .formats import FORMATS
-from .inputs import InputError
-from .methods import METHODS
+from . import runner
+from .analysis import check
+from .numerics.formats import FORMATS
+from .errors import InputError
+from .numerics.methods import METHODS
 
 __all__ = ["main"]
 
@@ -32,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the formats and methods").set_defaults(func=_list)
     run = sub.add_parser("run", help="run an experiment (or 'all') and write its report")
-    experiment.add_arguments(run)
-    run.set_defaults(func=experiment.cli)
+    runner.add_arguments(run)
+    run.set_defaults(func=runner.cli)
     chk = sub.add_parser("check", help="check your own cross-entropy implementation")
     check.add_arguments(chk)
     chk.set_defaults(func=check.cli)

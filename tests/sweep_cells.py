@@ -24,8 +24,8 @@ FAIL_AT = "PRECISION_LAB_TEST_FAIL_AT"
 
 
 def marked_cell(cell: dict) -> pd.DataFrame:
-    from precision_lab.cells import cell_rng
-    from precision_lab.sweep import cell_key
+    from precision_lab.analysis.cells import cell_rng
+    from precision_lab.running.sweep import cell_key
     d = os.environ.get(MARKERS)
     if d:
         Path(d, f"{cell_key(cell)}.{uuid.uuid4().hex}").touch()
@@ -59,8 +59,8 @@ def main(argv=None) -> int:
     """python tests/sweep_cells.py OUT CELLS WORKERS: run the grid with checkpoints in OUT/ckpt
     and write OUT/results.csv, as an experiment would."""
     out, n, workers = argv or sys.argv[1:]
-    from precision_lab.report import write_csv
-    from precision_lab.sweep import run_cells
+    from precision_lab.reporting.tables import write_csv
+    from precision_lab.running.sweep import run_cells
     try:
         df = run_cells(grid(int(n)), marked_cell,
                        checkpoint_dir=Path(out) / "ckpt", workers=int(workers), quiet=True)

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from precision_lab import reference as ref
-from precision_lab.cache import TruthCache, default_cache_dir, resolve_cache, truth_key
+from precision_lab.truth import reference as ref
+from precision_lab.truth.cache import TruthCache, default_cache_dir, resolve_cache, truth_key
 
 
 @pytest.fixture

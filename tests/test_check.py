@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from precision_lab.check import battery, check_implementation, detect, load_function
+from precision_lab.analysis.check import battery, check_implementation, detect, load_function
 from precision_lab.cli import main
 from precision_lab.examples import blog, qa, stable, unshifted
-from precision_lab.inputs import InputError
+from precision_lab.data.inputs import InputError
 
 EX = "precision_lab.examples"
 

@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from precision_lab.bounds import bhh_bound
-from precision_lab.cells import cell_logits, evaluate_cell, stage_arrays
-from precision_lab.experiment import RunConfig, load_experiment, run_experiment
-from precision_lab.formats import FORMATS
-from precision_lab.sweep import read_table
+from precision_lab.numerics.bounds import bhh_bound
+from precision_lab.analysis.cells import cell_logits, evaluate_cell, stage_arrays
+from precision_lab.experiments import load_experiment
+from precision_lab.runner import RunConfig, run_experiment
+from precision_lab.numerics.formats import FORMATS
+from precision_lab.running.sweep import read_table
 
 EXPERIMENTS = ["logit_scale", "class_count", "scale_classes", "trained_logits"]
 REQUIRED = ["format", "method", "distribution", "scale", "classes", "rows", "nonfinite_frac",
@@ -144,7 +145,7 @@ def test_class_count_float32_sum_helps_float16(reports):
 def test_bhh_bound_on_random_logits(fmt, acc):
     """|computed - true| <= bound for log1p and logsumexp on random logits of several scales
     (the bound includes the final rounding of the loss, u |loss|)."""
-    from precision_lab.evaluate import evaluate
+    from precision_lab.analysis.evaluate import evaluate
     rng = np.random.default_rng(7)
     for c, scale in ((3, 0.5), (50, 3.0), (400, 10.0), (40, 40.0)):
         x = scale * rng.standard_normal((24, c))
@@ -215,7 +216,7 @@ def test_logits_file_replaces_synthetic_data(tmp_path):
 
 
 def test_cells_are_plain_and_unique():
-    from precision_lab.sweep import cell_key
+    from precision_lab.running.sweep import cell_key
     for name in ["logit_scale", "class_count", "scale_classes"]:
         mod = load_experiment(name)
         for profile in ("quick", "full"):
@@ -227,7 +228,7 @@ def test_cells_are_plain_and_unique():
 
 
 def test_trained_snapshots_are_deterministic():
-    from precision_lab.trained import train_digits
+    from precision_lab.data.trained import train_digits
     a = train_digits(epochs=(0, 5), seed=3, hidden=16)
     b = train_digits(epochs=(0, 5), seed=3, hidden=16)
     assert [s.epoch for s in a] == [0, 5]

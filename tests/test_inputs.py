@@ -9,12 +9,12 @@ import zipfile
 import numpy as np
 import pytest
 
-from precision_lab import cli, experiment
-from precision_lab.evaluate import evaluate
-from precision_lab.formats import get_format
-from precision_lab.inputs import InputError, load_logits, make_logits, validate_batch
-from precision_lab.methods import METHODS, get_method
-from precision_lab.reference import reference_loss
+from precision_lab import cli, experiments, runner
+from precision_lab.analysis.evaluate import evaluate
+from precision_lab.numerics.formats import get_format
+from precision_lab.data.inputs import InputError, load_logits, make_logits, validate_batch
+from precision_lab.numerics.methods import METHODS, get_method
+from precision_lab.truth.reference import reference_loss
 
 X = [[0.5, 1.0, -2.0], [3.0, 0.0, 1.0]]
 
@@ -231,10 +231,10 @@ def fake_experiments(tmp_path, monkeypatch):
     d = tmp_path / "experiments"
     d.mkdir()
     (d / "fake.py").write_text(textwrap.dedent(FAKE))
-    monkeypatch.setattr(experiment, "EXPERIMENTS_DIR", d)
-    monkeypatch.delitem(sys.modules, "experiments.fake", raising=False)
+    monkeypatch.setattr(experiments, "EXPERIMENTS_DIR", d)
+    monkeypatch.delitem(sys.modules, "precision_lab.experiments.fake", raising=False)
     yield d
-    sys.modules.pop("experiments.fake", None)
+    sys.modules.pop("precision_lab.experiments.fake", None)
 
 
 @pytest.mark.parametrize("args, match", [
@@ -263,11 +263,11 @@ def test_cli_unknown_experiment_and_bad_out(fake_experiments, tmp_path, capsys):
 def test_cli_profile_checked_for_all_before_running(fake_experiments, tmp_path, capsys):
     (fake_experiments / "other.py").write_text(textwrap.dedent(FAKE).replace(
         '"full": {}', '"large": {}'))
-    sys.modules.pop("experiments.other", None)
+    sys.modules.pop("precision_lab.experiments.other", None)
     try:
         rc = cli.main(["run", "all", "--profile", "full", "--out", str(tmp_path / "o")])
     finally:
-        sys.modules.pop("experiments.other", None)
+        sys.modules.pop("precision_lab.experiments.other", None)
     assert rc == 2 and "unknown profile 'full' for other" in capsys.readouterr().err
 
 
@@ -279,5 +279,5 @@ def test_cli_non_integer_workers_is_an_argparse_error(capsys):
 
 
 def test_script_main_reports_errors_the_same_way(fake_experiments, tmp_path, capsys):
-    assert experiment.script_main("fake", ["--workers", "0", "--out", str(tmp_path)]) == 2
+    assert runner.script_main("fake", ["--workers", "0", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("experiments/fake.py: error: --workers")

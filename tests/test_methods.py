@@ -54,7 +54,7 @@ def scalar_definition(method, row, t, fmt, acc):
     if method == "log_softmax":
         return -R(R(row[t] - a) - lg(total(e)))
     if method == "online":
-        from precision_lab.methods import ONLINE_BLOCK
+        from precision_lab.numerics.methods import ONLINE_BLOCK
         m, s = -math.inf, 0.0
         for b in range(0, len(row), ONLINE_BLOCK):
             blk = row[b:b + ONLINE_BLOCK]
@@ -153,7 +153,7 @@ def test_unknown_method_lists_valid_names():
 
 
 def test_adding_a_method_is_one_function_and_one_registration():
-    from precision_lab.methods import register
+    from precision_lab.numerics.methods import register
 
     @register("test_double_log", "2 log", "a throwaway method for this test")
     def double_log(x, targets, fmt, acc):

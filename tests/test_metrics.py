@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from precision_lab import FORMATS, aggregate, errors
-from precision_lab.metrics import ordinal, round_truth
+from precision_lab.numerics.metrics import ordinal, round_truth
 from tolerances import CORRECTLY_ROUNDED_ULP
 
 NAMES = list(FORMATS)

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from mpmath import mp
 
-from precision_lab import fastref, reference
-from precision_lab.evaluate import evaluate, variants
-from precision_lab.formats import FORMATS
-from precision_lab.methods import METHODS
-from precision_lab.reference import UncertifiedError, reference_loss, reference_truth
+from precision_lab.truth import fastref, reference
+from precision_lab.analysis.evaluate import evaluate, variants
+from precision_lab.numerics.formats import FORMATS
+from precision_lab.numerics.methods import METHODS
+from precision_lab.truth.reference import UncertifiedError, reference_loss, reference_truth
 
 FMTS = list(FORMATS.values())
 FMT_IDS = [f.name for f in FMTS]
@@ -118,7 +118,7 @@ def test_stable_methods_finite_when_the_loss_is_representable(fmt, data):
 @PROPS
 @given(data=st.data())
 def test_bhh_bound_holds(fmt, data):
-    from precision_lab.bounds import BOUND_FORMS, bhh_bound
+    from precision_lab.numerics.bounds import BOUND_FORMS, bhh_bound
     x, t = data.draw(batches(fmt, scales=(1.0, 8.0, 30.0)))
     hi, lo = truth(x, t)
     n, u = x.shape[1], fmt.unit_roundoff
@@ -133,7 +133,7 @@ def test_bhh_bound_holds(fmt, data):
 
 def test_bhh_bound_is_not_vacuous():
     """The bound is of the size of the errors it bounds (within 2**12), not a blanket."""
-    from precision_lab.bounds import bhh_bound
+    from precision_lab.numerics.bounds import bhh_bound
     fmt = FORMATS["bfloat16"]
     rng = np.random.default_rng(0)
     x = fmt.round(rng.standard_normal((200, 30)) * 8)

@@ -4,8 +4,8 @@ import mpmath
 import numpy as np
 import pytest
 
-from precision_lab.formats import FORMATS
-from precision_lab.reference import (UncertifiedError, reference_loss, reference_mean,
+from precision_lab.numerics.formats import FORMATS
+from precision_lab.truth.reference import (UncertifiedError, reference_loss, reference_mean,
                                      reference_truth, to_double_double)
 
 BITS = 100
@@ -192,7 +192,7 @@ def test_does_not_change_global_precision():
 
 # --- the vectorised fixed-point engine (fastref._vec): many rows, every route -----------------
 
-from precision_lab import fastref  # noqa: E402
+from precision_lab.truth import fastref  # noqa: E402
 
 
 def _kinds(x, t, bits=BITS):

@@ -17,10 +17,13 @@ import pytest  # noqa: E402
 from hypothesis import given, strategies as st  # noqa: E402
 
 from sweep_cells import MARKERS, computed_counts  # noqa: E402
-from precision_lab import experiment, report  # noqa: E402
-from precision_lab.experiment import RunConfig, run_experiment  # noqa: E402
-from precision_lab.report import exclusive  # noqa: E402
-from precision_lab.sweep import read_table  # noqa: E402
+from precision_lab import experiments  # noqa: E402
+from precision_lab.errors import InputError  # noqa: E402
+from precision_lab.reporting import figures, index, tables  # noqa: E402
+from precision_lab.running import provenance, storage  # noqa: E402
+from precision_lab.runner import RunConfig, run_experiment  # noqa: E402
+from precision_lab.running.storage import exclusive  # noqa: E402
+from precision_lab.running.sweep import read_table  # noqa: E402
 
 
 def _leftovers(d):
@@ -31,14 +34,14 @@ def test_atomic_write_keeps_the_old_file_on_error(tmp_path):
     path = tmp_path / "t.csv"
     path.write_text("old\n")
     with pytest.raises(RuntimeError):
-        with report.atomic_write(path) as f:
+        with storage.atomic_write(path) as f:
             f.write("half a new fi")
             raise RuntimeError("crash mid-write")
     assert path.read_text() == "old\n" and _leftovers(tmp_path) == []
 
 
 def test_atomic_write_gives_normal_permissions(tmp_path):
-    path = report.write_csv(pd.DataFrame({"a": [1]}), tmp_path / "a.csv")
+    path = tables.write_csv(pd.DataFrame({"a": [1]}), tmp_path / "a.csv")
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
@@ -67,11 +70,11 @@ def test_figures_are_atomic_and_reproducible(tmp_path):
         ax.set_title("f")
         return fig
     fig = draw()
-    paths = report.save_figure(fig, tmp_path / "a", "fig")
+    paths = figures.save_figure(fig, tmp_path / "a", "fig")
     plt.close(fig)
     first = [p.read_bytes() for p in paths]
     fig = draw()
-    report.save_figure(fig, tmp_path / "a", "fig")
+    figures.save_figure(fig, tmp_path / "a", "fig")
     plt.close(fig)
     assert [p.read_bytes() for p in paths] == first
     assert [p.suffix for p in paths] == [".png", ".pdf"]
@@ -80,11 +83,11 @@ def test_figures_are_atomic_and_reproducible(tmp_path):
 
 def test_writers_produce_tables(tmp_path):
     df = pd.DataFrame({"method": ["log_sum_exp"], "rel": [1.23456e-5], "n": [3]})
-    md = report.write_markdown(df, tmp_path / "t.md", title="T", caption="C").read_text()
-    tex = report.write_latex(df, tmp_path / "t.tex", caption="50% of x_1", label="t").read_text()
+    md = tables.write_markdown(df, tmp_path / "t.md", title="T", caption="C").read_text()
+    tex = tables.write_latex(df, tmp_path / "t.tex", caption="50% of x_1", label="t").read_text()
     assert "1.23e-05" in md and "log_sum_exp" in md
     assert r"log\_sum\_exp" in tex and r"50\% of x\_1" in tex and r"\toprule" in tex
-    meta = report.write_metadata(tmp_path, seed=3).read_text()
+    meta = provenance.write_metadata(tmp_path, seed=3).read_text()
     assert '"seed": 3' in meta and '"git_commit"' in meta
 
 
@@ -102,7 +105,7 @@ PROFILES = {"quick": {"n": 4}, "more": {"n": 6}}
 
 def run(config, params):
     import sweep_cells
-    from precision_lab.sweep import run_cells
+    from precision_lab.running.sweep import run_cells
     return run_cells(sweep_cells.grid(params["n"], seed=config.seed), sweep_cells.marked_cell,
                      checkpoint_dir=config.checkpoint_dir("fake"), workers=config.workers,
                      quiet=True)
@@ -110,7 +113,8 @@ def run(config, params):
 
 def report(df, config, params, out_dir):
     import matplotlib.pyplot as plt
-    from precision_lab.report import save_figure, write_markdown
+    from precision_lab.reporting.figures import save_figure
+    from precision_lab.reporting.tables import write_markdown
     write_markdown(df, out_dir / "summary.md", title="fake")
     fig, ax = plt.subplots(figsize=(2, 2))
     ax.plot(df["i"], df["count"])
@@ -127,14 +131,14 @@ def fake(tmp_path, monkeypatch):
     d = tmp_path / "experiments"
     d.mkdir()
     (d / "fake.py").write_text(textwrap.dedent(FAKE))
-    monkeypatch.setattr(experiment, "EXPERIMENTS_DIR", d)
-    monkeypatch.delitem(sys.modules, "experiments.fake", raising=False)
+    monkeypatch.setattr(experiments, "EXPERIMENTS_DIR", d)
+    monkeypatch.delitem(sys.modules, "precision_lab.experiments.fake", raising=False)
     marks = tmp_path / "markers"
     marks.mkdir()
     monkeypatch.setenv(MARKERS, str(marks))
     monkeypatch.delenv("FAKE_REPORT_FAILS", raising=False)
     yield marks
-    sys.modules.pop("experiments.fake", None)
+    sys.modules.pop("precision_lab.experiments.fake", None)
 
 
 def _snapshot(d):
@@ -178,21 +182,21 @@ def test_a_publish_cut_between_its_two_renames_is_recovered(fake, tmp_path):
     os.replace(out / "fake", out / ".fake.old")           # killed after the first rename
     (out / ".fake.staging").mkdir()                          # and a stale half-written staging
     (out / ".fake.staging" / "results.csv").write_text("i\n")
-    experiment._recover(out / "fake")
+    storage.recover_dir(out / "fake")
     assert _snapshot(out / "fake") == before
     assert not (out / ".fake.old").exists() and not (out / ".fake.staging").exists()
-    experiment.write_index(out)
+    index.write_index(out)
     assert "fake" in (out / "README.md").read_text()
 
 
 def test_index_ignores_hidden_directories(tmp_path):
     (tmp_path / ".x.staging").mkdir()
     (tmp_path / ".x.staging" / "findings.json").write_text('{"name": "x", "findings": []}')
-    assert "[x]" not in experiment.write_index(tmp_path).read_text()
+    assert "[x]" not in index.write_index(tmp_path).read_text()
 
 
 def test_two_runs_into_one_out_are_refused(fake, tmp_path):
     out = tmp_path / "reports"
     with exclusive(out / ".fake.lock", "held by this test"):
-        with pytest.raises(experiment.InputError, match="another run of fake"):
+        with pytest.raises(InputError, match="another run of fake"):
             run_experiment("fake", RunConfig(out=out, workers=1, quiet=True))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from precision_lab.examples import blog, qa
-from precision_lab.experiment import RunConfig, run_experiment
+from precision_lab.runner import RunConfig, run_experiment
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,12 @@ import pytest
 
 import sweep_cells
 from sweep_cells import FAIL_AT, MARKERS, SLEEP, computed_counts, grid, marked_cell
-from precision_lab import sweep
-from precision_lab.inputs import InputError
-from precision_lab.cells import evaluate_cell
-from precision_lab.report import exclusive, write_csv
-from precision_lab.sweep import cell_key, run_cells
+from precision_lab.running import provenance, sweep
+from precision_lab.data.inputs import InputError
+from precision_lab.analysis.cells import evaluate_cell
+from precision_lab.running.storage import exclusive
+from precision_lab.reporting.tables import write_csv
+from precision_lab.running.sweep import cell_key, run_cells
 
 HELPER = Path(sweep_cells.__file__).resolve()
 REPO = HELPER.parent.parent
@@ -135,12 +136,12 @@ def test_checkpoint_from_other_code_or_damaged_is_recomputed(markers, tmp_path, 
 
 
 def test_fingerprint_covers_bound_arguments_and_sources():
-    a = sweep.code_fingerprint(functools.partial(marked_cell))
-    b = sweep.code_fingerprint(functools.partial(marked_cell, x=1))
-    c = sweep.code_fingerprint(functools.partial(marked_cell, x=2))
+    a = provenance.code_fingerprint(functools.partial(marked_cell))
+    b = provenance.code_fingerprint(functools.partial(marked_cell, x=1))
+    c = provenance.code_fingerprint(functools.partial(marked_cell, x=2))
     assert len({a, b, c}) == 3
-    assert sweep.code_fingerprint(marked_cell) == sweep.code_fingerprint(marked_cell)
-    assert HELPER in sweep._source_files(marked_cell)
+    assert provenance.code_fingerprint(marked_cell) == provenance.code_fingerprint(marked_cell)
+    assert HELPER in provenance._source_files(marked_cell)
 
 
 def test_a_second_run_on_the_same_checkpoint_directory_is_refused(tmp_path):
@@ -221,7 +222,7 @@ def _wait_group_gone(pgid: int, timeout: float = 10.0) -> list[int]:
 def test_killed_real_run_resumes_without_recomputing(sig, tmp_path, reference_csv):
     out, marks = tmp_path / "run", tmp_path / "markers"
     marks.mkdir()
-    code = sweep.code_fingerprint(marked_cell)
+    code = provenance.code_fingerprint(marked_cell)
     proc = _start(out, marks, sleep=0.3)
     try:
         _wait_for_checkpoints(out, proc, 3)
@@ -248,7 +249,7 @@ def test_killed_real_run_resumes_without_recomputing(sig, tmp_path, reference_cs
     proc = _start(out, marks, sleep=0.0, workers=1)  # resuming needs no pool: faster
     proc.wait(timeout=60)
     assert proc.returncode == 0, _stderr(proc)
-    if sweep.code_fingerprint(marked_cell) != code:  # only while developers edit the package
+    if provenance.code_fingerprint(marked_cell) != code:  # only while developers edit the package
         pytest.skip("precision_lab's sources changed during the test: checkpoints invalidated")
     counts = computed_counts(marks)
     assert all(counts[k] == before[k] == 1 for k in finished), "a finished cell was recomputed"

@@ -14,18 +14,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from pathlib import Path  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from .formats import FORMATS, get_format  # noqa: E402
-from .methods import METHODS  # noqa: E402
+from ..numerics.formats import FORMATS, get_format  # noqa: E402
+from ..numerics.methods import METHODS  # noqa: E402
+from ..running.storage import atomic_write  # noqa: E402
+from ..truth.reference import DEFAULT_BITS  # noqa: E402
 
 __all__ = ["FORMAT_ORDER", "METHOD_COLORS", "method_color", "variant_style", "variant_label",
            "variants_in", "formats_in", "format_title", "mark_unit_roundoff", "mark_vline",
            "floored", "legend_handles", "figure_legend", "caption", "plot_error_panels",
            "nonfinite_cmap", "error_cmap", "BOUND_STYLE", "plt", "crossing", "error_text",
            "with_variant", "order_table", "error_pivot", "panel_grid", "legend_rows",
-           "light_log_axis", "heatmap_grid", "heatmap_columns"]
+           "light_log_axis", "heatmap_grid", "heatmap_columns", "save_figure"]
 
 FORMAT_ORDER = tuple(FORMATS)  # float16, bfloat16, float32, float64
 
@@ -199,7 +202,6 @@ def panel_grid(nrows: int, ncols: int, panel_w: float, heights, top: float = 0.7
 
 def caption(formats, seed, bits: int = 100, extra: str = "") -> str:
     """The standard caption: formats, seed and ground-truth precision."""
-    from .reference import DEFAULT_BITS
     bits = bits or DEFAULT_BITS
     text = (f"Formats: {', '.join(formats)}. Seed {seed}. Ground truth: certified "
             f"(proven error bound, cross-checked against mpmath) loss of the inputs as rounded into each format, at least {bits} correct "
@@ -448,3 +450,18 @@ def heatmap_grid(df: pd.DataFrame, values, title: str, cbar_label: str, norm, cm
 def _pow2(v) -> str:
     e = np.log2(v)
     return f"2^{int(round(e))}" if abs(e - round(e)) < 1e-9 else f"{v:g}"
+
+
+def save_figure(fig, out_dir, stem: str) -> list[Path]:
+    """Save `fig` as STEM.png and STEM.pdf, without timestamps, so reruns give the same bytes."""
+    paths = []
+    for ext, meta in (("png", {"Software": None}),
+                      ("pdf", {"CreationDate": None, "ModDate": None, "Producer": None,
+                               "Creator": None})):
+        path = Path(out_dir) / f"{stem}.{ext}"
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, format=ext, dpi=150, bbox_inches="tight", metadata=meta)
+        paths.append(path)
+    return paths
+
+

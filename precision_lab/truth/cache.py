@@ -18,22 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
+from ..running.provenance import code_fingerprint
+
 __all__ = ["TruthCache", "default_cache_dir", "resolve_cache", "truth_key", "FIELDS"]
 
 VERSION = b"precision_lab.truth.v1"
 
 
 def _code_fingerprint() -> bytes:
-    """The code that computes a truth: a fixed reference cannot be served a truth cached by an
-    older version of itself."""
-    import flint
-    import mpmath
+    """The code that computes a truth (the reference and its engine, and the libraries'
+    versions): a fixed reference cannot be served a truth cached by an older version of itself."""
     here = Path(__file__).resolve().parent
-    h = hashlib.sha256(VERSION)
-    for name in ("reference.py", "fastref.py"):
-        h.update((here / name).read_bytes())
-    h.update(f"mpmath {mpmath.__version__} python-flint {flint.__version__}".encode())
-    return h.digest()
+    return code_fingerprint(files=[here / "reference.py", here / "fastref.py"],
+                            salt=VERSION).encode()
 
 
 _CODE = None

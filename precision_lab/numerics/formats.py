@@ -12,6 +12,8 @@ import ml_dtypes
 import numpy as np
 import torch
 
+from ..errors import InputError
+
 __all__ = ["Format", "FORMATS", "get_format", "round_to_format"]
 
 
@@ -109,5 +111,4 @@ def get_format(name: str | Format) -> Format:
     try:
         return FORMATS[name]
     except (KeyError, TypeError):
-        from .inputs import InputError
         raise InputError(f"unknown format {name!r}; valid formats: {', '.join(FORMATS)}") from None

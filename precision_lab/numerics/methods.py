@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from .formats import FORMATS, Format, get_format
-from .inputs import InputError, validate_batch
+from ..data.inputs import validate_batch
+from ..errors import InputError
 
 __all__ = ["Method", "METHODS", "ACCUMULATORS", "register", "get_method", "Arithmetic",
            "batch_mean"]

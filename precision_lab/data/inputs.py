@@ -5,11 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = ["validate_batch", "load_logits", "make_logits", "DISTRIBUTIONS", "InputError"]
-
-
-class InputError(ValueError):
-    """The logits, targets or file given are not a valid batch; the message says why."""
 
 
 def validate_batch(logits, targets) -> tuple[np.ndarray, np.ndarray]:

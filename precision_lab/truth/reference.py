@@ -30,6 +30,11 @@ import mpmath
 import numpy as np
 from mpmath import mp
 
+from ..data.inputs import validate_batch
+from ..errors import UncertifiedError
+from .cache import resolve_cache, truth_key
+from .fastref import FIXED, arb_to_double_double, certified_losses
+
 __all__ = ["reference_loss", "reference_mean", "UncertifiedError", "to_double_double",
            "DEFAULT_BITS", "BACKENDS", "Truth", "reference_truth"]
 
@@ -38,10 +43,6 @@ BACKENDS = ("auto", "arb", "mpmath")
 DEFAULT_BITS = 100
 GUARD_STEP = 32
 DEFAULT_MAX_PREC = 1 << 15
-
-
-class UncertifiedError(ArithmeticError):
-    """The two evaluations did not agree to the required bits within the precision cap."""
 
 
 def _row_loss(x: np.ndarray, t: int, prec: int):
@@ -92,25 +93,16 @@ def _certified(x, t, bits, max_prec, row):
         prec = min(2 * prec, max_prec)
 
 
-def _check(logits, targets):
-    from .inputs import validate_batch
-    return validate_batch(logits, targets)
+_check = validate_batch
 
 
 def _backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    if backend == "auto":
-        try:
-            import flint  # noqa: F401  (python-flint: the fast backend)
-        except ImportError:  # pragma: no cover - python-flint is a dependency
-            return "mpmath"
-        return "arb"
-    return backend
+    return "arb" if backend == "auto" else backend  # auto: python-flint is a dependency
 
 
 def _arb_losses(x, t, bits, max_prec):
-    from .fastref import certified_losses
     return certified_losses(x, t, bits, max_prec, error_cls=UncertifiedError)
 
 
@@ -123,7 +115,6 @@ def _arb_to_mpf(v):
 
 def _result_to_mpf(res, i):
     """Row i of a `fastref.Results` as an exact mpf (the certified midpoint)."""
-    from .fastref import FIXED
     if res.kind[i] == FIXED:
         man, ex = res.man_exp(i)
         return mp.make_mpf(mpmath.libmp.from_man_exp(man, ex))
@@ -166,7 +157,6 @@ def reference_truth(logits, targets, bits: int = DEFAULT_BITS, *,
     ~/.cache/precision_lab; see `precision_lab.cache`), False none, or a directory. An entry is
     found by the SHA-256 of the exact inputs and `bits`, and verified when read.
     """
-    from .cache import resolve_cache, truth_key
     x, t = _check(logits, targets)
     store = resolve_cache(cache)
     key = truth_key(x, t, bits) if store is not None else None
@@ -175,7 +165,6 @@ def reference_truth(logits, targets, bits: int = DEFAULT_BITS, *,
         if hit is not None:
             return Truth(hit["hi"], hit["lo"], float(hit["mean_hi"]), float(hit["mean_lo"]))
     if _backend(backend) == "arb":
-        from .fastref import arb_to_double_double
         res = _arb_losses(x, t, bits, max_prec)
         hi, lo = res.double_double()
         mhi, mlo = arb_to_double_double(res.mean(bits))

@@ -39,11 +39,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .formats import FORMATS, Format, get_format
-from .inputs import InputError
-from .methods import METHODS, batch_mean
-from .metrics import errors as rel_errors
-from .reference import reference_loss, reference_mean, to_double_double
+from ..numerics.formats import FORMATS, Format, get_format
+from ..errors import InputError
+from ..numerics.methods import METHODS, batch_mean
+from ..numerics.metrics import errors as rel_errors
+from ..truth.reference import reference_loss, reference_mean, to_double_double
+from ..reporting.tables import write_csv
 
 __all__ = ["add_arguments", "cli", "check_implementation", "load_function", "battery",
            "CheckResult", "DEFAULT_MAX_ULP", "SCALES"]
@@ -418,6 +419,5 @@ def cli(args) -> int:
                                max_bits=args.max_bits, relative=args.relative, seed=args.seed)
     print(res.to_text())
     if args.details is not None:
-        from .report import write_csv
         write_csv(res.details, args.details)
     return res.exit_code

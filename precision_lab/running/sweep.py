@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import hashlib
 import io
 import json
 import os
-import pickle
 import shutil
 import signal
 import sys
@@ -42,8 +40,9 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from .inputs import InputError
-from .report import exclusive
+from ..errors import InputError
+from .provenance import code_fingerprint
+from .storage import atomic_write, exclusive
 
 __all__ = ["cell_key", "run_cells", "code_fingerprint",
            "default_workers", "checkpoints_kept", "read_table"]
@@ -71,44 +70,6 @@ _ROUND_TRIP = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precisio
 
 def _csv_text(df: pd.DataFrame) -> str:
     return df.to_csv(index=False, lineterminator="\n")
-
-
-# --------------------------------------------------------------------------------------------
-# What a checkpoint depends on.
-
-_VERSIONED = ("numpy", "torch", "mpmath", "pandas", "ml_dtypes")
-
-
-def _source_files(fn) -> list[Path]:
-    files = sorted(Path(__file__).resolve().parent.glob("*.py"))
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    mod = sys.modules.get(getattr(fn, "__module__", None) or "")
-    f = getattr(mod, "__file__", None)
-    if f and Path(f).resolve() not in files and Path(f).is_file():
-        files.append(Path(f).resolve())
-    return files
-
-
-def _identity(fn) -> bytes:
-    if isinstance(fn, functools.partial):
-        try:
-            bound = pickle.dumps((fn.args, sorted(fn.keywords.items())), protocol=4)
-        except Exception:
-            bound = repr((fn.args, fn.keywords)).encode()
-        return b"partial(" + _identity(fn.func) + b")" + hashlib.sha256(bound).digest()
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}".encode()
-
-
-def code_fingerprint(fn) -> str:
-    """A hash of everything besides a cell's parameters that its result depends on."""
-    h = hashlib.sha256(_identity(fn))
-    for f in _source_files(fn):
-        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
-    for name in _VERSIONED:
-        mod = sys.modules.get(name)
-        h.update(f"{name}={getattr(mod, '__version__', '?')};".encode())
-    return h.hexdigest()[:16]
 
 
 def default_workers() -> int:
@@ -190,13 +151,13 @@ def checkpoints_kept():
         _KEEP.reset(token)
 
 
-def run_cells(cells: Sequence[dict], fn: Callable[[dict], pd.DataFrame] | None = None,
+def run_cells(cells: Sequence[dict], fn: Callable[[dict], pd.DataFrame],
               checkpoint_dir=None, workers: int | None = None, scheduler: str | None = None,
               quiet: bool = False, desc: str = "cells", keep_checkpoints: bool = False
               ) -> pd.DataFrame:
     """Compute every cell (skipping those checkpointed) and return their rows in grid order.
 
-    fn: cell dict -> DataFrame (default `cells.evaluate_cell`); must be picklable (a
+    fn: cell dict -> DataFrame (the experiments use `analysis.cells.evaluate_cell`); must be picklable (a
         module-level function or a partial of one) to run in worker processes, and the cell's
         parameters must determine its result.
     checkpoint_dir: where finished cells are kept; removed after a complete run unless
@@ -207,8 +168,6 @@ def run_cells(cells: Sequence[dict], fn: Callable[[dict], pd.DataFrame] | None =
     if workers is not None and (isinstance(workers, bool) or int(workers) != workers
                                 or workers < 1):
         raise InputError(f"workers must be an integer of at least 1, got {workers!r}")
-    if fn is None:
-        from .cells import evaluate_cell as fn
     cells = list(cells)
     keys = [cell_key(c) for c in cells]
     if len(set(keys)) != len(keys):
@@ -248,7 +207,7 @@ def _run(cells, keys, fn, ckpt, workers, scheduler, quiet, desc) -> pd.DataFrame
 
     def finish(k, cell, text: str):
         if ckpt is not None:
-            with _atomic_text(ckpt / f"{k}-{fp}-{_digest(text)}.csv") as f:
+            with atomic_write(ckpt / f"{k}-{fp}-{_digest(text)}.csv") as f:
                 f.write(text)
         tables[k] = read_table(io.StringIO(text))
         bar.update(1)
@@ -281,11 +240,6 @@ def _read_checkpoint(path: Path) -> pd.DataFrame | None:
         return read_table(io.StringIO(text))
     except Exception:
         return None
-
-
-def _atomic_text(path):
-    from .report import atomic_write
-    return atomic_write(path)
 
 
 def _call(fn, cell) -> str:

@@ -6,11 +6,11 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .formats import FORMATS, get_format
-from .inputs import validate_batch
-from .methods import METHODS, batch_mean, get_method
-from .metrics import error_columns
-from .reference import DEFAULT_BITS, reference_truth
+from ..numerics.formats import FORMATS, get_format
+from ..data.inputs import validate_batch
+from ..numerics.methods import METHODS, batch_mean, get_method
+from ..numerics.metrics import error_columns
+from ..truth.reference import DEFAULT_BITS, reference_truth
 
 __all__ = ["evaluate", "variants"]
 

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .bounds import BOUND_FORMS, bhh_bound, lse_terms
+from ..numerics.bounds import BOUND_FORMS, bhh_bound, lse_terms
 from .evaluate import evaluate
-from .formats import FORMATS
-from .inputs import make_logits
-from .metrics import aggregate
+from ..numerics.formats import FORMATS
+from ..data.inputs import make_logits
+from ..numerics.metrics import aggregate
+from ..running.sweep import cell_key
 
 __all__ = ["GROUP", "cell_rng", "cell_logits", "evaluate_cell", "stage_arrays", "array_digest",
            "class_counts_up_to"]
@@ -38,7 +39,6 @@ def _median(v) -> float:
 
 def cell_rng(cell: dict) -> np.random.Generator:
     """The cell's own random stream: from its seed and parameters, not from its position."""
-    from .sweep import cell_key
     key = int(cell_key({k: v for k, v in cell.items() if k != "seed"}), 16)
     return np.random.default_rng(np.random.SeedSequence([int(cell["seed"]), key]))
 

@@ -1,4 +1,4 @@
-"""Running experiments: load experiments/NAME.py, run a profile, write its report directory.
+"""Running experiments: load one by name, run a profile, write its report directory.
 
 An experiment module provides
   __doc__                 the question, the data, the method, what the report concludes;
@@ -22,25 +22,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
-import os
-import resource
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .inputs import InputError, load_logits
-from .report import atomic_write, exclusive, write_csv, write_metadata
+from .errors import InputError
+from .experiments import available, load_experiment
+from .reporting.index import write_index
+from .reporting.tables import write_csv
+from .analysis.cells import evaluate_cell
+from .data.inputs import load_logits
+from .running.sweep import checkpoints_kept, run_cells
+from .running.provenance import peak_memory_mib, write_metadata
+from .running.storage import atomic_write, exclusive, recover_dir, replace_dir
 
-__all__ = ["RunConfig", "available", "load_experiment", "run_experiment", "write_index",
-           "add_arguments", "cli", "script_main", "EXPERIMENTS_DIR"]
+__all__ = ["RunConfig", "run_experiment", "add_arguments", "cli", "script_main"]
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 
 @dataclass
 class RunConfig:
@@ -67,10 +70,9 @@ class RunConfig:
         if self.logits_file is not None and self.user_logits is None:
             self.user_logits = load_logits(self.logits_file)
 
-    def sweep(self, name: str, cells, fn=None):
+    def sweep(self, name: str, cells, fn=evaluate_cell):
         """Run an experiment's grid cells with this run's checkpoints, workers, scheduler and
         progress setting; the staged-array digests (part of the cells' keys only) dropped."""
-        from .sweep import run_cells
         df = run_cells(cells, fn, checkpoint_dir=self.checkpoint_dir(name), workers=self.workers,
                        scheduler=self.scheduler, quiet=self.quiet, desc=name)
         return df.drop(columns=["logits_digest"], errors="ignore")
@@ -80,27 +82,6 @@ class RunConfig:
         replaced whole at the end of a run)."""
         return Path(self.out) / ".checkpoints" / name
 
-def available() -> list[str]:
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py") if not p.stem.startswith("_"))
-
-def load_experiment(name: str):
-    names = available()
-    if name not in names:
-        raise InputError(f"unknown experiment {name!r}; available: {', '.join(names)}")
-    modname = f"experiments.{name}"
-    if modname in sys.modules:
-        return sys.modules[modname]
-    spec = importlib.util.spec_from_file_location(modname, EXPERIMENTS_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[modname] = module
-    spec.loader.exec_module(module)
-    return module
-
-def _peak_memory_mib() -> dict:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"peak_memory_mib": round(max(own, children), 1), "peak_memory_main_mib": round(own, 1),
-            "peak_memory_largest_worker_mib": round(children, 1)}
 
 def _check_profile(name: str, module, profile: str) -> dict:
     if profile not in module.PROFILES:
@@ -110,42 +91,14 @@ def _check_profile(name: str, module, profile: str) -> dict:
 
 
 
-def _recover(final: Path) -> None:
-    """Finish or undo a publish that a crash interrupted, and drop stale staging."""
-    old = final.parent / f".{final.name}.old"
-    if old.is_dir():
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(old, final)
-    shutil.rmtree(final.parent / f".{final.name}.staging", ignore_errors=True)
-
-
-def _publish(staging: Path, final: Path) -> None:
-    """Replace the directory `final` by `staging` (see the module docstring)."""
-    old = final.parent / f".{final.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(staging, final)
-    shutil.rmtree(old, ignore_errors=True)
-    with contextlib.suppress(OSError):  # make the renames durable
-        fd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def run_experiment(name: str, config: RunConfig) -> Path:
-    from .sweep import checkpoints_kept
     module = load_experiment(name)
     params = _check_profile(name, module, config.profile)
     out = Path(config.out)
     final = out / name
     with exclusive(out / f".{name}.lock", f"another run of {name} is writing to {out}; wait "
                    f"for it to finish or give this run another --out", remove=True):
-        _recover(final)
+        recover_dir(final)
         staging = out / f".{name}.staging"
         staging.mkdir(parents=True)
         start = time.perf_counter()
@@ -162,8 +115,8 @@ def run_experiment(name: str, config: RunConfig) -> Path:
             write_metadata(staging, experiment=name, profile=config.profile, seed=config.seed,
                            workers=config.workers, scheduler=config.scheduler,
                            logits_file=str(config.logits_file) if config.logits_file else None,
-                           wall_time_s=round(wall, 2), **_peak_memory_mib(), params=params)
-            _publish(staging, final)
+                           wall_time_s=round(wall, 2), **peak_memory_mib(), params=params)
+            replace_dir(staging, final)
         for d in ckpts:
             shutil.rmtree(d, ignore_errors=True)
         with contextlib.suppress(OSError):
@@ -178,47 +131,6 @@ def _doc_head(module) -> tuple[str, str]:
     title = doc[0].strip() if doc else module.__name__
     rest = "\n".join(doc[1:]).strip().split("\n\n")[0].replace("\n", " ")
     return title, rest
-
-def write_index(out) -> Path:
-    """REPORTS/README.md: the headline findings of every experiment there, then an index."""
-    out = Path(out)
-    entries = []
-    for p in sorted(out.glob("*/findings.json")):
-        if p.parent.name.startswith("."):  # staging or old copies
-            continue
-        meta_path = p.parent / "metadata.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        entries.append((json.loads(p.read_text()), meta))
-    # The founding questions first, then the sweeps, then the benchmark.
-    first = {"seed_questions": 0, "reference_speed": 2}
-    entries.sort(key=lambda e: (first.get(e[0]["name"], 1), e[0]["name"]))
-    lines = ["# precision_lab reports", "",
-             "Generated by `precision-lab run all --profile full` (`make reports`); every number "
-             "below is computed by the experiment it links to, and each experiment's "
-             "`metadata.json` records the commit, versions, seed and machine. Errors are "
-             "measured against the certified ground truth of the inputs as rounded into each "
-             "format: at least 100 correct bits per loss (a vectorised fixed-point engine with a "
-             "proven error bound per row, arb ball arithmetic for rare rows; tested against "
-             "mpmath).", "", "## Experiments", "",
-             "| experiment | title | profile | seed | wall time (s) | peak memory (MiB) |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for doc, meta in entries:
-        lines.append(f"| [{doc['name']}]({doc['name']}/summary.md) | {doc['title']} | "
-                     f"{meta.get('profile', '')} | {meta.get('seed', '')} | "
-                     f"{meta.get('wall_time_s', '')} | {meta.get('peak_memory_mib', '')} |")
-    lines += ["", "## Headline findings"]
-    for doc, meta in entries:
-        lines += ["", f"### [{doc['title']}]({doc['name']}/summary.md)", ""]
-        if doc.get("question"):
-            lines += [f"*{doc['question']}*", ""]
-        for f in doc.get("findings", []):
-            link = f"{doc['name']}/{f['link']}" if f.get("link") else f"{doc['name']}/summary.md"
-            lines.append(f"- {f['text']} ([{f.get('label', 'source')}]({link}))")
-    lines.append("")
-    path = out / "README.md"
-    with atomic_write(path) as f:
-        f.write("\n".join(lines))
-    return path
 
 def add_arguments(p: argparse.ArgumentParser, with_name: bool = True) -> None:
     if with_name:
@@ -267,7 +179,6 @@ def _each_in_own_process(names, args) -> int:
     """`run all`: each experiment in a process of its own, so its metadata.json records its
     own wall time and peak memory (a process's peak never goes down), and one experiment's
     state cannot leak into the next."""
-    import subprocess
     opts = ["--profile", args.profile, "--out", str(args.out), "--seed", str(args.seed)]
     for flag, value in (("--workers", args.workers), ("--scheduler", args.scheduler),
                         ("--logits-file", args.logits_file)):
@@ -293,4 +204,3 @@ def script_main(name: str, argv=None) -> int:
     except InputError as exc:
         print(f"{p.prog}: error: {exc}", file=sys.stderr)
         return 2
-

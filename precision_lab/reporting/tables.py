@@ -1,0 +1,75 @@
+"""Tables: CSV (exact round trip), Markdown and booktabs LaTeX. Knows nothing about numerics."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..running.storage import atomic_write
+
+__all__ = ["write_csv", "write_markdown", "write_latex", "format_number"]
+
+
+def write_csv(df: pd.DataFrame, path) -> Path:
+    """CSV with full round-trip precision (repr of floats), so the same data is the same bytes."""
+    with atomic_write(path) as f:
+        df.to_csv(f, index=False, lineterminator="\n")
+    return Path(path)
+
+
+def format_number(v) -> str:
+    """Three significant digits for tables; integers as such; nan/inf spelled out."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (int,)) or (hasattr(v, "is_integer") and float(v).is_integer()
+                                 and abs(v) < 1e6):
+        return f"{int(v)}"
+    v = float(v)
+    if v != v:
+        return "nan"
+    if v in (float("inf"), float("-inf")):
+        return "inf" if v > 0 else "-inf"
+    return f"{v:.3g}"
+
+
+def _formatted(df: pd.DataFrame) -> pd.DataFrame:
+    return df.apply(lambda col: col.map(format_number) if col.dtype != object else col)
+
+
+def write_markdown(df: pd.DataFrame, path, title: str | None = None,
+                   caption: str | None = None, notes: str | None = None) -> Path:
+    parts = []
+    if title:
+        parts.append(f"# {title}\n")
+    if caption:
+        parts.append(f"{caption}\n")
+    parts.append(_formatted(df).to_markdown(index=False) + "\n")
+    if notes:
+        parts.append(f"\n{notes}\n")
+    with atomic_write(path) as f:
+        f.write("\n".join(parts))
+    return Path(path)
+
+
+def _tex_escape(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"),
+                 ("#", r"\#"), ("$", r"\$")):
+        s = s.replace(a, b)
+    return s
+
+
+def write_latex(df: pd.DataFrame, path, caption: str, label: str) -> Path:
+    """A booktabs table ready to \\input{} (needs \\usepackage{booktabs})."""
+    body = _formatted(df)
+    cols = [_tex_escape(str(c)) for c in body.columns]
+    align = "".join("l" if df[c].dtype == object else "r" for c in df.columns)
+    lines = [r"\begin{table}[htbp]", r"\centering", r"\small",
+             rf"\caption{{{_tex_escape(caption)}}}", rf"\label{{{label}}}",
+             rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(cols) + r" \\",
+             r"\midrule"]
+    for row in body.itertuples(index=False):
+        lines.append(" & ".join(_tex_escape(str(v)) for v in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    with atomic_write(path) as f:
+        f.write("\n".join(lines))
+    return Path(path)

@@ -1,0 +1,99 @@
+"""Storage: one atomic writer, one lock, one way to replace a directory whole.
+
+Every file precision_lab writes (reports, checkpoints, cached truths) goes through
+`atomic_write`: a temporary file in the same directory, flushed and fsynced, then `os.replace`,
+so an interrupted run never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import InputError
+
+__all__ = ["atomic_write", "exclusive", "replace_dir", "recover_dir"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp gives 0600)
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode: str = "w"):
+    """Open a temporary file beside `path`; on success move it over `path`.
+
+    The data is flushed to disk before the rename, so after a crash `path` holds either its
+    old contents or the new ones, never a part. An exception inside the block leaves `path`
+    untouched and removes the temporary file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8",
+                                                             "newline": ""})) as f:
+            yield f
+            f.flush()
+            os.fchmod(f.fileno(), _MODE)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def exclusive(lock_path, busy: str, remove: bool = False):
+    """Hold an exclusive posix lock on `lock_path`, or raise InputError(`busy`) at once;
+    `remove` deletes the lock file after a successful block."""
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(lock_path, "a+")
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(busy) from None
+        yield
+        if remove:
+            with contextlib.suppress(OSError):
+                lock_path.unlink()
+    finally:
+        f.close()
+
+
+def recover_dir(final: Path) -> None:
+    """Finish or undo a publish that a crash interrupted, and drop stale staging."""
+    old = final.parent / f".{final.name}.old"
+    if old.is_dir():
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, final)
+    shutil.rmtree(final.parent / f".{final.name}.staging", ignore_errors=True)
+
+
+def replace_dir(staging: Path, final: Path) -> None:
+    """Replace the directory `final` by `staging` (see the module docstring)."""
+    old = final.parent / f".{final.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+    with contextlib.suppress(OSError):  # make the renames durable
+        fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
