@@ -136,7 +136,7 @@ def test_torch_method_is_torch(fmt_name):
                                              torch.tensor(t), reduction="none")
     assert np.array_equal(METHODS["torch"](x, t, fmt), want.double().numpy())
     mean = torch.nn.functional.cross_entropy(torch.tensor(x).to(fmt.torch_dtype), torch.tensor(t))
-    assert batch_mean(None, fmt, method="torch", x=x, targets=t) == float(mean.double())
+    assert METHODS["torch"].batch_mean(None, fmt, x=x, targets=t) == float(mean.double())
 
 
 def test_batch_mean_rounds_sum_then_division():

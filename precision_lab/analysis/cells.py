@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..numerics.bounds import BOUND_FORMS, bhh_bound, lse_terms
+from ..numerics.bounds import bhh_bound, lse_terms
+from ..numerics.methods import get_method
 from .evaluate import evaluate
 from ..numerics.formats import FORMATS
 from ..data.inputs import make_logits
@@ -127,7 +128,7 @@ def evaluate_with_bound(x, t, cell: dict) -> pd.DataFrame:
     log-sum-exp and loss, rounded to the format, are finite too: where a correct method must
     return a finite loss), spurious_nonfinite_frac (fraction of the rows that are representable
     yet come out inf or nan: a failure of the method, not of the format), and for the methods the bound applies to
-    (`BOUND_FORMS`, per-row losses) bhh_bound_rel_median (median of bound / true loss) and
+    (`Method.bound`, per-row losses) bhh_bound_rel_median (median of bound / true loss) and
     bhh_within_frac (fraction of rows with a finite result whose error is within the bound)."""
     kw = {k: cell[k] for k in ("formats", "methods", "accumulators") if k in cell}
     df = evaluate(x, t, **kw)
@@ -152,7 +153,7 @@ def evaluate_with_bound(x, t, cell: dict) -> pd.DataFrame:
                "spurious_nonfinite_frac": float(np.mean(
                    representable[fmt] & ~np.isfinite(g["computed"].to_numpy()))),
                "bhh_bound_rel_median": np.nan, "bhh_within_frac": np.nan}
-        form = BOUND_FORMS.get(method)
+        form = get_method(method).bound
         if form is not None:
             key = (fmt, acc, form)
             if key not in bounds_cache:

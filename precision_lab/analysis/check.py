@@ -41,6 +41,7 @@ import torch
 
 from ..numerics.formats import FORMATS, Format, get_format
 from ..errors import InputError
+from ..numerics.arithmetic import accumulators_for
 from ..numerics.methods import METHODS, batch_mean
 from ..numerics.metrics import errors as rel_errors
 from ..truth.reference import reference_loss, reference_mean, to_double_double
@@ -301,11 +302,11 @@ def _run_one(fn, kind, output, xr, t, fmt):
 def _baselines(output: str):
     def torch_fn(xr, t, fmt):
         if output == "mean":
-            return np.array([batch_mean(None, fmt, method="torch", x=xr, targets=t)])
+            return np.array([METHODS["torch"].batch_mean(None, fmt, x=xr, targets=t)])
         return METHODS["torch"](xr, t, fmt)
 
     def lse_fn(xr, t, fmt):
-        acc = "float32" if fmt.precision < 24 else "working"
+        acc = accumulators_for(fmt)[-1]  # float32 sums for the narrower formats
         losses = METHODS["logsumexp"](xr, t, fmt, acc)
         if output == "mean":
             return np.array([batch_mean(losses, fmt, acc)])

@@ -8,25 +8,21 @@ import pandas as pd
 
 from ..numerics.formats import FORMATS, get_format
 from ..data.inputs import validate_batch
-from ..numerics.methods import METHODS, batch_mean, get_method
+from ..numerics.arithmetic import ACCUMULATORS
+from ..numerics.methods import METHODS, get_method
 from ..numerics.metrics import error_columns
 from ..truth.reference import DEFAULT_BITS, reference_truth
 
 __all__ = ["evaluate", "variants"]
 
 
-def variants(method, fmt, accumulators=("working", "float32")) -> list[str]:
-    """The accumulators a method runs with in a format: the float32 variant only for formats
-    narrower than float32; a method with its own accumulator (torch) runs once, as 'internal'."""
-    method, fmt = get_method(method), get_format(fmt)
-    if not method.uses_accumulator:
-        return ["internal"]
-    return [a for a in accumulators
-            if a == "working" or (a == "float32" and fmt.precision < 24)]
+def variants(method, fmt, accumulators=ACCUMULATORS) -> list[str]:
+    """The accumulators a method runs with in a format (`Method.accumulators`)."""
+    return get_method(method).accumulators(fmt, accumulators)
 
 
 def evaluate(logits, targets, formats: Iterable[str] = tuple(FORMATS),
-             methods: Iterable[str] = tuple(METHODS), accumulators=("working", "float32"),
+             methods: Iterable[str] = tuple(METHODS), accumulators=ACCUMULATORS,
              bits: int = DEFAULT_BITS, mean: bool = True, cache=None) -> pd.DataFrame:
     """Evaluate every (format, method, accumulator) on a batch.
 
@@ -58,8 +54,7 @@ def evaluate(logits, targets, formats: Iterable[str] = tuple(FORMATS),
                 losses = m(xr, t, fmt, acc)
                 add(fmt, m.name, acc, "none", np.arange(len(t)), losses, hi, lo)
                 if mean:
-                    mval = batch_mean(losses, fmt, acc if acc != "internal" else "working",
-                                      method=m.name, x=xr, targets=t)
+                    mval = m.batch_mean(losses, fmt, acc, x=xr, targets=t)
                     add(fmt, m.name, acc, "mean", np.array([-1]), np.array([mval]),
                         np.array([mhi]), np.array([mlo]))
     return pd.DataFrame({k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]})

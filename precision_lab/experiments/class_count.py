@@ -37,6 +37,7 @@ import pandas as pd
 
 from precision_lab.analysis.cells import class_counts_up_to, stage_arrays
 from precision_lab.numerics.formats import FORMATS, get_format
+from precision_lab.numerics.methods import bounded_methods, stable_methods
 from precision_lab.reporting.figures import (caption, error_pivot, formats_in, mark_vline,
                                  plot_error_panels, plt)
 from precision_lab.reporting.figures import save_figure
@@ -104,7 +105,7 @@ def _median_err(d, fmt, method, acc, scale, c):
         if len(r) else (np.nan, np.nan)
 
 
-SHIFTED = ("logsumexp", "log1p", "log_softmax", "online", "torch")
+SHIFTED = tuple(stable_methods())
 
 
 def sum_overflow_notes(d: pd.DataFrame) -> list[str]:
@@ -182,7 +183,7 @@ def _notes(df) -> list[str]:
                      "sum that stalls below 65504 can hide the overflow that a float32 sum "
                      "exposes when rounded back.")
     notes += sum_overflow_notes(d)
-    lp = d[d["method"].isin(["log1p", "logsumexp"]) & d["bhh_within_frac"].notna()]
+    lp = d[d["method"].isin(list(bounded_methods())) & d["bhh_within_frac"].notna()]
     if len(lp):
         fin = lp["count"] * (1 - lp["nonfinite_frac"])
         frac = float((lp["bhh_within_frac"] * fin).sum() / fin.sum()) if fin.sum() else np.nan

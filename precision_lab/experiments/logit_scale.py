@@ -38,6 +38,7 @@ import pandas as pd
 
 from precision_lab.analysis.cells import stage_arrays
 from precision_lab.numerics.formats import FORMATS, get_format
+from precision_lab.numerics.methods import bounded_methods
 from precision_lab.reporting.figures import (caption, crossing, error_pivot, formats_in, mark_vline,
                                  order_table, plot_error_panels, plt, variants_in,
                                  with_variant)
@@ -310,7 +311,7 @@ def _notes(df, fb, pick_c) -> list[str]:
                          f"in {len(bad)} of {len(stable)} cells, e.g. {worst['method']} "
                          f"({worst['accumulator']}) in {worst['format']} at s = "
                          f"{worst['scale']:g}, C = {worst['classes']}.")
-    lp = d[(d["method"].isin(["log1p", "logsumexp"])) & d["bhh_within_frac"].notna()]
+    lp = d[(d["method"].isin(list(bounded_methods()))) & d["bhh_within_frac"].notna()]
     if len(lp):
         inside = lp["bhh_within_frac"] * lp["count"] * (1 - lp["nonfinite_frac"])
         total = lp["count"] * (1 - lp["nonfinite_frac"])

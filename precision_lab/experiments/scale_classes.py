@@ -35,6 +35,7 @@ from matplotlib.colors import LogNorm, Normalize
 
 from precision_lab.analysis.cells import class_counts_up_to, stage_arrays
 from precision_lab.numerics.formats import FORMATS
+from precision_lab.numerics.methods import stable_methods
 from precision_lab.reporting.figures import (caption, error_cmap, formats_in, heatmap_grid,
                                  nonfinite_cmap, order_table, plt, variants_in, with_variant)
 from precision_lab.reporting.figures import save_figure
@@ -119,7 +120,7 @@ def _notes(df, table) -> list[str]:
             notes.append(f"`{var}` returns inf or NaN for rows the format can represent in "
                          f"this share of the {n_cells} (scale, classes) cells: "
                          + ", ".join(parts) + ".")
-    shifted = d[d["method"].isin(["logsumexp", "log1p", "log_softmax", "online", "torch"])]
+    shifted = d[d["method"].isin(stable_methods())]
     bad = shifted[shifted["spurious_nonfinite_frac"] > 0]
     if len(bad) == 0:
         notes.append("The shifted methods never return inf or NaN for a row the format can "

@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .arithmetic import WORKING, accumulator_format
 from .formats import get_format
 
-__all__ = ["bhh_bound", "lse_terms", "BOUND_FORMS"]
-
-# The methods the bound applies to, and the form of the algorithm each one computes.
-BOUND_FORMS = {"log1p": "log1p", "logsumexp": "shifted"}
+__all__ = ["bhh_bound", "lse_terms"]
 
 
 def lse_terms(x) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -55,7 +53,7 @@ def lse_terms(x) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return a, s, n, d
 
 
-def bhh_bound(x, targets, fmt, accumulator: str = "working", form: str = "log1p") -> np.ndarray:
+def bhh_bound(x, targets, fmt, accumulator: str = WORKING, form: str = "log1p") -> np.ndarray:
     """First-order bound on |computed loss - true loss| per row (float64 array, N).
 
     `x` holds the logits as the method sees them (already rounded to `fmt`), `targets` the
@@ -70,11 +68,8 @@ def bhh_bound(x, targets, fmt, accumulator: str = "working", form: str = "log1p"
         x = x[None, :]
     t = np.asarray(targets, dtype=np.int64).reshape(-1)
     u = fmt.unit_roundoff
-    if accumulator in ("working", "internal", None):
-        u_acc, mixed = u, 0.0
-    else:
-        u_acc = min(u, get_format(accumulator).unit_roundoff)
-        mixed = 1.0 if u_acc < u else 0.0
+    u_acc = accumulator_format(fmt, accumulator).unit_roundoff
+    mixed = 1.0 if u_acc < u else 0.0
     a, s, n, d = lse_terms(x)
     with np.errstate(invalid="ignore", over="ignore"):
         ratio = s / (1.0 + s)

@@ -19,11 +19,12 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from ..numerics.formats import FORMATS, get_format  # noqa: E402
+from ..numerics.arithmetic import OWN  # noqa: E402
 from ..numerics.methods import METHODS  # noqa: E402
 from ..running.storage import atomic_write  # noqa: E402
 from ..truth.reference import DEFAULT_BITS  # noqa: E402
 
-__all__ = ["FORMAT_ORDER", "METHOD_COLORS", "method_color", "variant_style", "variant_label",
+__all__ = ["FORMAT_ORDER", "method_color", "variant_style", "variant_label",
            "variants_in", "formats_in", "format_title", "mark_unit_roundoff", "mark_vline",
            "floored", "legend_handles", "figure_legend", "caption", "plot_error_panels",
            "nonfinite_cmap", "error_cmap", "BOUND_STYLE", "plt", "crossing", "error_text",
@@ -32,24 +33,13 @@ __all__ = ["FORMAT_ORDER", "METHOD_COLORS", "method_color", "variant_style", "va
 
 FORMAT_ORDER = tuple(FORMATS)  # float16, bfloat16, float32, float64
 
-# A fixed colour per method, the same in every figure of every report.
-METHOD_COLORS = {
-    "naive": "#d62728",        # red
-    "softmax_eps": "#ff7f0e",  # orange
-    "softmax_log": "#8c564b",  # brown
-    "logsumexp": "#1f77b4",    # blue
-    "log1p": "#2ca02c",        # green
-    "torch": "#9467bd",        # purple
-    "log_softmax": "#17becf",  # cyan
-    "online": "#e377c2",       # pink
-}
 _SPARE = ["#7f7f7f", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
 
 # The accumulator is the line style: solid for the working format, dashed for float32.
 ACC_STYLE = {"working": {"linestyle": "-", "marker": "o"},
              "float32": {"linestyle": "--", "marker": "^", "markerfacecolor": "white"},
-             "internal": {"linestyle": "-", "marker": "s"}}
-ACC_ORDER = {"working": 0, "internal": 0, "float32": 1}
+             OWN: {"linestyle": "-", "marker": "s"}}
+ACC_ORDER = {"working": 0, OWN: 0, "float32": 1}
 
 BOUND_STYLE = {"color": "black", "linestyle": ":", "linewidth": 1.6}
 MARK_STYLE = {"color": "0.45", "linewidth": 0.9}
@@ -57,11 +47,10 @@ LIMIT_STYLE = {"color": "0.82", "linewidth": 0, "zorder": 0}
 
 
 def method_color(method: str) -> str:
-    if method in METHOD_COLORS:
-        return METHOD_COLORS[method]
-    extra = sorted(m for m in METHODS if m not in METHOD_COLORS)
-    i = extra.index(method) if method in extra else abs(hash(method))
-    return _SPARE[i % len(_SPARE)]
+    """The method's own colour (its record's), the same in every figure of every report."""
+    if method in METHODS and METHODS[method].color:
+        return METHODS[method].color
+    return _SPARE[sum(method.encode()) % len(_SPARE)]
 
 
 def variant_label(method: str, accumulator: str) -> str:
@@ -392,7 +381,7 @@ def heatmap_grid(df: pd.DataFrame, values, title: str, cbar_label: str, norm, cm
             ax = axes[r, c]
             sub = d[(d["method"] == m) & (d["format"] == fmt)
                     & (d["accumulator"] == acc if m != "torch" or acc == "float32"
-                       else d["accumulator"].isin([acc, "internal"]))]
+                       else d["accumulator"].isin([acc, OWN]))]
             grid = np.full((len(ys), len(xs)), np.nan)
             if len(sub):
                 v = np.asarray(values(sub), dtype=np.float64)

@@ -1,0 +1,98 @@
+"""Arithmetic in a format: every elementwise operation evaluated in float64 and rounded once to
+the working format, and sums accumulated sequentially in a chosen accumulator.
+
+The accumulator is one concept, named `accumulator` everywhere:
+  "working": every partial sum rounded to the working format (a float16 sum stalls at 2048 + ...);
+  "float32": partial sums rounded to float32, the total then rounded to the working format
+             (mixed precision, as PyTorch and fused kernels do for 16-bit formats); offered only
+             for formats narrower than float32 (`accumulators_for`);
+  "internal": the label of a method that does its own reductions (torch), never an argument
+             of `Arithmetic`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+from .formats import FORMATS, Format, get_format
+
+__all__ = ["Arithmetic", "ACCUMULATORS", "WORKING", "FLOAT32", "OWN", "accumulator_format",
+           "accumulators_for", "check_accumulators"]
+
+WORKING, FLOAT32, OWN = "working", "float32", "internal"
+ACCUMULATORS = (WORKING, FLOAT32)
+
+
+def check_accumulators(accumulators) -> tuple[str, ...]:
+    """The requested accumulators as a tuple, each a valid name, or InputError."""
+    if isinstance(accumulators, str):
+        accumulators = (accumulators,)
+    out = tuple(accumulators)
+    for a in out:
+        if a not in ACCUMULATORS:
+            raise InputError(f"unknown accumulator {a!r}; valid: {', '.join(ACCUMULATORS)}")
+    return out
+
+
+def accumulator_format(fmt, accumulator: str) -> Format:
+    """The format partial sums are rounded to: the working format, or float32 where float32 is
+    wider than it."""
+    fmt = get_format(fmt)
+    check_accumulators((accumulator,))
+    if accumulator == FLOAT32 and FORMATS["float32"].precision > fmt.precision:
+        return FORMATS["float32"]
+    return fmt
+
+
+def accumulators_for(fmt, requested=ACCUMULATORS) -> list[str]:
+    """The requested accumulators that differ in `fmt`: "working" always, "float32" only for
+    formats narrower than float32 (elsewhere it would be the working format again)."""
+    fmt = get_format(fmt)
+    return [a for a in check_accumulators(requested)
+            if a == WORKING or accumulator_format(fmt, a) is not fmt]
+
+
+class Arithmetic:
+    """Operations rounded to one format, with a chosen accumulator for sums."""
+
+    def __init__(self, fmt: Format, accumulator: str = WORKING):
+        self.fmt = fmt
+        self.accumulator = accumulator
+        self.acc_fmt = accumulator_format(fmt, accumulator)
+
+    def round(self, v):
+        return self.fmt.round(v)
+
+    def exp(self, v):
+        with np.errstate(over="ignore"):
+            return self.round(np.exp(v))
+
+    def log(self, v):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.round(np.log(v))
+
+    def log1p(self, v):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.round(np.log1p(v))
+
+    def add(self, a, b):
+        with np.errstate(invalid="ignore"):
+            return self.round(np.add(a, b))
+
+    def sub(self, a, b):
+        with np.errstate(invalid="ignore"):
+            return self.round(np.subtract(a, b))
+
+    def div(self, a, b):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.round(np.divide(a, b))
+
+    def sum(self, v: np.ndarray, axis: int = -1):
+        """Sequential sum along `axis`, each partial sum rounded to the accumulator's format."""
+        acc_fmt = self.acc_fmt
+        # numpy's add.accumulate is strictly sequential and rounds each partial sum to its dtype
+        # (unlike add.reduce, which sums float16 pairwise in float32); tests check this.
+        with np.errstate(over="ignore", invalid="ignore"):
+            partial = np.add.accumulate(np.asarray(v).astype(acc_fmt.dtype), axis=axis)
+        total = np.take(partial, -1, axis=axis).astype(np.float64)
+        return self.round(total)
