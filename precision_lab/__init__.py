@@ -14,7 +14,8 @@ Layers, bottom to top (a module imports only from layers below it, or its own):
 from .analysis.evaluate import evaluate, variants
 from .data.inputs import load_logits, validate_batch
 from .errors import InputError, UncertifiedError
-from .numerics.formats import FORMATS, Format, get_format, round_to_format
+from .numerics.formats import (FORMATS, STANDARD_FORMATS, Format, custom_format, get_format,
+                               round_to_format)
 from .numerics.arithmetic import ACCUMULATORS, Arithmetic
 from .numerics.methods import (METHODS, Method, batch_mean, get_method,
                                register)
@@ -22,7 +23,7 @@ from .numerics.metrics import aggregate, errors
 from .truth.reference import reference_loss, reference_mean, to_double_double
 
 __all__ = [
-    "FORMATS", "Format", "get_format", "round_to_format",
+    "FORMATS", "STANDARD_FORMATS", "Format", "custom_format", "get_format", "round_to_format",
     "METHODS", "Method", "get_method", "register", "Arithmetic", "ACCUMULATORS", "batch_mean",
     "reference_loss", "reference_mean", "to_double_double", "UncertifiedError",
     "errors", "aggregate", "evaluate", "variants",

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..numerics.formats import FORMATS, Format, get_format
+from ..numerics.formats import STANDARD_FORMATS, Format, get_format
 from ..errors import InputError
 from ..numerics.arithmetic import accumulators_for
 from ..numerics.methods import METHODS, batch_mean
@@ -160,9 +160,12 @@ def _as_float64(out) -> np.ndarray:
 
 
 def _inputs(kind: str, xr: np.ndarray, t: np.ndarray, fmt: Format):
+    """The logits in fmt's dtype; a format without one (tf32, custom) as float64 carrying
+    its values."""
     if kind == "torch":
-        return torch.from_numpy(xr).to(fmt.torch_dtype), torch.from_numpy(t.astype(np.int64))
-    return fmt.cast(xr), t.astype(np.int64)
+        return (torch.from_numpy(xr).to(fmt.torch_dtype or torch.float64),
+                torch.from_numpy(t.astype(np.int64)))
+    return (xr.copy() if fmt.dtype is None else fmt.cast(xr)), t.astype(np.int64)
 
 
 def detect(fn) -> tuple[str, str]:
@@ -216,7 +219,7 @@ def _mixed_errors(c, hi, lo, fmt: Format, relative: bool) -> tuple[np.ndarray, n
         diff = np.where(np.isinf(c) & (c == rt), 0.0, diff)
         unit = fmt.ulp(np.maximum(np.abs(hi), 1.0))
         ulp = np.where(np.isnan(diff), np.inf, diff / unit)
-        bits = np.minimum(np.log2(1.0 + ulp), 8.0 * fmt.dtype.itemsize)
+        bits = np.minimum(np.log2(1.0 + ulp), float(fmt.bits))
     return ulp, bits
 
 
@@ -304,6 +307,7 @@ def _baselines(output: str):
         if output == "mean":
             return np.array([METHODS["torch"].batch_mean(None, fmt, x=xr, targets=t)])
         return METHODS["torch"](xr, t, fmt)
+    torch_fn.runs_in = METHODS["torch"].runs_in
 
     def lse_fn(xr, t, fmt):
         acc = accumulators_for(fmt)[-1]  # float32 sums for the narrower formats
@@ -315,7 +319,7 @@ def _baselines(output: str):
 
 
 def check_implementation(fn: Callable, name: str | None = None,
-                         formats: Iterable[str] = tuple(FORMATS),
+                         formats: Iterable[str] = STANDARD_FORMATS,
                          max_ulp: float | None = DEFAULT_MAX_ULP, max_bits: float | None = None,
                          relative: bool = False, seed: int = 0, baselines: bool = True,
                          cases: list[Case] | None = None) -> CheckResult:
@@ -338,12 +342,14 @@ def check_implementation(fn: Callable, name: str | None = None,
             for impl, base in impls.items():
                 if base is None:
                     v, err = _run_one(fn, kind, output, xr, case.targets, fmt)
+                elif not getattr(base, "runs_in", lambda f: True)(fmt):
+                    continue  # torch has no kernel for this format
                 else:
                     with np.errstate(all="ignore"):
                         v, err = base(xr, case.targets, fmt), None
                 if v is None:
                     v = np.full(len(th), np.nan)
-                    ulp, bits = np.full(len(th), np.inf), np.full(len(th), 8.0 * fmt.dtype.itemsize)
+                    ulp, bits = np.full(len(th), np.inf), np.full(len(th), float(fmt.bits))
                 else:
                     ulp, bits = _mixed_errors(v, th, tl, fmt, relative)
                 for i in range(len(th)):
@@ -399,8 +405,9 @@ def _verdict(details: pd.DataFrame, impls, fmts) -> pd.DataFrame:
 def add_arguments(p) -> None:
     p.add_argument("target", help="MODULE:FUNCTION (or path/to/file.py:FUNCTION) taking "
                                   "(logits, targets) and returning the mean or per-row losses")
-    p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS),
-                   metavar="FORMAT", help=f"formats to run in (default: {' '.join(FORMATS)})")
+    p.add_argument("--formats", nargs="+", default=list(STANDARD_FORMATS), metavar="FORMAT",
+                   help=f"formats to run in (default: {' '.join(STANDARD_FORMATS)}; any name "
+                        f"of `precision-lab list` or p=P,emin=EMIN,emax=EMAX[,round=sr])")
     p.add_argument("--max-ulp", type=float, default=DEFAULT_MAX_ULP,
                    help=f"fail a case whose error passes this many ULPs (default "
                         f"{DEFAULT_MAX_ULP:g}; a negative value turns it off)")

@@ -6,7 +6,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ..numerics.formats import FORMATS, get_format
+from ..numerics.formats import STANDARD_FORMATS, get_format
 from ..data.inputs import validate_batch
 from ..numerics.arithmetic import ACCUMULATORS
 from ..numerics.methods import METHODS, get_method
@@ -21,7 +21,7 @@ def variants(method, fmt, accumulators=ACCUMULATORS) -> list[str]:
     return get_method(method).accumulators(fmt, accumulators)
 
 
-def evaluate(logits, targets, formats: Iterable[str] = tuple(FORMATS),
+def evaluate(logits, targets, formats: Iterable[str] = STANDARD_FORMATS,
              methods: Iterable[str] = tuple(METHODS), accumulators=ACCUMULATORS,
              bits: int = DEFAULT_BITS, mean: bool = True, cache=None) -> pd.DataFrame:
     """Evaluate every (format, method, accumulator) on a batch.

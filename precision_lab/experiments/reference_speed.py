@@ -34,16 +34,16 @@ import mpmath
 import numpy as np
 import pandas as pd
 
-from precision_lab.numerics.formats import FORMATS
+from precision_lab.numerics.formats import FORMATS, STANDARD_FORMATS
 from precision_lab.truth.reference import DEFAULT_BITS, reference_truth
 
 GOAL = 40.0
 
 PROFILES = {
-    "quick": {"classes": [10, 1000], "scales": [1.0, 1000.0], "formats": list(FORMATS),
+    "quick": {"classes": [10, 1000], "scales": [1.0, 1000.0], "formats": list(STANDARD_FORMATS),
               "logits": 20_000, "repeats": 3, "mpmath_sample": 2_000, "bits": DEFAULT_BITS},
     "full": {"classes": [10, 1000, 32000, 262144], "scales": [1.0, 10.0, 1000.0],
-             "formats": list(FORMATS), "logits": 1 << 20, "repeats": 3,
+             "formats": list(STANDARD_FORMATS), "logits": 1 << 20, "repeats": 3,
              "mpmath_sample": 20_000, "bits": DEFAULT_BITS},
 }
 

@@ -47,7 +47,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from mpmath import mp  # noqa: E402
 
-from precision_lab import (FORMATS, METHODS, evaluate, reference_loss,  # noqa: E402
+from precision_lab import (FORMATS, METHODS, STANDARD_FORMATS, evaluate, reference_loss,  # noqa: E402
                            reference_mean, to_double_double)
 from precision_lab.analysis.check import DEFAULT_MAX_ULP, check_implementation  # noqa: E402
 from precision_lab.examples import blog, qa, unshifted  # noqa: E402
@@ -68,7 +68,7 @@ EPS = 1e-7
 BLOG_SEED = 42
 QA_SEED = 0
 WRONG_ULP = DEFAULT_MAX_ULP
-FMT_NAMES = list(FORMATS)
+FMT_NAMES = list(STANDARD_FORMATS)
 COLS = ["question", "item", "format", "method", "quantity", "value", "text"]
 
 

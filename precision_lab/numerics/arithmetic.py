@@ -8,19 +8,39 @@ The accumulator is one concept, named `accumulator` everywhere:
              for formats narrower than float32 (`accumulators_for`);
   "internal": the label of a method that does its own reductions (torch), never an argument
              of `Arithmetic`.
+Either accumulator with the suffix "_sr" ("working_sr", "float32_sr") rounds its partial sums
+stochastically, whatever the rounding of the other operations.
+
+Rounding mode: the working format's `rounding` ("nearest", or "stochastic" for formats named
+..._sr) applies to every operation and to the working accumulator; the random bits of each
+rounding come from numerics.stochastic's counter-based hash of (the format's seed, the
+operation's sequence number in this Arithmetic, the element's column, the value), so one seed
+gives the same bytes whatever the workers or chunking. Stochastic rounding rounds the float64
+result of each operation (exact for + and - of values of at most 26 bits whose exponents are
+close; otherwise within 2**-53 relative, a bias of that order in the rounding probability).
+
+Round to nearest is correct rounding at every precision: float64 then the format would round
+twice, which is innocuous for p <= 25 (53 >= 2p + 2) but not beyond, so for wider formats
++, - and / pass their exact float64 error (TwoSum, Dekker's product) to `Format.round`, which
+decides ties by it; and sums of formats whose numpy arithmetic is not verified correct
+(`Format.native`) are sequential loops of such additions.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..errors import InputError
-from .formats import FORMATS, Format, get_format
+from .formats import FORMATS, NEAREST, STOCHASTIC, Format, get_format
+from .stochastic import random_bits, round_stochastic
 
-__all__ = ["Arithmetic", "ACCUMULATORS", "WORKING", "FLOAT32", "OWN", "accumulator_format",
+__all__ = ["Arithmetic", "ACCUMULATORS", "STOCHASTIC_ACCUMULATORS", "WORKING", "FLOAT32", "OWN",
+           "accumulator_format",
            "accumulators_for", "check_accumulators"]
 
 WORKING, FLOAT32, OWN = "working", "float32", "internal"
 ACCUMULATORS = (WORKING, FLOAT32)
+SR = "_sr"  # suffix: partial sums rounded stochastically
+STOCHASTIC_ACCUMULATORS = (WORKING + SR, FLOAT32 + SR)
 
 
 def check_accumulators(accumulators) -> tuple[str, ...]:
@@ -29,27 +49,41 @@ def check_accumulators(accumulators) -> tuple[str, ...]:
         accumulators = (accumulators,)
     out = tuple(accumulators)
     for a in out:
-        if a not in ACCUMULATORS:
-            raise InputError(f"unknown accumulator {a!r}; valid: {', '.join(ACCUMULATORS)}")
+        if a not in ACCUMULATORS + STOCHASTIC_ACCUMULATORS:
+            raise InputError(f"unknown accumulator {a!r}; valid: "
+                             f"{', '.join(ACCUMULATORS + STOCHASTIC_ACCUMULATORS)}")
     return out
 
 
 def accumulator_format(fmt, accumulator: str) -> Format:
     """The format partial sums are rounded to: the working format, or float32 where float32 is
-    wider than it."""
+    wider than it; with rounding "stochastic" (seeded as the working format) for "_sr"."""
     fmt = get_format(fmt)
     check_accumulators((accumulator,))
-    if accumulator == FLOAT32 and FORMATS["float32"].precision > fmt.precision:
-        return FORMATS["float32"]
-    return fmt
+    base = accumulator.removesuffix(SR)
+    acc = fmt
+    if base == FLOAT32 and FORMATS["float32"].precision > fmt.precision:
+        acc = FORMATS["float32"]
+    if accumulator.endswith(SR) and acc.rounding != STOCHASTIC:
+        acc = get_format(f"{acc.name},round=sr,seed={fmt.seed}")
+    return acc
 
 
 def accumulators_for(fmt, requested=ACCUMULATORS) -> list[str]:
     """The requested accumulators that differ in `fmt`: "working" always, "float32" only for
-    formats narrower than float32 (elsewhere it would be the working format again)."""
+    formats narrower than float32 (elsewhere it would be the working format again), and a
+    stochastic one only where it is not one already listed (a stochastically rounded format's
+    working accumulator is already stochastic)."""
     fmt = get_format(fmt)
-    return [a for a in check_accumulators(requested)
-            if a == WORKING or accumulator_format(fmt, a) is not fmt]
+    out, seen = [], []
+    for a in check_accumulators(requested):
+        acc = accumulator_format(fmt, a)
+        if a != WORKING and (a.removesuffix(SR) == FLOAT32) and acc.precision <= fmt.precision:
+            continue
+        if a == WORKING or (acc != fmt and acc not in seen):
+            out.append(a)
+            seen.append(acc)
+    return out
 
 
 class Arithmetic:
@@ -59,9 +93,28 @@ class Arithmetic:
         self.fmt = fmt
         self.accumulator = accumulator
         self.acc_fmt = accumulator_format(fmt, accumulator)
+        self.ops = 0  # roundings so far: the stream number of stochastic rounding's bits
 
-    def round(self, v):
-        return self.fmt.round(v)
+    def round(self, v, residual=None, fmt: Format | None = None):
+        """One rounding of float64 `v` to the working format (or `fmt`) in its rounding mode;
+        `residual`: v's exact error, which decides round-to-nearest ties (see Format.round)."""
+        fmt = self.fmt if fmt is None else fmt
+        self.ops += 1
+        if fmt.rounding == NEAREST:
+            return fmt.round(v, residual)
+        v = np.asarray(v, dtype=np.float64)
+        column = np.arange(v.shape[-1]) if v.ndim >= 2 else 0
+        return round_stochastic(v, fmt, random_bits(fmt.seed, self.ops, column, v))
+
+    def _add_exact(self, a, b, fmt: Format):
+        """a + b in float64 and, where double rounding could matter (p > 25, round to
+        nearest), its exact error (Knuth's TwoSum)."""
+        s = np.add(a, b)
+        if fmt.precision <= 25 or fmt.rounding != NEAREST:
+            return s, None
+        bb = s - a
+        err = (a - (s - bb)) + (b - bb)
+        return s, np.where(np.isfinite(s), err, 0.0)
 
     def exp(self, v):
         with np.errstate(over="ignore"):
@@ -76,23 +129,69 @@ class Arithmetic:
             return self.round(np.log1p(v))
 
     def add(self, a, b):
-        with np.errstate(invalid="ignore"):
-            return self.round(np.add(a, b))
+        with np.errstate(invalid="ignore", over="ignore"):
+            return self.round(*self._add_exact(a, b, self.fmt))
 
     def sub(self, a, b):
-        with np.errstate(invalid="ignore"):
-            return self.round(np.subtract(a, b))
+        with np.errstate(invalid="ignore", over="ignore"):
+            return self.round(*self._add_exact(a, np.negative(b), self.fmt))
 
     def div(self, a, b):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return self.round(np.divide(a, b))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+            q = np.divide(a, b)
+            if self.fmt.precision <= 25 or self.fmt.rounding != NEAREST:
+                return self.round(q)
+            return self.round(q, _div_residual(np.asarray(a, np.float64),
+                                               np.asarray(b, np.float64), q))
 
     def sum(self, v: np.ndarray, axis: int = -1):
-        """Sequential sum along `axis`, each partial sum rounded to the accumulator's format."""
+        """Sequential sum along `axis`, each partial sum rounded to the accumulator's format
+        (in its rounding mode), the total then rounded to the working format."""
         acc_fmt = self.acc_fmt
-        # numpy's add.accumulate is strictly sequential and rounds each partial sum to its dtype
-        # (unlike add.reduce, which sums float16 pairwise in float32); tests check this.
-        with np.errstate(over="ignore", invalid="ignore"):
-            partial = np.add.accumulate(np.asarray(v).astype(acc_fmt.dtype), axis=axis)
-        total = np.take(partial, -1, axis=axis).astype(np.float64)
+        v = np.moveaxis(np.asarray(v, dtype=np.float64), axis, -1)
+        if acc_fmt.native and acc_fmt.rounding == NEAREST:
+            # numpy's add.accumulate is strictly sequential and rounds each partial sum to its
+            # dtype (unlike add.reduce, which sums float16 pairwise in float32); tests check
+            # this, and that every pair of float8 values adds correctly rounded.
+            with np.errstate(over="ignore", invalid="ignore"):
+                partial = np.add.accumulate(v.astype(acc_fmt.dtype), axis=-1)
+            total = partial[..., -1].astype(np.float64)
+        else:
+            total = self._sequential_sum(v, acc_fmt)
+        if acc_fmt is self.fmt:
+            return total
         return self.round(total)
+
+    def _sequential_sum(self, v: np.ndarray, acc_fmt: Format) -> np.ndarray:
+        """s_k = round(s_{k-1} + v_k) along the last axis, one rounding per partial sum; the
+        stochastic bits of step k use column k of one stream."""
+        self.ops += 1
+        stream = self.ops
+        total = v[..., 0].copy()
+        with np.errstate(invalid="ignore", over="ignore"):
+            for k in range(1, v.shape[-1]):
+                s, err = self._add_exact(total, v[..., k], acc_fmt)
+                if acc_fmt.rounding == NEAREST:
+                    total = acc_fmt.round(s, err)
+                else:
+                    total = round_stochastic(s, acc_fmt, random_bits(acc_fmt.seed, stream, k, s))
+        return total
+
+
+def _split(a: np.ndarray):
+    """Veltkamp's split of float64 a into two 26-bit halves, hi + lo = a exactly."""
+    c = a * 134217729.0  # 2**27 + 1
+    hi = c - (c - a)
+    return hi, a - hi
+
+
+def _div_residual(a: np.ndarray, b: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """A float64 with the sign of the exact error a / b - q (0 where q is exact), from the
+    remainder a - q b computed exactly with Dekker's product (finite, unscaled values)."""
+    qh, ql = _split(q)
+    bh, bl = _split(b)
+    ph = q * b
+    pl = ((qh * bh - ph) + qh * bl + ql * bh) + ql * bl
+    r = (a - ph) - pl
+    out = r * np.sign(b)
+    return np.where(np.isfinite(out), out, 0.0)

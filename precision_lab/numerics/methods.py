@@ -25,7 +25,7 @@ from .arithmetic import ACCUMULATORS, OWN, WORKING, Arithmetic, accumulators_for
 from .formats import get_format
 
 __all__ = ["Method", "METHODS", "FAMILIES", "ACCUMULATORS", "register", "get_method",
-           "Arithmetic", "batch_mean", "stable_methods", "bounded_methods"]
+           "Arithmetic", "batch_mean", "stable_methods", "bounded_methods", "torch_unsupported"]
 
 # Method families: the colour family of every figure, and what "shifted" means in findings.
 FAMILIES = ("unshifted", "softmax", "shifted", "library")
@@ -46,19 +46,29 @@ class Method:
     mean_fn: Callable | None = None  # (x, targets, fmt) -> batch mean, if not sum-then-divide
     backward: Callable | None = None  # the gradient (filled by the gradient work)
     options: frozenset = field(default_factory=frozenset)  # training options it expresses
+    # (fmt) -> None if it runs in fmt, else the reason it cannot (None: runs in every format)
+    unsupported: Callable | None = None
 
     def __call__(self, x, targets, fmt, accumulator=WORKING):
         """Per-row losses of logits `x` (N, C), whose values must already be in `fmt`."""
         fmt = get_format(fmt)
+        why = self.unsupported(fmt) if self.unsupported else None
+        if why:
+            raise InputError(f"method {self.name} cannot run in {fmt.name}: {why}")
         x, targets = validate_batch(x, targets)
         return self.fn(x, targets, fmt, accumulator)
+
+    def runs_in(self, fmt) -> bool:
+        return not (self.unsupported and self.unsupported(get_format(fmt)))
 
     @property
     def uses_accumulator(self) -> bool:
         return not self.own_reduction
 
     def accumulators(self, fmt, requested=ACCUMULATORS) -> list[str]:
-        """The accumulators this method runs with in `fmt`."""
+        """The accumulators this method runs with in `fmt` (none if it cannot run in it)."""
+        if not self.runs_in(fmt):
+            return []
         return [OWN] if self.own_reduction else accumulators_for(fmt, requested)
 
     def batch_mean(self, losses, fmt, accumulator=WORKING, x=None, targets=None) -> float:
@@ -75,13 +85,13 @@ METHODS: dict[str, Method] = {}
 def register(name: str, formula: str, summary: str, *, family: str = "shifted",
              shifted: bool = True, color: str | None = None,
              bound: str | None = None, own_reduction: bool = False,
-             mean_fn: Callable | None = None):
+             mean_fn: Callable | None = None, unsupported: Callable | None = None):
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
 
     def deco(fn):
         METHODS[name] = Method(name, fn, formula, summary, family, shifted, color, bound,
-                               own_reduction, mean_fn)
+                               own_reduction, mean_fn, unsupported=unsupported)
         return fn
     return deco
 
@@ -215,9 +225,33 @@ def online(x, targets, fmt, accumulator):
           "PyTorch on the CPU in the format's torch dtype; its own reduction (exp and sum in float32 "
           "lanes, the sum rounded to the format, for 16-bit formats)",
           family="library", shifted=True, color="#9467bd", own_reduction=True,
-          mean_fn=lambda x, t, fmt: _torch_ce(x, t, fmt, "mean"))
+          mean_fn=lambda x, t, fmt: _torch_ce(x, t, fmt, "mean"),
+          unsupported=lambda fmt: torch_unsupported(fmt))
 def torch_ce(x, targets, fmt, accumulator=None):
     return _torch_ce(x, targets, fmt, "none")
+
+
+_TORCH_PROBE: dict = {}
+
+
+def torch_unsupported(fmt) -> str | None:
+    """Why torch's CPU cross_entropy cannot run in `fmt` (None if it can): no torch dtype
+    (tf32, custom formats), a rounding torch does not do (stochastic, saturating), or no CPU
+    kernel for the dtype (float8: probed once per dtype)."""
+    if fmt.torch_dtype is None:
+        return "torch has no dtype for it"
+    if fmt.rounding != "nearest" or not fmt.native:
+        return f"torch rounds to nearest in {fmt.torch_dtype} (not {fmt.name}'s arithmetic)"
+    if fmt.torch_dtype not in _TORCH_PROBE:
+        try:
+            torch.nn.functional.cross_entropy(torch.zeros((1, 2), dtype=fmt.torch_dtype),
+                                              torch.zeros(1, dtype=torch.int64))
+            _TORCH_PROBE[fmt.torch_dtype] = None
+        except (NotImplementedError, RuntimeError) as exc:
+            _TORCH_PROBE[fmt.torch_dtype] = (f"torch {torch.__version__} has no CPU kernel "
+                                             f"for {fmt.torch_dtype} "
+                                             f"({str(exc).splitlines()[0][:80]})")
+    return _TORCH_PROBE[fmt.torch_dtype]
 
 
 def _torch_ce(x, targets, fmt, reduction):

@@ -31,7 +31,7 @@ __all__ = ["FORMAT_ORDER", "method_color", "variant_style", "variant_label",
            "with_variant", "order_table", "error_pivot", "panel_grid", "legend_rows",
            "light_log_axis", "heatmap_grid", "heatmap_columns", "save_figure"]
 
-FORMAT_ORDER = tuple(FORMATS)  # float16, bfloat16, float32, float64
+FORMAT_ORDER = tuple(FORMATS)  # float16, bfloat16, float32, float64, float8s, tf32
 
 _SPARE = ["#7f7f7f", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
 
