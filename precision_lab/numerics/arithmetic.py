@@ -30,8 +30,16 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from .formats import FORMATS, NEAREST, STOCHASTIC, Format, get_format
-from .stochastic import random_bits, round_stochastic
+from .formats import (
+    FORMATS,
+    NEAREST,
+    STOCHASTIC,
+    Format,
+    get_format,
+    overflow_to_format,
+    round_to_format,
+)
+from .stochastic import keyed_bits, random_bits, round_stochastic, row_keys, uniform53
 
 __all__ = ["Arithmetic", "ACCUMULATORS", "STOCHASTIC_ACCUMULATORS", "WORKING", "FLOAT32", "OWN",
            "accumulator_format",
@@ -163,18 +171,41 @@ class Arithmetic:
         return self.round(total)
 
     def _sequential_sum(self, v: np.ndarray, acc_fmt: Format) -> np.ndarray:
-        """s_k = round(s_{k-1} + v_k) along the last axis, one rounding per partial sum; the
-        stochastic bits of step k use column k of one stream."""
+        """s_k = round(s_{k-1} + v_k) along the last axis, one rounding per partial sum.
+
+        The loop inlines `round_to_format` / `round_stochastic` (the tests check it against
+        them): where every term has one sign the partial sums are monotone, so an overflow at
+        any step is one at the end and is applied there. Stochastic bits of step k: keyed by
+        the row's terms (`row_keys`), drawn for every step at once."""
         self.ops += 1
-        stream = self.ops
+        p, qmin = acc_fmt.precision, acc_fmt.emin - acc_fmt.precision + 1
+        stochastic = acc_fmt.rounding == STOCHASTIC
+        wide = p > 25 and not stochastic  # ties need the exact residual
+        with np.errstate(invalid="ignore"):
+            one_sign = bool(np.all(v >= 0) or np.all(v <= 0))
+        if stochastic:
+            u = uniform53(keyed_bits(acc_fmt.seed, self.ops, np.arange(v.shape[-1]),
+                                     row_keys(v)[..., None]))
         total = v[..., 0].copy()
         with np.errstate(invalid="ignore", over="ignore"):
             for k in range(1, v.shape[-1]):
-                s, err = self._add_exact(total, v[..., k], acc_fmt)
-                if acc_fmt.rounding == NEAREST:
-                    total = acc_fmt.round(s, err)
+                if wide:
+                    s, err = self._add_exact(total, v[..., k], acc_fmt)
+                    total = round_to_format(s, acc_fmt, err)
+                    continue
+                s = total + v[..., k]
+                q = np.maximum(np.frexp(s)[1] - p, qmin)
+                r = np.ldexp(s, -q)
+                if stochastic:
+                    f = np.floor(r)
+                    r = np.where(u[..., k] < r - f, f + 1, f)
                 else:
-                    total = round_stochastic(s, acc_fmt, random_bits(acc_fmt.seed, stream, k, s))
+                    r = np.rint(r)
+                total = np.ldexp(r, q)
+                if not one_sign:
+                    total = overflow_to_format(total, s, acc_fmt)
+            if one_sign:
+                total = overflow_to_format(total, total, acc_fmt)
         return total
 
 

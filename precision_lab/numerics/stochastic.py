@@ -9,7 +9,9 @@ The probability is exact: the fraction (x - a) / (b - a) of a float64 x is a mul
 Random bits are a pure function, never global state: `random_bits(seed, stream, index, x)` is
 a SplitMix64 hash of the seed, the operation's stream number (its position in the method's
 sequence of roundings), the element's index along the class axis, and the float64 bits of the
-value being rounded. So the same seed gives the same bytes whatever the process, the worker
+value being rounded. A sequential sum keys the bits of its step k by
+(seed, stream, k, a hash of the whole row of terms: `row_keys`) instead, so they are drawn for
+all steps at once. So the same seed gives the same bytes whatever the process, the worker
 count, the chunking of rows or their order: a row's result depends on the row and the seed.
 (Rows whose intermediate values coincide at the same operation and column share those
 rounding decisions; rows with equal inputs give equal results.)
@@ -20,7 +22,7 @@ import numpy as np
 
 from .formats import Format, overflow_to_format, quantum_exponent
 
-__all__ = ["random_bits", "round_stochastic", "uniform53"]
+__all__ = ["random_bits", "keyed_bits", "row_keys", "round_stochastic", "uniform53"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -39,11 +41,27 @@ def random_bits(seed: int, stream: int, index, x) -> np.ndarray:
     stream, index, the bits of x); `index` broadcasts against x (the column of each element)."""
     x = np.asarray(x, dtype=np.float64)
     x = x if x.flags.c_contiguous else x.copy()
-    idx = np.broadcast_to(np.asarray(index, dtype=np.uint64), x.shape)
+    return keyed_bits(seed, stream, index, x.view(np.uint64))
+
+
+def keyed_bits(seed: int, stream: int, index, key) -> np.ndarray:
+    """64 random bits per element of the uint64 array `key`: a hash of (seed, stream, index,
+    key), `index` and `key` broadcast against each other."""
+    key, idx = np.broadcast_arrays(np.asarray(key, dtype=np.uint64),
+                                   np.asarray(index, dtype=np.uint64))
     with np.errstate(over="ignore"):
-        key = _mix(np.uint64(seed) * _GOLDEN + np.uint64(stream))
-        h = _mix(key + _GOLDEN * (idx + np.uint64(1)))
-        return _mix(h ^ (x.view(np.uint64) + _GOLDEN))
+        k0 = _mix(np.uint64(seed) * _GOLDEN + np.uint64(stream))
+        h = _mix(k0 + _GOLDEN * (idx + np.uint64(1)))
+        return _mix(h ^ (key + _GOLDEN))
+
+
+def row_keys(v: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row of float64 `v` (over its last axis, every value and its
+    position): the key of a sequential sum's rounding bits, a function of the row alone."""
+    v = np.ascontiguousarray(v, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        cols = _GOLDEN * (np.arange(v.shape[-1], dtype=np.uint64) + np.uint64(1))
+        return _mix(_mix(v.view(np.uint64) ^ cols)).sum(axis=-1, dtype=np.uint64)
 
 
 def uniform53(bits: np.ndarray) -> np.ndarray:
