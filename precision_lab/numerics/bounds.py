@@ -9,8 +9,9 @@ y = a + log1p(s) with a = x_k = max_i x_i and s = sum_{i != k} exp(x_i - a), to 
 n the number of terms (classes) and u the unit roundoff of the working format (for stochastic
 rounding, whose one rounding errs by up to an ulp, u is replaced by 2u:
 `Format.max_rel_error`; the bound then holds with certainty, where SR's probabilistic error is
-far smaller); the last term is the rounding of the final addition a + log1p(s). The cross-entropy loss y - x_t adds one more
-rounding, u |loss|. `bhh_bound` returns the bound on the computed *loss*.
+far smaller); the last term is the rounding of the final addition a + log1p(s). The
+cross-entropy loss y - x_t adds one more rounding, u |loss|. `bhh_bound` returns the bound on
+the computed *loss*.
 
 Extensions, derived the same way (first order; stated so a reader can check them):
   * a wider accumulator (float32 partial sums for float16/bfloat16): the n summation errors
