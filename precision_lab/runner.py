@@ -6,6 +6,10 @@ An experiment module provides
   run(config, params)     -> pandas.DataFrame, the tidy results (written as results.csv);
   report(df, config, params, out_dir) -> list of findings, each {"text": ..., "link": ...}:
                           writes summary.md, summary.tex and figures into out_dir.
+Formats: `--formats` (RunConfig.formats), else a profile's "formats" entry, else every
+experiment's default (the standard four), reach the experiment's sweep cells (`RunConfig.sweep`
+adds them to every cell); an experiment whose formats are its own grid says so with
+`TAKES_FORMATS = False` and refuses the option.
 The runner adds metadata.json (provenance, seed, profile, wall time, peak memory) and rebuilds
 the reports index, REPORTS/README.md, from every experiment's findings.json.
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import shutil
 import signal
@@ -33,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
+from .numerics.formats import get_format
 from .experiments import available, load_experiment
 from .reporting.index import write_index
 from .reporting.tables import write_csv
@@ -54,6 +60,7 @@ class RunConfig:
     scheduler: str | None = None
     logits_file: Path | None = None
     quiet: bool = False
+    formats: tuple | None = None  # format names or spellings (numerics.formats.get_format)
     user_logits: tuple | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -64,6 +71,12 @@ class RunConfig:
             raise InputError(f"--seed must be a non-negative integer, got {self.seed!r}")
         if not isinstance(self.profile, str) or not self.profile:
             raise InputError(f"--profile must be a profile name, got {self.profile!r}")
+        if self.formats is not None:
+            if isinstance(self.formats, str):
+                self.formats = (self.formats,)
+            self.formats = tuple(get_format(f).name for f in self.formats)  # stable names
+            if not self.formats:
+                raise InputError("--formats needs at least one format")
         self.out = Path(self.out)
         if self.out.exists() and not self.out.is_dir():
             raise InputError(f"--out {self.out} exists and is not a directory")
@@ -72,7 +85,10 @@ class RunConfig:
 
     def sweep(self, name: str, cells, fn=evaluate_cell):
         """Run an experiment's grid cells with this run's checkpoints, workers, scheduler and
-        progress setting; the staged-array digests (part of the cells' keys only) dropped."""
+        progress setting; the staged-array digests (part of the cells' keys only) dropped.
+        With `formats`, every cell that names none evaluates those formats."""
+        if self.formats is not None:
+            cells = [{"formats": list(self.formats), **c} for c in cells]
         df = run_cells(cells, fn, checkpoint_dir=self.checkpoint_dir(name), workers=self.workers,
                        scheduler=self.scheduler, quiet=self.quiet, desc=name)
         return df.drop(columns=["logits_digest"], errors="ignore")
@@ -91,9 +107,18 @@ def _check_profile(name: str, module, profile: str) -> dict:
 
 
 
+def _check_formats(name: str, module, config: RunConfig) -> None:
+    if config.formats is not None and not getattr(module, "TAKES_FORMATS", True):
+        raise InputError(f"{name} takes no --formats: "
+                         f"{getattr(module, 'FORMATS_NOTE', 'its formats are part of its design')}")
+
+
 def run_experiment(name: str, config: RunConfig) -> Path:
     module = load_experiment(name)
     params = _check_profile(name, module, config.profile)
+    _check_formats(name, module, config)
+    if config.formats is None and "formats" in params:
+        config = dataclasses.replace(config, formats=tuple(params["formats"]))
     out = Path(config.out)
     final = out / name
     with exclusive(out / f".{name}.lock", f"another run of {name} is writing to {out}; wait "
@@ -115,6 +140,7 @@ def run_experiment(name: str, config: RunConfig) -> Path:
             write_metadata(staging, experiment=name, profile=config.profile, seed=config.seed,
                            workers=config.workers, scheduler=config.scheduler,
                            logits_file=str(config.logits_file) if config.logits_file else None,
+                           formats=list(config.formats) if config.formats else None,
                            wall_time_s=round(wall, 2), **peak_memory_mib(), params=params)
             replace_dir(staging, final)
         for d in ckpts:
@@ -143,6 +169,10 @@ def add_arguments(p: argparse.ArgumentParser, with_name: bool = True) -> None:
     p.add_argument("--logits-file", type=Path, default=None,
                    help="your own logits and targets (.npy, .npz or .csv)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--formats", nargs="+", default=None, metavar="FORMAT",
+                   help="formats to evaluate (default: the profile's): names from "
+                        "`precision-lab list`, or p=P,emin=EMIN,emax=EMAX[,overflow=saturate]"
+                        "[,round=sr][,seed=N], or NAME,round=sr")
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
@@ -150,10 +180,18 @@ def _interrupt(signum, frame):
 
 def cli(args) -> int:
     config = RunConfig(profile=args.profile, seed=args.seed, out=args.out, workers=args.workers,
-                       scheduler=args.scheduler, logits_file=args.logits_file, quiet=args.quiet)
+                       scheduler=args.scheduler, logits_file=args.logits_file, quiet=args.quiet,
+                       formats=getattr(args, "formats", None))
     names = available() if args.name == "all" else [args.name]
+    if args.name == "all" and config.formats is not None:
+        skip = [n for n in names if not getattr(load_experiment(n), "TAKES_FORMATS", True)]
+        if skip:
+            print(f"--formats: skipping {', '.join(skip)} (they take no --formats)",
+                  file=sys.stderr)
+        names = [n for n in names if n not in skip]
     for name in names:  # every name and profile checked before anything runs
         _check_profile(name, load_experiment(name), config.profile)
+        _check_formats(name, load_experiment(name), config)
     if len(names) > 1:
         return _each_in_own_process(names, args)
     previous = None
@@ -186,6 +224,8 @@ def _each_in_own_process(names, args) -> int:
             opts += [flag, str(value)]
     if args.quiet:
         opts.append("--quiet")
+    if getattr(args, "formats", None):
+        opts += ["--formats", *args.formats]
     for name in names:
         rc = subprocess.call([sys.executable, "-m", "precision_lab", "run", name, *opts])
         if rc != 0:

@@ -34,7 +34,7 @@ import mpmath
 import numpy as np
 import pandas as pd
 
-from precision_lab.numerics.formats import FORMATS, STANDARD_FORMATS
+from precision_lab.numerics.formats import STANDARD_FORMATS, get_format
 from precision_lab.truth.reference import DEFAULT_BITS, reference_truth
 
 GOAL = 40.0
@@ -83,7 +83,7 @@ def numpy_lse(x: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def _cell(fmt: str, c: int, scale: float, cfg: dict, rng: np.random.Generator) -> dict:
     n = max(1, cfg["logits"] // c)
-    x = FORMATS[fmt].round(scale * rng.standard_normal((n, c)))
+    x = get_format(fmt).round(scale * rng.standard_normal((n, c)))
     t = rng.integers(0, c, n)
     bits = cfg["bits"]
     reps = cfg["repeats"]
@@ -124,7 +124,7 @@ def run(config, params) -> pd.DataFrame:
     after another in this process (never beside workers), each with its own seeded batch."""
     from tqdm.auto import tqdm
     cells = [(f, c, s) for c in params["classes"] for s in params["scales"]
-             for f in params["formats"]]
+             for f in (config.formats or params["formats"])]
     rows = []
     load_before = os.getloadavg()[0]
     for i, (f, c, s) in enumerate(tqdm(cells, desc="reference_speed", unit="cell",
@@ -135,6 +135,11 @@ def run(config, params) -> pd.DataFrame:
     df["load_avg_1min_before"] = load_before
     df["load_avg_1min_after"] = os.getloadavg()[0]
     return df
+
+
+def _formats(df: pd.DataFrame) -> list[str]:
+    """The formats measured (the profile's, or --formats), in run order."""
+    return list(dict.fromkeys(df["format"]))
 
 
 def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
@@ -148,7 +153,7 @@ def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
     missed = df[~df["goal_met"].astype(bool)]
     med = float(df["speedup_vs_mpmath"].median())
     table = df.pivot_table(index=["classes", "scale"], columns="format",
-                           values="speedup_vs_mpmath", sort=False)[params["formats"]]
+                           values="speedup_vs_mpmath", sort=False)[_formats(df)]
     table = table.reset_index()
     load = f"{df['load_avg_1min_before'].iloc[0]:.2f} before, {df['load_avg_1min_after'].iloc[0]:.2f} after"
     caption = (f"Speed-up of the certified reference (>= {params['bits']} correct bits, disk "
@@ -178,9 +183,9 @@ def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
                    caption=caption, notes="\n".join(notes))
     write_latex(table, out_dir / "summary.tex", caption=caption, label="tab:reference-speed")
 
-    fig, axes = plt.subplots(1, len(params["formats"]), figsize=(4 * len(params["formats"]), 3.4),
+    fig, axes = plt.subplots(1, len(_formats(df)), figsize=(4 * len(_formats(df)), 3.4),
                              sharey=True, constrained_layout=True)
-    for ax, f in zip(np.atleast_1d(axes), params["formats"]):
+    for ax, f in zip(np.atleast_1d(axes), _formats(df)):
         for s in params["scales"]:
             d = df[(df["format"] == f) & (df["scale"] == s)]
             ax.plot(d["classes"], d["speedup_vs_mpmath"], marker="o", label=f"scale {s:g}")

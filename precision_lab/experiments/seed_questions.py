@@ -69,6 +69,8 @@ BLOG_SEED = 42
 QA_SEED = 0
 WRONG_ULP = DEFAULT_MAX_ULP
 FMT_NAMES = list(STANDARD_FORMATS)
+TAKES_FORMATS = False
+FORMATS_NOTE = "its questions are about float16, bfloat16, float32 and float64"
 COLS = ["question", "item", "format", "method", "quantity", "value", "text"]
 
 
