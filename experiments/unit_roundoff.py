@@ -1,5 +1,6 @@
-"""`python experiments/unit_roundoff.py [options]`: the same as `precision-lab run unit_roundoff` (the experiment
-itself is precision_lab/experiments/unit_roundoff.py, shipped with the package)."""
+"""`python experiments/unit_roundoff.py [options]`: the same as
+`precision-lab run unit_roundoff` (the experiment itself is
+precision_lab/experiments/unit_roundoff.py, shipped with the package)."""
 import sys
 
 from precision_lab.runner import script_main

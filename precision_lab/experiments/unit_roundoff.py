@@ -29,9 +29,18 @@ import pandas as pd
 from precision_lab.analysis.cells import cell_logits, evaluate_with_bound
 from precision_lab.numerics.formats import custom_format, get_format
 from precision_lab.numerics.methods import METHODS, bounded_methods
-from precision_lab.reporting.figures import (BOUND_STYLE, MARK_STYLE, caption, figure_legend,
-                                             floored, light_log_axis, method_color,
-                                             panel_grid, plt, save_figure)
+from precision_lab.reporting.figures import (
+    BOUND_STYLE,
+    MARK_STYLE,
+    caption,
+    figure_legend,
+    floored,
+    light_log_axis,
+    method_color,
+    panel_grid,
+    plt,
+    save_figure,
+)
 from precision_lab.reporting.tables import write_latex, write_markdown
 
 NAME = "unit_roundoff"
@@ -45,6 +54,7 @@ PROFILES = {
              "emin": -126, "emax": 127, "input_precision": 3},
 }
 ROUNDINGS = ("nearest", "stochastic")
+LABEL = {"nearest": "round to nearest", "stochastic": "stochastic rounding"}
 METHOD_NAMES = [m for m in METHODS if METHODS[m].unsupported is None]  # torch: no dtype
 GROUPS = {"unshifted and softmax": ("unshifted", "softmax"), "shifted": ("shifted",)}
 FLOOR = 1e-18  # errors below this (exact results) are drawn at it
@@ -148,8 +158,7 @@ def _figure(d: pd.DataFrame, classes: list[int], title: str):
                 ax.grid(True, alpha=0.3)
                 ax.tick_params(labelsize=7)
                 if i == 0 and j == 0:
-                    ax.set_title(f"{'round to nearest' if rnd == 'nearest' else 'stochastic rounding'}",
-                                 fontsize=9)
+                    ax.set_title(LABEL[rnd], fontsize=9)
                 if k == 0:
                     ax.set_ylabel(f"C = {c}, {gname}\nmedian relative error", fontsize=8)
     for k in range(len(ROUNDINGS)):
@@ -169,7 +178,7 @@ def _notes(d: pd.DataFrame, table: pd.DataFrame, params) -> list[str]:
         s = st[st["rounding"] == rnd]
         if len(s):
             notes.append(
-                f"With {'round to nearest' if rnd == 'nearest' else 'stochastic rounding'} the shifted methods' median error follows u from p = "
+                f"With {LABEL[rnd]} the shifted methods' median error follows u from p = "
                 f"{min(params['precisions'])} to {max(params['precisions'])}: fitted slopes of "
                 f"log error against log u between {s['slope of log err vs log u'].min():.2f} "
                 f"and {s['slope of log err vs log u'].max():.2f} over {len(s)} (method, class "
