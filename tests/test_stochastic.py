@@ -140,3 +140,18 @@ def test_evaluate_runs_stochastic_and_custom_formats_and_bound_uses_two_u():
     assert set(df["format"]) == {"float16_sr", "p9_emin-30_emax31"}
     assert "torch" not in set(df["method"])
     assert get_format("float16_sr").max_rel_error == 2 * FORMATS["float16"].unit_roundoff
+
+
+def test_bound_holds_for_stochastic_sums_and_operations():
+    from precision_lab.numerics.bounds import bhh_bound
+    rng = np.random.default_rng(8)
+    x = get_format("bfloat16").round(rng.standard_normal((40, 300)) * 2)
+    t = rng.integers(0, 300, 40)
+    df = evaluate(x, t, formats=["bfloat16", "bfloat16_sr"], methods=["log1p", "logsumexp"],
+                  accumulators=("working", "working_sr"), mean=False, cache=False)
+    n = 0
+    for (fmt, m, a), g in df.groupby(["format", "method", "accumulator"]):
+        b = bhh_bound(x, t, fmt, a, "log1p" if m == "log1p" else "shifted")
+        assert (g["abs_err"].to_numpy() <= b).all(), (fmt, m, a)
+        n += 1
+    assert n == 6  # bfloat16: working, working_sr; bfloat16_sr: working (already stochastic)

@@ -82,8 +82,8 @@ def bhh_bound(x, targets, fmt, accumulator: str = WORKING, form: str = "log1p") 
         if form == "log1p":
             if mixed:
                 summed = ratio * (n * u_acc + (2.0 + d) * u)
-            else:
-                summed = ratio * (n + d) * u
+            else:  # n u_acc: u_acc = 2u for stochastically rounded sums ("working_sr")
+                summed = ratio * (n * u_acc + d * u)
         else:
             summed = (n - 1.0) * u_acc + mixed * u + ratio * (1.0 + d) * u
         bound = np.log1p(s) * u + summed + under + u * np.abs(y) + u * np.abs(loss)
