@@ -14,10 +14,9 @@ Layers, bottom to top (a module imports only from layers below it, or its own):
 from .analysis.evaluate import evaluate, variants
 from .data.inputs import load_logits, validate_batch
 from .errors import InputError, UncertifiedError
-from .numerics.formats import FORMATS, Format, get_format, round_to_format
 from .numerics.arithmetic import ACCUMULATORS, Arithmetic
-from .numerics.methods import (METHODS, Method, batch_mean, get_method,
-                               register)
+from .numerics.formats import FORMATS, Format, get_format, round_to_format
+from .numerics.methods import METHODS, Method, batch_mean, get_method, register
 from .numerics.metrics import aggregate, errors
 from .truth.reference import reference_loss, reference_mean, to_double_double
 
