@@ -65,13 +65,16 @@ def check_accumulators(accumulators) -> tuple[str, ...]:
 
 def accumulator_format(fmt, accumulator: str) -> Format:
     """The format partial sums are rounded to: the working format, or float32 where float32 is
-    wider than it; with rounding "stochastic" (seeded as the working format) for "_sr"."""
+    wider than it (more precision and at least its range); with rounding "stochastic" (seeded
+    as the working format) for "_sr"."""
     fmt = get_format(fmt)
     check_accumulators((accumulator,))
     base = accumulator.removesuffix(SR)
     acc = fmt
-    if base == FLOAT32 and FORMATS["float32"].precision > fmt.precision:
-        acc = FORMATS["float32"]
+    f32 = FORMATS["float32"]
+    if base == FLOAT32 and f32.precision > fmt.precision and f32.emin <= fmt.emin \
+            and f32.emax >= fmt.emax:  # float32 holds every value of fmt
+        acc = f32
     if accumulator.endswith(SR) and acc.rounding != STOCHASTIC:
         acc = get_format(f"{acc.name},round=sr,seed={fmt.seed}")
     return acc

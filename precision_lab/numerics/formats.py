@@ -244,6 +244,12 @@ class _Registry(dict):
             raise KeyError(key)
         return fmt
 
+    def get(self, key, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
 
 FORMATS: dict[str, Format] = _Registry((f.name, f) for f in _F)
 
