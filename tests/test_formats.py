@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from precision_lab import FORMATS, custom_format, get_format, round_to_format
+from precision_lab import FORMATS, Arithmetic, custom_format, get_format, round_to_format
 from precision_lab.errors import InputError
 
 NAMES = list(FORMATS)
@@ -213,3 +213,31 @@ def test_ulp_is_spacing(name):
         nxt = float(np.nextafter(f.cast([v])[0], f.cast([f.max_finite])[0]))
         assert f.ulp(v) == nxt - v
     assert f.ulp(0.0) == f.min_subnormal
+
+
+@pytest.mark.parametrize("p", [26, 40, 52])
+@given(a=st.floats(-1e6, 1e6, allow_subnormal=False), b=st.floats(-1e6, 1e6,
+                                                                   allow_subnormal=False))
+def test_wide_precision_arithmetic_is_correctly_rounded(p, a, b):
+    """Beyond p = 25 float64-then-format rounds twice; Arithmetic passes the exact error of
+    +, - and / so each result is the correct rounding of the exact one."""
+    f = custom_format(p, -300, 300)
+    a, b = float(f.round(a)), float(f.round(b))
+    ar = Arithmetic(f)
+    A, B = Fraction(a), Fraction(b)
+    assert float(ar.add(np.array([a]), np.array([b]))[0]) == exact_round(A + B, p, -300, 300)
+    assert float(ar.sub(np.array([a]), np.array([b]))[0]) == exact_round(A - B, p, -300, 300)
+    if b != 0:
+        assert float(ar.div(np.array([a]), np.array([b]))[0]) == exact_round(A / B, p, -300,
+                                                                             300)
+
+
+def test_a_float64_tie_that_is_not_an_exact_tie():
+    """1 + (2**-40 + 2**-79) in p = 40 (both operands are p = 40 values): float64 drops the
+    2**-79, leaving a tie that would go to even (1); the exact sum is above the midpoint."""
+    ar = Arithmetic(custom_format(40, -100, 100))
+    b = 2.0 ** -40 + 2.0 ** -79
+    assert float(custom_format(40, -100, 100).round(b)) == b
+    got = ar.add(np.array([1.0]), np.array([b]))[0]
+    assert got == 1 + 2.0 ** -39
+    assert float(custom_format(40, -100, 100).round(1 + 2.0 ** -40)) == 1.0

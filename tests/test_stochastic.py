@@ -7,6 +7,7 @@ from tolerances import SR_MEAN_SIGMAS
 
 from precision_lab import FORMATS, METHODS, Arithmetic, evaluate, get_format
 from precision_lab.analysis.cells import evaluate_cell
+from precision_lab.numerics.bounds import bhh_bound
 from precision_lab.numerics.stochastic import random_bits, round_stochastic, uniform53
 from precision_lab.running.sweep import run_cells
 
@@ -143,7 +144,6 @@ def test_evaluate_runs_stochastic_and_custom_formats_and_bound_uses_two_u():
 
 
 def test_bound_holds_for_stochastic_sums_and_operations():
-    from precision_lab.numerics.bounds import bhh_bound
     rng = np.random.default_rng(8)
     x = get_format("bfloat16").round(rng.standard_normal((40, 300)) * 2)
     t = rng.integers(0, 300, 40)
