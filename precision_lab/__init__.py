@@ -18,12 +18,14 @@ from .numerics.arithmetic import ACCUMULATORS, Arithmetic
 from .numerics.formats import FORMATS, Format, get_format, round_to_format
 from .numerics.methods import METHODS, Method, batch_mean, get_method, register
 from .numerics.metrics import aggregate, errors
+from .truth.grad import reference_grad
 from .truth.reference import reference_loss, reference_mean, to_double_double
 
 __all__ = [
     "FORMATS", "Format", "get_format", "round_to_format",
     "METHODS", "Method", "get_method", "register", "Arithmetic", "ACCUMULATORS", "batch_mean",
     "reference_loss", "reference_mean", "to_double_double", "UncertifiedError",
+    "reference_grad",
     "errors", "aggregate", "evaluate", "variants",
     "validate_batch", "load_logits", "InputError",
 ]
