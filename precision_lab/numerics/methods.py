@@ -13,7 +13,7 @@ with. `backward` and `options` are the slots the gradient and the training optio
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -25,6 +25,7 @@ from .arithmetic import ACCUMULATORS, OWN, WORKING, Arithmetic, accumulators_for
 from .formats import get_format
 
 __all__ = ["Method", "METHODS", "FAMILIES", "ACCUMULATORS", "register", "get_method",
+           "backward", "GRAD_VARIANTS", "gradient_methods", "REDUCTIONS",
            "Arithmetic", "batch_mean", "stable_methods", "bounded_methods"]
 
 # Method families: the colour family of every figure, and what "shifted" means in findings.
@@ -44,7 +45,8 @@ class Method:
     bound: str | None = None       # the BHH bound form that covers it ("log1p", "shifted")
     own_reduction: bool = False    # sums in its own way (torch): runs once, as "internal"
     mean_fn: Callable | None = None  # (x, targets, fmt) -> batch mean, if not sum-then-divide
-    backward: Callable | None = None  # the gradient (filled by the gradient work)
+    backward: Callable | None = None  # gradient: (x, targets, fmt, accumulator, reduction)
+    #                                  -> (N, C) dL/dx carrying fmt values (numerics.gradients)
     options: frozenset = field(default_factory=frozenset)  # training options it expresses
 
     def __call__(self, x, targets, fmt, accumulator=WORKING):
@@ -84,6 +86,32 @@ def register(name: str, formula: str, summary: str, *, family: str = "shifted",
                                own_reduction, mean_fn)
         return fn
     return deco
+
+
+# Backward variants that are not a method's own gradient: {label: (method name, fn)}.
+GRAD_VARIANTS: dict[str, tuple[str, Callable]] = {}
+REDUCTIONS = ("none", "mean")
+
+
+def backward(name: str, variant: str | None = None):
+    """Declare a gradient of method `name`: its own (fills the record's `backward`), or, with
+    `variant`, another backward of the same forward (listed by `gradient_methods`)."""
+    def deco(fn):
+        if variant is None:
+            METHODS[name] = replace(get_method(name), backward=fn)
+        else:
+            get_method(name)
+            GRAD_VARIANTS[variant] = (name, fn)
+        return fn
+    return deco
+
+
+def gradient_methods() -> dict[str, tuple[Method, Callable]]:
+    """{label: (method record, backward fn)}: every method with a backward under its own
+    name, then the variants."""
+    out = {m.name: (m, m.backward) for m in METHODS.values() if m.backward is not None}
+    out.update({v: (METHODS[name], fn) for v, (name, fn) in GRAD_VARIANTS.items()})
+    return out
 
 
 def get_method(name: str | Method) -> Method:
@@ -197,6 +225,11 @@ ONLINE_BLOCK = 256
           family="shifted", shifted=True, color="#e377c2")
 def online(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
+    return ar.sub(online_lse(ar, x), _pick(x, targets))
+
+
+def online_lse(ar: Arithmetic, x):
+    """The online pass's log-sum-exp m + log s per row (what a fused kernel saves)."""
     n = x.shape[0]
     m = np.full(n, -np.inf)
     s = np.zeros(n)
@@ -208,7 +241,7 @@ def online(x, targets, fmt, accumulator):
             scale_old = np.where(m == -np.inf, 0.0, ar.exp(ar.sub(m, new)))
         s = ar.add(ar.round(s * scale_old), ar.round(sb * ar.exp(ar.sub(mb, new))))
         m = new
-    return ar.sub(ar.add(m, ar.log(s)), _pick(x, targets))
+    return ar.add(m, ar.log(s))
 
 
 @register("torch", "torch.nn.functional.cross_entropy(x, t, reduction='none')",
