@@ -15,8 +15,8 @@ from .analysis.evaluate import evaluate, variants
 from .analysis.evaluate_grad import evaluate_grad, grad_methods
 from .data.inputs import load_logits, validate_batch
 from .errors import InputError, UncertifiedError
-from .numerics.arithmetic import ACCUMULATORS, Arithmetic
 from .numerics import gradients  # noqa: F401  (declares every method's backward)
+from .numerics.arithmetic import ACCUMULATORS, Arithmetic
 from .numerics.formats import FORMATS, Format, get_format, round_to_format
 from .numerics.methods import METHODS, Method, batch_mean, get_method, register
 from .numerics.metrics import aggregate, errors

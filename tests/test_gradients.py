@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from precision_lab import METHODS, evaluate_grad, get_format, grad_methods
-from precision_lab.numerics.gradients import fused, fused_store_first, textbook, torch_grad
 from precision_lab.numerics.grad_metrics import grad_error_columns
+from precision_lab.numerics.gradients import fused, fused_store_first, textbook, torch_grad
 from precision_lab.numerics.methods import gradient_methods
 from precision_lab.truth.grad import reference_grad_dd
 
