@@ -6,15 +6,17 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ..data.inputs import validate_batch
+from ..data.inputs import make_logits, validate_batch
 from ..errors import InputError
 from ..numerics.arithmetic import ACCUMULATORS, OWN
 from ..numerics.formats import FORMATS, get_format
 from ..numerics.grad_metrics import grad_error_columns
 from ..numerics.methods import gradient_methods
 from ..truth.grad import DEFAULT_BITS, reference_grad_dd
+from .cells import cell_rng
 
-__all__ = ["evaluate_grad", "grad_methods"]
+__all__ = ["evaluate_grad", "grad_methods", "grad_cell", "aggregate_grad", "confident_logits",
+           "GRAD_GROUP"]
 
 
 def grad_methods() -> list[str]:
@@ -54,3 +56,54 @@ def evaluate_grad(logits, targets, formats: Iterable[str] = tuple(FORMATS),
                                "reduction": [reduction] * n, **cols})
     return pd.DataFrame({k: np.concatenate([np.asarray(b[k]) for b in blocks])
                          for k in blocks[0]})
+
+
+def confident_logits(rows: int, classes: int, confidence: float, rng: np.random.Generator):
+    """Logits whose target has probability `confidence` (before rounding to a format): the
+    other classes standard normal, the target x_t = log(p / (1 - p)) + log sum_{i != t} e^x_i."""
+    if not 0 < confidence < 1:
+        raise InputError(f"confidence must lie in (0, 1), got {confidence!r}")
+    x = rng.standard_normal((rows, classes))
+    t = rng.integers(0, classes, size=rows)
+    r = np.arange(rows)
+    x[r, t] = -np.inf
+    lse_others = np.log(np.exp(x).sum(axis=1))
+    x[r, t] = np.log(confidence) - np.log1p(-confidence) + lse_others
+    return x, t
+
+
+GRAD_GROUP = ["format", "method", "accumulator", "reduction"]
+
+
+def aggregate_grad(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (format, method, accumulator, reduction): row count, medians and maxima of the
+    errors, outcome counts (never rows dropped: a non-finite entry's error is inf)."""
+    g = df.groupby(GRAD_GROUP, sort=False)
+    out = g.size().rename("count").to_frame()
+    for col in ("target_rel", "entry_rel_median", "norm_rel", "angle"):
+        out[f"{col}_median"] = g[col].median()
+    out["target_rel_max"] = g["target_rel"].max()
+    out["entry_rel_max"] = g["entry_rel_max"].max()
+    out["n_nonfinite"] = g["n_nonfinite"].sum()
+    out["n_flushed"] = g["n_flushed"].sum()
+    out["n_target_sign_error"] = g["target_sign_error"].sum()
+    out["target_truth_median"] = g["truth_target"].median()
+    return out.reset_index()
+
+
+def grad_cell(cell: dict) -> pd.DataFrame:
+    """One sweep cell of the gradient experiments: {kind: "normal" (scale * z) or
+    "confidence", rows, classes, scale or confidence, seed, formats?, reduction?} -> the
+    aggregated errors of every backward, with the cell's parameters as columns."""
+    rng = cell_rng(cell)
+    if cell["kind"] == "confidence":
+        x, t = confident_logits(cell["rows"], cell["classes"], cell["confidence"], rng)
+    else:
+        x, t = make_logits("normal", cell["rows"], cell["classes"], cell["scale"], rng)
+    df = evaluate_grad(x, t, formats=cell.get("formats", tuple(FORMATS)),
+                       reduction=cell.get("reduction", "none"))
+    out = aggregate_grad(df)
+    for k, v in cell.items():
+        if k not in ("formats",):
+            out[k] = v
+    return out
