@@ -22,8 +22,8 @@ import pandas as pd
 
 from precision_lab.analysis.evaluate_grad import grad_cell
 from precision_lab.numerics.formats import FORMATS
-from precision_lab.reporting.figures import caption, formats_in, plt, save_figure
-from precision_lab.reporting.grad_figures import line_panels
+from precision_lab.reporting.figures import formats_in, plt, save_figure
+from precision_lab.reporting.grad_figures import grad_caption, line_panels
 from precision_lab.reporting.tables import write_latex, write_markdown
 
 NAME = "grad_confidence"
@@ -108,7 +108,7 @@ def report(df, config, params, out_dir) -> list[dict]:
     notes = findings_for(ff, float(d["confidence"].max()))
     table = ff.assign(fails_at_p=ff["fails_at_p"].map(lambda v: "never" if v != v else _p(v)))
     cap = (f"First requested p_t at which the median relative error of the gradient's target "
-           f"entry passes 10%. {caption(fmts, config.seed)}")
+           f"entry passes 10%. {grad_caption(fmts, config.seed)}")
     md = out_dir / "summary.md"
     write_markdown(table, md, title="Gradient confidence: the target entry's cancellation",
                    caption=cap)

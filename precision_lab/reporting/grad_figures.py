@@ -7,7 +7,14 @@ import pandas as pd
 
 from .figures import plt, variant_label, variant_style
 
-__all__ = ["line_panels"]
+__all__ = ["line_panels", "grad_caption"]
+
+
+def grad_caption(formats, seed, bits: int = 100) -> str:
+    """The gradient reports' caption: formats, seed and ground-truth precision."""
+    return (f"Formats: {', '.join(formats)}. Seed {seed}. Ground truth: certified gradient "
+            f"(ball arithmetic, proven error bound) of the inputs as rounded into each format, "
+            f"at least {bits} correct bits per entry.")
 
 
 def line_panels(df: pd.DataFrame, x: str, y: str, panel_key: str, panels, series,
