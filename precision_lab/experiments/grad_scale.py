@@ -52,7 +52,7 @@ def findings_for(d: pd.DataFrame) -> list[str]:
             continue
         worst = g.loc[g["norm_rel_median"].idxmax()]
         best = g.loc[g["norm_rel_median"].idxmin()]
-        notes.append(f"{fmt}, C = {cmax}: "
+        notes.append(f"{fmt}, C = {cmax}: the largest finite median norm-wise error is "
                      f"{worst['norm_rel_median']:.2g} (`{worst['method']}`, "
                      f"{worst['accumulator']} sums, s = {worst['scale']:g}), the smallest "
                      f"{best['norm_rel_median']:.2g} (`{best['method']}`, s = {best['scale']:g}).")
