@@ -1,0 +1,49 @@
+"""The gradient experiments on a tiny grid: outputs, and the findings computed from the data."""
+import json
+
+import numpy as np
+import pytest
+
+from precision_lab.experiments import load_experiment
+from precision_lab.runner import RunConfig
+
+TINY = {"grad_confidence": {"digits": [0.30103, 1, 3, 6], "classes": [16], "rows": 2},
+        "grad_scale": {"scales": [1.0, 100.0], "classes": [8, 64], "rows": 2}}
+
+
+@pytest.fixture(scope="module", params=list(TINY))
+def ran(request, tmp_path_factory):
+    name = request.param
+    out = tmp_path_factory.mktemp(name)
+    config = RunConfig(profile="quick", seed=0, out=out, quiet=True, workers=1)
+    mod = load_experiment(name)
+    df = mod.run(config, TINY[name])
+    findings = mod.report(df, config, TINY[name], out)
+    return name, mod, df, findings, out
+
+
+def test_outputs(ran):
+    name, mod, df, findings, out = ran
+    assert findings and all(len(f["text"].split()) <= 60 for f in findings)
+    md = (out / "summary.md").read_text()
+    assert "## Findings" in md and ".png" in md
+    assert all((out / p.name.replace(".png", ".pdf")).is_file() for p in out.glob("*.png"))
+    assert "100 correct bits per entry" in (out / "summary.tex").read_text()
+    assert set(df["format"]) == {"float16", "bfloat16", "float32", "float64"}
+    assert (df["n_nonfinite"] >= 0).all() and (df["count"] == 2).all()
+    json.dumps(findings)
+
+
+def test_confidence_findings_come_from_the_data(ran):
+    name, mod, df, findings, out = ran
+    if name != "grad_confidence":
+        pytest.skip("grad_confidence only")
+    ff = mod.first_failures(df)
+    b = ff[(ff["format"] == "bfloat16") & (ff["accumulator"] == "float32")].set_index("method")
+    # storing the softmax in bfloat16 fails before the fused kernel that subtracts in float32
+    assert b.loc["fused_store_first", "fails_at_p"] < b.loc["online", "fails_at_p"]
+    texts = " ".join(f["text"] for f in findings)
+    assert "bfloat16, C = 16" in texts and "float16, C = 16" in texts
+    p = b.loc["fused_store_first", "fails_at_p"]
+    assert mod._p(p) in texts
+    assert np.isfinite(df["target_rel_median"]).any()
