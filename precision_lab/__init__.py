@@ -3,10 +3,12 @@ measured against a certified arbitrary-precision ground truth.
 
 Layers, bottom to top (a module imports only from layers below it, or its own):
   errors      the exceptions every layer raises
+  running     storage (one atomic writer, locks), provenance (one fingerprint, machine and
+              kernel facts), the grid runner (workers, Dask, checkpoints); no numerics
   data        batches: validation, loading files, synthetic and trained logits
-  numerics    formats, methods (one record each), metrics, error bounds
+  numerics    formats, arithmetic (rounding, accumulators), methods (one record each),
+              metrics, error bounds
   truth       the certified reference (mpmath, the fixed-point engine, arb) and its cache
-  running     storage (one atomic writer, locks), provenance (one fingerprint), the grid runner
   reporting   tables, figures, the reports index (no numerics)
   analysis    evaluate, grid cells, check
   experiments one module per experiment; the runner; the command line

@@ -36,6 +36,8 @@ import numpy as np
 import pandas as pd
 
 from precision_lab.numerics.formats import FORMATS
+from precision_lab.reporting.figures import plt, save_figure
+from precision_lab.reporting.tables import write_latex, write_markdown
 from precision_lab.truth.reference import DEFAULT_BITS, reference_truth
 
 GOAL = 40.0
@@ -139,11 +141,6 @@ def run(config, params) -> pd.DataFrame:
 
 
 def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
-    import matplotlib.pyplot as plt
-
-    from precision_lab.reporting.figures import save_figure
-    from precision_lab.reporting.tables import write_latex, write_markdown
-
     met = int(df["goal_met"].sum())
     missed = df[~df["goal_met"].astype(bool)]
     med = float(df["speedup_vs_mpmath"].median())
