@@ -35,6 +35,7 @@ import hashlib
 import math
 import os
 import tempfile
+from pathlib import Path
 
 import mpmath
 import numpy as np
@@ -43,6 +44,7 @@ from mpmath import mp
 
 from ..data.inputs import validate_batch
 from ..errors import InputError, UncertifiedError
+from ..running.provenance import code_fingerprint
 from .cache import TruthCache, resolve_cache, truth_key
 from .fastref import arbprec
 
@@ -166,8 +168,15 @@ def _dd_row(res: dict, prec: int) -> tuple[list, list, list]:
     return cols, his, los
 
 
+_CODE: list[str] = []
+
+
 def _key(x, t, bits, reduction) -> str:
-    h = hashlib.sha256(GRAD_SALT)
+    """The loss truth's key (inputs, bits, the reference's code) salted with this module's own
+    code and the reduction: a changed gradient engine is never served an older result."""
+    if not _CODE:
+        _CODE.append(code_fingerprint(files=[Path(__file__).resolve()], salt=GRAD_SALT))
+    h = hashlib.sha256(_CODE[0].encode())
     h.update(truth_key(x, t, bits).encode())
     h.update(reduction.encode())
     return h.hexdigest()
