@@ -35,6 +35,7 @@ import hashlib
 import math
 import os
 import tempfile
+from typing import NamedTuple
 from pathlib import Path
 
 import mpmath
@@ -64,8 +65,24 @@ def _check_reduction(reduction: str) -> str:
     return reduction
 
 
+class _Row(NamedTuple):
+    """A row's certified gradient: `cols` (the non-target columns evaluated one by one) take
+    the values `ug[idx]` (one ball per distinct logit value: 16-bit rows repeat values), `gt`
+    is the target entry (None: exactly 0); every other entry is exactly 0."""
+    cols: np.ndarray
+    idx: np.ndarray
+    ug: list
+    gt: object
+
+    def balls(self):
+        return self.ug + ([] if self.gt is None else [self.gt])
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
 def _row(x: np.ndarray, t: int, prec: int, scale, full: bool):
-    """One row at `prec` bits: {column: arb} for the non-zero entries, or "nan".
+    """One row at `prec` bits: a `_Row`, or "nan".
 
     `scale`: None, or the arb 1/N of the mean. `full`: evaluate every entry (else entries
     below DD_FLOOR are only bounded in the sums)."""
@@ -76,39 +93,35 @@ def _row(x: np.ndarray, t: int, prec: int, scale, full: bool):
         return "nan"
     a = float(x[fin].max())
     others = fin[fin != t]
-    out = {}
     if others.size == 0:       # only the target: p_t = 1, gradient 0 (exact)
-        return out
+        return _Row(_EMPTY, _EMPTY, [], None)
     lead = float(x[others].max())
     cut = (prec + 8) * math.log(2) + math.log(x.size) + 1.0
     with np.errstate(over="ignore", invalid="ignore"):
         keep_sum = (x - lead >= -cut) if math.isfinite(lead - cut) else np.ones(x.size, bool)
         keep_own = (x - a >= DD_FLOOR) if math.isfinite(a + DD_FLOOR) else np.ones(x.size, bool)
-    cols = fin if full else fin[keep_sum[fin] | keep_own[fin] | (fin == t)]
-    dropped = int(others.size - np.count_nonzero(cols != t))
-    cl = cols.tolist()
+    cols = others if full else others[keep_sum[others] | keep_own[others]]
+    dropped = int(others.size - cols.size)
+    # Distinct values: one exp each; the sum of the others weights each by its count (exact
+    # integers: no subtraction of the target's term from a total, which would cancel).
+    u, idx, cnt = np.unique(x[cols], return_inverse=True, return_counts=True)
     with arbprec(prec):
         A = arb(a)
-        e = [(arb(v) - A).exp() for v in x[cols].tolist()]
-        et = None
+        eu = [(arb(v) - A).exp() for v in u.tolist()]
         s_other = arb(0)
-        for i, v in zip(cl, e):
-            if i == t:
-                et = v
-            else:
-                s_other += v
+        for v, c in zip(eu, cnt.tolist()):
+            s_other += v * c
         if dropped:
             # Each dropped term is below exp(lead - a) exp(-cut) <= S_t' 2**-(prec+8) / C.
             bound = (arb(lead) - A).exp() * arb(2) ** -(prec + 8)
             s_other = s_other + arb(0, bound.upper())
-        s = s_other if et is None else s_other + et
+        xt = float(x[t])
+        s = s_other if xt == -np.inf else s_other + (arb(xt) - A).exp()
         inv = 1 / s if scale is None else scale / s
-        own = keep_own[cols].tolist()
-        for i, v, k in zip(cl, e, own):
-            if i != t and (full or k):
-                out[i] = v * inv
-        out[t] = -(s_other * inv)
-    return out
+        ug = [v * inv for v in eu]
+        gt = -(s_other * inv)
+    own = np.ones(cols.size, bool) if full else keep_own[cols]
+    return _Row(cols[own], idx.reshape(-1)[own], ug, gt)
 
 
 def _certified_row(x, t, bits, max_prec, scale_n, full, row):
@@ -117,7 +130,7 @@ def _certified_row(x, t, bits, max_prec, scale_n, full, row):
         with arbprec(prec):
             scale = None if scale_n is None else 1 / arb(scale_n)
             res = _row(x, t, prec, scale, full)
-        if res == "nan" or all(v.rel_accuracy_bits() >= bits + 2 for v in res.values()):
+        if res == "nan" or all(v.rel_accuracy_bits() >= bits + 2 for v in res.balls()):
             return res, prec
         if prec >= max_prec:
             raise UncertifiedError(f"row {row}: gradient not certified to {bits} bits at "
@@ -132,9 +145,10 @@ def _rows(logits, targets, reduction, bits, max_prec, full):
                   for r in range(len(t))]
 
 
-def _man_exp(v: arb) -> tuple[int, int]:
+def _to_mpf(v: arb):
+    """The ball's midpoint as an exact mpf."""
     man, ex = v.mid().man_exp()
-    return int(man), int(ex)
+    return mp.make_mpf(mpmath.libmp.from_man_exp(int(man), int(ex)))
 
 
 def reference_grad(logits, targets, reduction: str = "none", bits: int = DEFAULT_BITS,
@@ -151,21 +165,23 @@ def reference_grad(logits, targets, reduction: str = "none", bits: int = DEFAULT
         if res == "nan":
             out[r, :] = mp.nan
             continue
-        for i, v in res.items():
-            out[r, i] = mp.make_mpf(mpmath.libmp.from_man_exp(*_man_exp(v)))
+        vals = np.empty(len(res.ug), dtype=object)
+        vals[:] = [_to_mpf(v) for v in res.ug]
+        out[r, res.cols] = vals[res.idx]
+        if res.gt is not None:
+            out[r, int(t[r])] = _to_mpf(res.gt)
     return out
 
 
-def _dd_row(res: dict, prec: int) -> tuple[list, list, list]:
-    """Columns, hi, lo of a row's certified entries: hi = the midpoint rounded to nearest
-    float64 (python-flint's float() of an arb rounds its midpoint to nearest, ties to even,
-    subnormals included; tests check it against mpmath), lo = the exact rest rounded so."""
-    cols = list(res)
+def _dd(balls: list, prec: int) -> tuple[np.ndarray, np.ndarray]:
+    """hi = each midpoint rounded to nearest float64 (python-flint's float() of an arb rounds
+    its midpoint to nearest, ties to even, subnormals included; tests check it against
+    mpmath), lo = the exact rest rounded so."""
     with arbprec(prec + 64):  # the rest mid - hi is exact at this precision
-        mids = [v.mid() for v in res.values()]
+        mids = [v.mid() for v in balls]
         his = [float(m) for m in mids]
         los = [float(m - h) for m, h in zip(mids, his)]
-    return cols, his, los
+    return np.array(his, dtype=np.float64), np.array(los, dtype=np.float64)
 
 
 _CODE: list[str] = []
@@ -242,9 +258,11 @@ def reference_grad_dd(logits, targets, reduction: str = "none", bits: int = DEFA
         if res == "nan":
             hi[r, :] = np.nan
             continue
-        cols, his, los = _dd_row(res, prec)
-        hi[r, cols] = his
-        lo[r, cols] = los
+        his, los = _dd(res.balls(), prec)
+        m = len(res.ug)
+        hi[r, res.cols], lo[r, res.cols] = his[:m][res.idx], los[:m][res.idx]
+        if res.gt is not None:
+            hi[r, t[r]], lo[r, t[r]] = his[m], los[m]
     if gc is not None:
         gc.save(key, hi, lo)
     return hi, lo
