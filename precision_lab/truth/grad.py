@@ -35,8 +35,8 @@ import hashlib
 import math
 import os
 import tempfile
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 import mpmath
 import numpy as np
