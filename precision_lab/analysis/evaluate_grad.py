@@ -6,17 +6,18 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ..data.inputs import make_logits, validate_batch
+from ..data.inputs import validate_batch
 from ..errors import InputError
 from ..numerics.arithmetic import ACCUMULATORS, OWN
 from ..numerics.formats import FORMATS, get_format
 from ..numerics.grad_metrics import grad_error_columns
 from ..numerics.methods import gradient_methods
 from ..truth.grad import DEFAULT_BITS, reference_grad_dd
-from .cells import cell_rng
+from .cells import cell_logits, cell_rng
+from .evaluate import evaluate
 
 __all__ = ["evaluate_grad", "grad_methods", "grad_cell", "aggregate_grad", "confident_logits",
-           "GRAD_GROUP"]
+           "GRAD_GROUP", "loss_errors"]
 
 
 def grad_methods() -> list[str]:
@@ -51,6 +52,10 @@ def evaluate_grad(logits, targets, formats: Iterable[str] = tuple(FORMATS),
                 g = fn(xr, t, fmt, None if acc == OWN else acc, reduction)
                 cols = grad_error_columns(g, hi, lo, t)
                 n = len(t)
+                # 1 - p_t of the rounded inputs, from the certified target entry (-g_t, times N
+                # for the mean)
+                cols["truth_one_minus_p"] = -cols["truth_target"] * (n if reduction == "mean"
+                                                                     else 1)
                 blocks.append({"format": [fmt.name] * n, "method": [label] * n,
                                "accumulator": [acc] * n, "row": np.arange(n),
                                "reduction": [reduction] * n, **cols})
@@ -87,23 +92,44 @@ def aggregate_grad(df: pd.DataFrame) -> pd.DataFrame:
     out["n_nonfinite"] = g["n_nonfinite"].sum()
     out["n_flushed"] = g["n_flushed"].sum()
     out["n_target_sign_error"] = g["target_sign_error"].sum()
+    out["n_target_over_10pct"] = g["target_rel"].agg(lambda v: int((v > 0.1).sum()))
     out["target_truth_median"] = g["truth_target"].median()
+    out["one_minus_p_median"] = g["truth_one_minus_p"].median()
     return out.reset_index()
 
 
+def loss_errors(x, t, formats, reduction: str) -> pd.DataFrame:
+    """The loss's median relative error per (format, method, accumulator) on the same batch
+    (`evaluate`; the batch mean's error for reduction "mean"), as `loss_rel_err`, for every
+    backward label (a variant takes its forward's)."""
+    table = gradient_methods()
+    df = evaluate(x, t, formats=formats, methods=list(dict.fromkeys(
+        m.name for m, _ in table.values())), mean=reduction == "mean")
+    df = df[df["reduction"] == reduction]
+    med = df.groupby(["format", "method", "accumulator"], sort=False)["rel_err"].median()
+    rows = [{"format": f, "method": label, "accumulator": a, "loss_rel_err": v}
+            for label, (m, _) in table.items()
+            for (f, name, a), v in med.items() if name == m.name]
+    return pd.DataFrame(rows)
+
+
 def grad_cell(cell: dict) -> pd.DataFrame:
-    """One sweep cell of the gradient experiments: {kind: "normal" (scale * z) or
-    "confidence", rows, classes, scale or confidence, seed, formats?, reduction?} -> the
-    aggregated errors of every backward, with the cell's parameters as columns."""
-    rng = cell_rng(cell)
-    if cell["kind"] == "confidence":
-        x, t = confident_logits(cell["rows"], cell["classes"], cell["confidence"], rng)
+    """One sweep cell of the gradient experiments -> the aggregated errors of every backward,
+    with the cell's parameters as columns. The logits: {kind: "confidence", rows, classes,
+    confidence, seed}, or any cell `cells.cell_logits` takes (synthetic or staged); options:
+    formats, reduction ("none"), with_loss (add the loss's median relative error)."""
+    if cell.get("kind") == "confidence":
+        x, t = confident_logits(cell["rows"], cell["classes"], cell["confidence"],
+                                cell_rng(cell))
     else:
-        x, t = make_logits("normal", cell["rows"], cell["classes"], cell["scale"], rng)
-    df = evaluate_grad(x, t, formats=cell.get("formats", tuple(FORMATS)),
-                       reduction=cell.get("reduction", "none"))
-    out = aggregate_grad(df)
+        x, t = cell_logits(cell)
+    formats = cell.get("formats", tuple(FORMATS))
+    reduction = cell.get("reduction", "none")
+    out = aggregate_grad(evaluate_grad(x, t, formats=formats, reduction=reduction))
+    if cell.get("with_loss"):
+        out = out.merge(loss_errors(x, t, formats, reduction),
+                        on=["format", "method", "accumulator"], how="left")
     for k, v in cell.items():
-        if k not in ("formats",):
+        if k not in ("formats", "logits_path"):
             out[k] = v
     return out

@@ -36,8 +36,8 @@ PROFILES = {
 
 
 def run(config, params) -> pd.DataFrame:
-    cells = [{"kind": "normal", "rows": params["rows"], "classes": c, "scale": float(s),
-              "seed": config.seed, "formats": list(FORMATS)}
+    cells = [{"distribution": "normal", "rows": params["rows"], "classes": c, "scale": float(s),
+              "seed": config.seed, "formats": list(FORMATS), "with_loss": True}
              for c in params["classes"] for s in params["scales"]]
     return config.sweep(NAME, cells, fn=grad_cell)
 

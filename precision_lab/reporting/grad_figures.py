@@ -33,7 +33,11 @@ def line_panels(df: pd.DataFrame, x: str, y: str, panel_key: str, panels, series
                         label=variant_label(method, acc), **variant_style(method, acc))
         if hline is not None:
             ax.axhline(hline, color="0.45", linewidth=0.9, linestyle=":")
-        ax.set_xscale(xscale)
+        if xscale == "symlog":  # a log axis that keeps 0 (epoch 0), nothing left of it
+            ax.set_xscale("symlog", linthresh=1)
+            ax.set_xlim(left=0)
+        else:
+            ax.set_xscale(xscale)
         ax.set_yscale("log")
         ax.set_title(p if panel_key == "format" else f"{panel_key} = {p}", fontsize=10)
         ax.set_xlabel(xlabel)
