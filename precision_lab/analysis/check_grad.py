@@ -10,7 +10,7 @@ rounded into the format (reduction "mean" or "none" to match). The battery is th
 entry p_t - 1 cancels).
 
 Error of a row (`row_errors`), in units of what correct rounding into the format may cost: the
-larger of ||g_hat - g|| / (u ||g|| + sqrt(C) s / 2) and |g_hat_t - g_t| / (u |g_t| + s / 2), u the
+larger of ||g_hat - g|| / (u ||g|| + sqrt(C) s) and |g_hat_t - g_t| / (u |g_t| + s), u the
 unit roundoff and s the least subnormal (entries below the format's range cost nothing); a
 correctly rounded gradient scores at most 1. A non-finite entry, a missing gradient or an
 exception counts as infinite. Reported as the loss check's
@@ -83,9 +83,9 @@ def _user_grad(fn, xr, t, fmt: Format, device) -> tuple[np.ndarray, str]:
 
 def row_errors(g, hi, lo, t, fmt: Format) -> np.ndarray:
     """Per row, the error in units of what correct rounding into `fmt` may cost: the larger of
-    ||g_hat - g|| / (u ||g|| + sqrt(C) s/2) and |g_hat_t - g_t| / (u |g_t| + s/2), s the
-    format's least subnormal (a correctly rounded gradient scores at most 1); inf where a
-    computed entry is not finite."""
+    ||g_hat - g|| / (u ||g|| + sqrt(C) s) and |g_hat_t - g_t| / (u |g_t| + s), s the
+    format's least subnormal (a correctly rounded gradient scores at most 1; s, not s/2,
+    which is 0 in float64); inf where a computed entry is not finite."""
     g = np.asarray(g, dtype=np.float64)
     hi = np.asarray(hi, dtype=np.float64)
     lo = np.asarray(lo, dtype=np.float64)
@@ -94,8 +94,8 @@ def row_errors(g, hi, lo, t, fmt: Format) -> np.ndarray:
     with np.errstate(invalid="ignore", over="ignore"):
         diff = (g - hi) - lo
         norm = np.linalg.norm(diff, axis=1) / (u * np.linalg.norm(hi, axis=1)
-                                               + math.sqrt(g.shape[1]) * s / 2)
-        target = np.abs(diff[r, t]) / (u * np.abs(hi[r, t]) + s / 2)
+                                               + math.sqrt(g.shape[1]) * s)
+        target = np.abs(diff[r, t]) / (u * np.abs(hi[r, t]) + s)
     e = np.maximum(norm, target)
     return np.where(np.isfinite(g).all(axis=1) & np.isfinite(e), e, np.inf)
 
