@@ -26,11 +26,9 @@ from precision_lab.reporting.figures import formats_in, plt, save_figure
 from precision_lab.reporting.grad_figures import grad_caption, line_panels
 from precision_lab.reporting.tables import write_latex, write_markdown
 
-NAME = "grad_confidence"
-LEVEL = 0.1  # "fails": median relative error of the target entry above 10%
-# The series drawn (at most 6 per panel): one backward of each kind.
-SERIES = ("softmax_log", "logsumexp", "log1p", "online", "fused_store_first", "torch")
+from ._grad_common import LEVEL, series_in
 
+NAME = "grad_confidence"
 PROFILES = {
     "quick": {"digits": [0.30103, 1, 2, 3, 4, 6, 9], "classes": [32], "rows": 4},
     "full": {"digits": [0.30103] + [k / 2 for k in range(2, 19)], "classes": [32, 1024],
@@ -49,16 +47,6 @@ def run(config, params) -> pd.DataFrame:
              for c in params["classes"] for p in confidences(params)]
     df = config.sweep(NAME, cells, fn=grad_cell)
     return df.assign(one_minus_p=1 - df["confidence"])
-
-
-def series_in(d: pd.DataFrame, fmt: str) -> list[tuple[str, str]]:
-    """(method, accumulator) drawn for `fmt`: float32 sums where the method has them."""
-    out = []
-    for m in SERIES:
-        accs = list(d[(d["format"] == fmt) & (d["method"] == m)]["accumulator"].unique())
-        if accs:
-            out.append((m, "float32" if "float32" in accs else accs[0]))
-    return out
 
 
 def first_failures(d: pd.DataFrame) -> pd.DataFrame:

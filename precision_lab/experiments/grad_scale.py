@@ -24,7 +24,7 @@ from precision_lab.reporting.figures import error_pivot, formats_in, plt, save_f
 from precision_lab.reporting.grad_figures import grad_caption, line_panels
 from precision_lab.reporting.tables import write_latex, write_markdown
 
-from .grad_confidence import series_in
+from ._grad_common import loss_vs_grad_notes, series_in
 
 NAME = "grad_scale"
 
@@ -79,7 +79,7 @@ def report(df, config, params, out_dir) -> list[dict]:
     table = error_pivot(d[d["classes"] == cmax].assign(rel_err_median=d["norm_rel_median"],
                                                        nonfinite_frac=0.0),
                         "scale", sorted(d["scale"].unique()), lambda s: f"s = {s:g}")
-    notes = findings_for(d)
+    notes = findings_for(d) + loss_vs_grad_notes(d, "scale x C", "norm_rel_median")
     cap = (f"Median norm-wise relative error of the gradient at C = {cmax}. "
            f"{grad_caption(fmts, config.seed)}")
     md = out_dir / "summary.md"

@@ -27,10 +27,9 @@ from precision_lab.reporting.figures import formats_in, plt, save_figure
 from precision_lab.reporting.grad_figures import grad_caption, line_panels
 from precision_lab.reporting.tables import write_latex, write_markdown
 
-from .grad_confidence import LEVEL, series_in
+from ._grad_common import LEVEL, loss_vs_grad_notes, series_in
 
 NAME = "grad_training"
-LOSS_OK = 0.01  # a loss "within 1%": median relative error at most this
 
 PROFILES = {
     "quick": {"epochs": [0, 10, 100], "hidden": 64, "lr": 1e-2},
@@ -64,19 +63,6 @@ def target_notes(d: pd.DataFrame) -> list[str]:
     return notes
 
 
-def loss_vs_grad_notes(d: pd.DataFrame) -> list[str]:
-    """Whether an accurate loss means an accurate target gradient, counted over the
-    (cell, method, accumulator) pairs of each 16-bit format."""
-    notes = []
-    for fmt in [f for f in ("bfloat16", "float16") if f in set(d["format"])]:
-        g = d[d["format"] == fmt]
-        ok = g[g["loss_rel_err"] <= LOSS_OK]
-        bad = ok[ok["target_rel_median"] > LEVEL]
-        notes.append(f"{fmt}: {len(bad)} of the {len(ok)} cases (epoch, backward) whose loss is "
-                     f"within 1% have a median target-entry gradient error above 10%.")
-    return notes
-
-
 def report(df, config, params, out_dir) -> list[dict]:
     fmts = formats_in(df)
     fig = line_panels(df, "epoch", "target_rel_median", "format", fmts,
@@ -86,7 +72,7 @@ def report(df, config, params, out_dir) -> list[dict]:
                       xscale="symlog", hline=LEVEL)
     save_figure(fig, out_dir, "training")
     plt.close(fig)
-    notes = target_notes(df) + loss_vs_grad_notes(df)
+    notes = target_notes(df) + loss_vs_grad_notes(df, "epoch")
     cols = ["epoch", "format", "method", "accumulator", "one_minus_p_median",
             "loss_rel_err", "target_rel_median", "norm_rel_median", "n_target_over_10pct"]
     table = df[df["format"].isin(["bfloat16", "float16"])][cols]
