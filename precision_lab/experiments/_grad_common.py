@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["LEVEL", "LOSS_OK", "SERIES", "series_in", "loss_vs_grad_notes"]
+from precision_lab.numerics.formats import get_format
+
+__all__ = ["LEVEL", "LOSS_OK", "SERIES", "series_in", "loss_vs_grad_notes", "floors"]
 
 LEVEL = 0.1     # a gradient "fails": median relative error above 10%
 LOSS_OK = 0.01  # a loss "within 1%": median relative error at most this
 # The series drawn (at most 6 per panel): one backward of each kind.
 SERIES = ("softmax_log", "logsumexp", "log1p", "online", "fused_store_first", "torch")
+
+
+def floors(fmts) -> dict[str, float]:
+    """Where each format's panel draws errors below u/100 (exact ones included)."""
+    return {f: get_format(f).unit_roundoff / 100 for f in fmts}
 
 
 def series_in(d: pd.DataFrame, fmt: str) -> list[tuple[str, str]]:

@@ -26,7 +26,7 @@ from precision_lab.reporting.figures import formats_in, plt, save_figure
 from precision_lab.reporting.grad_figures import grad_caption, line_panels
 from precision_lab.reporting.tables import write_latex, write_markdown
 
-from ._grad_common import LEVEL, series_in
+from ._grad_common import LEVEL, floors, series_in
 
 NAME = "grad_confidence"
 PROFILES = {
@@ -89,7 +89,8 @@ def report(df, config, params, out_dir) -> list[dict]:
         fig = line_panels(dc, "one_minus_p", "target_rel_median", "format", fmts,
                           {f: series_in(dc, f) for f in fmts}, "1 - p_t (requested)",
                           "median rel. error, target entry",
-                          f"Target entry of dL/dx against confidence (C = {c})", hline=LEVEL)
+                          f"Target entry of dL/dx against confidence (C = {c})", hline=LEVEL,
+                          floor=floors(fmts))
         save_figure(fig, out_dir, f"confidence_C{c}")
         plt.close(fig)
     ff = first_failures(d)

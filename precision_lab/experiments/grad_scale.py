@@ -24,7 +24,7 @@ from precision_lab.reporting.figures import error_pivot, formats_in, plt, save_f
 from precision_lab.reporting.grad_figures import grad_caption, line_panels
 from precision_lab.reporting.tables import write_latex, write_markdown
 
-from ._grad_common import loss_vs_grad_notes, series_in
+from ._grad_common import floors, loss_vs_grad_notes, series_in
 
 NAME = "grad_scale"
 
@@ -72,7 +72,8 @@ def report(df, config, params, out_dir) -> list[dict]:
         fig = line_panels(dc, "scale", "norm_rel_median", "format", fmts,
                           {f: series_in(dc, f) for f in fmts}, "logit scale s",
                           "median ||g_hat - g|| / ||g||",
-                          f"Norm-wise error of dL/dx against logit scale (C = {c})")
+                          f"Norm-wise error of dL/dx against logit scale (C = {c})",
+                          floor=floors(fmts))
         save_figure(fig, out_dir, f"scale_C{c}")
         plt.close(fig)
     cmax = int(d["classes"].max())

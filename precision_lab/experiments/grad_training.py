@@ -27,7 +27,7 @@ from precision_lab.reporting.figures import formats_in, plt, save_figure
 from precision_lab.reporting.grad_figures import grad_caption, line_panels
 from precision_lab.reporting.tables import write_latex, write_markdown
 
-from ._grad_common import LEVEL, loss_vs_grad_notes, series_in
+from ._grad_common import LEVEL, floors, loss_vs_grad_notes, series_in
 
 NAME = "grad_training"
 
@@ -69,7 +69,7 @@ def report(df, config, params, out_dir) -> list[dict]:
                       {f: series_in(df, f) for f in fmts}, "epoch",
                       "median rel. error, target entry",
                       "Target entry of the batch-mean gradient during training (digits MLP)",
-                      xscale="symlog", hline=LEVEL)
+                      xscale="symlog", hline=LEVEL, floor=floors(fmts))
     save_figure(fig, out_dir, "training")
     plt.close(fig)
     notes = target_notes(df) + loss_vs_grad_notes(df, "epoch")

@@ -19,17 +19,18 @@ def grad_caption(formats, seed, bits: int = 100) -> str:
 
 def line_panels(df: pd.DataFrame, x: str, y: str, panel_key: str, panels, series,
                 xlabel: str, ylabel: str, title: str, xscale: str = "log",
-                hline: float | None = None, floor: float = 1e-10):
+                hline: float | None = None, floor=1e-10):
     """A row of panels (one per value of `panel_key`) with a line per (method, accumulator)
-    in `series` (a list, or {panel: list}); y values below `floor` (exact ones included) drawn at `floor`."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False,
-                             sharey=True)
+    in `series` (a list, or {panel: list}); y values below `floor` (a number or {panel: number};
+    exact ones included) drawn at it."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
     for ax, p in zip(axes[0], panels):
         d = df[df[panel_key] == p]
         for method, acc in (series[p] if isinstance(series, dict) else series):
             s = d[(d["method"] == method) & (d["accumulator"] == acc)].sort_values(x)
             if len(s):
-                ax.plot(s[x], np.maximum(s[y].to_numpy(dtype=float), floor),
+                lo = floor[p] if isinstance(floor, dict) else floor
+                ax.plot(s[x], np.maximum(s[y].to_numpy(dtype=float), lo),
                         label=variant_label(method, acc), **variant_style(method, acc))
         if hline is not None:
             ax.axhline(hline, color="0.45", linewidth=0.9, linestyle=":")
