@@ -4,9 +4,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from precision_lab import get_format
+from precision_lab import InputError, get_format
 from precision_lab.analysis.check_grad import check_grad, row_errors
 from precision_lab.examples import grad_careful, grad_store_first
 from precision_lab.truth.grad import reference_grad_dd
@@ -34,13 +35,30 @@ def test_correct_rounding_scores_at_most_one():
     assert (row_errors(np.full_like(hi, np.nan), hi, lo, t, fmt) == np.inf).all()
 
 
-def test_missing_gradient_and_bad_shape_fail_not_crash():
+def test_not_differentiable_is_input_error():
     def detached(x, t):
         return torch.nn.functional.cross_entropy(x.detach().requires_grad_(True), t)
 
-    res = check_grad(detached, formats=["float32"], baselines=False)
-    assert not res.passed
-    assert res.details["error"].str.contains("no gradient").all()
+    def numpy_fn(x, t):
+        return np.zeros(len(t))
+
+    with pytest.raises(InputError, match="no gradient reached the logits"):
+        check_grad(detached, formats=["float32"])
+    with pytest.raises(InputError, match="not a torch tensor"):
+        check_grad(numpy_fn, formats=["float32"])
+
+
+def test_an_exception_in_one_format_is_a_failure_not_a_crash():
+    def no_half(x, t):
+        if x.dtype == torch.float16:
+            raise RuntimeError("no float16 kernel")
+        return torch.nn.functional.cross_entropy(x.double(), t, reduction="none")
+
+    res = check_grad(no_half, formats=["float16", "float32"], baselines=False)
+    v = res.verdict.set_index("format")["verdict"]
+    assert v["float16"] == "FAIL" and not res.passed
+    assert res.details[res.details["format"] == "float16"]["error"].str.contains(
+        "no float16 kernel").all()
 
 
 def test_cli_exit_codes():

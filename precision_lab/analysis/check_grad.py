@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..errors import InputError
 from ..numerics.formats import FORMATS, Format, get_format
 from ..numerics.gradients import torch_grad
 from ..reporting.tables import write_csv
@@ -81,6 +82,19 @@ def _user_grad(fn, xr, t, fmt: Format, device) -> tuple[np.ndarray, str]:
     return x.grad.detach().to("cpu", torch.float64).numpy(), reduction
 
 
+def detect_grad(fn) -> None:
+    """InputError unless `fn` takes torch tensors and its loss back-propagates to the logits
+    (the loss check's `detect`, for --grad)."""
+    rng = np.random.default_rng(12345)
+    x, t = rng.standard_normal((5, 4)), rng.integers(0, 4, size=5)
+    try:
+        _user_grad(fn, x, t, get_format("float32"), "cpu")
+    except _Failed as exc:
+        raise InputError(f"check --grad needs a torch function (logits, targets) -> loss whose "
+                         f"autograd reaches the logits; on a float32 tensor it failed: {exc}"
+                         ) from None
+
+
 def row_errors(g, hi, lo, t, fmt: Format) -> np.ndarray:
     """Per row, the error in units of what correct rounding into `fmt` may cost: the larger of
     ||g_hat - g|| / (u ||g|| + sqrt(C) s) and |g_hat_t - g_t| / (u |g_t| + s), s the
@@ -106,6 +120,7 @@ def check_grad(fn: Callable, name: str | None = None, formats: Iterable[str] = t
     """Run autograd of `fn(logits, targets)` over the gradient battery in each format."""
     name = name or getattr(fn, "__module__", "") + ":" + getattr(fn, "__qualname__", repr(fn))
     fmts = [get_format(f) for f in formats]
+    detect_grad(fn)
     impls = [name] + (["torch"] if baselines else [])
     rows, reductions = [], set()
     for fmt in fmts:
