@@ -4,6 +4,8 @@ import math
 import mpmath
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mpmath import mp
 from tolerances import CHECK_PREC, GRAD_BITS, GRAD_DD_REL
 
@@ -151,3 +153,19 @@ def test_uncertified_at_cap_raises():
         reference_grad(np.array([[1e300, 0.0, 1.0]]), np.array([1]), max_prec=64)
     assert math.isfinite(float(reference_grad(np.array([[1e300, 0.0, 1.0]]),
                                               np.array([0]))[0, 1]))
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.one_of(st.floats(-800, 800), st.just(-np.inf)), min_size=1, max_size=6),
+       st.integers(0, 5), st.sampled_from(["none", "mean"]))
+def test_random_rows_against_the_definition(row, t, reduction):
+    t = t % len(row)
+    x = np.array([row, row[::-1]])
+    targets = np.array([t, len(row) - 1 - t])
+    g = reference_grad(x, targets, reduction=reduction)
+    n = 2 if reduction == "mean" else 1
+    for r in range(2):
+        if np.isfinite(x[r]).any():
+            assert_entries(g[r], direct(x[r], targets[r], n=n))
+        else:
+            assert all(mp.isnan(v) for v in g[r])

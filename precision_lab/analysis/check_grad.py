@@ -76,7 +76,8 @@ def _user_grad(fn, xr, t, fmt: Format, device) -> tuple[np.ndarray, str]:
     except _Failed:
         raise
     except Exception as exc:
-        raise _Failed(f"{type(exc).__name__}: {exc}") from None
+        first = (str(exc).splitlines() or [""])[0]  # one line (torch's messages run on)
+        raise _Failed(f"{type(exc).__name__}: {first}") from None
     if x.grad is None:
         raise _Failed("no gradient reached the logits (is the loss built from them?)")
     return x.grad.detach().to("cpu", torch.float64).numpy(), reduction
