@@ -12,19 +12,26 @@ TINY = {"grad_confidence": {"digits": [0.30103, 1, 3, 6], "classes": [16], "rows
         "grad_training": {"epochs": [0, 30], "hidden": 16, "lr": 1e-2}}
 
 
-@pytest.fixture(scope="module", params=list(TINY))
-def ran(request, tmp_path_factory):
-    name = request.param
-    out = tmp_path_factory.mktemp(name)
-    config = RunConfig(profile="quick", seed=0, out=out, quiet=True, workers=1)
-    mod = load_experiment(name)
-    df = mod.run(config, TINY[name])
-    findings = mod.report(df, config, TINY[name], out)
-    return name, mod, df, findings, out
+_RUNS = {}
 
 
-def test_outputs(ran):
-    name, mod, df, findings, out = ran
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Each experiment run once on its tiny grid: {name: (module, df, findings, out)}."""
+    def get(name):
+        if name not in _RUNS:
+            out = tmp_path_factory.mktemp(name)
+            config = RunConfig(profile="quick", seed=0, out=out, quiet=True, workers=1)
+            mod = load_experiment(name)
+            df = mod.run(config, TINY[name])
+            _RUNS[name] = (mod, df, mod.report(df, config, TINY[name], out), out)
+        return _RUNS[name]
+    return get
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_outputs(runs, name):
+    mod, df, findings, out = runs(name)
     assert findings and all(len(f["text"].split()) <= 60 for f in findings)
     md = (out / "summary.md").read_text()
     assert "## Findings" in md and ".png" in md
@@ -36,10 +43,8 @@ def test_outputs(ran):
     json.dumps(findings)
 
 
-def test_confidence_findings_come_from_the_data(ran):
-    name, mod, df, findings, out = ran
-    if name != "grad_confidence":
-        pytest.skip("grad_confidence only")
+def test_confidence_findings_come_from_the_data(runs):
+    mod, df, findings, out = runs("grad_confidence")
     ff = mod.first_failures(df)
     b = ff[(ff["format"] == "bfloat16") & (ff["accumulator"] == "float32")].set_index("method")
     # storing the softmax in bfloat16 fails before the fused kernel that subtracts in float32
@@ -51,10 +56,8 @@ def test_confidence_findings_come_from_the_data(ran):
     assert np.isfinite(df["target_rel_median"]).any()
 
 
-def test_training_counts_rows_and_compares_the_loss(ran):
-    name, mod, df, findings, out = ran
-    if name != "grad_training":
-        pytest.skip("grad_training only")
+def test_training_counts_rows_and_compares_the_loss(runs):
+    mod, df, findings, out = runs("grad_training")
     assert set(df["epoch"]) == {0, 30} and df["loss_rel_err"].notna().all()
     assert (df["reduction"] == "mean").all()
     texts = [f["text"] for f in findings]
