@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mpmath import mp
+from tolerances import OPTIONS_CHECK_PREC, REFERENCE_BITS, TORCH_F64_REL
 
 from precision_lab import InputError, reference_loss, reference_mean
 from precision_lab.numerics.options import LossOptions, check_batch
 from precision_lab.truth.options import certified_option_losses
-from tolerances import OPTIONS_CHECK_PREC, REFERENCE_BITS, TORCH_F64_REL
 
 
 def torch_f64(x, targets, o: LossOptions):

@@ -113,7 +113,7 @@ class LossOptions:
             except (TypeError, ValueError) as exc:
                 raise InputError(f"weight must be a 1-D array of real numbers: {exc}") from None
             if w.ndim != 1 or w.size == 0:
-                raise InputError(f"weight must be 1-D with one entry per class, got shape {w.shape}")
+                raise InputError(f"weight must be 1-D, one entry per class; got shape {w.shape}")
             if not np.isfinite(w).all():
                 raise InputError("weight must be finite numbers")
             object.__setattr__(self, "weight", tuple(w.tolist()))
@@ -189,7 +189,8 @@ def check_batch(logits, targets, options: LossOptions) -> tuple[np.ndarray, np.n
             raise InputError("probability targets must be finite and >= 0")
         return np.ascontiguousarray(x), np.ascontiguousarray(p)
     if t.ndim != 1 or len(t) != n:
-        hint = " (for (N, C) probability targets pass probabilities=True)" if t.shape == x.shape else ""
+        hint = (" (for (N, C) probability targets pass probabilities=True)"
+                if t.shape == x.shape else "")
         raise InputError(f"targets must be {n} class indices, got shape {t.shape}{hint}")
     if t.dtype == np.bool_ or not (np.issubdtype(t.dtype, np.integer) or
                                    np.issubdtype(t.dtype, np.floating)):
