@@ -96,7 +96,7 @@ def evaluate_options(logits, targets, options: LossOptions,
                 rows = m(xr, tr, fmt, acc, options=o)
                 blocks.append(_block(fmt, m.name, acc, "none", np.arange(len(t)), rows, hi, lo))
                 if mean:
-                    v = m.loss(xr, tr, fmt, acc, o, red)
+                    v = m.reduce(rows, fmt, acc, xr, tr, o, red)
                     blocks.append(_block(fmt, m.name, acc, red, np.array([-1]), np.array([v]),
                                          bhi, blo))
     df = pd.DataFrame({k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]})

@@ -23,7 +23,7 @@ from ..data.inputs import validate_batch
 from ..errors import InputError
 from .arithmetic import ACCUMULATORS, OWN, WORKING, Arithmetic, accumulators_for
 from .formats import get_format
-from .optioned import Terms, options_forward, torch_options
+from .optioned import Terms, options_forward, reduce_rows, torch_options
 from .options import OPTION_NAMES, LossOptions, check_batch, require_supported
 
 __all__ = ["Method", "METHODS", "FAMILIES", "ACCUMULATORS", "register", "get_method",
@@ -87,10 +87,20 @@ class Method:
         `mean_fn` on the batch, or a sequential sum of the per-row `losses` then one division.
         With `options`: their "mean" of the batch (`x`, `targets`), weighted as torch does."""
         if options is not None:
-            return self.loss(x, targets, fmt, accumulator, options, "mean")
+            return self.reduce(losses, fmt, accumulator, x, targets, options, "mean")
         if self.mean_fn is not None:
             return float(self.mean_fn(x, targets, get_format(fmt)))
         return batch_mean(losses, fmt, WORKING if accumulator == OWN else accumulator)
+
+    def reduce(self, losses, fmt, accumulator, x, targets, options: LossOptions,
+               reduction: str) -> float:
+        """"sum" or "mean" under `options` of this method's per-row `losses` of the batch
+        (`x`, `targets`); a method with its own reduction (torch) reduces the batch itself."""
+        if self.own_reduction or losses is None:
+            return self.loss(x, targets, fmt, accumulator, options, reduction)
+        options = LossOptions() if options is None else options
+        _, targets = check_batch(x, targets, options)
+        return reduce_rows(losses, targets, get_format(fmt), accumulator, options, reduction)
 
 
 METHODS: dict[str, Method] = {}

@@ -34,7 +34,7 @@ import torch
 from .arithmetic import OWN, WORKING, Arithmetic
 from .options import LossOptions
 
-__all__ = ["Terms", "options_forward", "torch_options", "softcap_logits"]
+__all__ = ["Terms", "options_forward", "reduce_rows", "torch_options", "softcap_logits"]
 
 
 class Terms(NamedTuple):
@@ -93,13 +93,27 @@ def options_forward(terms_fn: Callable, x, targets, fmt, accumulator: str,
     loss = np.where(keep, loss, 0.0)
     if reduction == "none":
         return loss
-    total = ar.sum(loss[None, :])[0]
+    return reduce_rows(loss, targets, fmt, accumulator, options, reduction)
+
+
+def reduce_rows(losses, targets, fmt, accumulator: str, options: LossOptions,
+                reduction: str) -> float:
+    """"sum" or "mean" of per-row losses under `options` (both reductions are functions of
+    the rows: the mean is their sum over D, as torch 2.13 forms it for every option)."""
+    ar = Arithmetic(fmt, WORKING if accumulator == OWN else accumulator)
+    losses = np.asarray(losses, dtype=np.float64)
+    total = ar.sum(losses[None, :])[0]
     if reduction == "sum":
         return float(total)
-    if options.probabilities or w is None:
-        den = float(np.count_nonzero(keep))
+    if options.probabilities:
+        den = float(len(losses))
     else:
-        den = ar.sum(np.where(keep, wt, 0.0)[None, :])[0]
+        keep = targets != options.ignore_index
+        if options.weight is None:
+            den = float(np.count_nonzero(keep))
+        else:
+            wt = ar.round(options.weight_array)[np.where(keep, targets, 0)]
+            den = ar.sum(np.where(keep, wt, 0.0)[None, :])[0]
     return float(ar.div(total, den))
 
 

@@ -9,7 +9,8 @@ evaluations merely agreeing.
 
 Per kept row, with y the (soft-capped) logits and k one argmax (tanh is increasing, so the
 argmax of x), everything is a sum of non-negative terms when the weights and targets are:
-  d_c   = y_k - y_c >= 0                (exact for float logits at the working precision)
+  d_c   = y_k - y_c >= 0                (exact for float logits at the working precision;
+                                         computed once per distinct logit value)
   T     = sum_{c != k} exp(-d_c)        (terms below 2**-(P + 10) / C of the largest are
                                          dropped, their total added to the radius)
   log S = log1p(T) = lse - y_k >= 0     (no cancellation against the argmax's 1)
@@ -105,61 +106,55 @@ def arb_to_mpf(v):
 
 
 def _row(x: np.ndarray, target, w: np.ndarray | None, opt: LossOptions, prec: int):
-    """One kept row's loss (reduction "none") as a ball or an IEEE special."""
+    """One kept row's loss (reduction "none") as a ball or an IEEE special.
+
+    Works on the row's distinct values (a float16 or bfloat16 row of 262144 logits has a few
+    thousand): each one's ball and exp once, times its count."""
     c = x.size
     if np.isnan(x).any() or (opt.softcap is None and (x == np.inf).any()):
         return math.nan
     eps, probs = opt.label_smoothing, opt.probabilities
-    if opt.softcap is not None:
-        cap = arb(opt.softcap)
-        xs = x
-        ys = [cap if v == math.inf else -cap if v == -math.inf else cap * (arb(v) / cap).tanh()
-              for v in xs.tolist()]
-        yf = opt.softcap * np.tanh(xs / opt.softcap)     # float estimates, for pruning only
-        live = np.ones(c, dtype=bool)
-    else:
-        live = x != -np.inf
-        yf = x
-        ys = None
+    live = np.ones(c, dtype=bool) if opt.softcap is not None else x != -np.inf
     if not live.any():
         return math.nan                                  # every class masked: -inf - -inf
-    idx = np.flatnonzero(live)
-    k = int(idx[np.argmax(x[idx])])
-    yk = ys[k] if ys is not None else arb(float(x[k]))
-
-    def y(i):
-        return ys[i] if ys is not None else arb(float(x[i]))
-
-    with np.errstate(invalid="ignore", over="ignore"):
-        dest = yf[k] - yf                                # float estimates of d_c
+    vals, inv, cnt = np.unique(x[live], return_inverse=True, return_counts=True)
+    if opt.softcap is not None:
+        cap = arb(opt.softcap)
+        yu = [cap if v == math.inf else -cap if v == -math.inf else cap * (arb(v) / cap).tanh()
+              for v in vals.tolist()]
+        with np.errstate(invalid="ignore"):
+            yf = opt.softcap * np.tanh(vals / opt.softcap)   # float estimates, for pruning
+    else:
+        yu = [arb(v) for v in vals.tolist()]
+        yf = vals
+    yk = yu[-1]                                          # the maximum (tanh is increasing)
+    du = [yk - v for v in yu[:-1]] + [arb(0)]            # d = y_k - y >= 0 per value
+    with np.errstate(over="ignore", invalid="ignore"):
+        dest = yf[-1] - yf
     cutoff = (prec + 10) * LOG2 + math.log(max(c, 2)) + 2.0
-    near = live & (dest <= cutoff)
-    near[k] = False
-    far = int(np.count_nonzero(live & ~near)) - 1        # the argmax is not a term of T
-    t_sum = arb(0)
-    for i in np.flatnonzero(near).tolist():
-        t_sum += (y(i) - yk).exp()
+    near = dest <= cutoff
+    near[-1] = False
+    t_sum = arb(int(cnt[-1]) - 1)                        # the other copies of the maximum
+    for j in np.flatnonzero(near).tolist():
+        t_sum += int(cnt[j]) * (-du[j]).exp()
+    far = int(cnt[~near].sum()) - int(cnt[-1])
     if far > 0:
         r = arb(far) * arb(-cutoff + 1.0).exp()        # each dropped term < exp(-cutoff + 1)
         t_sum += arb(r.upper() / 2, r.upper() / 2)
     log_s = t_sum.log1p()
     lse = yk + log_s
-    d = {}
-
-    def dd(i):
-        if i not in d:
-            d[i] = arb(0) if i == k else yk - y(i)
-        return d[i]
-
-    live_idx = idx.tolist() if ys is None else range(c)
     masked = np.flatnonzero(~live)
+    col = np.full(c, -1, dtype=np.int64)
+    col[live] = inv                                      # class -> index of its value
     if probs:
-        q = [(1 - arb(eps)) * arb(float(p)) + arb(eps) / c for p in target.tolist()]
-        wq = q if w is None else [arb(float(wi)) * qi for wi, qi in zip(w.tolist(), q)]
+        one_m, share = 1 - arb(eps), arb(eps) / c
         s_d, s_w = arb(0), arb(0)
-        for i in live_idx:
-            s_d += wq[i] * dd(i)
-            s_w += wq[i]
+        wl = None if w is None else w.tolist()
+        for i in np.flatnonzero(live).tolist():
+            q = one_m * arb(float(target[i])) + share
+            wq = q if wl is None else arb(wl[i]) * q
+            s_d += wq * du[col[i]]
+            s_w += wq
         loss = s_d + s_w * log_s
         if masked.size:
             qs = np.where((target[masked] == 0) & (eps == 0), 0.0, 1.0)
@@ -171,14 +166,21 @@ def _row(x: np.ndarray, target, w: np.ndarray | None, opt: LossOptions, prec: in
         return loss
     t = int(target)
     wt = arb(1) if w is None else arb(float(w[t]))
-    nlp_t = math.inf if not live[t] else dd(t) + log_s
+    nlp_t = math.inf if not live[t] else du[col[t]] + log_s
     loss = _mul(wt, nlp_t)
     if eps > 0:
-        s_d, s_w = arb(0), arb(0)
-        for i in live_idx:
-            wi = arb(1) if w is None else arb(float(w[i]))
-            s_d += wi * dd(i)
-            s_w += wi
+        if w is None:
+            s_d = arb(0)
+            for j in range(len(vals) - 1):
+                s_d += int(cnt[j]) * du[j]
+            s_w = arb(int(live.sum()))
+        else:
+            s_d, s_w = arb(0), arb(0)
+            wl = w.tolist()
+            for i in np.flatnonzero(live).tolist():
+                wi = arb(wl[i])
+                s_d += wi * du[col[i]]
+                s_w += wi
         smooth = s_d + s_w * log_s
         if masked.size:
             ws = np.ones(masked.size) if w is None else w[masked]
