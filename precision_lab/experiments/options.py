@@ -81,7 +81,7 @@ CASES = [
     ("zero_weights", {"weight": "pm1", "label_smoothing": 0.1}),
     ("offset_logits", {"label_smoothing": 0.1}),
 ]
-OFFSET = 100.0
+OFFSET = 1000.0
 
 
 def _options(spec: dict, classes: int) -> LossOptions:
@@ -198,28 +198,28 @@ def _variant(m: str, a: str) -> str:
 
 
 def smoothing_overflow_notes(d: pd.DataFrame) -> list[str]:
-    """float16 at s = 1: from which class count the smoothed loss is inf with float32 sums
-    (and torch), and what float16 sums give instead."""
+    """float16 at s = 1: from which class count `logsumexp`'s smoothed loss is inf with each
+    accumulator (and torch's), or how wrong it is where it stalls instead."""
     notes = []
     g0 = _sel(d, kind="sweep", option="label_smoothing", scale=1.0, format="float16",
               reduction="none")
     for eps, g in g0.groupby("value"):
-        over, stall = [], []
-        for (m, a), h in g[g["method"].isin(["logsumexp", "online", "torch"])].groupby(
+        parts = []
+        for (m, a), h in g[g["method"].isin(["logsumexp", "torch"])].groupby(
                 ["method", "accumulator"], sort=False):
             h = h.sort_values("classes")
             bad = h[h["spurious_nonfinite_frac"] > 0]
+            name = "torch" if m == "torch" else f"{'float32' if a == 'float32' else 'float16'} sums"
             if len(bad):
                 r = bad.iloc[0]
-                over.append(f"{_variant(m, a)} from C = {int(r['classes'])} "
-                            f"({int(r['n_+inf'] + r['n_nan'])}/{int(r['count'])} rows)")
+                parts.append(f"{name}: inf from C = {int(r['classes'])} "
+                             f"({int(r['n_+inf'] + r['n_nan'])}/{int(r['count'])} rows)")
             else:
                 r = h.iloc[-1]
-                stall.append(f"{_variant(m, a)} finite to C = {int(r['classes'])}, median "
-                             f"error {r['rel_err_median']:.2g}")
-        text = f"float16, label_smoothing {eps:g}, s = 1: "
-        text += ("inf for " + "; ".join(over)) if over else "no overflow"
-        notes.append(text + (". Stalling instead: " + "; ".join(stall) if stall else "") + ".")
+                parts.append(f"{name}: finite to C = {int(r['classes'])}, median error "
+                             f"{r['rel_err_median']:.2g}")
+        notes.append(f"float16, label_smoothing {eps:g}, s = 1, `logsumexp`, the smoothing "
+                     f"sum: " + "; ".join(parts) + ".")
     return notes
 
 
@@ -227,14 +227,18 @@ def fused_notes(d: pd.DataFrame) -> list[str]:
     """The fused smoothing form (online: C lse - sum x) against the sum of lse - x, on logits
     with a common offset (the `offset_logits` case)."""
     g = _sel(d, kind="battery", case="offset_logits", reduction="none", accumulator="working")
+    g = pd.concat([g, _sel(d, kind="battery", case="offset_logits", reduction="none",
+                           method="torch")])
     out = []
+    forms = (("online", "fused C lse - sum x"), ("logsumexp", "sum of lse - x"),
+             ("log_softmax", "shifted first"), ("torch", ""))
     for fmt in ("float32", "float64"):
         h = g[g["format"] == fmt]
-        e = {m: h[h["method"] == m]["rel_err_median"] for m in ("online", "logsumexp")}
+        e = {m: h[h["method"] == m]["rel_err_median"] for m, _ in forms}
         if all(len(v) for v in e.values()):
-            out.append(f"{fmt}, logits {OFFSET:g} + z, label_smoothing 0.1: fused smoothing "
-                       f"(`online`, C lse - sum x) median error {e['online'].iloc[0]:.2g}, "
-                       f"`logsumexp` (sum of lse - x) {e['logsumexp'].iloc[0]:.2g}.")
+            out.append(f"{fmt}, logits {OFFSET:g} + z, label_smoothing 0.1, median error: "
+                       + ", ".join(f"`{m}`" + (f" ({what})" if what else "")
+                                   + f" {e[m].iloc[0]:.2g}" for m, what in forms) + ".")
     return out
 
 
@@ -279,9 +283,7 @@ def softcap_scale_notes(d: pd.DataFrame) -> list[str]:
         if cells:
             parts.append(f"{fmt} " + ", ".join(cells))
     c = int(g["classes"].iloc[0])
-    return [f"`naive` non-finite rows at s = {s:g}, C = {c}: " + "; ".join(parts)
-            + " (soft-capping bounds the logits by c, below exp's overflow only where "
-              "c < log(max finite))."]
+    return [f"`naive` non-finite rows at s = {s:g}, C = {c}: " + "; ".join(parts) + "."]
 
 
 def battery_notes(d: pd.DataFrame) -> list[str]:
