@@ -223,6 +223,30 @@ def smoothing_overflow_notes(d: pd.DataFrame) -> list[str]:
     return notes
 
 
+def smoothing_mean_notes(d: pd.DataFrame) -> list[str]:
+    """float16 batch means with label smoothing: in which cells torch's (and each emulated
+    method's) mean is non-finite although the true mean is finite, by rows x C."""
+    g = _sel(d, kind="sweep", option="label_smoothing", format="float16", reduction="mean")
+    g = g[g["truth_nonfinite_frac"] == 0]
+    out = []
+    for eps, h in g.groupby("value"):
+        size = h["rows"] * h["classes"]
+        parts = []
+        for m in ("torch", "logsumexp"):
+            hm = h[h["method"] == m]
+            bad = hm["spurious_nonfinite_frac"] > 0
+            ncell = hm.drop_duplicates(["rows", "classes", "scale"]).shape[0]
+            nbad = hm[bad].drop_duplicates(["rows", "classes", "scale"]).shape[0]
+            text = f"`{m}` {nbad}/{ncell} cells"
+            if nbad:
+                text += f" (from rows x C = {int(size[hm[bad].index].min())})"
+            parts.append(text)
+        out.append(f"float16 batch mean, label_smoothing {eps:g}, finite truth: non-finite for "
+                   + ", ".join(parts) + "; torch sums the smoothing term over the whole "
+                   "batch in float16 before dividing.")
+    return out
+
+
 def fused_notes(d: pd.DataFrame) -> list[str]:
     """The fused smoothing form (online: C lse - sum x) against the sum of lse - x, on logits
     with a common offset (the `offset_logits` case)."""
@@ -369,7 +393,7 @@ def report(df, config, params, out_dir) -> list[dict]:
                    f"Median relative error of the per-row loss with {option} "
                    f"(normal logits; rows: settings)"):
             figs.append(stem)
-    notes = (smoothing_overflow_notes(df) + fused_notes(df) + option_effect_notes(df)
+    notes = (smoothing_overflow_notes(df) + smoothing_mean_notes(df) + fused_notes(df) + option_effect_notes(df)
              + softcap_scale_notes(df) + battery_notes(df))
     cs = sorted(sweep["classes"].unique())
     ls = sweep[(sweep["option"].isin(["plain", "label_smoothing"])) & (sweep["scale"] == 1.0)]

@@ -11,8 +11,8 @@ Per kept row, with y the (soft-capped) logits and k one argmax (tanh is increasi
 argmax of x), everything is a sum of non-negative terms when the weights and targets are:
   d_c   = y_k - y_c >= 0                (exact for float logits at the working precision;
                                          computed once per distinct logit value)
-  T     = sum_{c != k} exp(-d_c)        (terms below 2**-(P + 10) / C of the largest are
-                                         dropped, their total added to the radius)
+  T     = sum_{c != k} exp(-d_c)        (terms below 2**-(P + 10) / C of T's largest term
+                                         are dropped, their total added to the radius)
   log S = log1p(T) = lse - y_k >= 0     (no cancellation against the argmax's 1)
   lse - y_c = d_c + log S               (each -log p_c, a sum of two non-negative terms)
   smooth = sum_c w_c (lse - y_c) = sum_c w_c d_c + (sum_c w_c) log S   (never C lse - sum y)
@@ -132,14 +132,17 @@ def _row(x: np.ndarray, target, w: np.ndarray | None, opt: LossOptions, prec: in
     with np.errstate(over="ignore", invalid="ignore"):
         dest = yf[-1] - yf
     cutoff = (prec + 10) * LOG2 + math.log(max(c, 2)) + 2.0
-    near = dest <= cutoff
+    # T's largest term: 1 for a tie at the maximum, else the nearest value's (T alone is the
+    # loss of a target at the maximum, so terms are dropped relative to it, not to 1)
+    lead = 0.0 if cnt[-1] > 1 or len(vals) == 1 else float(np.min(dest[:-1]))
+    near = dest <= lead + cutoff
     near[-1] = False
     t_sum = arb(int(cnt[-1]) - 1)                        # the other copies of the maximum
     for j in np.flatnonzero(near).tolist():
         t_sum += int(cnt[j]) * (-du[j]).exp()
     far = int(cnt[~near].sum()) - int(cnt[-1])
     if far > 0:
-        r = arb(far) * arb(-cutoff + 1.0).exp()        # each dropped term < exp(-cutoff + 1)
+        r = arb(far) * arb(-lead - cutoff + 1.0).exp()  # each dropped term is below this
         t_sum += arb(r.upper() / 2, r.upper() / 2)
     log_s = t_sum.log1p()
     lse = yk + log_s
