@@ -242,3 +242,12 @@ def test_batch_validation():
     assert t.tolist() == [0, 5]
     assert LossOptions(weight=np.array([1, 2])) == LossOptions(weight=(1.0, 2.0))
     assert LossOptions().used == frozenset() and LossOptions().label() == "plain"
+
+
+def test_target_at_the_maximum_with_every_other_class_far_below():
+    # the loss is T = exp(-300000) alone: terms are dropped relative to T, not to 1
+    x = np.array([[0.0, -300000.0, -300001.0]])
+    got = certified_option_losses(x, np.array([0]), LossOptions(label_smoothing=0.0)).rows[0]
+    with mpmath.workprec(200):
+        want = mp.log1p(mp.exp(-300000) + mp.exp(-300001))
+    assert_bits(got, want)

@@ -103,3 +103,43 @@ def test_fused_smoothing_form_cancels_for_large_nearly_equal_logits():
     err = {m: np.max(np.abs(get_method(m)(x, t, f, "working", options=o) - truth) / truth)
            for m in ("online", "logsumexp")}
     assert err["online"] > 10 * err["logsumexp"]
+
+
+def test_evaluate_with_options():
+    from precision_lab import evaluate
+    x, t, w, _ = batch(6)
+    o = LossOptions(weight=w, label_smoothing=0.1, z_loss=1e-3)
+    df = evaluate(x, t, formats=["bfloat16", "float64"], options=o)
+    assert set(df["options"]) == {o.label()}
+    assert not {"softmax_eps", "softmax_log"} & set(df["method"])   # cannot form log Z
+    assert set(df["reduction"]) == {"none", "mean"}
+    f64 = df[(df["format"] == "float64") & (df["method"] == "logsumexp")]
+    assert (f64["rel_err"] < 1e-12).all()
+    with pytest.raises(InputError, match="z_loss"):
+        evaluate(x, t, methods=["softmax_eps"], options=o)
+    s = evaluate(x, t, formats=["float32"], methods=["torch"],
+                 options=LossOptions(reduction="sum"))
+    assert set(s["reduction"]) == {"none", "sum"}
+
+
+def test_check_runs_a_user_function_with_its_options():
+    import torch.nn.functional as F
+
+    from precision_lab.analysis.check import check_implementation, option_keywords
+
+    def mine(x, t, label_smoothing=0.0):
+        return F.cross_entropy(x, t, label_smoothing=label_smoothing)
+
+    def plain(x, t):
+        return F.cross_entropy(x, t)
+
+    o = LossOptions(label_smoothing=0.1)
+    assert option_keywords(mine, o) == ["label_smoothing"]
+    with pytest.raises(InputError, match="does not accept the option.*label_smoothing"):
+        check_implementation(plain, formats=["float64"], options=o)
+    res = check_implementation(mine, formats=["float64"], options=o, baselines=False)
+    assert res.passed
+    # the same function checked against plain truths would be off by the smoothing term
+    wrong = check_implementation(lambda x, t: mine(x, t, 0.1), formats=["float64"],
+                                 baselines=False)
+    assert not wrong.passed

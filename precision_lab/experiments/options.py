@@ -393,8 +393,8 @@ def report(df, config, params, out_dir) -> list[dict]:
                    f"Median relative error of the per-row loss with {option} "
                    f"(normal logits; rows: settings)"):
             figs.append(stem)
-    notes = (smoothing_overflow_notes(df) + smoothing_mean_notes(df) + fused_notes(df) + option_effect_notes(df)
-             + softcap_scale_notes(df) + battery_notes(df))
+    notes = (smoothing_overflow_notes(df) + smoothing_mean_notes(df) + fused_notes(df)
+             + option_effect_notes(df) + softcap_scale_notes(df) + battery_notes(df))
     cs = sorted(sweep["classes"].unique())
     ls = sweep[(sweep["option"].isin(["plain", "label_smoothing"])) & (sweep["scale"] == 1.0)]
     ls = ls.assign(method=[m if o == "plain" else f"{m} [ls {v:g}]"
