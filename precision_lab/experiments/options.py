@@ -31,6 +31,7 @@ import pandas as pd
 from precision_lab.analysis.cells import GROUP, cell_rng
 from precision_lab.analysis.evaluate import evaluate
 from precision_lab.data.inputs import make_logits
+from precision_lab.errors import InputError
 from precision_lab.numerics.metrics import aggregate
 from precision_lab.numerics.options import LossOptions
 from precision_lab.reporting.figures import (
@@ -100,6 +101,9 @@ def rows_for(classes: int, params) -> int:
 
 
 def cells(config, params) -> list[dict]:
+    if config.user_logits is not None:
+        raise InputError("the options experiment builds its own logits (and masks); "
+                         "--logits-file is not supported by it")
     out = []
     for option, value in params["settings"]:
         grid = [(1.0, c) for c in params["classes"]]
