@@ -12,6 +12,7 @@ from tolerances import OPTIONS_CHECK_PREC, REFERENCE_BITS, TORCH_F64_REL
 from precision_lab import InputError, reference_loss, reference_mean
 from precision_lab.numerics.options import LossOptions, check_batch
 from precision_lab.truth.options import certified_option_losses
+from precision_lab.truth.reference import reference_truth
 
 
 def torch_f64(x, targets, o: LossOptions):
@@ -209,6 +210,9 @@ def test_reference_dispatches_options_and_keeps_the_plain_path():
     assert m == certified_option_losses(x, t, o).mean
     with pytest.raises(InputError, match="needs logits"):
         reference_mean(None, options=o)
+    truth = reference_truth(x, t, options=o, cache=False)
+    assert truth.mean_hi == float(m)
+    assert list(truth.hi) == [float(v) for v in certified_option_losses(x, t, o).rows]
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -66,6 +66,7 @@ def options_forward(terms_fn: Callable, x, targets, fmt, accumulator: str,
     eps = options.label_smoothing
     w = None if options.weight is None else ar.round(options.weight_array)
     if options.probabilities:
+        targets = ar.round(targets)      # probabilities are values of the format, as logits
         q = ar.add(ar.mul(targets, _coef(ar, 1.0 - eps)), _coef(ar, eps / c)) if eps > 0 \
             else targets
         prod = ar.mul(terms.nlp, q)
