@@ -72,7 +72,7 @@ PADDED_LANES = 64
 CASES = [
     ("many_masked", {}), ("many_masked", {"label_smoothing": 0.1}),
     ("many_masked", {"softcap": 30.0}),
-    ("padded_lanes", {}), ("padded_lanes", {"softcap": 30.0}),
+    ("padded_lanes", {}), ("padded_lanes", {"softcap": 30.0}), ("padded_lanes", {"softcap": 5.0}),
     ("padded_lanes", {"softcap": 30.0, "label_smoothing": 0.1}),
     ("padded_lanes", {"label_smoothing": 0.1}),
     ("masked_target", {}), ("masked_target", {"softcap": 30.0}),
