@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mpmath import mp
 from tolerances import OPTIONS_CHECK_PREC, REFERENCE_BITS, TORCH_F64_REL
 
@@ -255,3 +257,29 @@ def test_target_at_the_maximum_with_every_other_class_far_below():
     with mpmath.workprec(200):
         want = mp.log1p(mp.exp(-300000) + mp.exp(-300001))
     assert_bits(got, want)
+
+
+@settings(max_examples=40)
+@given(n=st.integers(1, 6), c=st.integers(1, 12), scale=st.sampled_from([0.1, 1.0, 10.0, 50.0]),
+       eps=st.sampled_from([0.0, 0.1, 1.0]), weighted=st.booleans(),
+       z=st.sampled_from([0.0, 1e-4, 0.5]), cap=st.sampled_from([None, 3.0, 30.0]),
+       probs=st.booleans(), seed=st.integers(0, 2**16))
+def test_truth_agrees_with_torch_float64_for_random_options(n, c, scale, eps, weighted, z, cap,
+                                                            probs, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c)) * scale
+    w = tuple(rng.uniform(0.1, 2.0, c).tolist()) if weighted else None
+    o = LossOptions(weight=w, label_smoothing=eps, z_loss=z, softcap=cap, probabilities=probs)
+    if probs:
+        tg = rng.uniform(0.0, 1.0, (n, c))
+    else:
+        tg = rng.integers(0, c, n)
+        tg[rng.random(n) < 0.3] = -100
+    want_rows, want_mean = torch_f64(x, tg, o)
+    got = certified_option_losses(x, tg, o)
+    np.testing.assert_allclose([float(v) for v in got.rows], want_rows, rtol=TORCH_F64_REL,
+                               atol=1e-300)
+    if math.isnan(want_mean):
+        assert mp.isnan(got.mean)
+    else:
+        assert abs(float(got.mean) - want_mean) <= TORCH_F64_REL * abs(want_mean)

@@ -9,7 +9,10 @@ returns the per-row losses (float64 carrying `fmt` values). Every operation goes
 Adding a method is one function and one `@register(...)`: the record carries its formula and
 summary, whether it shifts by the maximum, which Blanchard-Higham-Higham bound applies, how its
 batch mean is formed, its family (which sets its figure colour), and the accumulators it runs
-with. `backward` and `options` are the slots the gradient and the training options fill.
+with. `backward` is the slot the gradient fills. `options` names the training options
+(numerics.options) the method expresses and `with_options` computes the loss under them from
+the method's terms (every class's -log p and its log-sum-exp, at the end of this module;
+numerics.optioned); an option it cannot express is refused with an InputError.
 """
 from __future__ import annotations
 
