@@ -22,6 +22,7 @@ from .numerics.arithmetic import ACCUMULATORS, Arithmetic
 from .numerics.formats import FORMATS, Format, get_format, round_to_format
 from .numerics.methods import METHODS, Method, batch_mean, get_method, register
 from .numerics.metrics import aggregate, errors
+from .numerics.options import LossOptions
 from .truth.grad import reference_grad
 from .truth.reference import reference_loss, reference_mean, to_double_double
 
@@ -31,6 +32,6 @@ __all__ = [
     "reference_loss", "reference_mean", "to_double_double", "UncertifiedError",
     "reference_grad",
     "errors", "aggregate", "evaluate", "variants", "evaluate_grad", "grad_methods",
-    "validate_batch", "load_logits", "InputError",
+    "validate_batch", "load_logits", "InputError", "LossOptions",
 ]
 __version__ = "0.1.0"
