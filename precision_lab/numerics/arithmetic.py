@@ -71,6 +71,10 @@ class Arithmetic:
         with np.errstate(divide="ignore", invalid="ignore"):
             return self.round(np.log(v))
 
+    def expm1(self, v):
+        with np.errstate(over="ignore"):
+            return self.round(np.expm1(v))
+
     def log1p(self, v):
         with np.errstate(divide="ignore", invalid="ignore"):
             return self.round(np.log1p(v))
