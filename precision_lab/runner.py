@@ -87,9 +87,9 @@ class RunConfig:
     def sweep(self, name: str, cells, fn=evaluate_cell):
         """Run an experiment's grid cells with this run's checkpoints, workers, scheduler and
         progress setting; the staged-array digests (part of the cells' keys only) dropped.
-        With `formats`, every cell that names none evaluates those formats."""
+        With `formats`, every cell evaluates those formats (over any the cell names)."""
         if self.formats is not None:
-            cells = [{"formats": list(self.formats), **c} for c in cells]
+            cells = [{**c, "formats": list(self.formats)} for c in cells]
         df = run_cells(cells, fn, checkpoint_dir=self.checkpoint_dir(name), workers=self.workers,
                        scheduler=self.scheduler, quiet=self.quiet, desc=name)
         return df.drop(columns=["logits_digest"], errors="ignore")
