@@ -29,7 +29,8 @@ __all__ = ["FORMAT_ORDER", "method_color", "variant_style", "variant_label",
            "floored", "legend_handles", "figure_legend", "caption", "plot_error_panels",
            "nonfinite_cmap", "error_cmap", "BOUND_STYLE", "plt", "crossing", "error_text",
            "with_variant", "order_table", "error_pivot", "panel_grid", "legend_rows",
-           "light_log_axis", "heatmap_grid", "heatmap_columns", "save_figure"]
+           "light_log_axis", "heatmap_grid", "heatmap_columns", "save_figure", "truth_sentence",
+           "error_panels_legend"]
 
 FORMAT_ORDER = tuple(FORMATS)  # float16, bfloat16, float32, float64
 
@@ -189,13 +190,28 @@ def panel_grid(nrows: int, ncols: int, panel_w: float, heights, top: float = 0.7
     return fig, axes
 
 
+def truth_sentence(formats, bits: int = 100) -> str:
+    """What every table is measured against, and in which formats."""
+    bits = bits or DEFAULT_BITS
+    return (f"Formats: {', '.join(formats)}. Ground truth: certified (proven error bound, "
+            f"cross-checked against mpmath) loss of the inputs as rounded into each format, at "
+            f"least {bits} correct bits per loss.")
+
+
 def caption(formats, seed, bits: int = 100, extra: str = "") -> str:
     """The standard caption: formats, seed and ground-truth precision."""
-    bits = bits or DEFAULT_BITS
-    text = (f"Formats: {', '.join(formats)}. Seed {seed}. Ground truth: certified "
-            f"(proven error bound, cross-checked against mpmath) loss of the inputs as rounded into each format, at least {bits} correct "
-            f"bits per loss.")
+    text = truth_sentence(formats, bits)
+    text = text.replace(". Ground truth", f". Seed {seed}. Ground truth", 1)
     return f"{text} {extra}".strip()
+
+
+def error_panels_legend(markers: str) -> str:
+    """How to read a `plot_error_panels` figure; `markers` describes its vertical lines."""
+    return ("Solid lines: sums in the working format; dashed: float32 sums (float16 and "
+            "bfloat16 only). Dotted black: the Blanchard-Higham-Higham bound (log1p form), "
+            f"median over the rows of bound / loss. {markers} Errors below u/100, including "
+            "exact results, are drawn at u/100; the strip under each panel is the fraction of "
+            "rows whose loss is non-finite, grey where the format cannot represent the row.")
 
 
 def nonfinite_cmap():
