@@ -34,16 +34,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .analysis.cells import evaluate_cell
+from .data.inputs import load_logits
 from .errors import InputError
 from .experiments import available, load_experiment
 from .reporting.document import doc_head
 from .reporting.index import write_index
 from .reporting.tables import write_csv
-from .analysis.cells import evaluate_cell
-from .data.inputs import load_logits
-from .running.sweep import checkpoints_kept, run_cells
 from .running.provenance import peak_memory_mib, write_metadata
 from .running.storage import atomic_write, exclusive, recover_dir, replace_dir
+from .running.sweep import checkpoints_kept, run_cells
 
 __all__ = ["RunConfig", "run_experiment", "add_arguments", "cli", "script_main",
            "command_line", "COMMAND_ENV"]

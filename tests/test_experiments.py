@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from precision_lab.numerics.bounds import bhh_bound
 from precision_lab.analysis.cells import cell_logits, evaluate_cell, stage_arrays
 from precision_lab.experiments import load_experiment
-from precision_lab.runner import RunConfig, run_experiment
+from precision_lab.numerics.bounds import bhh_bound
 from precision_lab.numerics.formats import FORMATS
+from precision_lab.runner import RunConfig, run_experiment
 from precision_lab.running.sweep import read_table
 
 EXPERIMENTS = ["logit_scale", "class_count", "scale_classes", "trained_logits"]
@@ -67,7 +67,14 @@ def test_outputs_and_schema(reports, name):
     findings = json.loads((d / "findings.json").read_text())
     assert findings["findings"] and all(f["text"] for f in findings["findings"])
     for f in findings["findings"]:
-        assert (d / f["link"]).is_file()
+        path, _, anchor = f["link"].partition("#")
+        assert (d / path).is_file()
+        if anchor:  # a table of this report, printed with its identifier
+            assert f'<a id="{anchor}"></a>' in (d / path).read_text()
+        assert len(f["text"].split()) <= 45, f["text"]  # one claim, its number, its scope
+    heads = [t for t in findings["tables"] if t["headline"]]
+    assert len(heads) == 1 and heads[0]["id"] == f"{name}:T1"
+    assert f"**Table {name}:T1.**" in (d / "summary.md").read_text()
     md = (d / "summary.md").read_text()
     for stem in pngs:
         assert f"({stem}.png)" in md

@@ -32,19 +32,24 @@ methods stay within the BHH bound wherever they are finite.
 """
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-
 from functools import partial
 
+import numpy as np
+import pandas as pd
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from precision_lab.analysis.grid import rows_for, user_cells
 from precision_lab.numerics.formats import FORMATS, get_format
 from precision_lab.numerics.methods import bounded_methods, stable_methods
 from precision_lab.reporting.document import report_for
-from precision_lab.reporting.figures import (error_panels_legend, error_pivot, formats_in,
-                                             mark_vline, plot_error_panels, truth_sentence)
+from precision_lab.reporting.figures import (
+    error_panels_legend,
+    error_pivot,
+    formats_in,
+    mark_vline,
+    plot_error_panels,
+    truth_sentence,
+)
 
 NAME = "class_count"
 

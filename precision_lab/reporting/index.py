@@ -52,7 +52,8 @@ def write_index(out) -> Path:
              "format: at least 100 correct bits per loss (a vectorised fixed-point engine with a "
              "proven error bound per row, arb ball arithmetic for rare rows; tested against "
              "mpmath).", "", "## Experiments", "",
-             "| experiment | title | profile | seed | wall time (s) | peak memory (MiB) | command |",
+             "| experiment | title | profile | seed | wall time (s) | peak memory (MiB) "
+             "| command |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for doc, meta in entries:
         lines.append(f"| [{doc['name']}]({doc['name']}/summary.md) | {doc['title']} | "

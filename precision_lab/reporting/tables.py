@@ -7,7 +7,8 @@ import pandas as pd
 
 from ..running.storage import atomic_write
 
-__all__ = ["write_csv", "write_markdown", "write_latex", "format_number", "formatted"]
+__all__ = ["write_csv", "write_markdown", "write_latex", "format_number", "formatted",
+           "latex_table"]
 
 
 def write_csv(df: pd.DataFrame, path) -> Path:
@@ -68,6 +69,13 @@ def _tex_escape(s: str) -> str:
 def write_latex(df: pd.DataFrame, path, caption: str, label: str,
                 formats: dict | None = None) -> Path:
     """A booktabs table ready to \\input{} (needs \\usepackage{booktabs})."""
+    with atomic_write(path) as f:
+        f.write(latex_table(df, caption, label, formats))
+    return Path(path)
+
+
+def latex_table(df: pd.DataFrame, caption: str, label: str, formats: dict | None = None) -> str:
+    """The booktabs table environment of `df` as text."""
     body = formatted(df, formats)
     cols = [_tex_escape(str(c)) for c in body.columns]
     align = "".join("l" if df[c].dtype == object else "r" for c in df.columns)
@@ -78,6 +86,4 @@ def write_latex(df: pd.DataFrame, path, caption: str, label: str,
     for row in body.itertuples(index=False):
         lines.append(" & ".join(_tex_escape(str(v)) for v in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
-    with atomic_write(path) as f:
-        f.write("\n".join(lines))
-    return Path(path)
+    return "\n".join(lines)
