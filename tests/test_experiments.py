@@ -242,3 +242,10 @@ def test_trained_snapshots_are_deterministic():
     for sa, sb in zip(a, b):
         assert np.array_equal(sa.logits, sb.logits) and np.array_equal(sa.targets, sb.targets)
     assert a[1].train_loss < a[0].train_loss
+
+
+def test_training_loss_is_recorded_at_its_own_epoch():
+    from precision_lab.data.trained import train_digits
+    snaps = train_digits(epochs=(0, 1, 2), seed=0, hidden=16)
+    # one Adam step changes the loss: epoch 1 must not repeat epoch 0's
+    assert snaps[0].train_loss != snaps[1].train_loss != snaps[2].train_loss

@@ -28,7 +28,8 @@ from ..truth.reference import DEFAULT_BITS  # noqa: E402
 __all__ = ["FORMAT_ORDER", "method_color", "variant_style", "variant_label",
            "variants_in", "formats_in", "format_title", "mark_unit_roundoff", "mark_vline",
            "floored", "legend_handles", "figure_legend", "caption", "plot_error_panels",
-           "nonfinite_cmap", "error_cmap", "BOUND_STYLE", "method_style", "FAMILY_GROUPS", "plt",
+           "nonfinite_cmap", "error_cmap", "BOUND_STYLE", "method_style", "FAMILY_GROUPS",
+           "GROUP_LABEL", "plt",
            "crossing", "error_text", "with_variant", "order_table", "error_pivot", "panel_grid",
            "legend_rows", "light_log_axis", "machine_marked", "heatmap_grid", "heatmap_columns",
            "save_figure", "truth_sentence", "error_panels_legend"]

@@ -6,10 +6,11 @@ import math
 
 import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
 
 from precision_lab import FORMATS, METHODS, evaluate
 from precision_lab.numerics.metrics import ulps_at_max1
-from precision_lab.reporting.figures import method_color, plt
+from precision_lab.reporting.figures import FAMILY_GROUPS, GROUP_LABEL, method_style, plt
 
 from ._common import BLOG_SEED, FMT_NAMES, GT, WRONG_ULP, blog_batch, records, select
 
@@ -186,37 +187,63 @@ def describe(df: pd.DataFrame, rep, ctx) -> None:
 
 
 def _figure(d):
+    """Rows: the two row families x the two groups of method families (at most five methods a
+    panel, each family in its colour); columns: formats, each with the L range it ran."""
     fams = ["B", "C"]
     methods = list(dict.fromkeys(d["method"]))
-    fig, axes = plt.subplots(len(fams), len(FMT_NAMES), figsize=(15, 7), sharex=True,
-                             sharey=True)
+    groups = [[m for m in methods if _group(m) == g] for g in range(len(FAMILY_GROUPS))]
+    groups = [g for g in groups if g]
+    nrows = len(fams) * len(groups)
+    fig, axes = plt.subplots(nrows, len(FMT_NAMES), figsize=(15, 2.6 * nrows + 0.8),
+                             sharey=True, squeeze=False)
     top = 1e20
     for i, fam in enumerate(fams):
-        for j, name in enumerate(FMT_NAMES):
-            ax = axes[i, j]
-            for m in methods:
-                s = d[(d["text"] == fam) & (d["format"] == name) & (d["method"] == m)]
-                s = s.sort_values("argument")
-                y = np.where(np.isfinite(s["value"]), np.maximum(s["value"], 1e-3), top)
-                ax.plot(s["argument"], y, lw=1.0, color=method_color(m), label=m, alpha=0.85)
-            ax.axhline(WRONG_ULP, color="k", lw=0.6, ls=":")
-            ax.axvline(FORMATS[name].overflow_logit, color="gray", lw=0.6, ls="--")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_ylim(1e-3, top * 10)
-            ax.set_title(f"{name}: {FAMILIES[fam]}", fontsize=8)
-            if i == len(fams) - 1:
-                ax.set_xlabel("L")
-            if j == 0:
-                ax.set_ylabel("worst error, ULPs at max(|loss|,1)\n(top: non-finite)")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(methods), fontsize=8,
-               bbox_to_anchor=(0.5, -0.04))
-    for ax in axes.flat:
-        ax.axhspan(top / 10, top * 10, color="0.92", zorder=0)
-        ax.text(0.3, top, "non-finite", fontsize=7, va="center", color="0.3")
-    fig.suptitle(f"Error against logit size L; dotted: {WRONG_ULP:g} ULPs (wrong above); "
-                 f"dashed: log(max finite). Formats {', '.join(FMT_NAMES)}; blog logits numpy "
-                 f"seed {BLOG_SEED}; {GT}", fontsize=9)
-    fig.tight_layout()
+        for gi, group in enumerate(groups):
+            r = i * len(groups) + gi
+            for j, name in enumerate(FMT_NAMES):
+                ax = axes[r, j]
+                sub = d[(d["text"] == fam) & (d["format"] == name)]
+                for m in group:
+                    s = sub[sub["method"] == m].sort_values("argument")
+                    y = np.where(np.isfinite(s["value"]), np.maximum(s["value"], 1e-3), top)
+                    ax.plot(s["argument"], y, label=m, **method_style(m, markers=False))
+                ax.axhspan(top / 10, top * 10, color="0.92", zorder=0)
+                ax.axhline(WRONG_ULP, color="k", lw=0.6, ls=":")
+                L = FORMATS[name].overflow_logit
+                ax.axvline(L, color="gray", lw=0.6, ls="--")
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+                ax.set_ylim(1e-3, top * 10)
+                if len(sub):
+                    ax.set_xlim(sub["argument"].min() / 1.2, sub["argument"].max() * 1.2)
+                if r == 0:
+                    ax.set_title(f"{name}\n(dashed: overflow logit {L:.4g})", fontsize=8)
+                if j == len(FMT_NAMES) - 1:
+                    ax.annotate(f"{WRONG_ULP:g} ULPs", xy=(1.0, WRONG_ULP),
+                                xycoords=("axes fraction", "data"), xytext=(2, 0),
+                                textcoords="offset points", fontsize=7, va="center",
+                                annotation_clip=False)
+                    ax.annotate("non-finite", xy=(1.0, top), xycoords=("axes fraction", "data"),
+                                xytext=(2, 0), textcoords="offset points", fontsize=7,
+                                va="center", annotation_clip=False, color="0.3")
+                if j == 0:
+                    ax.set_ylabel(f"{FAMILY_SHORT[fam]}\n{GROUP_LABEL[FAMILY_GROUPS[_group(group[0])]]}"
+                                  f"\nworst error, ULPs", fontsize=7)
+                if r == nrows - 1:
+                    ax.set_xlabel("L")
+                ax.tick_params(labelsize=7)
+    handles = [Line2D([], [], label=m, **method_style(m, markers=False)) for m in methods]
+    fig.legend(handles=handles, loc="lower center", ncol=len(methods), fontsize=8,
+               frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle(f"Worst error (ULPs of the format at max(|loss|, 1)) against logit size L; "
+                 f"blog logits numpy seed {BLOG_SEED}; {GT}", fontsize=9)
+    fig.tight_layout(rect=(0, 0.04, 0.97, 1))
     return fig
+
+
+def _group(m: str) -> int:
+    fam = METHODS[m].family if m in METHODS else "library"
+    return next((i for i, g in enumerate(FAMILY_GROUPS) if fam in g), len(FAMILY_GROUPS) - 1)
+
+
+FAMILY_SHORT = {"A": "[L,0,0,0] target 0", "B": "[L,0,0,0] target 1", "C": "blog rows x L"}
