@@ -1,5 +1,5 @@
 """`python experiments/seed_questions.py [options]`: the same as `precision-lab run seed_questions` (the experiment
-itself is precision_lab/experiments/seed_questions.py, shipped with the package)."""
+itself is the package precision_lab/experiments/seed_questions/, shipped with precision_lab)."""
 import sys
 
 from precision_lab.runner import script_main
