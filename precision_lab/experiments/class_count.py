@@ -160,7 +160,8 @@ def _findings(rep, df, t1, naive, overflow, f1) -> None:
         w1 = _median_err(d, fmt, "logsumexp", "working", s, hi)
         f1v = _median_err(d, fmt, "logsumexp", "float32", s, hi)
         if np.isfinite(w0) and np.isfinite(w1):
-            text = (f"{fmt}, {fmt} sums: `logsumexp`'s median relative error grows from "
+            verb = "grows" if w1 > w0 else "falls" if w1 < w0 else "stays"
+            text = (f"{fmt}, {fmt} sums: `logsumexp`'s median relative error {verb} from "
                     f"{w0:.2g} (C = {lo}) to {w1:.2g} (C = {hi}), s = {s:g}, {dist} logits")
             if np.isfinite(f1v):
                 text += f"; float32 sums: {f1v:.2g} at C = {hi}"
