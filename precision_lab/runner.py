@@ -61,7 +61,7 @@ class RunConfig:
     scheduler: str | None = None
     logits_file: Path | None = None
     quiet: bool = False
-    command: str | None = None
+    command: str | None = None  # the command line that started this run, for provenance
     user_logits: tuple | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -157,15 +157,28 @@ def command_line(name: str, config: RunConfig) -> str:
 
 def add_arguments(p: argparse.ArgumentParser, with_name: bool = True) -> None:
     if with_name:
-        p.add_argument("name", help="an experiment in experiments/, or 'all'")
-    p.add_argument("--profile", default="quick", help="quick (seconds) or full (the reports)")
-    p.add_argument("--out", type=Path, default=Path("reports"), help="reports directory")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
-    p.add_argument("--scheduler", default=None, help="a Dask distributed scheduler address")
+        names = available()
+        p.add_argument("name", metavar="NAME",
+                       help=f"an experiment ({', '.join(names)}) or 'all'; "
+                            "`precision-lab list` describes them")
+    p.add_argument("--profile", default="quick",
+                   help="quick or full (the committed reports); `precision-lab list` shows "
+                        "the time each took when last measured "
+                        "(default: %(default)s)")
+    p.add_argument("--out", type=Path, default=Path("reports"),
+                   help="reports directory; each experiment writes OUT/NAME "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of every random draw (synthetic logits, samples of your rows, "
+                        "training) (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes on this machine (default: every core)")
+    p.add_argument("--scheduler", default=None,
+                   help="a Dask distributed scheduler address (default: none, local processes)")
     p.add_argument("--logits-file", type=Path, default=None,
-                   help="your own logits and targets (.npy, .npz or .csv)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+                   help="your own logits and targets (.npy, .npz or .csv) (default: none, "
+                        "synthetic logits)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
@@ -174,7 +187,7 @@ def _interrupt(signum, frame):
 def cli(args) -> int:
     config = RunConfig(profile=args.profile, seed=args.seed, out=args.out, workers=args.workers,
                        scheduler=args.scheduler, logits_file=args.logits_file, quiet=args.quiet,
-                       command=os.environ.get(COMMAND_ENV))
+                       command=os.environ.get(COMMAND_ENV) or getattr(args, "command_line", None))
     if config.command is None:
         config.command = command_line(args.name, config)
     names = available() if args.name == "all" else [args.name]
@@ -212,8 +225,9 @@ def _each_in_own_process(names, args) -> int:
             opts += [flag, str(value)]
     if args.quiet:
         opts.append("--quiet")
-    env = {**os.environ, COMMAND_ENV: command_line("all", RunConfig(
-        profile=args.profile, seed=args.seed, out=args.out, workers=args.workers))}
+    typed = getattr(args, "command_line", None) or command_line("all", RunConfig(
+        profile=args.profile, seed=args.seed, out=args.out, workers=args.workers))
+    env = {**os.environ, COMMAND_ENV: typed}
     for name in names:
         rc = subprocess.call([sys.executable, "-m", "precision_lab", "run", name, *opts],
                              env=env)

@@ -11,7 +11,8 @@ x format of the profile; targets uniform. Seeded.
 
 Method: each timing is a median over `repeats` runs (time.perf_counter, garbage collection
 paused while timing, as timeit does). The reference gets one untimed warm-up run first (it
-builds its fixed-point tables; its time is reported as `ref_cold_s`). The plain mpmath loop works at the precision the certified mpmath path starts at
+builds its fixed-point tables; its time is reported as `ref_cold_s`). The plain mpmath loop
+works at the precision the certified mpmath path starts at
 (bits + 24 + log2 C bits) and evaluates once, without the second evaluation that certifies it,
 which favours it; for large batches it is timed on a sample of logits (at least
 `mpmath_sample` logits: whole rows, or the first elements of one row when C is larger) and

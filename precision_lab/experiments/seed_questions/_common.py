@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from precision_lab import FORMATS
 from precision_lab.analysis.check import DEFAULT_MAX_ULP
+from precision_lab.numerics.formats import FORMATS
 from precision_lab.truth.reference import DEFAULT_BITS
 
 __all__ = ["EPS", "BLOG_SEED", "QA_SEED", "WRONG_ULP", "FMT_NAMES", "COLS", "GT", "records",

@@ -7,11 +7,11 @@ import pandas as pd
 import torch
 from mpmath import mp
 
-from precision_lab import FORMATS, reference_loss, reference_mean, to_double_double
 from precision_lab.examples import blog
+from precision_lab.numerics.formats import FORMATS
 from precision_lab.numerics.metrics import round_truth
 from precision_lab.reporting.figures import plt
-from precision_lab.truth.reference import DEFAULT_BITS
+from precision_lab.truth.reference import DEFAULT_BITS, reference_loss, reference_mean, to_double_double
 
 from ._common import BLOG_SEED, EPS, GT, blog_batch, records, select, value
 

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 from mpmath import mp
 
-from precision_lab import FORMATS, METHODS, evaluate
+from precision_lab.analysis.evaluate import evaluate
+from precision_lab.numerics.formats import FORMATS
+from precision_lab.numerics.methods import METHODS
 from precision_lab.reporting.figures import plt
 
 from ._common import EPS, FMT_NAMES, GT, records, select, value

@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from precision_lab import FORMATS, METHODS, evaluate
+from precision_lab.analysis.evaluate import evaluate
+from precision_lab.numerics.formats import FORMATS
+from precision_lab.numerics.methods import METHODS
 from precision_lab.numerics.metrics import ulps_at_max1
 from precision_lab.reporting.figures import FAMILY_GROUPS, GROUP_LABEL, method_style, plt
 

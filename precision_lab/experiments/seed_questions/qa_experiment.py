@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from precision_lab import FORMATS, reference_loss, reference_mean, to_double_double
 from precision_lab.examples import qa
+from precision_lab.numerics.formats import FORMATS
 from precision_lab.numerics.metrics import errors, ordinal
 from precision_lab.reporting.figures import plt
 from precision_lab.running.provenance import PACKAGE_DIR
+from precision_lab.truth.reference import reference_loss, reference_mean, to_double_double
 
 from ._common import GT, QA_SEED, records, select
 

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 from mpmath import mp
 
-from precision_lab import METHODS, evaluate, reference_loss
-from precision_lab.truth.reference import DEFAULT_BITS
+from precision_lab.analysis.evaluate import evaluate
+from precision_lab.numerics.methods import METHODS
+from precision_lab.truth.reference import DEFAULT_BITS, reference_loss
 
 from ._common import FMT_NAMES, GT, WRONG_ULP, records, select, value
 
