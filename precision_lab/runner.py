@@ -5,7 +5,10 @@ An experiment module provides
   PROFILES                {"quick": {...}, "full": {...}}: the parameters of each profile;
   run(config, params)     -> pandas.DataFrame, the tidy results (written as results.csv);
   report(df, config, params, out_dir) -> list of findings, each {"text": ..., "link": ...}:
-                          writes summary.md, summary.tex and figures into out_dir.
+                          writes summary.md, summary.tex and figures into out_dir; build them
+                          with `reporting.document.report_for(NAME, __doc__, config, out_dir)`
+                          (tables with ids NAME:T<n>, the headline table and figure first,
+                          findings linked to them) and return its `write(out_dir)`.
 The runner adds metadata.json (provenance, seed, profile, wall time, peak memory) and rebuilds
 the reports index, REPORTS/README.md, from every experiment's findings.json.
 

@@ -132,3 +132,16 @@ def test_registry_finds_sub_package_experiments():
 def test_doc_head():
     assert doc_head("Title line\n\nQuestion: why?\nReally.\n\nMore.") == ("Title line",
                                                                          "Question: why? Really.")
+
+
+def test_run_all_tells_each_experiment_the_command_typed(monkeypatch, tmp_path):
+    from precision_lab import runner
+    from precision_lab.cli import main
+    calls = []
+    monkeypatch.setattr(runner.subprocess, "call",
+                        lambda argv, env: calls.append((argv, env)) or 0)
+    out = tmp_path / "my_reports"
+    assert main(["run", "all", "--profile", "quick", "--out", str(out), "--workers", "1"]) == 0
+    typed = f"precision-lab run all --profile quick --out {out} --workers 1"
+    assert len(calls) == len(runner.available())
+    assert all(env[runner.COMMAND_ENV] == typed for _, env in calls)

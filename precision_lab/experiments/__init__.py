@@ -5,7 +5,10 @@ An experiment module provides
   PROFILES                {"quick": {...}, "full": {...}}: the parameters of each profile;
   run(config, params)     -> pandas.DataFrame, the tidy results (written as results.csv);
   report(df, config, params, out_dir) -> list of findings, each {"text": ..., "link": ...}:
-                          writes summary.md, summary.tex and figures into out_dir.
+                          writes summary.md, summary.tex and figures into out_dir; build them
+                          with `reporting.document.report_for(NAME, __doc__, config, out_dir)`
+                          (tables with ids NAME:T<n>, the headline table and figure first,
+                          findings linked to them) and return its `write(out_dir)`.
 Every module of this package whose name does not start with "_" is an experiment, and so is
 every sub-package (a directory with an `__init__.py`, e.g. `seed_questions/`, whose modules are
 its parts); adding one is adding a file. `precision_lab.runner` runs them.
