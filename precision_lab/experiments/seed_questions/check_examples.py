@@ -6,6 +6,7 @@ import pandas as pd
 
 from precision_lab.analysis.check import DEFAULT_MAX_ULP, check_implementation
 from precision_lab.examples import blog, qa, unshifted
+from precision_lab.reporting.figures import machine_marked
 
 from ._common import FMT_NAMES, GT, records
 
@@ -44,6 +45,7 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
             index=["method", "format"], columns="quantity", values="text", aggfunc="first",
             sort=False)
         tab = num.join(txt).reset_index().rename(columns={"method": "implementation"})
+        tab["implementation"] = tab["implementation"].map(machine_marked)
         out[ex] = tab[["implementation", "format", "max ULP", "max bits", *TEXT]]
     return out
 

@@ -12,7 +12,13 @@ from precision_lab.analysis.evaluate import evaluate
 from precision_lab.numerics.formats import FORMATS
 from precision_lab.numerics.methods import METHODS
 from precision_lab.numerics.metrics import ulps_at_max1
-from precision_lab.reporting.figures import FAMILY_GROUPS, GROUP_LABEL, method_style, plt
+from precision_lab.reporting.figures import (
+    FAMILY_GROUPS,
+    GROUP_LABEL,
+    machine_marked,
+    method_style,
+    plt,
+)
 
 from ._common import BLOG_SEED, FMT_NAMES, GT, WRONG_ULP, blog_batch, records, select
 
@@ -115,7 +121,8 @@ def first_table(df: pd.DataFrame, family: str) -> pd.DataFrame:
     piv = piv.reindex(columns=cols)
     piv.columns = [f"{fmt}: {'wrong' if q == 'first wrong L' else 'non-finite'}"
                    for fmt, q in cols]
-    return piv.reset_index()
+    piv = piv.reset_index()
+    return piv.assign(method=piv["method"].map(machine_marked))
 
 
 def _L(v) -> str:
@@ -137,7 +144,9 @@ def describe(df: pd.DataFrame, rep, ctx) -> None:
     rep.table(ovt, "Each format's overflow logit and exp(1000) rounded to it.", stem="q2_exp")
     rep.paragraph("What each method returns for the confidently wrong row [1000, 0, 0, 0], "
                   "target 1 (true loss 1000):")
-    t_at = rep.table(at.reset_index(), f"Every method on [1000, 0, 0, 0], target 1, in every "
+    at_t = at.reset_index()
+    at_t["method"] = at_t["method"].map(machine_marked)
+    t_at = rep.table(at_t, f"Every method on [1000, 0, 0, 0], target 1, in every "
                      f"format (true loss 1000; torch rows machine-dependent; {GT}).",
                      stem="q2_at1000", formats={f: lambda v: f"{v:.6g}" for f in FMT_NAMES})
     rep.paragraph(f"For each method and format, the first L (on a grid of "

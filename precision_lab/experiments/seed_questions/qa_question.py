@@ -11,6 +11,7 @@ from mpmath import mp
 
 from precision_lab.analysis.evaluate import evaluate
 from precision_lab.numerics.methods import METHODS
+from precision_lab.reporting.figures import machine_marked
 from precision_lab.truth.reference import DEFAULT_BITS, reference_loss
 
 from ._common import FMT_NAMES, GT, WRONG_ULP, records, select, value
@@ -62,7 +63,7 @@ def tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
                                                           values="value", sort=False)
     ce = comp[comp["quantity"] == "ULP error"].pivot_table(index="method", columns="format",
                                                            values="value", sort=False)
-    t4 = pd.DataFrame({"method": ct.index})
+    t4 = pd.DataFrame({"method": [machine_marked(m) for m in ct.index]})
     for f in FMT_NAMES:
         t4[f] = ct[f].to_numpy()
         t4[f"{f} ULP error"] = ce[f].to_numpy()
