@@ -20,6 +20,7 @@ from .numerics.arithmetic import ACCUMULATORS, Arithmetic
 from .numerics.formats import FORMATS, Format, get_format, round_to_format
 from .numerics.methods import METHODS, Method, batch_mean, get_method, register
 from .numerics.metrics import aggregate, errors
+from .numerics.options import LossOptions
 from .truth.reference import reference_loss, reference_mean, to_double_double
 
 __all__ = [
@@ -27,6 +28,6 @@ __all__ = [
     "METHODS", "Method", "get_method", "register", "Arithmetic", "ACCUMULATORS", "batch_mean",
     "reference_loss", "reference_mean", "to_double_double", "UncertifiedError",
     "errors", "aggregate", "evaluate", "variants",
-    "validate_batch", "load_logits", "InputError",
+    "validate_batch", "load_logits", "InputError", "LossOptions",
 ]
 __version__ = "0.1.0"
