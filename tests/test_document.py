@@ -145,3 +145,22 @@ def test_run_all_tells_each_experiment_the_command_typed(monkeypatch, tmp_path):
     typed = f"precision-lab run all --profile quick --out {out} --workers 1"
     assert len(calls) == len(runner.available())
     assert all(env[runner.COMMAND_ENV] == typed for _, env in calls)
+
+
+def test_error_panels_small_multiples_and_a_single_x_value():
+    from precision_lab.reporting.figures import plot_error_panels
+    rows = [{"reduction": "none", "format": f, "method": m, "accumulator": a, "scale": 1.0,
+             "classes": 10, "rel_err_median": 1e-3, "nonfinite_frac": 0.0}
+            for f in ("float16", "float32") for m in ("naive", "softmax_eps", "logsumexp",
+                                                      "log1p", "torch")
+            for a in (("working", "float32") if f == "float16" and m != "torch" else
+                      ("internal",) if m == "torch" else ("working",))]
+    fig = plot_error_panels(pd.DataFrame(rows), x="scale", row_key="classes", row_values=[10],
+                            row_label=lambda c: f"C = {c}", bound=False)
+    panels = [ax for ax in fig.axes if ax.get_yscale() == "log"]
+    # columns float16, float16 + float32 sums, float32; two family-group panels each
+    assert len(panels) == 6
+    assert max(len(ax.get_lines()) for ax in panels) <= 6
+    lo, hi = panels[0].get_xlim()
+    assert lo < 1.0 < hi  # one scale run: a small span around it, no singular limits
+    plt.close(fig)

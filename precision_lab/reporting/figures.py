@@ -334,11 +334,14 @@ def plot_error_panels(df: pd.DataFrame, x: str, row_key: str, row_values, row_la
                 if vlines is not None:
                     vlines(ax, fmt, rv, sub if (r == 0 and gi == 0) else None)
                     vlines(axn, fmt, rv, None)
-                if len(xs):
+                if len(xs):  # the x range of the data run (a single value: a small span)
                     lo, hi = xs.min(), xs.max()
-                    pad = (hi / lo) ** 0.03 if xlog and lo > 0 else None
-                    ax.set_xlim(*((lo / pad, hi * pad) if pad else
-                                  (lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo))))
+                    if xlog and lo > 0:
+                        pad = (hi / lo) ** 0.03 if hi > lo else 1.5
+                        ax.set_xlim(lo / pad, hi * pad)
+                    else:
+                        pad = 0.03 * (hi - lo) if hi > lo else max(abs(lo) * 0.05, 0.5)
+                        ax.set_xlim(lo - pad, hi + pad)
                 if row == 0:
                     ax.set_title(f"{fmt}" + (", float32 sums" if acc == "float32" else "")
                                  + f"\nu = 2^-{get_format(fmt).precision}, overflow logit "
