@@ -18,8 +18,9 @@ a sum of n positive terms whose largest is M, terms below M * 2**-(p + 8) / n ch
 less than 2**-(p + 8) relative (log and log1p of a sum are no worse conditioned than that).
 
 Non-finite inputs: -inf logits are masked classes (exp(-inf) = 0); a -inf target gives +inf,
-an all -inf row gives nan; a +inf logit gives +inf unless it is the target (inf - inf: nan);
-any nan gives nan, as in PyTorch.
+an all -inf row gives nan; any +inf logit gives nan (at the target or elsewhere, once or more,
+with -inf classes or not: torch shifts by the maximum, inf - inf); any nan gives nan; all as
+torch.nn.functional.cross_entropy does.
 """
 from __future__ import annotations
 
@@ -47,13 +48,11 @@ DEFAULT_MAX_PREC = 1 << 15
 
 def _row_loss(x: np.ndarray, t: int, prec: int):
     """One row at working precision `prec` (float64 values, finite or not)."""
-    if np.isnan(x).any():
+    if np.isnan(x).any() or (x == np.inf).any():
         return mp.nan
     xt = x[t]
     if xt == -np.inf:
-        return mp.inf if np.isfinite(x).any() or (x == np.inf).any() else mp.nan
-    if (x == np.inf).any():
-        return mp.nan if xt == np.inf else mp.inf
+        return mp.inf if np.isfinite(x).any() else mp.nan
     x = x[x != -np.inf]
     a = x.max()
     target_is_max = xt == a
@@ -161,7 +160,7 @@ def reference_truth(logits, targets, bits: int = DEFAULT_BITS, *,
     store = resolve_cache(cache)
     key = truth_key(x, t, bits) if store is not None else None
     if store is not None:
-        hit = store.load(key, len(t))
+        hit = store.load(key, len(t), x, t)
         if hit is not None:
             return Truth(hit["hi"], hit["lo"], float(hit["mean_hi"]), float(hit["mean_lo"]))
     if _backend(backend) == "arb":
