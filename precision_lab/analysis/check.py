@@ -23,9 +23,18 @@ true loss itself rounds to infinity in the format counts as exact).
 A case fails when its error passes `max_ulp` (or `max_bits`); an implementation passes a format
 when no case fails. `largest working scale` is the largest |logit| of the scale family below
 which every scale works. The CLI exits 1 when the user's function fails in any format.
+
+Isolation (`analysis.isolation`): the truths and the baselines (torch, logsumexp) are computed
+first; then the user's function is imported and run in a child process, each call on fresh
+copies of the inputs. Every way it can end other than returning numbers fails the case: an
+exception, sys.exit(), os._exit() or a crash (the case fails, a fresh process runs the rest), a
+call running past `timeout` seconds (the case and the cases not yet run fail), an output that
+is not real numbers (complex, strings, booleans, objects, masked arrays) or has the wrong shape.
+An import or first call that ends any of these ways is an InputError (exit 2).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import math
@@ -39,18 +48,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..numerics.formats import FORMATS, Format, get_format
+from ..data.inputs import check_array
 from ..errors import InputError
 from ..numerics.arithmetic import accumulators_for
+from ..numerics.formats import FORMATS, Format, get_format
 from ..numerics.methods import METHODS, batch_mean
 from ..numerics.metrics import errors as rel_errors
-from ..truth.reference import reference_loss, reference_mean, to_double_double
 from ..reporting.tables import write_csv
+from ..truth.reference import reference_loss, reference_mean, to_double_double
+from .isolation import run_isolated
 
 __all__ = ["add_arguments", "cli", "check_implementation", "load_function", "battery",
-           "CheckResult", "DEFAULT_MAX_ULP", "SCALES"]
+           "CheckResult", "DEFAULT_MAX_ULP", "DEFAULT_TIMEOUT", "SCALES"]
 
 DEFAULT_MAX_ULP = 8.0
+DEFAULT_TIMEOUT = 60.0
 SCALES = tuple(2.0 ** k for k in range(-2, 21))
 CLASS_COUNTS = (2, 10, 100, 1000)
 
@@ -147,16 +159,12 @@ def _quiet_call(fn, x, t):
 
 
 def _as_float64(out) -> np.ndarray:
-    if isinstance(out, torch.Tensor):
-        return out.detach().to("cpu", torch.float64).numpy().copy()
-    a = np.asarray(out)
-    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype.kind == "V"
-                                 or a.dtype.kind == "f"):
-        try:
-            return a.astype(np.float64)
-        except (TypeError, ValueError):
-            raise _CallError(f"returned {type(out).__name__}, not numbers") from None
-    return a.astype(np.float64)
+    """The function's output as float64, or _CallError: complex, strings, booleans, objects
+    and masked arrays are not a loss (`check_array`)."""
+    try:
+        return np.array(check_array(out, "output"), dtype=np.float64)
+    except InputError as exc:
+        raise _CallError(f"returned {type(out).__name__}: {exc}") from None
 
 
 def _inputs(kind: str, xr: np.ndarray, t: np.ndarray, fmt: Format):
@@ -284,9 +292,11 @@ def _truths(cases, fmt: Format):
     return out
 
 
-def _run_one(fn, kind, output, xr, t, fmt):
-    """Per-row or mean output of `fn` on one case as float64, or an exception message."""
-    xs, ts = _inputs(kind, xr, t, fmt)
+def _run_one(fn, kind, output, job):
+    """In the child: per-row or mean output of `fn` on one job (format name, rounded logits,
+    targets) as float64, or (None, why not). Each call gets fresh inputs."""
+    fmt_name, xr, t = job
+    xs, ts = _inputs(kind, xr.copy(), t.copy(), get_format(fmt_name))
     try:
         v = _as_float64(_quiet_call(fn, xs, ts))
     except _CallError as exc:
@@ -299,65 +309,105 @@ def _run_one(fn, kind, output, xr, t, fmt):
     return v.reshape(want), None
 
 
-def _baselines(output: str):
-    def torch_fn(xr, t, fmt):
-        if output == "mean":
-            return np.array([METHODS["torch"].batch_mean(None, fmt, x=xr, targets=t)])
-        return METHODS["torch"](xr, t, fmt)
+def _prepare(target):
+    """In the child: load the function (a MODULE:FUNCTION spec, or the function itself),
+    find its kind and output, and return ((kind, output), the per-job call).
 
-    def lse_fn(xr, t, fmt):
+    torch runs with one intra-op thread here: a forked child whose parent's OpenMP pool has
+    run deadlocks in its first parallel region otherwise. No result changes: torch splits a
+    row's log-softmax over rows, and the battery's batches are far below its parallel grain."""
+    torch.set_num_threads(1)
+    fn = load_function(target) if isinstance(target, str) else target
+    kind, output = detect(fn)
+    return (kind, output), functools.partial(_run_one, fn, kind, output)
+
+
+def _baselines(xr, t, fmt) -> dict[str, dict[str, np.ndarray]]:
+    """{baseline: {"per-row": losses, "mean": [mean]}} of torch and logsumexp on copies."""
+    with np.errstate(all="ignore"):
+        tl = METHODS["torch"](xr.copy(), t.copy(), fmt)
+        tm = METHODS["torch"].batch_mean(None, fmt, x=xr.copy(), targets=t.copy())
         acc = accumulators_for(fmt)[-1]  # float32 sums for the narrower formats
-        losses = METHODS["logsumexp"](xr, t, fmt, acc)
-        if output == "mean":
-            return np.array([batch_mean(losses, fmt, acc)])
-        return losses
-    return {"torch": torch_fn, "logsumexp": lse_fn}
+        ll = METHODS["logsumexp"](xr.copy(), t.copy(), fmt, acc)
+        lm = batch_mean(ll, fmt, acc)
+    return {"torch": {"per-row": tl, "mean": np.array([tm])},
+            "logsumexp": {"per-row": ll, "mean": np.array([lm])}}
 
 
-def check_implementation(fn: Callable, name: str | None = None,
+def _number(v, what: str, *, positive: bool = False, allow_none: bool = True):
+    """A finite number >= 0 (> 0 if `positive`) or None, or InputError naming the option."""
+    if v is None and allow_none:
+        return None
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise InputError(f"{what} must be a number, got {v!r}")
+    v = float(v)
+    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise InputError(f"{what} must be a finite number {'above' if positive else 'of at least'}"
+                         f" 0, got {v!r}")
+    return v
+
+
+def check_implementation(fn, name: str | None = None,
                          formats: Iterable[str] = tuple(FORMATS),
                          max_ulp: float | None = DEFAULT_MAX_ULP, max_bits: float | None = None,
                          relative: bool = False, seed: int = 0, baselines: bool = True,
-                         cases: list[Case] | None = None) -> CheckResult:
-    """Run `fn(logits, targets)` over the battery in each format; see the module docstring."""
-    name = name or getattr(fn, "__module__", "") + ":" + getattr(fn, "__qualname__", repr(fn))
-    kind, output = detect(fn)
+                         cases: list[Case] | None = None,
+                         timeout: float | None = DEFAULT_TIMEOUT) -> CheckResult:
+    """Run `fn(logits, targets)` over the battery in each format; see the module docstring.
+
+    `fn`: the function, or "MODULE:FUNCTION" (imported in the child process only).
+    `timeout`: seconds each call (and the import with the first call) may take; None: no limit.
+    """
+    max_ulp = _number(max_ulp, "max_ulp")
+    max_bits = _number(max_bits, "max_bits")
+    timeout = _number(timeout, "timeout", positive=True)
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(formats, str) or not list(formats):
+        raise InputError(f"formats must be a non-empty list of format names, got {formats!r}")
+    if isinstance(fn, str):
+        name = name or fn
+    elif callable(fn):
+        name = name or getattr(fn, "__module__", "") + ":" + getattr(fn, "__qualname__",
+                                                                     repr(fn))
+    else:
+        raise InputError(f"expected a function or MODULE:FUNCTION, got {type(fn).__name__}")
     fmts = [get_format(f) for f in formats]
-    cases = battery(seed) if cases is None else cases
-    impls: dict[str, Callable] = {name: None}
-    if baselines:
-        impls.update(_baselines(output))
-    rows = []
+    cases = battery(int(seed)) if cases is None else cases
+    # Everything of ours first: the truths and the baselines, before the user's code runs.
+    plan = []
     for fmt in fmts:
-        truths = _truths(cases, fmt)
-        for case, tr in zip(cases, truths):
-            if tr is None:
-                continue
-            xr, hi, lo, mhi, mlo = tr
-            th, tl = (mhi, mlo) if output == "mean" else (hi, lo)
-            for impl, base in impls.items():
-                if base is None:
-                    v, err = _run_one(fn, kind, output, xr, case.targets, fmt)
-                else:
-                    with np.errstate(all="ignore"):
-                        v, err = base(xr, case.targets, fmt), None
-                if v is None:
-                    v = np.full(len(th), np.nan)
-                    ulp, bits = np.full(len(th), np.inf), np.full(len(th), 8.0 * fmt.dtype.itemsize)
-                else:
-                    ulp, bits = _mixed_errors(v, th, tl, fmt, relative)
-                for i in range(len(th)):
-                    rows.append({"implementation": impl, "format": fmt.name,
-                                 "family": case.family, "case": case.name, "scale": case.scale,
-                                 "row": i if output == "per-row" else -1,
-                                 "computed": float(v[i]), "truth": float(th[i]),
-                                 "ulp": float(ulp[i]), "bits": float(bits[i]),
-                                 "error": err or ""})
+        for case, tr in zip(cases, _truths(cases, fmt)):
+            if tr is not None:
+                plan.append((fmt, case, tr, _baselines(tr[0], case.targets, fmt)
+                             if baselines else {}))
+    jobs = [(fmt.name, tr[0], case.targets) for fmt, case, tr, _ in plan]
+    (kind, output), outcomes = run_isolated(functools.partial(_prepare, fn), jobs, timeout)
+    rows = []
+    for (fmt, case, tr, base), outcome in zip(plan, outcomes):
+        xr, hi, lo, mhi, mlo = tr
+        th, tl = (mhi, mlo) if output == "mean" else (hi, lo)
+        v, err = outcome[1] if outcome[0] == "ok" else (None, outcome[1])
+        impls = {name: (v, err), **{b: (vals[output], None) for b, vals in base.items()}}
+        for impl, (val, err) in impls.items():
+            if val is None:
+                val = np.full(len(th), np.nan)
+                ulp, bits = np.full(len(th), np.inf), np.full(len(th), 8.0 * fmt.dtype.itemsize)
+            else:
+                ulp, bits = _mixed_errors(val, th, tl, fmt, relative)
+            for i in range(len(th)):
+                rows.append({"implementation": impl, "format": fmt.name,
+                             "family": case.family, "case": case.name, "scale": case.scale,
+                             "row": i if output == "per-row" else -1,
+                             "computed": float(val[i]), "truth": float(th[i]),
+                             "ulp": float(ulp[i]), "bits": float(bits[i]),
+                             "error": err or ""})
     details = pd.DataFrame(rows)
     ulp_fail = details["ulp"] > max_ulp if max_ulp is not None else False
     bits_fail = details["bits"] > max_bits if max_bits is not None else False
-    details["fails"] = ulp_fail | bits_fail
-    verdict = _verdict(details, impls, fmts)
+    details["fails"] = ulp_fail | bits_fail | (details["error"] != "")
+    impl_names = [name] + (["torch", "logsumexp"] if baselines else [])
+    verdict = _verdict(details, impl_names, fmts)
     return CheckResult(name, kind, output, max_ulp, max_bits, relative, verdict, details)
 
 
@@ -401,23 +451,43 @@ def add_arguments(p) -> None:
                                   "(logits, targets) and returning the mean or per-row losses")
     p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS),
                    metavar="FORMAT", help=f"formats to run in (default: {' '.join(FORMATS)})")
-    p.add_argument("--max-ulp", type=float, default=DEFAULT_MAX_ULP,
+    p.add_argument("--max-ulp", type=_threshold, default=DEFAULT_MAX_ULP,
                    help=f"fail a case whose error passes this many ULPs (default "
-                        f"{DEFAULT_MAX_ULP:g}; a negative value turns it off)")
-    p.add_argument("--max-bits", type=float, default=None,
+                        f"{DEFAULT_MAX_ULP:g}; 'off' turns it off)")
+    p.add_argument("--max-bits", type=_threshold, default=None,
                    help="fail a case whose error passes this many bits (default: off)")
     p.add_argument("--relative", action="store_true",
                    help="count ULPs at the truth itself, even for losses far below 1")
     p.add_argument("--seed", type=int, default=0, help="seed of the battery's random logits")
+    p.add_argument("--timeout", type=_threshold, default=DEFAULT_TIMEOUT,
+                   help=f"seconds each call of the function may take (default "
+                        f"{DEFAULT_TIMEOUT:g}; 'off': no limit)")
     p.add_argument("--details", type=Path, default=None,
                    help="write every case's computed value, truth and error to this CSV")
 
 
+def _threshold(s: str):
+    """A command-line number, or None for 'off'; checked by `check_implementation`."""
+    if s.strip().lower() in ("off", "none"):
+        return None
+    try:
+        return float(s)
+    except ValueError:
+        raise InputError(f"expected a number or 'off', got {s!r}") from None
+
+
 def cli(args) -> int:
-    fn = load_function(args.target)
-    max_ulp = None if args.max_ulp is not None and args.max_ulp < 0 else args.max_ulp
-    res = check_implementation(fn, name=args.target, formats=args.formats, max_ulp=max_ulp,
-                               max_bits=args.max_bits, relative=args.relative, seed=args.seed)
+    for opt in ("max_ulp", "max_bits", "timeout"):
+        v = getattr(args, opt)
+        if v is not None and not (math.isfinite(v) and v >= 0 and (v > 0 or opt != "timeout")):
+            raise InputError(f"--{opt.replace('_', '-')} must be a finite number "
+                             f"{'above' if opt == 'timeout' else 'of at least'} 0 or 'off', "
+                             f"got {v:g}")
+    if args.seed < 0:
+        raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
+    res = check_implementation(args.target, name=args.target, formats=args.formats,
+                               max_ulp=args.max_ulp, max_bits=args.max_bits,
+                               relative=args.relative, seed=args.seed, timeout=args.timeout)
     print(res.to_text())
     if args.details is not None:
         write_csv(res.details, args.details)
