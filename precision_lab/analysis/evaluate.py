@@ -6,9 +6,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from ..data.inputs import check_bits, check_names, validate_batch
+from ..numerics.arithmetic import ACCUMULATORS, check_accumulators
 from ..numerics.formats import FORMATS, get_format
-from ..data.inputs import validate_batch
-from ..numerics.arithmetic import ACCUMULATORS
 from ..numerics.methods import METHODS, get_method
 from ..numerics.metrics import error_columns
 from ..truth.reference import DEFAULT_BITS, reference_truth
@@ -32,10 +32,15 @@ def evaluate(logits, targets, formats: Iterable[str] = tuple(FORMATS),
     Returns one row per (input row, format, method, accumulator), with reduction 'none'; with
     `mean`, one more row per (format, method, accumulator) for the batch mean (row = -1).
     `cache`: where certified truths are kept on disk (see `reference_truth`).
+    `formats`, `methods`, `accumulators`: non-empty lists of names (a bare string is refused);
+    an accumulator that is the working format itself in a format ("float32" in float32 and
+    float64) runs as "working" there. Logits may be torch tensors (detached first).
     """
     x, t = validate_batch(logits, targets)
-    fmts = [get_format(f) for f in formats]
-    meths = [get_method(m) for m in methods]
+    bits = check_bits(bits)
+    fmts = [get_format(f) for f in check_names(formats, "formats")]
+    meths = [get_method(m) for m in check_names(methods, "methods")]
+    accumulators = check_accumulators(check_names(accumulators, "accumulators"))
     blocks = []
 
     def add(fmt, method, acc, reduction, row, computed, hi, lo):

@@ -24,8 +24,8 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["check_array", "validate_batch", "load_logits", "read_csv", "make_logits",
-           "DISTRIBUTIONS", "InputError"]
+__all__ = ["check_array", "check_bits", "check_names", "validate_batch", "load_logits",
+           "read_csv", "make_logits", "DISTRIBUTIONS", "InputError"]
 
 _KINDS = {"b": "booleans", "U": "strings", "S": "bytes", "O": "Python objects",
           "M": "datetimes", "m": "timedeltas", "c": "complex numbers"}
@@ -105,6 +105,28 @@ def check_array(a, what: str = "logits", dtype=np.float64) -> np.ndarray:
         if over.any():
             i = tuple(int(k) for k in np.argwhere(over)[0])
             raise InputError(f"{what}: value {arr[i]!r} at index {i} is outside float64's range")
+    return out
+
+
+def check_bits(bits) -> int:
+    """`bits` (the certified bit count) as an int >= 1, or InputError."""
+    if isinstance(bits, (bool, np.bool_)) or not isinstance(bits, (int, np.integer)) or bits < 1:
+        raise InputError(f"bits must be a positive integer, got {bits!r}")
+    return int(bits)
+
+
+def check_names(names, what: str) -> list:
+    """A non-empty list of names (formats, methods, accumulators), or InputError: a bare string
+    is refused (it would be read letter by letter), and so is an empty list."""
+    if isinstance(names, (str, bytes)):
+        raise InputError(f"{what} must be a list of names, got the bare string {names!r} "
+                         f"(write [{names!r}])")
+    try:
+        out = list(names)
+    except TypeError:
+        raise InputError(f"{what} must be a list of names, got {type(names).__name__}") from None
+    if not out:
+        raise InputError(f"{what} is empty: give at least one")
     return out
 
 

@@ -31,7 +31,7 @@ import mpmath
 import numpy as np
 from mpmath import mp
 
-from ..data.inputs import validate_batch
+from ..data.inputs import check_bits, validate_batch
 from ..errors import UncertifiedError
 from .cache import resolve_cache, truth_key
 from .fastref import FIXED, arb_to_double_double, certified_losses
@@ -128,6 +128,7 @@ def reference_loss(logits, targets, bits: int = DEFAULT_BITS,
     (the arb backend: within 2**-(bits + 1) relative, proven by ball arithmetic).
     """
     x, t = _check(logits, targets)
+    bits = check_bits(bits)
     out = np.empty(len(t), dtype=object)
     if _backend(backend) == "arb":
         res = _arb_losses(x, t, bits, max_prec)
@@ -157,6 +158,7 @@ def reference_truth(logits, targets, bits: int = DEFAULT_BITS, *,
     found by the SHA-256 of the exact inputs and `bits`, and verified when read.
     """
     x, t = _check(logits, targets)
+    bits = check_bits(bits)
     store = resolve_cache(cache)
     key = truth_key(x, t, bits) if store is not None else None
     if store is not None:
