@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+import warnings
 
 from . import runner
 from .analysis import check
-from .numerics.formats import FORMATS
 from .errors import InputError
+from .numerics.formats import FORMATS
 from .numerics.methods import METHODS
 
 __all__ = ["main"]
@@ -41,13 +44,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"precision-lab: warning: {message}\n"
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
     try:
         return args.func(args)
     except InputError as exc:  # bad input: one clear line, no traceback
         print(f"precision-lab: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside a run's own handler (loading, check)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second one: ignored, we are ending
+        print("\nprecision-lab: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..numerics.bounds import bhh_bound, lse_terms
-from ..numerics.methods import get_method
-from .evaluate import evaluate
-from ..numerics.formats import FORMATS
 from ..data.inputs import make_logits
+from ..numerics.bounds import bhh_bound, lse_terms
+from ..numerics.formats import FORMATS
+from ..numerics.methods import get_method
 from ..numerics.metrics import aggregate
 from ..running.sweep import cell_key
+from .evaluate import evaluate
 
 __all__ = ["GROUP", "cell_rng", "cell_logits", "evaluate_cell", "stage_arrays", "array_digest",
            "class_counts_up_to"]

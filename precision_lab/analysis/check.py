@@ -55,6 +55,7 @@ from ..numerics.formats import FORMATS, Format, get_format
 from ..numerics.methods import METHODS, batch_mean
 from ..numerics.metrics import errors as rel_errors
 from ..reporting.tables import write_csv
+from ..running.storage import check_writable_dir
 from ..truth.reference import reference_loss, reference_mean, to_double_double
 from .isolation import run_isolated
 
@@ -305,7 +306,8 @@ def _run_one(fn, kind, output, job):
         return None, f"{type(exc).__name__}: {exc}"
     want = (1,) if output == "mean" else (len(t),)
     if v.size != want[0] or (output == "per-row" and v.shape != want):
-        return None, f"returned shape {v.shape}, expected {'a scalar' if output == 'mean' else want}"
+        expected = "a scalar" if output == "mean" else want
+        return None, f"returned shape {v.shape}, expected {expected}"
     return v.reshape(want), None
 
 
@@ -485,10 +487,18 @@ def cli(args) -> int:
                              f"got {v:g}")
     if args.seed < 0:
         raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.details is not None:  # before the check runs, not after
+        if args.details.is_dir():
+            raise InputError(f"--details {args.details} is a directory; give a file name")
+        check_writable_dir(args.details.parent, "--details: the directory")
     res = check_implementation(args.target, name=args.target, formats=args.formats,
                                max_ulp=args.max_ulp, max_bits=args.max_bits,
                                relative=args.relative, seed=args.seed, timeout=args.timeout)
     print(res.to_text())
     if args.details is not None:
-        write_csv(res.details, args.details)
+        try:
+            write_csv(res.details, args.details)
+        except OSError as exc:
+            raise InputError(f"--details {args.details}: cannot write it: "
+                             f"{exc.strerror or exc}") from None
     return res.exit_code

@@ -32,7 +32,7 @@ import numpy as np
 from mpmath import mp
 
 from ..data.inputs import check_bits, validate_batch
-from ..errors import UncertifiedError
+from ..errors import InputError, UncertifiedError
 from .cache import resolve_cache, truth_key
 from .fastref import FIXED, arb_to_double_double, certified_losses
 
@@ -95,6 +95,18 @@ def _certified(x, t, bits, max_prec, row):
 _check = validate_batch
 
 
+def _check_cap(bits: int, classes: int, max_prec) -> None:
+    """Refuse at once, before any evaluation, a `bits` that the precision cap cannot reach:
+    the first evaluation alone needs bits + 24 + log2(C) bits (either backend)."""
+    if isinstance(max_prec, bool) or not isinstance(max_prec, (int, np.integer)) or max_prec < 1:
+        raise InputError(f"max_prec must be a positive integer, got {max_prec!r}")
+    need = bits + 24 + int(math.log2(max(classes, 2)))
+    if need > max_prec:
+        raise UncertifiedError(f"{bits} bits cannot be certified within the precision cap of "
+                               f"{max_prec} bits (the first evaluation alone needs {need}); "
+                               f"ask for fewer bits or raise max_prec")
+
+
 def _backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
@@ -129,6 +141,7 @@ def reference_loss(logits, targets, bits: int = DEFAULT_BITS,
     """
     x, t = _check(logits, targets)
     bits = check_bits(bits)
+    _check_cap(bits, x.shape[1], max_prec)
     out = np.empty(len(t), dtype=object)
     if _backend(backend) == "arb":
         res = _arb_losses(x, t, bits, max_prec)
@@ -159,6 +172,7 @@ def reference_truth(logits, targets, bits: int = DEFAULT_BITS, *,
     """
     x, t = _check(logits, targets)
     bits = check_bits(bits)
+    _check_cap(bits, x.shape[1], max_prec)
     store = resolve_cache(cache)
     key = truth_key(x, t, bits) if store is not None else None
     if store is not None:
