@@ -234,8 +234,13 @@ class CheckResult:
     """The outcome of `check_implementation`.
 
     verdict: one row per (implementation, format): worst ULP and bits, the worst case, the
-             largest working scale, failing cases, PASS/FAIL.
-    details: one row per (implementation, format, case, row) with computed value and truth.
+             largest working scale, failing cases, and PASS/FAIL for the function checked;
+             the references (torch, logsumexp) have the verdict "reference": they are shown
+             beside it for comparison and judged by nothing.
+    details: one row per (implementation, format, case, row) with the case's inputs (the
+             logits as rounded into the format, the target), computed value and truth.
+    skipped: one row per (format, case) not run, with the reason (logits the format cannot
+             represent), so every format runs the same battery or says why not.
     """
     name: str
     kind: str
@@ -245,6 +250,8 @@ class CheckResult:
     relative: bool
     verdict: pd.DataFrame
     details: pd.DataFrame
+    skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=["format", "case", "reason"]))
 
     @property
     def passed(self) -> bool:
@@ -271,7 +278,20 @@ class CheckResult:
         v = self.verdict.copy()
         for col in ("max ULP", "max bits"):
             v[col] = v[col].map(lambda a: "inf" if a == np.inf else f"{a:.3g}")
-        lines.append(v.to_string(index=False))
+        mine = v[v["verdict"] != "reference"]
+        refs = v[v["verdict"] == "reference"]
+        n_cases = self.details.groupby("format", sort=False)["case"].nunique()
+        counts = ", ".join(f"{k}: {n} cases" for k, n in n_cases.items())
+        lines.append(f"{self.name}, judged ({counts}):")
+        lines.append(mine.to_string(index=False))
+        if not refs.empty:
+            lines += ["", "references, for comparison only (not judged; no verdict of their "
+                          "own):",
+                      refs.drop(columns=["failing cases", "verdict"]).to_string(index=False)]
+        if not self.skipped.empty:
+            lines += ["", "cases a format cannot represent (not run there):"]
+            for (fmt, reason), g in self.skipped.groupby(["format", "reason"], sort=False):
+                lines.append(f"  {fmt}: {', '.join(g['case'])}: {reason}")
         lines.append("")
         lines.append(f"verdict: {'PASS' if self.passed else 'FAIL'} ({self.name})")
         return "\n".join(lines)
@@ -283,8 +303,10 @@ def _truths(cases, fmt: Format):
         with np.errstate(over="ignore", invalid="ignore"):
             xr = fmt.round(case.logits)
         finite_in = np.isfinite(case.logits)
-        if not np.array_equal(np.isfinite(xr), finite_in):
-            out.append(None)  # the logits are out of the format's range
+        if not np.array_equal(np.isfinite(xr), finite_in):  # out of the format's range
+            big = float(np.max(np.abs(case.logits[finite_in])))
+            out.append(f"its logits (|x| up to {big:.3g}) overflow {fmt.name} (largest "
+                       f"finite {fmt.max_finite:.5g})")
             continue
         truth = reference_loss(xr, case.targets)
         hi, lo = to_double_double(truth)
@@ -377,10 +399,12 @@ def check_implementation(fn, name: str | None = None,
     fmts = [get_format(f) for f in formats]
     cases = battery(int(seed)) if cases is None else cases
     # Everything of ours first: the truths and the baselines, before the user's code runs.
-    plan = []
+    plan, skipped = [], []
     for fmt in fmts:
         for case, tr in zip(cases, _truths(cases, fmt)):
-            if tr is not None:
+            if isinstance(tr, str):
+                skipped.append({"format": fmt.name, "case": case.name, "reason": tr})
+            else:
                 plan.append((fmt, case, tr, _baselines(tr[0], case.targets, fmt)
                              if baselines else {}))
     jobs = [(fmt.name, tr[0], case.targets) for fmt, case, tr, _ in plan]
@@ -398,9 +422,13 @@ def check_implementation(fn, name: str | None = None,
             else:
                 ulp, bits = _mixed_errors(val, th, tl, fmt, relative)
             for i in range(len(th)):
+                sl = slice(i, i + 1) if output == "per-row" else slice(None)
                 rows.append({"implementation": impl, "format": fmt.name,
                              "family": case.family, "case": case.name, "scale": case.scale,
                              "row": i if output == "per-row" else -1,
+                             "target": " ".join(str(int(k)) for k in case.targets[sl]),
+                             "logits": "; ".join(" ".join(repr(float(v)) for v in r)
+                                                 for r in xr[sl]),
                              "computed": float(val[i]), "truth": float(th[i]),
                              "ulp": float(ulp[i]), "bits": float(bits[i]),
                              "error": err or ""})
@@ -408,9 +436,13 @@ def check_implementation(fn, name: str | None = None,
     ulp_fail = details["ulp"] > max_ulp if max_ulp is not None else False
     bits_fail = details["bits"] > max_bits if max_bits is not None else False
     details["fails"] = ulp_fail | bits_fail | (details["error"] != "")
+    details.insert(1, "role", np.where(details["implementation"] == name, "checked",
+                                       "reference"))
     impl_names = [name] + (["torch", "logsumexp"] if baselines else [])
     verdict = _verdict(details, impl_names, fmts)
-    return CheckResult(name, kind, output, max_ulp, max_bits, relative, verdict, details)
+    verdict.loc[verdict["implementation"] != name, "verdict"] = "reference"
+    return CheckResult(name, kind, output, max_ulp, max_bits, relative, verdict, details,
+                       pd.DataFrame(skipped, columns=["format", "case", "reason"]))
 
 
 def _verdict(details: pd.DataFrame, impls, fmts) -> pd.DataFrame:
@@ -465,7 +497,8 @@ def add_arguments(p) -> None:
                    help=f"seconds each call of the function may take (default "
                         f"{DEFAULT_TIMEOUT:g}; 'off': no limit)")
     p.add_argument("--details", type=Path, default=None,
-                   help="write every case's computed value, truth and error to this CSV")
+                   help="write every case's inputs (rounded logits, target), computed value, "
+                        "truth and error to this CSV")
 
 
 def _threshold(s: str):
