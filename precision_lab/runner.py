@@ -39,7 +39,8 @@ from .experiments import available, load_experiment
 from .reporting.index import write_index
 from .reporting.tables import write_csv
 from .running.provenance import peak_memory_mib, write_metadata
-from .running.storage import atomic_write, check_writable_dir, exclusive, recover_dir, replace_dir
+from .running.storage import (atomic_write, check_writable_dir, exclusive, recover_dir,
+                              replace_dir)
 from .running.sweep import checkpoints_kept, run_cells
 
 __all__ = ["RunConfig", "run_experiment", "add_arguments", "cli", "script_main"]
@@ -54,6 +55,7 @@ class RunConfig:
     scheduler: str | None = None
     logits_file: Path | None = None
     quiet: bool = False
+    command: str | None = None  # the command line that started this run, for provenance
     user_logits: tuple | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -115,7 +117,10 @@ def run_experiment(name: str, config: RunConfig) -> Path:
                 json.dump({"name": name, "title": title, "question": question,
                            "findings": findings}, f, indent=2)
                 f.write("\n")
-            write_metadata(staging, experiment=name, profile=config.profile, seed=config.seed,
+            write_metadata(staging, experiment=name, command=config.command or
+                           f"precision-lab run {name} --profile {config.profile} --seed "
+                           f"{config.seed} --out {config.out}",
+                           profile=config.profile, seed=config.seed,
                            workers=config.workers, scheduler=config.scheduler,
                            logits_file=str(config.logits_file) if config.logits_file else None,
                            wall_time_s=round(wall, 2), **peak_memory_mib(), params=params)
@@ -137,15 +142,28 @@ def _doc_head(module) -> tuple[str, str]:
 
 def add_arguments(p: argparse.ArgumentParser, with_name: bool = True) -> None:
     if with_name:
-        p.add_argument("name", help="an experiment in experiments/, or 'all'")
-    p.add_argument("--profile", default="quick", help="quick (seconds) or full (the reports)")
-    p.add_argument("--out", default="reports", help="reports directory")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
-    p.add_argument("--scheduler", default=None, help="a Dask distributed scheduler address")
+        names = available()
+        p.add_argument("name", metavar="NAME",
+                       help=f"an experiment ({', '.join(names)}) or 'all'; "
+                            "`precision-lab list` describes them")
+    p.add_argument("--profile", default="quick",
+                   help="quick or full (the committed reports); `precision-lab list` shows "
+                        "the time each took when last measured "
+                        "(default: %(default)s)")
+    p.add_argument("--out", default="reports",
+                   help="reports directory; each experiment writes OUT/NAME "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of every random draw (synthetic logits, samples of your rows, "
+                        "training) (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes on this machine (default: every core)")
+    p.add_argument("--scheduler", default=None,
+                   help="a Dask distributed scheduler address (default: none, local processes)")
     p.add_argument("--logits-file", type=Path, default=None,
-                   help="your own logits and targets (.npy, .npz or .csv)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+                   help="your own logits and targets (.npy, .npz or .csv) (default: none, "
+                        "synthetic logits)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
@@ -153,7 +171,8 @@ def _interrupt(signum, frame):
 
 def cli(args) -> int:
     config = RunConfig(profile=args.profile, seed=args.seed, out=args.out, workers=args.workers,
-                       scheduler=args.scheduler, logits_file=args.logits_file, quiet=args.quiet)
+                       scheduler=args.scheduler, logits_file=args.logits_file, quiet=args.quiet,
+                       command=getattr(args, "command_line", None))
     names = available() if args.name == "all" else [args.name]
     for name in names:  # every name, profile and option checked before anything runs
         module = load_experiment(name)

@@ -37,10 +37,11 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import inspect
 import math
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -54,8 +55,10 @@ from ..numerics.arithmetic import accumulators_for
 from ..numerics.formats import FORMATS, Format, get_format
 from ..numerics.methods import METHODS, batch_mean
 from ..numerics.metrics import errors as rel_errors
+from ..numerics.options import LossOptions
 from ..reporting.tables import write_csv
 from ..running.storage import check_writable_dir
+from ..truth.options import certified_option_losses
 from ..truth.reference import reference_loss, reference_mean, to_double_double
 from .isolation import run_isolated
 
@@ -153,10 +156,58 @@ class _CallError(Exception):
     pass
 
 
-def _quiet_call(fn, x, t):
+def _quiet_call(fn, x, t, kwargs=None):
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        return fn(x, t)
+        return fn(x, t, **(kwargs or {}))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training options (numerics.options): passed to the user's function as torch's keywords
+
+def option_keywords(fn, options: LossOptions) -> list[str]:
+    """The keywords `fn` is called with for `options` (torch's names: weight, ignore_index,
+    reduction, label_smoothing; and z_loss, softcap): every option in use. InputError when
+    the signature does not accept one of them (a **kwargs parameter accepts all)."""
+    names = sorted(options.used - {"probabilities"})
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return names  # no signature to read (a builtin): try the call
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return names
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise InputError(f"the function does not accept the option(s) {', '.join(missing)} "
+                         f"(its parameters: {', '.join(params)})")
+    return names
+
+
+def _option_kwargs(names, options: LossOptions, kind: str, fmt: Format) -> dict:
+    out = {}
+    for n in names:
+        v = getattr(options, n)
+        if n == "weight":
+            w = fmt.round(options.weight_array)
+            v = torch.from_numpy(w).to(fmt.torch_dtype) if kind == "torch" else fmt.cast(w)
+        out[n] = v
+    return out
+
+
+def _with_options(case: Case, options: LossOptions) -> Case | None:
+    """The case under `options`: probability targets (0.7 on the class, 0.3 spread), or the
+    last of several rows ignored; None where `weight` has another class count."""
+    n, c = case.logits.shape
+    if options.weight is not None and len(options.weight) != c:
+        return None
+    if options.probabilities:
+        p = np.full((n, c), 0.3 / c)
+        p[np.arange(n), case.targets] += 0.7
+        return Case(case.family, case.name, case.logits, p, case.scale)
+    t = case.targets.copy()
+    if n > 1:
+        t[-1] = options.ignore_index
+    return Case(case.family, case.name, case.logits, t, case.scale)
 
 
 def _as_float64(out) -> np.ndarray:
@@ -169,26 +220,42 @@ def _as_float64(out) -> np.ndarray:
 
 
 def _inputs(kind: str, xr: np.ndarray, t: np.ndarray, fmt: Format):
+    if t.ndim == 2:  # probability targets, in the logits' format
+        tp = fmt.round(t)
+        if kind == "torch":
+            dt = fmt.torch_dtype
+            return torch.from_numpy(xr).to(dt), torch.from_numpy(tp).to(dt)
+        return fmt.cast(xr), fmt.cast(tp)
     if kind == "torch":
         return torch.from_numpy(xr).to(fmt.torch_dtype), torch.from_numpy(t.astype(np.int64))
     return fmt.cast(xr), t.astype(np.int64)
 
 
-def detect(fn) -> tuple[str, str]:
+def detect(fn, options: LossOptions | None = None) -> tuple[str, str]:
     """(kind, output): kind 'numpy' or 'torch', output 'mean' or 'per-row'."""
     rng = np.random.default_rng(12345)
     x = rng.standard_normal((5, 4))
     t = rng.integers(0, 4, size=5)
+    names = [] if options is None else option_keywords(fn, options)
+    if options is not None:
+        case = _with_options(Case("detect", "detect", x, t), options)
+        if case is None:  # the weights' class count
+            x = rng.standard_normal((5, len(options.weight)))
+            case = _with_options(Case("detect", "detect", x, t % x.shape[1]), options)
+        t = case.targets
+    f64 = get_format("float64")
     kind, out, numpy_exc = "numpy", None, None
     try:
-        out = _quiet_call(fn, x.copy(), t.copy())
+        out = _quiet_call(fn, x.copy(), t.copy(), _option_kwargs(names, options, "numpy", f64)
+                          if names else None)
         if isinstance(out, torch.Tensor):
             kind = "torch"
     except Exception as exc:  # not a numpy function: try torch
         numpy_exc, kind = exc, "torch"
     if kind == "torch":
         try:
-            out = _quiet_call(fn, torch.from_numpy(x.copy()), torch.from_numpy(t.copy()))
+            out = _quiet_call(fn, torch.from_numpy(x.copy()), torch.from_numpy(t.copy()),
+                              _option_kwargs(names, options, "torch", f64) if names else None)
         except Exception as exc:
             raise InputError(
                 f"the function raised with numpy arrays ({type(numpy_exc).__name__}: {numpy_exc})"
@@ -297,7 +364,7 @@ class CheckResult:
         return "\n".join(lines)
 
 
-def _truths(cases, fmt: Format):
+def _truths(cases, fmt: Format, options: LossOptions | None = None):
     out = []
     for case in cases:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -308,6 +375,15 @@ def _truths(cases, fmt: Format):
             out.append(f"its logits (|x| up to {big:.3g}) overflow {fmt.name} (largest "
                        f"finite {fmt.max_finite:.5g})")
             continue
+        if options is not None:
+            o = _options_in(options, fmt)
+            t = fmt.round(case.targets) if options.probabilities else case.targets
+            truth = certified_option_losses(xr, t, o)
+            hi, lo = to_double_double(truth.rows)
+            mhi, mlo = to_double_double([truth.total if options.reduction == "sum"
+                                         else truth.mean])
+            out.append((xr, hi, lo, mhi, mlo))
+            continue
         truth = reference_loss(xr, case.targets)
         hi, lo = to_double_double(truth)
         mhi, mlo = to_double_double([reference_mean(truth)])
@@ -315,13 +391,23 @@ def _truths(cases, fmt: Format):
     return out
 
 
-def _run_one(fn, kind, output, job):
+def _options_in(options: LossOptions, fmt: Format) -> LossOptions:
+    """The options with their weights rounded into the format (as the user's function gets
+    them)."""
+    if options.weight is None:
+        return options
+    return replace(options, weight=tuple(fmt.round(options.weight_array).tolist()))
+
+
+def _run_one(fn, kind, output, job, options=None, names=()):
     """In the child: per-row or mean output of `fn` on one job (format name, rounded logits,
     targets) as float64, or (None, why not). Each call gets fresh inputs."""
     fmt_name, xr, t = job
-    xs, ts = _inputs(kind, xr.copy(), t.copy(), get_format(fmt_name))
+    fmt = get_format(fmt_name)
+    xs, ts = _inputs(kind, xr.copy(), t.copy(), fmt)
+    kw = _option_kwargs(names, options, kind, fmt) if names else None
     try:
-        v = _as_float64(_quiet_call(fn, xs, ts))
+        v = _as_float64(_quiet_call(fn, xs, ts, kw))
     except _CallError as exc:
         return None, str(exc)
     except Exception as exc:
@@ -333,22 +419,39 @@ def _run_one(fn, kind, output, job):
     return v.reshape(want), None
 
 
-def _prepare(target):
+def _prepare(target, options=None):
     """In the child: load the function (a MODULE:FUNCTION spec, or the function itself),
-    find its kind and output, and return ((kind, output), the per-job call).
+    find its kind and output (and the option keywords it takes), and return ((kind, output),
+    the per-job call).
 
     torch runs with one intra-op thread here: a forked child whose parent's OpenMP pool has
     run deadlocks in its first parallel region otherwise. No result changes: torch splits a
     row's log-softmax over rows, and the battery's batches are far below its parallel grain."""
     torch.set_num_threads(1)
     fn = load_function(target) if isinstance(target, str) else target
-    kind, output = detect(fn)
-    return (kind, output), functools.partial(_run_one, fn, kind, output)
+    kind, output = detect(fn, options)
+    names = option_keywords(fn, options) if options is not None else ()
+    return (kind, output), functools.partial(_run_one, fn, kind, output, options=options,
+                                             names=names)
 
 
-def _baselines(xr, t, fmt) -> dict[str, dict[str, np.ndarray]]:
-    """{baseline: {"per-row": losses, "mean": [mean]}} of torch and logsumexp on copies."""
+def _baselines(xr, t, fmt, options: LossOptions | None = None
+               ) -> dict[str, dict[str, np.ndarray]]:
+    """{reference: {"per-row": losses, "mean": [its reduction]}} of torch and logsumexp, on
+    copies (computed before the user's function runs)."""
     with np.errstate(all="ignore"):
+        if options is not None:
+            red = "sum" if options.reduction == "sum" else "mean"
+            out = {}
+            for method in ("torch", "logsumexp"):
+                m, o = METHODS[method], _options_in(options, fmt)
+                acc = accumulators_for(fmt)[-1]
+                tt = fmt.round(t) if options.probabilities else t.copy()
+                losses = m(xr.copy(), tt, fmt, acc, options=o)
+                out[method] = {"per-row": losses,
+                               "mean": np.array([m.reduce(losses, fmt, acc, xr.copy(), tt, o,
+                                                          red)])}
+            return out
         tl = METHODS["torch"](xr.copy(), t.copy(), fmt)
         tm = METHODS["torch"].batch_mean(None, fmt, x=xr.copy(), targets=t.copy())
         acc = accumulators_for(fmt)[-1]  # float32 sums for the narrower formats
@@ -356,6 +459,14 @@ def _baselines(xr, t, fmt) -> dict[str, dict[str, np.ndarray]]:
         lm = batch_mean(ll, fmt, acc)
     return {"torch": {"per-row": tl, "mean": np.array([tm])},
             "logsumexp": {"per-row": ll, "mean": np.array([lm])}}
+
+
+def _cell(a: np.ndarray) -> str:
+    """Values of one --details cell: numbers by spaces, rows by "; " (exact: repr)."""
+    a = np.asarray(a)
+    if a.ndim == 1:
+        return " ".join(str(int(v)) if a.dtype.kind in "iu" else repr(float(v)) for v in a)
+    return "; ".join(_cell(r) for r in a)
 
 
 def _number(v, what: str, *, positive: bool = False, allow_none: bool = True):
@@ -376,12 +487,17 @@ def check_implementation(fn, name: str | None = None,
                          max_ulp: float | None = DEFAULT_MAX_ULP, max_bits: float | None = None,
                          relative: bool = False, seed: int = 0, baselines: bool = True,
                          cases: list[Case] | None = None,
+                         options: LossOptions | None = None,
                          timeout: float | None = DEFAULT_TIMEOUT) -> CheckResult:
     """Run `fn(logits, targets)` over the battery in each format; see the module docstring.
 
     `fn`: the function, or "MODULE:FUNCTION" (imported in the child process only).
     `timeout`: seconds each call (and the import with the first call) may take; None: no limit.
-    """
+    `options` (a `LossOptions`): `fn` is called as fn(logits, targets, **keywords), the
+    options in use under torch's names (`option_keywords`; InputError when its signature
+    lacks one), on the battery with the last row of each case ignored (or with probability
+    targets), against the certified truth under the options; with `weight`, only the cases
+    with its class count, plus one case of that count."""
     max_ulp = _number(max_ulp, "max_ulp")
     max_bits = _number(max_bits, "max_bits")
     timeout = _number(timeout, "timeout", positive=True)
@@ -398,17 +514,25 @@ def check_implementation(fn, name: str | None = None,
         raise InputError(f"expected a function or MODULE:FUNCTION, got {type(fn).__name__}")
     fmts = [get_format(f) for f in formats]
     cases = battery(int(seed)) if cases is None else cases
+    if options is not None:
+        if options.weight is not None:
+            c = len(options.weight)
+            rng = np.random.default_rng(seed)
+            cases = cases + [Case("classes", f"{c} classes (weight)",
+                                  3.0 * rng.standard_normal((8, c)), rng.integers(0, c, 8))]
+        cases = [k for k in (_with_options(case, options) for case in cases) if k is not None]
     # Everything of ours first: the truths and the baselines, before the user's code runs.
     plan, skipped = [], []
     for fmt in fmts:
-        for case, tr in zip(cases, _truths(cases, fmt)):
+        for case, tr in zip(cases, _truths(cases, fmt, options)):
             if isinstance(tr, str):
                 skipped.append({"format": fmt.name, "case": case.name, "reason": tr})
             else:
-                plan.append((fmt, case, tr, _baselines(tr[0], case.targets, fmt)
+                plan.append((fmt, case, tr, _baselines(tr[0], case.targets, fmt, options)
                              if baselines else {}))
     jobs = [(fmt.name, tr[0], case.targets) for fmt, case, tr, _ in plan]
-    (kind, output), outcomes = run_isolated(functools.partial(_prepare, fn), jobs, timeout)
+    (kind, output), outcomes = run_isolated(functools.partial(_prepare, fn, options), jobs,
+                                             timeout)
     rows = []
     for (fmt, case, tr, base), outcome in zip(plan, outcomes):
         xr, hi, lo, mhi, mlo = tr
@@ -426,9 +550,8 @@ def check_implementation(fn, name: str | None = None,
                 rows.append({"implementation": impl, "format": fmt.name,
                              "family": case.family, "case": case.name, "scale": case.scale,
                              "row": i if output == "per-row" else -1,
-                             "target": " ".join(str(int(k)) for k in case.targets[sl]),
-                             "logits": "; ".join(" ".join(repr(float(v)) for v in r)
-                                                 for r in xr[sl]),
+                             "target": _cell(case.targets[sl]),
+                             "logits": _cell(xr[sl]),
                              "computed": float(val[i]), "truth": float(th[i]),
                              "ulp": float(ulp[i]), "bits": float(bits[i]),
                              "error": err or ""})
@@ -499,6 +622,25 @@ def add_arguments(p) -> None:
     p.add_argument("--details", type=Path, default=None,
                    help="write every case's inputs (rounded logits, target), computed value, "
                         "truth and error to this CSV")
+    o = p.add_argument_group("training options (passed to the function as keywords, torch's "
+                             "names; see precision_lab.numerics.options)")
+    o.add_argument("--label-smoothing", type=float, default=None, metavar="EPS")
+    o.add_argument("--z-loss", type=float, default=None, metavar="COEF")
+    o.add_argument("--softcap", type=float, default=None, metavar="C")
+    o.add_argument("--ignore-index", type=int, default=None, metavar="I")
+    o.add_argument("--reduction", choices=["mean", "sum"], default=None)
+    o.add_argument("--probabilities", action="store_true",
+                   help="call it with (N, C) probability targets")
+
+
+def options_from_args(args) -> LossOptions | None:
+    """The LossOptions the CLI flags ask for, or None when none is given."""
+    kw = {k: getattr(args, k, None) for k in ("label_smoothing", "z_loss", "softcap",
+                                               "ignore_index", "reduction")}
+    kw = {k: v for k, v in kw.items() if v is not None}
+    if getattr(args, "probabilities", False):
+        kw["probabilities"] = True
+    return LossOptions(**kw) if kw else None
 
 
 def _threshold(s: str):
@@ -526,7 +668,8 @@ def cli(args) -> int:
         check_writable_dir(args.details.parent, "--details: the directory")
     res = check_implementation(args.target, name=args.target, formats=args.formats,
                                max_ulp=args.max_ulp, max_bits=args.max_bits,
-                               relative=args.relative, seed=args.seed, timeout=args.timeout)
+                               relative=args.relative, seed=args.seed, timeout=args.timeout,
+                               options=options_from_args(args))
     print(res.to_text())
     if args.details is not None:
         try:

@@ -85,6 +85,13 @@ class Arithmetic:
         with np.errstate(invalid="ignore"):
             return self.round(np.subtract(a, b))
 
+    def mul(self, a, b):
+        with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf: nan, as IEEE
+            return self.round(np.multiply(a, b))
+
+    def tanh(self, v):
+        return self.round(np.tanh(v))
+
     def div(self, a, b):
         with np.errstate(divide="ignore", invalid="ignore"):
             return self.round(np.divide(a, b))

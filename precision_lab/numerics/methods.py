@@ -15,11 +15,14 @@ counted as such (a +inf against a nan truth).
 Adding a method is one function and one `@register(...)`: the record carries its formula and
 summary, whether it shifts by the maximum, which Blanchard-Higham-Higham bound applies, how its
 batch mean is formed, its family (which sets its figure colour), and the accumulators it runs
-with. `backward` and `options` are the slots the gradient and the training options fill.
+with. `backward` is the slot the gradient fills. `options` names the training options
+(numerics.options) the method expresses and `with_options` computes the loss under them from
+the method's terms (every class's -log p and its log-sum-exp, at the end of this module;
+numerics.optioned); an option it cannot express is refused with an InputError.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -29,6 +32,8 @@ from ..data.inputs import validate_batch
 from ..errors import InputError
 from .arithmetic import ACCUMULATORS, OWN, WORKING, Arithmetic, accumulators_for
 from .formats import get_format
+from .optioned import Terms, options_forward, reduce_rows, torch_options
+from .options import OPTION_NAMES, LossOptions, check_batch, require_supported
 
 __all__ = ["Method", "METHODS", "FAMILIES", "ACCUMULATORS", "register", "get_method",
            "Arithmetic", "batch_mean", "stable_methods", "bounded_methods"]
@@ -52,12 +57,30 @@ class Method:
     mean_fn: Callable | None = None  # (x, targets, fmt) -> batch mean, if not sum-then-divide
     backward: Callable | None = None  # the gradient (filled by the gradient work)
     options: frozenset = field(default_factory=frozenset)  # training options it expresses
+    # (x, targets, fmt, accumulator, options, reduction) -> the loss under LossOptions
+    with_options: Callable | None = None
 
-    def __call__(self, x, targets, fmt, accumulator=WORKING):
-        """Per-row losses of logits `x` (N, C), whose values must already be in `fmt`."""
+    def __call__(self, x, targets, fmt, accumulator=WORKING, options: LossOptions | None = None):
+        """Per-row losses of logits `x` (N, C), whose values must already be in `fmt`;
+        with `options`, reduction "none" under them (numerics.options)."""
         fmt = get_format(fmt)
+        if options is not None:
+            return self.loss(x, targets, fmt, accumulator, options, "none")
         x, targets = validate_batch(x, targets)
         return self.fn(x, targets, fmt, accumulator)
+
+    def loss(self, x, targets, fmt, accumulator=WORKING, options: LossOptions | None = None,
+             reduction: str | None = None):
+        """The loss under `options` (default: plain cross entropy) with `reduction`
+        (default: the options' own): per-row losses for "none", a float for "sum" and "mean".
+        InputError names any option in use that this method cannot express."""
+        options = LossOptions() if options is None else options
+        fmt = get_format(fmt)
+        require_supported(self.name, self.options, options)
+        if self.with_options is None:
+            raise InputError(f"method {self.name!r} cannot express training options")
+        x, targets = check_batch(x, targets, options)
+        return self.with_options(x, targets, fmt, accumulator, options, reduction)
 
     @property
     def uses_accumulator(self) -> bool:
@@ -67,12 +90,26 @@ class Method:
         """The accumulators this method runs with in `fmt`."""
         return [OWN] if self.own_reduction else accumulators_for(fmt, requested)
 
-    def batch_mean(self, losses, fmt, accumulator=WORKING, x=None, targets=None) -> float:
+    def batch_mean(self, losses, fmt, accumulator=WORKING, x=None, targets=None,
+                   options: LossOptions | None = None) -> float:
         """The batch mean (PyTorch's default reduction) as this method forms it: its own
-        `mean_fn` on the batch, or a sequential sum of the per-row `losses` then one division."""
+        `mean_fn` on the batch, or a sequential sum of the per-row `losses` then one division.
+        With `options`: their "mean" of the batch (`x`, `targets`), weighted as torch does."""
+        if options is not None:
+            return self.reduce(losses, fmt, accumulator, x, targets, options, "mean")
         if self.mean_fn is not None:
             return float(self.mean_fn(x, targets, get_format(fmt)))
         return batch_mean(losses, fmt, WORKING if accumulator == OWN else accumulator)
+
+    def reduce(self, losses, fmt, accumulator, x, targets, options: LossOptions,
+               reduction: str) -> float:
+        """"sum" or "mean" under `options` of this method's per-row `losses` of the batch
+        (`x`, `targets`); a method with its own reduction (torch) reduces the batch itself."""
+        if self.own_reduction or losses is None:
+            return self.loss(x, targets, fmt, accumulator, options, reduction)
+        options = LossOptions() if options is None else options
+        _, targets = check_batch(x, targets, options)
+        return reduce_rows(losses, targets, get_format(fmt), accumulator, options, reduction)
 
 
 METHODS: dict[str, Method] = {}
@@ -144,10 +181,13 @@ def _softmax_target(ar: Arithmetic, x, targets):
     return ar.div(_pick(e, targets), ar.sum(e))
 
 
+SOFTMAX_EPS = 1e-7
+
+
 @register("softmax_eps", "-log(p_t + eps), p = softmax(x - max x), eps = 1e-7",
           "the blog post's code: shifted softmax, eps (rounded to the format) caps the loss",
           family="softmax", shifted=True, color="#ff7f0e")
-def softmax_eps(x, targets, fmt, accumulator, eps: float = 1e-7):
+def softmax_eps(x, targets, fmt, accumulator, eps: float = SOFTMAX_EPS):
     ar = Arithmetic(fmt, accumulator)
     p = _softmax_target(ar, x, targets)
     return -ar.log(ar.add(p, ar.round(eps)))
@@ -206,6 +246,12 @@ ONLINE_BLOCK = 256
           family="shifted", shifted=True, color="#e377c2")
 def online(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
+    m, s = _online_ms(ar, x)
+    return ar.sub(ar.add(m, ar.log(s)), _pick(x, targets))
+
+
+def _online_ms(ar: Arithmetic, x):
+    """The online softmax's running (max, sum) after the last block."""
     n = x.shape[0]
     m = np.full(n, -np.inf)
     s = np.zeros(n)
@@ -217,7 +263,7 @@ def online(x, targets, fmt, accumulator):
             scale_old = np.where(m == -np.inf, 0.0, ar.exp(ar.sub(m, new)))
         s = ar.add(ar.round(s * scale_old), ar.round(sb * ar.exp(ar.sub(mb, new))))
         m = new
-    return ar.sub(ar.add(m, ar.log(s)), _pick(x, targets))
+    return m, s
 
 
 @register("torch", "torch.nn.functional.cross_entropy(x, t, reduction='none')",
@@ -234,3 +280,69 @@ def _torch_ce(x, targets, fmt, reduction):
     xt = torch.from_numpy(np.asarray(x, dtype=np.float64)).to(fmt.torch_dtype)
     t = torch.from_numpy(np.asarray(targets).astype(np.int64))
     return torch.nn.functional.cross_entropy(xt, t, reduction=reduction).to(torch.float64).numpy()
+
+
+# Training options (numerics.options, numerics.optioned): each method's terms, -log p of every
+# class and its log-sum-exp, formed with the same rounded operations as its forward above (so
+# the target's column is its plain loss, bit for bit), and the options it can express.
+def _naive_terms(ar: Arithmetic, y) -> Terms:
+    e = ar.exp(y)
+    s = ar.sum(e)[:, None]
+    return Terms(-ar.log(ar.div(e, s)), ar.log(s[:, 0]))
+
+
+def _softmax_terms(eps: float | None):
+    def terms(ar: Arithmetic, y) -> Terms:
+        _, e = _shifted_exp(ar, y)
+        p = ar.div(e, ar.sum(e)[:, None])
+        return Terms(-ar.log(p if eps is None else ar.add(p, ar.round(eps))), None)
+    return terms
+
+
+def _logsumexp_terms(ar: Arithmetic, y) -> Terms:
+    a, e = _shifted_exp(ar, y)
+    lse = ar.add(a, ar.log(ar.sum(e)))
+    return Terms(ar.sub(lse[:, None], y), lse)
+
+
+def _log1p_terms(ar: Arithmetic, y) -> Terms:
+    a, e = _shifted_exp(ar, y)
+    k = np.argmax(y, axis=1)
+    e = e.copy()
+    e[np.arange(len(k)), k] = 0.0
+    lse = ar.add(a, ar.log1p(ar.sum(e)))
+    return Terms(ar.sub(lse[:, None], y), lse)
+
+
+def _log_softmax_terms(ar: Arithmetic, y) -> Terms:
+    a, e = _shifted_exp(ar, y)
+    ls = ar.log(ar.sum(e))
+    return Terms(-ar.sub(ar.sub(y, a[:, None]), ls[:, None]), ar.add(a, ls))
+
+
+def _online_terms(ar: Arithmetic, y) -> Terms:
+    m, s = _online_ms(ar, y)
+    lse = ar.add(m, ar.log(s))
+    return Terms(ar.sub(lse[:, None], y), lse, fused=True)
+
+
+def _torch_with_options(x, targets, fmt, accumulator, options, reduction):
+    return torch_options(x, targets, fmt, options, reduction)
+
+
+def _declare_options(name: str, terms, unsupported: tuple = ()) -> None:
+    def with_options(x, targets, fmt, accumulator, options, reduction, _terms=terms):
+        return options_forward(_terms, x, targets, fmt, accumulator, options, reduction)
+    fn = _torch_with_options if terms is None else with_options
+    METHODS[name] = replace(METHODS[name], with_options=fn,
+                            options=frozenset(OPTION_NAMES) - set(unsupported))
+
+
+_declare_options("naive", _naive_terms)
+_declare_options("softmax_eps", _softmax_terms(SOFTMAX_EPS), ("z_loss",))
+_declare_options("softmax_log", _softmax_terms(None), ("z_loss",))
+_declare_options("logsumexp", _logsumexp_terms)
+_declare_options("log1p", _log1p_terms)
+_declare_options("log_softmax", _log_softmax_terms)
+_declare_options("online", _online_terms)
+_declare_options("torch", None)
