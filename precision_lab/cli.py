@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import shlex
+import signal
 import sys
 import threading
 import warnings

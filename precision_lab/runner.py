@@ -39,8 +39,7 @@ from .experiments import available, load_experiment
 from .reporting.index import write_index
 from .reporting.tables import write_csv
 from .running.provenance import peak_memory_mib, write_metadata
-from .running.storage import (atomic_write, check_writable_dir, exclusive, recover_dir,
-                              replace_dir)
+from .running.storage import atomic_write, check_writable_dir, exclusive, recover_dir, replace_dir
 from .running.sweep import checkpoints_kept, run_cells
 
 __all__ = ["RunConfig", "run_experiment", "add_arguments", "cli", "script_main"]
