@@ -6,6 +6,12 @@ returns the per-row losses (float64 carrying `fmt` values). Every operation goes
 `Arithmetic` (precision_lab.numerics.arithmetic): evaluated in float64 and rounded once to
 `fmt`, sums sequential in the accumulator. The maximum is exact in any format.
 
+Non-finite logits follow the policy of `validate_batch` (torch's) by their own arithmetic,
+never by a special case: every shifted method meets inf - inf on a row with a +inf logit and
+returns nan, as the truth does. `naive`, unshifted, never subtracts: where the +inf is not the
+target it returns exp(x_t) / inf = 0, so -log 0 = +inf, an outcome of its formula that is
+counted as such (a +inf against a nan truth).
+
 Adding a method is one function and one `@register(...)`: the record carries its formula and
 summary, whether it shifts by the maximum, which Blanchard-Higham-Higham bound applies, how its
 batch mean is formed, its family (which sets its figure colour), and the accumulators it runs
@@ -30,6 +36,7 @@ from .optioned import Terms, options_forward, reduce_rows, torch_options
 from .options import OPTION_NAMES, LossOptions, check_batch, require_supported
 
 __all__ = ["Method", "METHODS", "FAMILIES", "ACCUMULATORS", "register", "get_method",
+           "backward", "GRAD_VARIANTS", "gradient_methods", "REDUCTIONS",
            "Arithmetic", "batch_mean", "stable_methods", "bounded_methods"]
 
 # Method families: the colour family of every figure, and what "shifted" means in findings.
@@ -51,7 +58,8 @@ class Method:
     bound: str | None = None       # the BHH bound form that covers it ("log1p", "shifted")
     own_reduction: bool = False    # sums in its own way (torch): runs once, as "internal"
     mean_fn: Callable | None = None  # (x, targets, fmt) -> batch mean, if not sum-then-divide
-    backward: Callable | None = None  # the gradient (filled by the gradient work)
+    backward: Callable | None = None  # gradient: (x, targets, fmt, accumulator, reduction)
+    #                                  -> (N, C) dL/dx carrying fmt values (numerics.gradients)
     options: frozenset = field(default_factory=frozenset)  # training options it expresses
     # (x, targets, fmt, accumulator, options, reduction) -> the loss under LossOptions
     with_options: Callable | None = None
@@ -123,6 +131,32 @@ def register(name: str, formula: str, summary: str, *, family: str = "shifted",
                                own_reduction, mean_fn)
         return fn
     return deco
+
+
+# Backward variants that are not a method's own gradient: {label: (method name, fn)}.
+GRAD_VARIANTS: dict[str, tuple[str, Callable]] = {}
+REDUCTIONS = ("none", "mean")
+
+
+def backward(name: str, variant: str | None = None):
+    """Declare a gradient of method `name`: its own (fills the record's `backward`), or, with
+    `variant`, another backward of the same forward (listed by `gradient_methods`)."""
+    def deco(fn):
+        if variant is None:
+            METHODS[name] = replace(get_method(name), backward=fn)
+        else:
+            get_method(name)
+            GRAD_VARIANTS[variant] = (name, fn)
+        return fn
+    return deco
+
+
+def gradient_methods() -> dict[str, tuple[Method, Callable]]:
+    """{label: (method record, backward fn)}: every method with a backward under its own
+    name, then the variants."""
+    out = {m.name: (m, m.backward) for m in METHODS.values() if m.backward is not None}
+    out.update({v: (METHODS[name], fn) for v, (name, fn) in GRAD_VARIANTS.items()})
+    return out
 
 
 def get_method(name: str | Method) -> Method:
@@ -215,7 +249,10 @@ def log1p(x, targets, fmt, accumulator):
     a, e = _shifted_exp(ar, x)
     k = np.argmax(x, axis=1)
     e = e.copy()
-    e[np.arange(len(k)), k] = 0.0  # the argmax term, exp(0) = 1, leaves the sum
+    rows = np.arange(len(k))
+    # the argmax term, exp(0) = 1, leaves the sum; where a = +inf it is exp(inf - inf) = nan
+    # and stays (the formula's 1 holds only for a finite maximum): nan, as every shifted method
+    e[rows, k] = np.where(np.isfinite(a), 0.0, e[rows, k])
     lse = ar.add(a, ar.log1p(ar.sum(e)))
     return ar.sub(lse, _pick(x, targets))
 
@@ -239,8 +276,13 @@ ONLINE_BLOCK = 256
           family="shifted", shifted=True, color="#0072B2")
 def online(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
+    return ar.sub(online_lse(ar, x), _pick(x, targets))
+
+
+def online_lse(ar: Arithmetic, x):
+    """The online pass's log-sum-exp m + log s per row (what a fused kernel saves)."""
     m, s = _online_ms(ar, x)
-    return ar.sub(ar.add(m, ar.log(s)), _pick(x, targets))
+    return ar.add(m, ar.log(s))
 
 
 def _online_ms(ar: Arithmetic, x):
