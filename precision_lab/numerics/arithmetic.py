@@ -94,7 +94,7 @@ def accumulators_for(fmt, requested=ACCUMULATORS) -> list[str]:
         if a == WORKING or (acc != fmt and acc not in seen):
             out.append(a)
             seen.append(acc)
-    return out
+    return out or ([WORKING] if requested else [])  # float32 in float32 is the working one
 
 
 class Arithmetic:
