@@ -46,8 +46,8 @@ from .analysis.cells import evaluate_cell
 from .data.inputs import load_logits
 from .errors import InputError
 from .experiments import available, load_experiment
-from .reporting.document import doc_head
 from .numerics.formats import get_format
+from .reporting.document import doc_head
 from .reporting.index import write_index
 from .reporting.tables import write_csv
 from .running.provenance import peak_memory_mib, write_metadata

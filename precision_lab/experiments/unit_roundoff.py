@@ -29,19 +29,16 @@ import pandas as pd
 from precision_lab.analysis.cells import cell_logits, evaluate_with_bound
 from precision_lab.numerics.formats import custom_format, get_format
 from precision_lab.numerics.methods import METHODS, bounded_methods
+from precision_lab.reporting.document import report_for
 from precision_lab.reporting.figures import (
     BOUND_STYLE,
     MARK_STYLE,
-    caption,
     figure_legend,
     floored,
     light_log_axis,
     method_color,
     panel_grid,
-    plt,
-    save_figure,
 )
-from precision_lab.reporting.tables import write_latex, write_markdown
 
 NAME = "unit_roundoff"
 TAKES_FORMATS = False
@@ -170,7 +167,7 @@ def _figure(d: pd.DataFrame, classes: list[int], title: str):
     return fig
 
 
-def _notes(d: pd.DataFrame, table: pd.DataFrame, params) -> list[str]:
+def _findings(d: pd.DataFrame, table: pd.DataFrame, params) -> list[str]:
     notes = []
     shifted = [m for m in METHOD_NAMES if METHODS[m].family == "shifted"]
     st = table[table["method"].isin(shifted)]
@@ -194,7 +191,7 @@ def _notes(d: pd.DataFrame, table: pd.DataFrame, params) -> list[str]:
             u = "u" if rnd == "nearest" else "2u"
             notes.append(f"The BHH bound (with {u} per rounding) holds for {inside}/{total} "
                          f"finite rows of " + " and ".join(f"`{m}`" for m in bounded_methods())
-                         + f" with {rnd} rounding, over every precision and class count.")
+                         + f" with {LABEL[rnd]}, over every precision and class count.")
     piv = d[d["method"].isin(shifted)].pivot_table(
         index=["method", "classes", "precision"], columns="rounding", values="rel_err_median",
         aggfunc="first")
@@ -205,12 +202,11 @@ def _notes(d: pd.DataFrame, table: pd.DataFrame, params) -> list[str]:
             notes.append(f"Stochastic rounding's median error over round to nearest's, per "
                          f"(shifted method, class count, precision): median "
                          f"{ratio.median():.2g}, range {ratio.min():.2g} to {ratio.max():.2g} "
-                         f"({len(ratio)} points; SR is unbiased, but each rounding errs by up "
+                         f"({len(ratio)} points; SR is unbiased, but one rounding errs by up "
                          f"to an ulp rather than half of one).")
     se = d[(d["method"] == "softmax_eps") & (d["rounding"] == "nearest")]
     if len(se):
-        ratio = se["rel_err_median"] / se["unit_roundoff"]
-        far = se[ratio > 100]
+        far = se[se["rel_err_median"] / se["unit_roundoff"] > 100]
         if len(far):
             notes.append(f"`softmax_eps` stops following u: its median error exceeds 100 u "
                          f"from p = {int(far['precision'].min())} on (round to nearest; "
@@ -227,37 +223,32 @@ def _notes(d: pd.DataFrame, table: pd.DataFrame, params) -> list[str]:
 def report(df, config, params, out_dir) -> list[dict]:
     d = df[df["reduction"] == "none"]
     classes = sorted(d["classes"].unique())
-    fmts_text = (f"custom formats p = {min(params['precisions'])} ... "
-                 f"{max(params['precisions'])} ({len(params['precisions'])} precisions) on "
-                 f"emin = {params['emin']}, emax = {params['emax']}, each with round to nearest "
-                 f"and stochastic rounding")
-    cap = caption([fmts_text], config.seed,
-                  extra=f"Inputs: normal logits rounded to p = {params['input_precision']}, "
-                        f"exact in every format; rows per C: "
-                        + ", ".join(f"{c}: {r}" for c, r in params["classes"].items()) + ".")
-    fig = _figure(d, classes, "Median relative error of the per-row loss against the unit "
-                              "roundoff u = 2^-p")
-    save_figure(fig, out_dir, "error_vs_u")
-    plt.close(fig)
+    truth = (f"Formats: custom p = {min(params['precisions'])} ... {max(params['precisions'])} "
+             f"({len(params['precisions'])} precisions) on emin = {params['emin']}, emax = "
+             f"{params['emax']}, each with round to nearest and stochastic rounding. Inputs: "
+             f"normal logits rounded to p = {params['input_precision']}, exact in every format "
+             f"(one certified truth for all); rows per C: "
+             + ", ".join(f"{c}: {r}" for c, r in params["classes"].items()) + ".")
+    rep = report_for(NAME, __doc__, config, out_dir, truth=truth,
+                     title="Unit roundoff: error against u = 2^-p, p = 3 ... 53")
     table = summary_table(d)
-    notes = _notes(d, table, params)
-    tcap = ("Per method, rounding mode and class count C, over the precisions: the slope of a "
-            "least-squares fit of log2(median relative error) against log2(u) (1: error "
-            "proportional to u), the median and the largest of median error / u, and the rows "
-            "within the Blanchard-Higham-Higham bound (u per rounding for round to nearest, "
-            f"2u for stochastic rounding). {cap}")
-    md = out_dir / "summary.md"
-    write_markdown(table, md, title="Unit roundoff: error against u = 2^-p, p = 3 ... 53",
-                   caption=tcap)
-    write_latex(table, out_dir / "summary.tex", caption=tcap, label="tab:unit-roundoff")
-    with open(md, "a", encoding="utf-8") as f:
-        f.write("\n## Findings\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
-        f.write("\n## Figures\n\n![error_vs_u](error_vs_u.png)\n\n")
-        f.write("Columns: round to nearest, stochastic rounding. Rows: class count C and method "
-                "group (the unshifted and softmax methods; the shifted ones). Dotted black: the "
-                "BHH bound (log1p form, median over rows of bound / loss; 2u per rounding for "
-                "stochastic rounding); dashed grey: u itself. Errors below 1e-18 (exact "
-                "results) are drawn at 1e-18.\n\n")
-        f.write(f"{cap}\n")
-    return [{"text": n, "link": "error_vs_u.png" if i == 0 else "summary.md",
-             "label": "figure" if i == 0 else "table"} for i, n in enumerate(notes)]
+    t1 = rep.table(table, "Per method, rounding mode and class count C, over the precisions: "
+                   "the slope of a least-squares fit of log2(median relative error) against "
+                   "log2(u) (1: error proportional to u), the median and the largest of median "
+                   "error / u, and the rows within the Blanchard-Higham-Higham bound (u per "
+                   "rounding for round to nearest, 2u for stochastic rounding).",
+                   stem="summary_table", headline=True)
+    f1 = rep.figure(_figure(d, classes, "Median relative error of the per-row loss against "
+                                        "the unit roundoff u = 2^-p"), "error_vs_u",
+                    "Median relative error of the per-row loss against u = 2^-p: round to "
+                    "nearest (left) and stochastic rounding (right), per class count and "
+                    "method group.", headline=True)
+    for i, text in enumerate(_findings(d, table, params)):
+        rep.finding(text, f1 if i < 2 else t1)
+    rep.section("How to read the figure",
+                "Columns: round to nearest, stochastic rounding. Rows: class count C and "
+                "method group (the unshifted and softmax methods; the shifted ones). Dotted "
+                "black: the BHH bound (log1p form, median over rows of bound / loss; 2u per "
+                "rounding for stochastic rounding); dashed grey: u itself. Errors below 1e-18 "
+                "(exact results) are drawn at 1e-18.")
+    return rep.write(out_dir)
