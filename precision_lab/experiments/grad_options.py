@@ -38,7 +38,8 @@ from ._grad_common import LEVEL, floors, series_in
 
 NAME = "grad_options"
 FORMATS_RUN = ["bfloat16", "float16", "float32"]
-# The settings: name -> LossOptions fields (reduction "none" is the cells' own).
+# The settings: name -> LossOptions fields (reduction "none" is the cells' own); a profile
+# may name a subset as "settings".
 SETTINGS = {"plain": {}, "label_smoothing 0.1": {"label_smoothing": 0.1},
             "z_loss 1e-4": {"z_loss": 1e-4}, "softcap 30": {"softcap": 30.0},
             "all three": {"label_smoothing": 0.1, "z_loss": 1e-4, "softcap": 30.0}}
@@ -52,7 +53,8 @@ PROFILES = {
 
 def cells(config, params) -> list[dict]:
     out = []
-    for name, spec in SETTINGS.items():
+    for name in params.get("settings", list(SETTINGS)):
+        spec = SETTINGS[name]
         opts = {**spec, "reduction": "none"}
         LossOptions(**opts)  # validated here, not in a worker
         base = {"setting": name, "options": opts, "seed": config.seed, "formats": FORMATS_RUN,
