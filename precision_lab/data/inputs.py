@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from . import files
 
 __all__ = ["validate_batch", "load_logits", "make_logits", "DISTRIBUTIONS", "InputError"]
 
@@ -102,9 +103,11 @@ def load_logits(path) -> tuple[np.ndarray, np.ndarray]:
                 a = np.load(fh, allow_pickle=False)
         elif suffix == ".csv":
             a = _read_csv(p)
+        elif suffix in files.SUFFIXES:  # .pt, .safetensors: data/files.py
+            x, t = files.read_arrays(p)
         else:
             raise InputError(f"unsupported file type {suffix!r}; use .npy, .npz or .csv")
-        if suffix != ".npz":
+        if suffix in (".npy", ".csv"):
             if a.dtype.names is not None or a.ndim != 2 or a.shape[1] < 2:
                 raise InputError(f"expected an (N, C + 1) array of numbers, the last column "
                                  f"the target; got shape {a.shape}, dtype {a.dtype}")
