@@ -46,6 +46,9 @@ class Method:
     mean_fn: Callable | None = None  # (x, targets, fmt) -> batch mean, if not sum-then-divide
     backward: Callable | None = None  # the gradient (filled by the gradient work)
     options: frozenset = field(default_factory=frozenset)  # training options it expresses
+    # (losses, fmt) -> the same batch mean as mean_fn, from this method's own per-row losses:
+    # lets a batch evaluated in blocks of rows (analyze) form it without the whole batch.
+    mean_of_losses: Callable | None = None
 
     def __call__(self, x, targets, fmt, accumulator=WORKING):
         """Per-row losses of logits `x` (N, C), whose values must already be in `fmt`."""
@@ -65,6 +68,8 @@ class Method:
         """The batch mean (PyTorch's default reduction) as this method forms it: its own
         `mean_fn` on the batch, or a sequential sum of the per-row `losses` then one division."""
         if self.mean_fn is not None:
+            if x is None and self.mean_of_losses is not None:
+                return float(self.mean_of_losses(losses, get_format(fmt)))
             return float(self.mean_fn(x, targets, get_format(fmt)))
         return batch_mean(losses, fmt, WORKING if accumulator == OWN else accumulator)
 
@@ -75,13 +80,13 @@ METHODS: dict[str, Method] = {}
 def register(name: str, formula: str, summary: str, *, family: str = "shifted",
              shifted: bool = True, color: str | None = None,
              bound: str | None = None, own_reduction: bool = False,
-             mean_fn: Callable | None = None):
+             mean_fn: Callable | None = None, mean_of_losses: Callable | None = None):
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
 
     def deco(fn):
         METHODS[name] = Method(name, fn, formula, summary, family, shifted, color, bound,
-                               own_reduction, mean_fn)
+                               own_reduction, mean_fn, mean_of_losses=mean_of_losses)
         return fn
     return deco
 
@@ -215,9 +220,20 @@ def online(x, targets, fmt, accumulator):
           "PyTorch on the CPU in the format's torch dtype; its own reduction (exp and sum in float32 "
           "lanes, the sum rounded to the format, for 16-bit formats)",
           family="library", shifted=True, color="#9467bd", own_reduction=True,
-          mean_fn=lambda x, t, fmt: _torch_ce(x, t, fmt, "mean"))
+          mean_fn=lambda x, t, fmt: _torch_ce(x, t, fmt, "mean"),
+          mean_of_losses=lambda losses, fmt: _torch_mean_of_losses(losses, fmt))
 def torch_ce(x, targets, fmt, accumulator=None):
     return _torch_ce(x, targets, fmt, "none")
+
+
+def _torch_mean_of_losses(losses, fmt):
+    """F.cross_entropy's mean from its per-row losses: its mean is nll_loss's over the picked
+    log-probabilities (-loss), which depends on those values alone, not on the other classes,
+    so nll_loss on an (N, 1) input of -losses reduces them the same way (tests check it)."""
+    lt = torch.from_numpy(np.array(losses, dtype=np.float64)).to(fmt.torch_dtype)  # a copy
+    zeros = torch.zeros(len(lt), dtype=torch.int64)
+    return torch.nn.functional.nll_loss(-lt[:, None], zeros, reduction="mean").to(
+        torch.float64).item()
 
 
 def _torch_ce(x, targets, fmt, reduction):
