@@ -11,6 +11,7 @@ Layers, bottom to top (a module imports only from layers below it, or its own):
   analysis    evaluate, grid cells, check
   experiments one module per experiment; the runner; the command line
 """
+from .analysis.analyze import Analysis, analyze
 from .analysis.evaluate import evaluate, variants
 from .data.inputs import load_logits, validate_batch
 from .errors import InputError, UncertifiedError
@@ -25,7 +26,7 @@ __all__ = [
     "FORMATS", "Format", "get_format", "round_to_format",
     "METHODS", "Method", "get_method", "register", "Arithmetic", "ACCUMULATORS", "batch_mean",
     "reference_loss", "reference_mean", "to_double_double", "UncertifiedError",
-    "errors", "aggregate", "evaluate", "variants",
+    "errors", "aggregate", "evaluate", "variants", "analyze", "Analysis",
     "validate_batch", "load_logits", "InputError",
 ]
 __version__ = "0.1.0"

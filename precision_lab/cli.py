@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from . import runner
-from .analysis import check
+from .analysis import analyze_report, check
 from .numerics.formats import FORMATS
 from .errors import InputError
 from .numerics.methods import METHODS
@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check", help="check your own cross-entropy implementation")
     check.add_arguments(chk)
     chk.set_defaults(func=check.cli)
+    ana = sub.add_parser("analyze", help="analyse every row of your own logits file")
+    analyze_report.add_arguments(ana)
+    ana.set_defaults(func=analyze_report.cli)
     return p
 
 

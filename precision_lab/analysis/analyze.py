@@ -34,7 +34,7 @@ from ..numerics.arithmetic import ACCUMULATORS, check_accumulators
 from ..numerics.bounds import bhh_bound
 from ..numerics.formats import FORMATS, get_format
 from ..numerics.methods import METHODS, get_method
-from ..numerics.metrics import NONFINITE, aggregate, error_columns
+from ..numerics.metrics import aggregate, error_columns
 from ..running.sweep import run_cells
 from ..truth.fastref import CHUNK, ROWS
 from ..truth.reference import DEFAULT_BITS, reference_truth, to_double_double
@@ -341,6 +341,11 @@ def analyze(path, formats=None, methods=None, accumulators=ACCUMULATORS, rows: i
     cells = [{**base, "start": s, "stop": e} for s, e in chunks]
     raw = run_cells(cells, analyze_chunk, checkpoint_dir=checkpoint_dir, workers=workers,
                     scheduler=scheduler, quiet=quiet, desc=f"analyze {p.name}")
+    # one order whatever the split: variant by variant, rows in analysed order
+    order = {v: i for i, v in enumerate(_variants(formats, methods, accumulators))}
+    key = [order[v] for v in zip(raw["format"], raw["method"], raw["accumulator"])]
+    raw = raw.assign(_k=key).sort_values(["_k", "row"], kind="mergesort").drop(columns="_k")
+    raw = raw.reset_index(drop=True)
     means = _batch_means(raw)
     per_row = _with_errors(raw)
     results = _results(per_row, means, n, info.rows)

@@ -7,7 +7,7 @@ import pandas as pd
 
 from ..running.storage import atomic_write
 
-__all__ = ["write_csv", "write_markdown", "write_latex", "format_number"]
+__all__ = ["write_csv", "write_markdown", "write_latex", "format_number", "markdown_table"]
 
 
 def write_csv(df: pd.DataFrame, path) -> Path:
@@ -36,6 +36,11 @@ def _formatted(df: pd.DataFrame) -> pd.DataFrame:
     return df.apply(lambda col: col.map(format_number) if col.dtype != object else col)
 
 
+def markdown_table(df: pd.DataFrame) -> str:
+    """The table as Markdown text, numbers as `format_number` writes them."""
+    return _formatted(df).to_markdown(index=False) + "\n"
+
+
 def write_markdown(df: pd.DataFrame, path, title: str | None = None,
                    caption: str | None = None, notes: str | None = None) -> Path:
     parts = []
@@ -43,7 +48,7 @@ def write_markdown(df: pd.DataFrame, path, title: str | None = None,
         parts.append(f"# {title}\n")
     if caption:
         parts.append(f"{caption}\n")
-    parts.append(_formatted(df).to_markdown(index=False) + "\n")
+    parts.append(markdown_table(df))
     if notes:
         parts.append(f"\n{notes}\n")
     with atomic_write(path) as f:
