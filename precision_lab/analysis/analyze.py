@@ -31,7 +31,7 @@ from ..data import files
 from ..data.inputs import load_logits, validate_batch
 from ..errors import InputError
 from ..numerics.arithmetic import ACCUMULATORS, check_accumulators
-from ..numerics.bounds import bhh_bound
+from ..numerics.bounds import bhh_bound, lse_terms
 from ..numerics.formats import FORMATS, get_format
 from ..numerics.methods import METHODS, get_method
 from ..numerics.metrics import aggregate, error_columns
@@ -170,11 +170,12 @@ def analyze_chunk(cell: dict) -> pd.DataFrame:
         hi, lo = _truth(xr, t, bits, int(cell["truth_block"]))
         stats = _row_stats(fmt, xr, t, hi, lo)
         bounds: dict = {}
+        terms = lse_terms(xr) if any(get_method(m).bound for m in cell["methods"]) else None
         for mname in cell["methods"]:
             m = get_method(mname)
             for acc in m.accumulators(fmt, accs):
                 if m.bound is not None and (acc, m.bound) not in bounds:
-                    bounds[(acc, m.bound)] = bhh_bound(xr, t, fmt, acc, m.bound)
+                    bounds[(acc, m.bound)] = bhh_bound(xr, t, fmt, acc, m.bound, terms)
                 b = bounds[(acc, m.bound)] if m.bound is not None else np.full(len(t), np.nan)
                 n = len(t)
                 blocks.append(pd.DataFrame({

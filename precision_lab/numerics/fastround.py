@@ -23,7 +23,7 @@ import numpy as np
 
 __all__ = ["round_compiled", "MIN_SIZE"]
 
-MIN_SIZE = 256          # smaller arrays: the numpy path (no dispatch overhead to win back)
+MIN_SIZE = 1            # every non-empty array (even a few values: numpy's path costs more)
 _MAGIC = 4503599627370496.0  # 2**52
 
 
