@@ -110,11 +110,11 @@ def test_bfloat16_files_kept_exactly(tmp_path, suffix):
 def test_same_bytes_whatever_the_split(tmp_path):
     path, _, _ = _bf16_file(tmp_path, ".safetensors", n=24, c=700, scale=1e3)
     texts, splits = [], set()
-    for memory, workers in (("2GiB", 1), ("1MiB", 1), ("2MiB", 1), ("1MiB", 2)):
+    for memory, workers in (("2GiB", 1), ("1MiB", 1), ("2MiB", 1), ("5MiB", 2)):
         a = analyze(path, memory=memory, workers=workers, block=4)
         texts.append(a.results.to_csv(index=False) + a.rows.to_csv(index=False))
         splits.add(tuple(a.chunks))
-    assert len(splits) == 4              # four different splits (1, 3, 2 and 6 chunks)
+    assert len(splits) == 4              # four different splits (1, 6, 3 and 2 chunks)
     assert all(s == texts[0] for s in texts)
 
 
@@ -123,7 +123,7 @@ def test_chunks_are_whole_truth_blocks_within_memory():
     assert truth_block(c) == 8
     chunks = plan_chunks(4096, c, 1 << 30, 1)
     rows = chunks[0][1] - chunks[0][0]
-    assert rows % 8 == 0 and rows * c * 160 <= 1 << 30
+    assert rows % 8 == 0 and rows * c * 256 <= 1 << 30
     assert chunks[-1][1] == 4096 and all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
     assert plan_chunks(10, 5, 1 << 20, 1) == [(0, 10)]
     assert parse_memory("512M") == 512 << 20 and parse_memory("2GiB") == 2 << 30
@@ -188,3 +188,42 @@ def test_bad_files(tmp_path):
             analyze(tmp_path / name)
         with pytest.raises(InputError, match=needle):
             load_logits(tmp_path / name)
+
+
+def test_experiment_cells_state_what_was_done_to_the_users_rows(tmp_path):
+    from precision_lab.analysis.cells import evaluate_cell, stage_arrays
+    x, t = _batch(n=30, c=20, scale=2.0)
+    staged = stage_arrays(tmp_path, "user", x, t)
+    cell = {**staged, "rows": 8, "classes": 5, "scale": 100.0, "seed": 3,
+            "formats": ["float32"], "methods": ["logsumexp"]}
+    df = evaluate_cell(cell)
+    row = df.iloc[0]
+    assert (row["user_file_rows"], row["user_rows_used"], row["user_file_classes"],
+            row["user_classes_used"]) == (30, 8, 20, 5)
+    assert bool(row["user_rows_sampled"]) and row["user_sample_seed"] == 3
+    assert row["user_scale"] == 100.0
+    whole = evaluate_cell({**staged, "seed": 3, "formats": ["float32"],
+                           "methods": ["logsumexp"]}).iloc[0]
+    assert not bool(whole["user_rows_sampled"]) and whole["user_rows_used"] == 30
+
+
+def test_chunk_working_memory_within_estimate(tmp_path):
+    """The per-logit working memory of a chunk (numpy's allocations, traced) stays within
+    BYTES_PER_LOGIT, which sizes the chunks from --memory."""
+    import tracemalloc
+
+    from precision_lab.analysis.analyze import BYTES_PER_LOGIT, analyze_chunk
+    n, c = 8, 8192
+    path, _, _ = _bf16_file(tmp_path, ".safetensors", n=n, c=c, scale=3.0)
+    cell = {"path": str(path), "sha256": "", "file_rows": n, "stored_format": "bfloat16",
+            "formats": ["bfloat16"], "methods": list(METHODS),
+            "accumulators": ["working", "float32"], "seed": 0, "bits": 100,
+            "truth_block": truth_block(c), "start": 0, "stop": n}
+    analyze_chunk(cell)   # warm: tables, kernels
+    tracemalloc.start()
+    try:
+        analyze_chunk(cell)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= BYTES_PER_LOGIT * n * c, peak / (n * c)
