@@ -227,3 +227,21 @@ def test_chunk_working_memory_within_estimate(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak <= BYTES_PER_LOGIT * n * c, peak / (n * c)
+
+
+def test_analyze_speed_quick(tmp_path, monkeypatch):
+    from precision_lab.experiments import load_experiment
+    from precision_lab.runner import RunConfig, run_experiment
+    from precision_lab.running.sweep import read_table
+    mod = load_experiment("analyze_speed")
+    monkeypatch.setitem(mod.PROFILES, "quick", {**mod.PROFILES["quick"], "shapes": [[4, 64]],
+                                                "repeats": 1, "file_shape": [4, 64]})
+    out = run_experiment("analyze_speed", RunConfig(profile="quick", out=tmp_path, quiet=True,
+                                                    workers=1))
+    df = read_table(out / "results.csv")
+    kinds = set(df["kind"])
+    assert kinds == {"native", "truth", "method", "evaluate", "file"}
+    base = df[df["what"] == "numpy float64 log-sum-exp"]
+    assert (base["times_numpy"] == 1.0).all()
+    assert len(df[df["kind"] == "method"]) == 15    # every bfloat16 variant
+    assert "not estimated" in (out / "summary.md").read_text()

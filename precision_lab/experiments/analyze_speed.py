@@ -52,7 +52,7 @@ PROFILES = {
     "quick": {"shapes": [[16, 1000]], "formats": ["bfloat16"], "scale": 3.0, "repeats": 2,
               "file_shape": [16, 1000]},
     "full": {"shapes": [[64, 32000], [16, 128256]], "formats": ["bfloat16", "float32"],
-             "scale": 3.0, "repeats": 3, "file_shape": [64, 128256]},
+             "scale": 3.0, "repeats": 3, "file_shape": [512, 128256]},
 }
 
 
