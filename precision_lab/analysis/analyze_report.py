@@ -283,8 +283,8 @@ def add_arguments(p) -> None:
     p.add_argument("--rows", type=int, default=None,
                    help="analyse a seeded sample of N rows (default: every row)")
     p.add_argument("--seed", type=int, default=0, help="the sample's seed (with --rows)")
-    p.add_argument("--memory", default="2GiB",
-                   help="working-memory budget of the chunks running at once (default 2GiB)")
+    p.add_argument("--memory", default="512MiB",
+                   help="working-memory budget of the chunks running at once (default 512MiB)")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     p.add_argument("--scheduler", default=None, help="a Dask distributed scheduler address")
     p.add_argument("--quiet", action="store_true", help="no progress bar or closing line")
