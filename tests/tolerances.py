@@ -15,3 +15,13 @@ OVERFLOW_LOGIT_REL = 1e-12
 # which moves a 16/24-bit rounding only when exp(x) lies within 2**-52 of a midpoint; no test
 # input lands there, so methods are compared bit for bit with their scalar definitions.
 METHOD_BITWISE = 0.0
+
+# The certified gradient promises this many correct bits relative per entry (truth.grad), and
+# its double-double form 2**-104 relative where the entry is at least 2**-969.
+GRAD_BITS = 100
+GRAD_DD_REL = 2.0 ** -104
+# The certified truth with training options against torch's float64 F.cross_entropy: torch's
+# float64 log_softmax and sums lose a few ulps (C up to 64 here), far below this.
+TORCH_F64_REL = 1e-12
+# Precision of the independent mpmath check of the options truth (direct formulas, no tricks).
+OPTIONS_CHECK_PREC = 1500

@@ -46,10 +46,12 @@ def accumulator_format(fmt, accumulator: str) -> Format:
 
 def accumulators_for(fmt, requested=ACCUMULATORS) -> list[str]:
     """The requested accumulators that differ in `fmt`: "working" always, "float32" only for
-    formats narrower than float32 (elsewhere it would be the working format again)."""
+    formats narrower than float32 (elsewhere it would be the working format again, and a request
+    for float32 alone runs as "working")."""
     fmt = get_format(fmt)
-    return [a for a in check_accumulators(requested)
-            if a == WORKING or accumulator_format(fmt, a) is not fmt]
+    requested = check_accumulators(requested)
+    out = [a for a in requested if a == WORKING or accumulator_format(fmt, a) is not fmt]
+    return out or ([WORKING] if requested else [])  # float32 in float32 is the working one
 
 
 class Arithmetic:
@@ -71,6 +73,10 @@ class Arithmetic:
         with np.errstate(divide="ignore", invalid="ignore"):
             return self.round(np.log(v))
 
+    def expm1(self, v):
+        with np.errstate(over="ignore"):
+            return self.round(np.expm1(v))
+
     def log1p(self, v):
         with np.errstate(divide="ignore", invalid="ignore"):
             return self.round(np.log1p(v))
@@ -82,6 +88,13 @@ class Arithmetic:
     def sub(self, a, b):
         with np.errstate(invalid="ignore"):
             return self.round(np.subtract(a, b))
+
+    def mul(self, a, b):
+        with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf: nan, as IEEE
+            return self.round(np.multiply(a, b))
+
+    def tanh(self, v):
+        return self.round(np.tanh(v))
 
     def div(self, a, b):
         with np.errstate(divide="ignore", invalid="ignore"):

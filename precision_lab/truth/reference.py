@@ -19,8 +19,9 @@ a sum of n positive terms whose largest is M, terms below M * 2**-(p + 8) / n ch
 less than 2**-(p + 8) relative (log and log1p of a sum are no worse conditioned than that).
 
 Non-finite inputs: -inf logits are masked classes (exp(-inf) = 0); a -inf target gives +inf,
-an all -inf row gives nan; a +inf logit gives +inf unless it is the target (inf - inf: nan);
-any nan gives nan, as in PyTorch.
+an all -inf row gives nan; any +inf logit gives nan (at the target or elsewhere, once or more,
+with -inf classes or not: torch shifts by the maximum, inf - inf); any nan gives nan; all as
+torch.nn.functional.cross_entropy does.
 """
 from __future__ import annotations
 
@@ -31,10 +32,11 @@ import mpmath
 import numpy as np
 from mpmath import mp
 
-from ..data.inputs import validate_batch
-from ..errors import UncertifiedError
+from ..data.inputs import check_bits, validate_batch
+from ..errors import InputError, UncertifiedError
 from .cache import resolve_cache, truth_key
 from .fastref import FIXED, arb_to_double_double, certified_losses
+from .options import certified_option_losses
 
 __all__ = ["reference_loss", "reference_mean", "UncertifiedError", "to_double_double",
            "DEFAULT_BITS", "BACKENDS", "Truth", "reference_truth"]
@@ -48,13 +50,11 @@ DEFAULT_MAX_PREC = 1 << 15
 
 def _row_loss(x: np.ndarray, t: int, prec: int):
     """One row at working precision `prec` (float64 values, finite or not)."""
-    if np.isnan(x).any():
+    if np.isnan(x).any() or (x == np.inf).any():
         return mp.nan
     xt = x[t]
     if xt == -np.inf:
-        return mp.inf if np.isfinite(x).any() or (x == np.inf).any() else mp.nan
-    if (x == np.inf).any():
-        return mp.nan if xt == np.inf else mp.inf
+        return mp.inf if np.isfinite(x).any() else mp.nan
     x = x[x != -np.inf]
     a = x.max()
     target_is_max = xt == a
@@ -97,6 +97,18 @@ def _certified(x, t, bits, max_prec, row):
 _check = validate_batch
 
 
+def _check_cap(bits: int, classes: int, max_prec) -> None:
+    """Refuse at once, before any evaluation, a `bits` that the precision cap cannot reach:
+    the first evaluation alone needs bits + 24 + log2(C) bits (either backend)."""
+    if isinstance(max_prec, bool) or not isinstance(max_prec, (int, np.integer)) or max_prec < 1:
+        raise InputError(f"max_prec must be a positive integer, got {max_prec!r}")
+    need = bits + 24 + int(math.log2(max(classes, 2)))
+    if need > max_prec:
+        raise UncertifiedError(f"{bits} bits cannot be certified within the precision cap of "
+                               f"{max_prec} bits (the first evaluation alone needs {need}); "
+                               f"ask for fewer bits or raise max_prec")
+
+
 def _backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
@@ -123,13 +135,23 @@ def _result_to_mpf(res, i):
 
 
 def reference_loss(logits, targets, bits: int = DEFAULT_BITS,
-                   max_prec: int = DEFAULT_MAX_PREC, backend: str = "auto") -> np.ndarray:
+                   max_prec: int = DEFAULT_MAX_PREC, backend: str = "auto",
+                   options=None) -> np.ndarray:
     """Per-row cross entropy of the exact float64 `logits` (N, C) at `targets` (N,).
 
     Returns an object array of `mpmath.mpf`, each with at least `bits` correct bits relative
     (the arb backend: within 2**-(bits + 1) relative, proven by ball arithmetic).
+    `options` (a `LossOptions`): the per-row losses of reduction "none" under those training
+    options, certified by `truth.options` (the backend is then always arb).
     """
+    bits = check_bits(bits)
+    if options is not None:
+        rows = certified_option_losses(logits, targets, options, bits, max_prec).rows
+        out = np.empty(len(rows), dtype=object)
+        out[:] = rows
+        return out
     x, t = _check(logits, targets)
+    _check_cap(bits, x.shape[1], max_prec)
     out = np.empty(len(t), dtype=object)
     if _backend(backend) == "arb":
         res = _arb_losses(x, t, bits, max_prec)
@@ -151,18 +173,27 @@ class Truth(NamedTuple):
 
 def reference_truth(logits, targets, bits: int = DEFAULT_BITS, *,
                     max_prec: int = DEFAULT_MAX_PREC, backend: str = "auto",
-                    cache=None) -> Truth:
+                    cache=None, options=None) -> Truth:
     """Per-row truth and batch mean of `reference_loss`, as double-double float64 arrays.
 
     `cache`: None uses the default disk cache ($PRECISION_LAB_CACHE or
     ~/.cache/precision_lab; see `precision_lab.cache`), False none, or a directory. An entry is
     found by the SHA-256 of the exact inputs and `bits`, and verified when read.
+    `options` (a `LossOptions`): per-row losses of reduction "none" and the mean under them
+    (`truth.options`; not cached).
     """
+    bits = check_bits(bits)
+    if options is not None:
+        ot = certified_option_losses(logits, targets, options, bits, max_prec)
+        hi, lo = to_double_double(ot.rows)
+        mh, ml = to_double_double([ot.mean])
+        return Truth(hi, lo, float(mh[0]), float(ml[0]))
     x, t = _check(logits, targets)
+    _check_cap(bits, x.shape[1], max_prec)
     store = resolve_cache(cache)
     key = truth_key(x, t, bits) if store is not None else None
     if store is not None:
-        hit = store.load(key, len(t))
+        hit = store.load(key, len(t), x, t)
         if hit is not None:
             return Truth(hit["hi"], hit["lo"], float(hit["mean_hi"]), float(hit["mean_lo"]))
     if _backend(backend) == "arb":
@@ -181,9 +212,18 @@ def reference_truth(logits, targets, bits: int = DEFAULT_BITS, *,
     return truth
 
 
-def reference_mean(losses, bits: int = DEFAULT_BITS):
+def reference_mean(losses, bits: int = DEFAULT_BITS, *, logits=None, targets=None,
+                   options=None):
     """Mean of certified per-row losses: a sum of non-negative terms keeps their relative
-    accuracy, and the working precision carries `bits` + 32 more bits for the sum and division."""
+    accuracy, and the working precision carries `bits` + 32 more bits for the sum and division.
+
+    With `options` (a `LossOptions`), the certified "mean" reduction of the batch (`logits`,
+    `targets`) under them (weighted: divided by the kept targets' summed weights); `losses`
+    is then not used and may be None."""
+    if options is not None:
+        if logits is None or targets is None:
+            raise InputError("reference_mean with options needs logits= and targets=")
+        return certified_option_losses(logits, targets, options, bits).mean
     losses = list(losses)
     with mpmath.workprec(bits + 32 + int(math.log2(max(len(losses), 2)))):
         return mp.fsum(losses) / len(losses)
