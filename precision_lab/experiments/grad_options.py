@@ -47,7 +47,7 @@ PROFILES = {
     "quick": {"digits": [0.30103, 1, 2, 4, 6], "classes": 32, "rows": 4,
               "scales": [1.0, 10.0, 100.0], "scale_classes": 256},
     "full": {"digits": [0.30103, 0.5, 1, 1.5, 2, 3, 4, 5, 6, 7, 8, 9], "classes": 128,
-             "rows": 8, "scales": [0.3, 1.0, 3.0, 10.0, 100.0, 300.0], "scale_classes": 512},
+             "rows": 16, "scales": [0.3, 1.0, 3.0, 10.0, 100.0, 300.0], "scale_classes": 512},
 }
 
 
