@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from . import fastround
 
 __all__ = ["Format", "FORMATS", "STANDARD_FORMATS", "FLOAT8_FORMATS", "get_format",
            "custom_format", "round_to_format", "quantum_exponent", "overflow_to_format",
@@ -197,6 +198,16 @@ def round_to_format(x, fmt: Format, residual=None) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if fmt.is_float64:
         return x.copy()
+    if residual is None and fmt.precision <= 51 and x.size >= fastround.MIN_SIZE:
+        # the same rounding, compiled (numerics/fastround.py); it overflows to +-inf, which
+        # overflow_to_format turns into NaN or +-max_finite for the formats that say so
+        y = fastround.round_compiled(x, fmt.precision, fmt.emin, fmt.max_finite)
+        return y if fmt.overflow == "inf" else overflow_to_format(y, x, fmt)
+    return _round_numpy(x, fmt, residual)
+
+
+def _round_numpy(x: np.ndarray, fmt: Format, residual=None) -> np.ndarray:
+    """`round_to_format` in numpy operations (the definition the compiled kernel matches)."""
     with np.errstate(invalid="ignore", over="ignore"):
         q = quantum_exponent(x, fmt)
         scaled = np.ldexp(x, -q)
