@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 
 $(VENV)/.ready: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q -c requirements.lock -e ".[test,dask]"
+	$(PY) -m pip install -q -c requirements.lock -e ".[test,dask,frameworks]"
 	touch $@
 
 .PHONY: reports test

@@ -15,3 +15,9 @@ OVERFLOW_LOGIT_REL = 1e-12
 # which moves a 16/24-bit rounding only when exp(x) lies within 2**-52 of a midpoint; no test
 # input lands there, so methods are compared bit for bit with their scalar definitions.
 METHOD_BITWISE = 0.0
+
+# Library cross entropies (analysis.implementations) on well-scaled rows (|logit| <= 8, 10
+# classes): the loss a + log(sum) - x_t is formed at the magnitude of the largest logit, so
+# the error is counted in ulps at max(|loss|, max |x|, 1); 4 of them leave room for one
+# rounding in each of exp, sum, log and the two additions.
+IMPLEMENTATION_ULP = 4.0
