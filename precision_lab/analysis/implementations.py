@@ -56,18 +56,22 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..data.inputs import validate_batch
 from ..errors import InputError
-from ..numerics.arithmetic import OWN
+from ..numerics.arithmetic import ACCUMULATORS, OWN
 from ..numerics.formats import FORMATS, get_format
 from ..numerics.methods import Method, get_method
 from . import aten_worker
+from .cells import representable_rows
+from .evaluate import evaluate
 
 __all__ = ["Implementation", "IMPLEMENTATIONS", "register_implementation", "get_implementation",
            "available", "as_method", "cpu_kernels", "compile_count", "KERNELS",
-           "register_cuda_implementations", "baseline", "YARDSTICK", "close_workers"]
+           "register_cuda_implementations", "baseline", "YARDSTICK", "close_workers",
+           "evaluate_implementations"]
 
 ALL_FORMATS = tuple(FORMATS)
 KERNELS = ("default", "avx2", "avx512")  # ATEN_CPU_CAPABILITY values, narrowest first
@@ -295,8 +299,8 @@ _COMPILED: dict = {}
 
 
 def compile_count() -> int:
-    """How many graphs torch_compile has compiled in this process (one per shape, dtype and
-    reduction)."""
+    """How many graphs torch_compile has compiled in this process (one per shape and dtype;
+    each returns the per-row losses and their mean)."""
     return len(_COMPILED)
 
 
@@ -304,20 +308,24 @@ def _ce(x, t, reduction: str):
     return torch.nn.functional.cross_entropy(x, t, reduction=reduction)
 
 
-def _compiled(shape, dtype, reduction: str, device: str = "cpu"):
-    key = (tuple(shape), dtype, reduction, device)
+def _ce_both(x, t):
+    return _ce(x, t, "none"), _ce(x, t, "mean")
+
+
+def _compiled(shape, dtype, device: str = "cpu"):
+    key = (tuple(shape), dtype, device)
     fn = _COMPILED.get(key)
     if fn is None:
         # One static graph per key; dynamo keeps them as guarded entries of one code object,
         # so its recompile limit is raised past the number of keys, and hitting it is an
         # error, never a silent fall-back to eager.
         cfg = torch._dynamo.config
-        cfg.recompile_limit = max(cfg.recompile_limit, 4 * (len(_COMPILED) + 8))
+        cfg.recompile_limit = max(cfg.recompile_limit, 2 * (len(_COMPILED) + 8))
         cfg.accumulated_recompile_limit = max(cfg.accumulated_recompile_limit,
-                                              4 * (len(_COMPILED) + 8))
+                                              2 * (len(_COMPILED) + 8))
         cfg.fail_on_recompile_limit_hit = True
-        fn = _COMPILED[key] = torch.compile(functools.partial(_ce, reduction=reduction),
-                                            dynamic=False, fullgraph=True, backend="inductor")
+        fn = _COMPILED[key] = torch.compile(_ce_both, dynamic=False, fullgraph=True,
+                                            backend="inductor")
     return fn
 
 
@@ -327,7 +335,8 @@ def _torch_compile(device: str):
         tt = torch.from_numpy(targets).to(device)
         with warnings.catch_warnings():  # inductor's own deprecations, raised while compiling
             warnings.simplefilter("ignore", DeprecationWarning)
-            out = _compiled(x.shape, fmt.torch_dtype, reduction, device)(xt, tt)
+            losses, mean = _compiled(x.shape, fmt.torch_dtype, device)(xt, tt)
+        out = mean if reduction == "mean" else losses
         return out.to(torch.float64).cpu().numpy()
     return fn
 
@@ -372,7 +381,8 @@ _JNP_DTYPE = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32"
 
 
 @functools.cache
-def _jax_fn(kind: str, reduction: str):
+def _jax_fn(kind: str):
+    """The jitted (losses, mean) of one kind; jit keeps one executable per shape and dtype."""
     jax = _jax()
     jnp = jax.numpy
     if kind == "optax":
@@ -383,9 +393,11 @@ def _jax_fn(kind: str, reduction: str):
     else:
         def losses(x, t):
             return -jnp.take_along_axis(jax.nn.log_softmax(x, axis=-1), t[:, None], axis=-1)[:, 0]
-    if reduction == "mean":
-        return jax.jit(lambda x, t: jnp.mean(losses(x, t)))
-    return jax.jit(losses)
+
+    def both(x, t):
+        v = losses(x, t)
+        return v, jnp.mean(v)
+    return jax.jit(both)
 
 
 def _jax_adapter(kind: str):
@@ -395,7 +407,8 @@ def _jax_adapter(kind: str):
         dev = jax.devices("cpu")[0]
         xj = jax.device_put(jnp.asarray(x, dtype=jnp.float64).astype(_JNP_DTYPE[fmt.name]), dev)
         tj = jax.device_put(jnp.asarray(targets, dtype=jnp.int64), dev)
-        return np.asarray(_jax_fn(kind, reduction)(xj, tj).astype(jnp.float64))
+        losses, mean = _jax_fn(kind)(xj, tj)
+        return np.asarray((mean if reduction == "mean" else losses).astype(jnp.float64))
     return fn
 
 
@@ -477,3 +490,35 @@ register_implementation(YARDSTICK, "precision_lab",
 
 register_cuda_implementations()
 
+
+
+def evaluate_implementations(x, targets, names: Iterable[str], formats=ALL_FORMATS,
+                             methods: Iterable[str] = (), accumulators=ACCUMULATORS,
+                             mean: bool = True, cache=None) -> pd.DataFrame:
+    """`evaluate` of the implementations `names`, each in those of `formats` it supports,
+    beside the suite's `methods`: one row per (input row, format, method) as `evaluate` gives
+    (the implementation's name in "method", accumulator "internal"), plus `kind`
+    ("implementation" or "method") and `representable` (`cells.representable_rows`: the row's
+    rounded logits, log-sum-exp and loss are finite in the format; for a batch mean, every
+    row is and so is the true mean)."""
+    names = [get_implementation(n).name for n in names]
+    methods = list(methods)
+    blocks = []
+    for f in formats:
+        fmt = get_format(f)
+        meths = [as_method(n) for n in names if fmt.name in IMPLEMENTATIONS[n].formats]
+        if not meths and not methods:
+            continue
+        df = evaluate(x, targets, formats=[fmt.name], methods=meths + methods,
+                      accumulators=accumulators, mean=mean, cache=cache)
+        rows = df["reduction"] == "none"
+        first = df[rows].drop_duplicates("row").sort_values("row")
+        ok = representable_rows(x, first["truth"].to_numpy(), fmt)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean_ok = bool(ok.all()) and bool(np.isfinite(fmt.round(
+                df.loc[~rows, "truth"].to_numpy())).all())
+        rep = np.where(rows, ok[np.clip(df["row"].to_numpy(), 0, None)], mean_ok)
+        df.insert(2, "kind", np.where(df["method"].isin(names), "implementation", "method"))
+        df["representable"] = rep.astype(bool)
+        blocks.append(df)
+    return pd.concat(blocks, ignore_index=True)
