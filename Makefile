@@ -12,6 +12,7 @@ $(VENV)/.ready: pyproject.toml requirements.lock
 .PHONY: reports test
 reports: $(VENV)/.ready
 	$(VENV)/bin/precision-lab run all --profile full --out reports
+	cp reports/tolerance/tolerance.json precision_lab/analysis/tolerance.json  # precision_lab.tolerance
 
 test: $(VENV)/.ready
 	$(PY) -m pytest -q

@@ -12,6 +12,7 @@ Layers, bottom to top (a module imports only from layers below it, or its own):
   experiments one module per experiment; the runner; the command line
 """
 from .analysis.evaluate import evaluate, variants
+from .analysis.tolerance import Tolerance, tolerance
 from .data.inputs import load_logits, validate_batch
 from .errors import InputError, UncertifiedError
 from .numerics.formats import FORMATS, Format, get_format, round_to_format
@@ -26,6 +27,6 @@ __all__ = [
     "METHODS", "Method", "get_method", "register", "Arithmetic", "ACCUMULATORS", "batch_mean",
     "reference_loss", "reference_mean", "to_double_double", "UncertifiedError",
     "errors", "aggregate", "evaluate", "variants",
-    "validate_batch", "load_logits", "InputError",
+    "validate_batch", "load_logits", "InputError", "tolerance", "Tolerance",
 ]
 __version__ = "0.1.0"
