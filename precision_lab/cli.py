@@ -6,6 +6,7 @@ import sys
 
 from . import runner
 from .analysis import check
+from .analysis import implementations as impls
 from .numerics.formats import FORMATS
 from .errors import InputError
 from .numerics.methods import METHODS
@@ -25,6 +26,13 @@ def _list(args) -> int:
     for m in METHODS.values():
         acc = "accumulator: working | float32" if m.uses_accumulator else "accumulator: its own"
         print(f"  {m.name:<12} {m.formula}\n  {'':<12} {m.summary}; {acc}")
+    print("\nimplementations (library adapters; `check implementation:NAME`, the "
+          "implementations experiment):")
+    for r in impls.IMPLEMENTATIONS.values():
+        missing = r.missing()
+        state = f"needs {', '.join(missing)} (pip install -e .[frameworks])" if missing \
+            else f"{r.device}; {' '.join(r.formats)}"
+        print(f"  {r.name:<20} {r.call}\n  {'':<20} {state}")
     return 0
 
 

@@ -105,3 +105,14 @@ def test_cuda_column_registers_only_with_a_gpu():
     import torch
     assert bool(names) == torch.cuda.is_available()
     assert all(impls.IMPLEMENTATIONS[n].device == "cuda" for n in names)
+
+
+def test_check_runs_an_adapter_in_the_formats_it_supports():
+    from precision_lab.analysis.check import check_implementation, load_function
+    impl = load_function("implementation:scipy_logsumexp")
+    assert impl is impls.IMPLEMENTATIONS["scipy_logsumexp"]
+    res = check_implementation(impl, baselines=False)
+    assert set(res.verdict["format"]) == {"float32", "float64"}
+    assert res.name == "implementation:scipy_logsumexp" and res.output == "per-row"
+    with pytest.raises(InputError, match="unknown implementation"):
+        load_function("implementation:nope")

@@ -46,6 +46,7 @@ from ..numerics.methods import METHODS, batch_mean
 from ..numerics.metrics import errors as rel_errors
 from ..truth.reference import reference_loss, reference_mean, to_double_double
 from ..reporting.tables import write_csv
+from .implementations import Implementation, get_implementation
 
 __all__ = ["add_arguments", "cli", "check_implementation", "load_function", "battery",
            "CheckResult", "DEFAULT_MAX_ULP", "SCALES"]
@@ -110,6 +111,8 @@ def load_function(spec: str) -> Callable:
     modname, fname = spec.split(":")
     if not modname or not fname:
         raise InputError(f"expected MODULE:FUNCTION, got {spec!r}")
+    if modname == "implementation":  # a registered library adapter (analysis.implementations)
+        return get_implementation(fname)
     try:
         if modname.endswith(".py"):
             path = Path(modname)
@@ -320,6 +323,9 @@ def check_implementation(fn: Callable, name: str | None = None,
                          relative: bool = False, seed: int = 0, baselines: bool = True,
                          cases: list[Case] | None = None) -> CheckResult:
     """Run `fn(logits, targets)` over the battery in each format; see the module docstring."""
+    if isinstance(fn, Implementation):  # a library adapter: only the formats it supports
+        formats = [f for f in formats if f in fn.formats]
+        name = name or f"implementation:{fn.name}"
     name = name or getattr(fn, "__module__", "") + ":" + getattr(fn, "__qualname__", repr(fn))
     kind, output = detect(fn)
     fmts = [get_format(f) for f in formats]
@@ -398,7 +404,9 @@ def _verdict(details: pd.DataFrame, impls, fmts) -> pd.DataFrame:
 
 def add_arguments(p) -> None:
     p.add_argument("target", help="MODULE:FUNCTION (or path/to/file.py:FUNCTION) taking "
-                                  "(logits, targets) and returning the mean or per-row losses")
+                                  "(logits, targets) and returning the mean or per-row losses, "
+                                  "or implementation:NAME, a library adapter (precision-lab "
+                                  "list)")
     p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS),
                    metavar="FORMAT", help=f"formats to run in (default: {' '.join(FORMATS)})")
     p.add_argument("--max-ulp", type=float, default=DEFAULT_MAX_ULP,
