@@ -89,3 +89,26 @@ def test_torch_meets_its_tolerance_on_fresh_rows():
     err = np.abs((got - hi) - lo) / np.maximum(np.abs(hi), 1.0)
     tol = pl.tolerance("bfloat16", 100, scale=1.0, quantile="p99")
     assert np.mean(err <= tol.rtol) >= 0.99
+
+
+def test_experiment_writes_a_table_tolerance_reads(tmp_path):
+    from precision_lab.runner import RunConfig, run_experiment
+    EXP.PROFILES["tiny"] = {**EXP.BINS, "class_counts": [8], "scales": [1.0], "batch_rows": 4,
+                            "max_batches": 2, "max_logits": 64,
+                            "implementations": ["baseline", "suite_log1p"],
+                            "methods16": ["logsumexp"]}
+    try:
+        run_experiment("tolerance", RunConfig(profile="tiny", out=tmp_path, workers=1,
+                                              quiet=True))
+    finally:
+        del EXP.PROFILES["tiny"]
+    d = tmp_path / "tolerance"
+    for f in ("summary.md", "summary.tex", "tolerance.json", "tolerance.png", "results.csv"):
+        assert (d / f).is_file(), f
+    data = json.loads((d / "tolerance.json").read_text())
+    assert data["generated_by"]["profile"] == "tiny"
+    assert len(data["entries"]) == 4  # one (class, scale) range per format
+    tol = pl.tolerance("float16", 8, scale=1.0, path=str(d / "tolerance.json"))
+    assert tol.samples == 8 and tol.rtol >= tol.measured > 0
+    with pytest.raises(pl.InputError, match="no tolerance measured"):
+        pl.tolerance("float16", 8, scale=5.0, path=str(d / "tolerance.json"))

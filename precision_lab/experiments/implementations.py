@@ -221,7 +221,9 @@ def _findings(df: pd.DataFrame, base: str) -> list[str]:
         notes.append(text + ".")
     for fmt in formats_in(per):
         p = per[(per["format"] == fmt) & (per["method"] != base) & (per["n_differ"] > 0)]
-        p = p.sort_values("n_differ", ascending=False, kind="stable").head(2)
+        # torch.compile first (the disagreement maintainers ask about), then the largest
+        p = p.assign(_c=p["method"] != "torch_compile").sort_values(
+            ["_c", "n_differ"], ascending=[True, False], kind="stable").head(2)
         if not len(p):
             continue
         parts = [f"{_label(r['method'])} differs on {int(r['n_differ'])}/{int(r['count'])} "
@@ -229,6 +231,7 @@ def _findings(df: pd.DataFrame, base: str) -> list[str]:
                  for _, r in p.iterrows()]
         notes.append(f"In {fmt}, against torch eager ({_label(base)}): " + "; ".join(parts)
                      + ".")
+    notes += _battery_findings(df)
     bad = per[per["n_spurious_nonfinite"] > 0]
     if not len(bad):
         notes.append(f"No implementation returns a non-finite loss for a row the format can "
@@ -252,6 +255,26 @@ def _findings(df: pd.DataFrame, base: str) -> list[str]:
         notes.append(f"ATen CPU kernels run: {', '.join(kernels)}; against {_label(base)} the "
                      f"other kernels differ on {int(d['n_differ'].sum())}/{int(d['count'].sum())} "
                      f"(row, format) losses.")
+    return notes
+
+
+def _battery_findings(df: pd.DataFrame) -> list[str]:
+    """Per adversarial case whose implementations differ by 2 bits or more (mean over the
+    formats each supports): the closest and the farthest."""
+    d = df[(df["kind"] == "battery") & (df["reduction"] == "none")]
+    notes = []
+    for case, g in d.groupby("case", sort=False):
+        b = g.groupby("method", sort=False).apply(
+            lambda h: h["bits_err_sum"].sum() / h["count"].sum(), include_groups=False)
+        if len(b) < 2 or b.max() - b.min() < 2:
+            continue
+        good = [m for m, v in b.items() if v <= b.min() + 0.5]
+        bad = [m for m, v in b.items() if v >= b.max() - 0.5]
+        k = int(g["rows_per_case"].iloc[0])
+        notes.append(f"On {case} rows, {', '.join(map(_label, good[:3]))}"
+                     f"{' and others' if len(good) > 3 else ''} average {b.min():.1f} bits of "
+                     f"error; {', '.join(map(_label, bad[:3]))} average {b.max():.1f} ({k} "
+                     f"rows per format).")
     return notes
 
 
