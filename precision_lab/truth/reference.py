@@ -6,7 +6,8 @@ result provably has `bits` + 1 correct bits); it is tested against the mpmath ba
 `reference_truth` returns the truth as double-double arrays and can
 keep it in a disk cache (`cache`).
 
-mpmath backend (`backend="mpmath"`): each row's loss is evaluated at a working precision p and again at p + GUARD_STEP bits; when
+mpmath backend (`backend="mpmath"`): each row's loss is evaluated at a working precision p and
+again at p + GUARD_STEP bits; when
 the two agree to `bits` + 1 bits relative, the result is returned; otherwise p doubles, up to
 `max_prec`, past which `UncertifiedError` names the row. Precision is always set locally.
 
