@@ -188,7 +188,7 @@ def _display(t: pd.DataFrame) -> pd.DataFrame:
         "scale s": [f"({a:g}, {b:g}]" for a, b in zip(t["scale_above"], t["scale_max"])],
         "rows": t["rows"], "means": t["means"],
         "row p99": t["row_truth_p99"], "row p99.9": t["row_truth_p999"],
-        "mean p99.9": t["mean_truth_p999"],
+        "mean p99": t["mean_truth_p99"], "mean p99.9": t["mean_truth_p999"],
         "rtol=atol vs truth": t["row_truth_p999"].map(round_up),
         "vs torch": t["row_torch_p999"].map(round_up),
         "mean vs truth": t["mean_truth_p999"].map(round_up),
