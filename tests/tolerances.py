@@ -21,3 +21,13 @@ METHOD_BITWISE = 0.0
 # the error is counted in ulps at max(|loss|, max |x|, 1); 4 of them leave room for one
 # rounding in each of exp, sum, log and the two additions.
 IMPLEMENTATION_ULP = 4.0
+
+# The certified gradient promises this many correct bits relative per entry (truth.grad), and
+# its double-double form 2**-104 relative where the entry is at least 2**-969.
+GRAD_BITS = 100
+GRAD_DD_REL = 2.0 ** -104
+# The certified truth with training options against torch's float64 F.cross_entropy: torch's
+# float64 log_softmax and sums lose a few ulps (C up to 64 here), far below this.
+TORCH_F64_REL = 1e-12
+# Precision of the independent mpmath check of the options truth (direct formulas, no tricks).
+OPTIONS_CHECK_PREC = 1500

@@ -71,6 +71,10 @@ class Arithmetic:
         with np.errstate(divide="ignore", invalid="ignore"):
             return self.round(np.log(v))
 
+    def expm1(self, v):
+        with np.errstate(over="ignore"):
+            return self.round(np.expm1(v))
+
     def log1p(self, v):
         with np.errstate(divide="ignore", invalid="ignore"):
             return self.round(np.log1p(v))
@@ -82,6 +86,13 @@ class Arithmetic:
     def sub(self, a, b):
         with np.errstate(invalid="ignore"):
             return self.round(np.subtract(a, b))
+
+    def mul(self, a, b):
+        with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf: nan, as IEEE
+            return self.round(np.multiply(a, b))
+
+    def tanh(self, v):
+        return self.round(np.tanh(v))
 
     def div(self, a, b):
         with np.errstate(divide="ignore", invalid="ignore"):
