@@ -98,6 +98,10 @@ def test_tensorflow_adapter_when_installed():
     for f in ("bfloat16", "float32"):
         fmt = FORMATS[f]
         assert np.all(_ulps(impl.run(fmt.round(X), T, fmt), fmt) <= IMPLEMENTATION_ULP)
+        g = impl.grad(fmt.round(X), T, fmt)
+        ref = impls.IMPLEMENTATIONS[impls.YARDSTICK].grad(FORMATS["float64"].round(X), T,
+                                                           "float64")
+        assert np.abs(g - ref).max() <= 8 * fmt.unit_roundoff * np.abs(X).max()
 
 
 def test_cuda_column_registers_only_with_a_gpu():
@@ -116,3 +120,36 @@ def test_check_runs_an_adapter_in_the_formats_it_supports():
     assert res.name == "implementation:scipy_logsumexp" and res.output == "per-row"
     with pytest.raises(InputError, match="unknown implementation"):
         load_function("implementation:nope")
+
+
+GRADS = [n for n in impls.available() if impls.IMPLEMENTATIONS[n].backward is not None
+         and n != "tensorflow"]
+
+
+@pytest.mark.parametrize("name", GRADS)
+def test_adapter_gradient_is_close_to_the_certified_one(name):
+    from tolerances import IMPLEMENTATION_GRAD_U
+
+    from precision_lab.truth.grad import reference_grad_dd
+    impl = impls.get_implementation(name)
+    for f in impl.formats:
+        fmt = FORMATS[f]
+        xr = fmt.round(X)
+        hi, lo = reference_grad_dd(xr, T, "none", cache=False)
+        g = impl.grad(xr, T, fmt)
+        err = np.linalg.norm((g - hi) - lo, axis=1) / np.linalg.norm(hi, axis=1)
+        big = np.maximum(np.abs(xr).max(axis=1), 1.0)
+        bound = IMPLEMENTATION_GRAD_U * fmt.unit_roundoff * big
+        assert np.all(err <= bound), (name, f, (err / bound).max())
+        gm = impl.grad(xr, T, fmt, "mean")
+        scale = np.linalg.norm(hi) / len(T)
+        assert np.linalg.norm(gm - g / len(T)) <= 2 * bound.max() * scale * len(T), (name, f)
+
+
+def test_gradients_are_measured_like_the_methods():
+    df = impls.evaluate_implementation_grads(X, T, [impls.YARDSTICK, "scipy_logsumexp"],
+                                             formats=["bfloat16"])
+    assert set(df["method"]) == {impls.YARDSTICK}  # scipy has no gradient (nor bfloat16)
+    assert len(df) == len(T)
+    with pytest.raises(InputError, match="no gradient adapter"):
+        impls.IMPLEMENTATIONS["scipy_logsumexp"].grad(X, T, "float32")

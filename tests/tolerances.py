@@ -31,3 +31,9 @@ GRAD_DD_REL = 2.0 ** -104
 TORCH_F64_REL = 1e-12
 # Precision of the independent mpmath check of the options truth (direct formulas, no tricks).
 OPTIONS_CHECK_PREC = 1500
+
+# Library gradients (analysis.implementations backward adapters) on well-scaled rows: softmax
+# minus one-hot; the exponent x - a (or x - lse) is rounded at the logits' magnitude, so each
+# probability carries a relative error of about u max|x|: norm-wise within 4 u max(1, max|x|)
+# of the certified gradient (exp, sum, division and the subtraction of 1, with room to spare).
+IMPLEMENTATION_GRAD_U = 4.0

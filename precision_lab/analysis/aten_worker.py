@@ -9,6 +9,8 @@ length-prefixed pickle protocol on the file descriptors it is given:
   ("probe",)                               -> torch.backends.cpu.get_cpu_capability()
   ("ce", dtype, x float64, t int64, red)   -> F.cross_entropy(x in dtype, t, reduction=red)
                                               as float64 (the values are exact in dtype)
+  ("grad", dtype, x, t, red)               -> its gradient dL/dx by autograd, in dtype, as
+                                              float64 ((N, C); for "none" each row's own)
   ("exit",)                                -> the process ends
 Every reply is ("ok", value) or ("error", message).
 """
@@ -44,6 +46,13 @@ def _cross_entropy(torch, dtype: str, x, t, reduction: str):
     return out.to(torch.float64).numpy()
 
 
+def _grad(torch, dtype: str, x, t, reduction: str):
+    xt = torch.from_numpy(x).to(getattr(torch, dtype)).requires_grad_(True)
+    out = torch.nn.functional.cross_entropy(xt, torch.from_numpy(t), reduction=reduction)
+    out.sum().backward()  # rows are independent: the sum's gradient is each row's own
+    return xt.grad.to(torch.float64).numpy()
+
+
 def serve(rfd: int, wfd: int) -> None:
     import torch  # the kernel is chosen here, from ATEN_CPU_CAPABILITY
 
@@ -61,6 +70,8 @@ def serve(rfd: int, wfd: int) -> None:
                     reply = ("ok", torch.backends.cpu.get_cpu_capability())
                 elif msg[0] == "ce":
                     reply = ("ok", _cross_entropy(torch, *msg[1:]))
+                elif msg[0] == "grad":
+                    reply = ("ok", _grad(torch, *msg[1:]))
                 else:
                     reply = ("error", f"unknown request {msg[0]!r}")
             except Exception as exc:  # the caller raises it, naming the kernel

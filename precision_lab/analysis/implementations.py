@@ -32,9 +32,12 @@ GPU they appear in `IMPLEMENTATIONS` and every experiment that loops over `avail
 them. GPU-only kernels (Liger, Cut Cross-Entropy, flash-attn's) belong there too, as further
 `@register_implementation(..., device="cuda", requires=(...))` adapters.
 
-Gradient: `Implementation.backward` is the slot for each adapter's gradient
-(x, targets, fmt) -> (N, C) float64, to be measured against the certified gradient once the
-reference gradient (truth.reference_grad) lands; it is None for every adapter today.
+Gradient: `Implementation.backward(x, targets, fmt, reduction)` -> (N, C) float64 is each
+adapter's dL/dx as its library computes it (autograd in torch, jax.grad, tf.GradientTape; the
+yardstick's is the `log1p` method's backward with float32 sums for 16-bit formats);
+`evaluate_implementation_grads` measures it against the certified gradient
+(truth.grad.reference_grad_dd). torch_compile and scipy have none (a compiled backward graph
+per shape is not worth its compile time here; scipy has no autograd).
 
 `as_method(impl)` wraps an adapter as a `numerics.methods.Method` (family "library", its own
 reduction), so `evaluate`, and every analysis built on it, takes implementations beside
@@ -63,7 +66,9 @@ from ..data.inputs import validate_batch
 from ..errors import InputError
 from ..numerics.arithmetic import ACCUMULATORS, OWN
 from ..numerics.formats import FORMATS, get_format
+from ..numerics.grad_metrics import grad_error_columns
 from ..numerics.methods import Method, get_method
+from ..truth.grad import reference_grad_dd
 from . import aten_worker
 from .cells import representable_rows
 from .evaluate import evaluate
@@ -71,7 +76,7 @@ from .evaluate import evaluate
 __all__ = ["Implementation", "IMPLEMENTATIONS", "register_implementation", "get_implementation",
            "available", "as_method", "cpu_kernels", "compile_count", "KERNELS",
            "register_cuda_implementations", "baseline", "YARDSTICK", "close_workers",
-           "evaluate_implementations"]
+           "evaluate_implementations", "evaluate_implementation_grads"]
 
 ALL_FORMATS = tuple(FORMATS)
 KERNELS = ("default", "avx2", "avx512")  # ATEN_CPU_CAPABILITY values, narrowest first
@@ -110,6 +115,19 @@ class Implementation:
                                  targets.astype(np.int64), fmt, reduction), dtype=np.float64)
         return out.reshape(()) if reduction == "mean" else out.reshape(len(targets))
 
+    def grad(self, x, targets, fmt, reduction: str = "none") -> np.ndarray:
+        """dL/dx (N, C) of logits `x` (float64 carrying values of `fmt`) as the library
+        computes it, float64; of each row's loss ("none") or of the batch mean ("mean")."""
+        if self.backward is None:
+            raise InputError(f"implementation {self.name!r} has no gradient adapter")
+        fmt = get_format(fmt)
+        if fmt.name not in self.formats:
+            raise InputError(f"implementation {self.name!r} does not support {fmt.name}")
+        x, targets = validate_batch(x, targets)
+        return np.asarray(self.backward(np.ascontiguousarray(x, dtype=np.float64),
+                                        targets.astype(np.int64), fmt, reduction),
+                          dtype=np.float64).reshape(x.shape)
+
     def __call__(self, logits, targets) -> np.ndarray:
         """Per-row losses of `logits` given in a format's numpy dtype (float16, ml_dtypes
         bfloat16, float32, float64), as `check` calls a user's function."""
@@ -126,8 +144,10 @@ IMPLEMENTATIONS: dict[str, Implementation] = {}
 
 def register_implementation(name: str, library: str, call: str, formats=ALL_FORMATS, *,
                             device: str = "cpu", requires: Iterable[str] = (),
-                            kernel: str | None = None, color: str | None = None):
-    """Register `fn(x, targets, fmt, reduction)` as the implementation `name`."""
+                            kernel: str | None = None, color: str | None = None,
+                            backward: Callable | None = None):
+    """Register `fn(x, targets, fmt, reduction)` as the implementation `name`; `backward`:
+    (x, targets, fmt, reduction) -> its gradient dL/dx (N, C), float64."""
     formats = tuple(formats)
     bad = [f for f in formats if f not in FORMATS]
     if bad:
@@ -135,7 +155,7 @@ def register_implementation(name: str, library: str, call: str, formats=ALL_FORM
 
     def deco(fn):
         IMPLEMENTATIONS[name] = Implementation(name, fn, library, call, formats, device,
-                                               tuple(requires), kernel, color)
+                                               tuple(requires), kernel, color, backward)
         return fn
     return deco
 
@@ -178,11 +198,16 @@ def as_method(impl: str | Implementation) -> Method:
     return Method(impl.name, functools.partial(_method_forward, impl),
                   impl.call, f"{impl.library} on the {impl.device}", "library", True,
                   impl.color, own_reduction=True,
-                  mean_fn=functools.partial(_method_mean, impl))
+                  mean_fn=functools.partial(_method_mean, impl),
+                  backward=functools.partial(_method_backward, impl) if impl.backward else None)
 
 
 def _method_forward(impl, x, targets, fmt, accumulator=OWN):
     return impl.run(x, targets, fmt, "none")
+
+
+def _method_backward(impl, x, targets, fmt, accumulator=None, reduction="none"):
+    return impl.grad(x, targets, fmt, reduction)
 
 
 def _method_mean(impl, x, targets, fmt):
@@ -280,12 +305,19 @@ def _eager_kernel(kernel: str):
     return fn
 
 
+def _eager_kernel_grad(kernel: str):
+    def fn(x, targets, fmt, reduction):
+        return _worker(kernel).ask("grad", str(fmt.torch_dtype).removeprefix("torch."), x,
+                                   targets, reduction)
+    return fn
+
+
 for _k in KERNELS:
     register_implementation(
         f"torch_eager_{_k}", "torch", "torch.nn.functional.cross_entropy(x, t) (eager, CPU, "
         f"ATEN_CPU_CAPABILITY={_k})", kernel=_k,
-        color={"default": "#c5b0d5", "avx2": "#8c6bb1", "avx512": "#9467bd"}[_k])(
-            _eager_kernel(_k))
+        color={"default": "#c5b0d5", "avx2": "#8c6bb1", "avx512": "#9467bd"}[_k],
+        backward=_eager_kernel_grad(_k))(_eager_kernel(_k))
 
 
 def baseline() -> str:
@@ -400,6 +432,30 @@ def _jax_fn(kind: str):
     return jax.jit(both)
 
 
+@functools.cache
+def _jax_grad_fn(kind: str, reduction: str):
+    """The jitted gradient of the summed (rows independent) or averaged losses."""
+    jax = _jax()
+    jnp = jax.numpy
+    both = _jax_fn(kind)
+
+    def total(x, t):
+        v, m = both(x, t)
+        return m if reduction == "mean" else jnp.sum(v)
+    return jax.jit(jax.grad(total))
+
+
+def _jax_grad(kind: str):
+    def fn(x, targets, fmt, reduction):
+        jax = _jax()
+        jnp = jax.numpy
+        dev = jax.devices("cpu")[0]
+        xj = jax.device_put(jnp.asarray(x, dtype=jnp.float64).astype(_JNP_DTYPE[fmt.name]), dev)
+        tj = jax.device_put(jnp.asarray(targets, dtype=jnp.int64), dev)
+        return np.asarray(_jax_grad_fn(kind, reduction)(xj, tj).astype(jnp.float64))
+    return fn
+
+
 def _jax_adapter(kind: str):
     def fn(x, targets, fmt, reduction):
         jax = _jax()
@@ -414,10 +470,12 @@ def _jax_adapter(kind: str):
 
 register_implementation("jax_optax", "jax",
                         "optax.softmax_cross_entropy_with_integer_labels(x, t) (jit, CPU)",
-                        requires=("jax", "jaxlib", "optax"), color="#2ca02c")(
+                        requires=("jax", "jaxlib", "optax"), color="#2ca02c",
+                        backward=_jax_grad("optax"))(
                             _jax_adapter("optax"))
 register_implementation("jax_log_softmax", "jax", "-jax.nn.log_softmax(x)[t] (jit, CPU)",
-                        requires=("jax", "jaxlib"), color="#98df8a")(_jax_adapter("log_softmax"))
+                        requires=("jax", "jaxlib"), color="#98df8a",
+                        backward=_jax_grad("log_softmax"))(_jax_adapter("log_softmax"))
 
 
 # ------------------------------------------------------------------------------------ scipy
@@ -466,9 +524,22 @@ def _tensorflow(x, targets, fmt, reduction):
         return tf.cast(out, tf.float64).numpy()
 
 
+def _tensorflow_grad(x, targets, fmt, reduction):
+    tf = _tf()
+    with tf.device("/CPU:0"):
+        xt = tf.cast(tf.constant(x, dtype=tf.float64), getattr(tf, fmt.name))
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            out = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.constant(targets),
+                                                                 logits=xt)
+            total = tf.reduce_mean(out) if reduction == "mean" else tf.reduce_sum(out)
+        return tf.cast(tape.gradient(total, xt), tf.float64).numpy()
+
+
 register_implementation("tensorflow", "tensorflow",
                         "tf.nn.sparse_softmax_cross_entropy_with_logits(t, x) (CPU)",
-                        requires=("tensorflow",), color="#d62728")(_tensorflow)
+                        requires=("tensorflow",), color="#d62728",
+                        backward=_tensorflow_grad)(_tensorflow)
 
 
 # ------------------------------------------------------------------------- the yardstick
@@ -493,9 +564,14 @@ def _yardstick(x, targets, fmt, reduction):
     return m.batch_mean(losses, fmt, acc) if reduction == "mean" else losses.copy()
 
 
+def _yardstick_grad(x, targets, fmt, reduction):
+    acc = "float32" if fmt.precision < FORMATS["float32"].precision else "working"
+    return get_method("log1p").backward(x, targets, fmt, acc, reduction)
+
+
 register_implementation(YARDSTICK, "precision_lab",
                         "methods['log1p'], float32 sums for 16-bit formats (emulated)",
-                        color="#1f77b4")(_yardstick)
+                        color="#1f77b4", backward=_yardstick_grad)(_yardstick)
 
 register_cuda_implementations()
 
@@ -531,3 +607,31 @@ def evaluate_implementations(x, targets, names: Iterable[str], formats=ALL_FORMA
         df["representable"] = rep.astype(bool)
         blocks.append(df)
     return pd.concat(blocks, ignore_index=True)
+
+
+def evaluate_implementation_grads(x, targets, names: Iterable[str], formats=ALL_FORMATS,
+                                  reduction: str = "none", cache=None) -> pd.DataFrame:
+    """The gradient of each implementation in `names` that has one, in each of `formats` it
+    supports, against the certified gradient of the rounded inputs: one row per (input row,
+    format, implementation) with the columns of `numerics.grad_metrics.grad_error_columns`
+    (as `evaluate_grad` gives for the methods)."""
+    x, targets = validate_batch(x, targets)
+    impls_ = [get_implementation(n) for n in names]
+    blocks = []
+    for f in formats:
+        fmt = get_format(f)
+        todo = [i for i in impls_ if i.backward is not None and fmt.name in i.formats]
+        if not todo:
+            continue
+        xr = fmt.round(x)
+        hi, lo = reference_grad_dd(xr, targets, reduction, cache=cache)
+        for impl in todo:
+            cols = grad_error_columns(impl.grad(xr, targets, fmt, reduction), hi, lo, targets)
+            n = len(targets)
+            blocks.append({"format": [fmt.name] * n, "method": [impl.name] * n,
+                           "accumulator": [OWN] * n, "row": np.arange(n),
+                           "reduction": [reduction] * n, **cols})
+    if not blocks:
+        return pd.DataFrame()
+    return pd.DataFrame({k: np.concatenate([np.asarray(b[k]) for b in blocks])
+                         for k in blocks[0]})
