@@ -19,8 +19,9 @@ mean as the library forms it, each in the formats it supports, against the certi
 the inputs as rounded into the format. Per implementation: Herbie's bits of error, relative
 error, non-finite results on representable rows, and, row by row, whether it differs from
 torch eager (the widest ATen kernel here) and then which of the two is closer to the truth.
-Gradients: `Implementation.backward` is the slot; they are measured here once the certified
-reference gradient exists (not yet).
+Gradients: each implementation with a gradient adapter (`Implementation.backward`: autograd,
+jax.grad, tf.GradientTape) against the certified gradient, per row (reduction "none"):
+norm-wise and target-entry relative errors, rows with a non-finite entry, flushed entries.
 
 Conclusions: generated from results.csv into summary.md (the findings), never typed.
 """
@@ -144,12 +145,34 @@ def implementation_cell(cell: dict) -> pd.DataFrame:
         ["n_representable", "n_spurious_nonfinite", "n_differ", "n_closer", "n_farther",
          "bits_err_sum"]].sum().reset_index()
     agg = agg.merge(sums, on=GROUP, how="left")
+    agg = agg.merge(grad_summary(x, t, case, cell["implementations"]),
+                    on=["format", "method", "reduction", "case"], how="left")
     params = {k: v for k, v in cell.items() if k not in ("implementations", "logits_path")}
     for i, (k, v) in enumerate(params.items()):
         agg.insert(i, k, v)
     agg.insert(len(params), "kernel", [impls.IMPLEMENTATIONS[m].kernel or ""
                                        for m in agg["method"]])
     return agg
+
+
+GRAD_COLUMNS = ["grad_count", "grad_norm_rel_median", "grad_norm_rel_max", "grad_target_rel_max",
+                "grad_nonfinite_rows", "grad_flushed"]
+
+
+def grad_summary(x, t, case, names) -> pd.DataFrame:
+    """Per (format, implementation, case): the per-row gradient (reduction "none") against the
+    certified one, for the implementations with a gradient adapter: rows, median and largest
+    norm-wise relative error, largest target-entry error, rows with a non-finite entry, entries
+    flushed to 0."""
+    g = impls.evaluate_implementation_grads(x, t, names)
+    if not len(g):
+        return pd.DataFrame(columns=["format", "method", "reduction", "case", *GRAD_COLUMNS])
+    g = g.assign(case=case[g["row"].to_numpy()], bad=g["n_nonfinite"] > 0)
+    out = g.groupby(["format", "method", "reduction", "case"], sort=False).agg(
+        grad_count=("row", "size"), grad_norm_rel_median=("norm_rel", "median"),
+        grad_norm_rel_max=("norm_rel", "max"), grad_target_rel_max=("target_rel", "max"),
+        grad_nonfinite_rows=("bad", "sum"), grad_flushed=("n_flushed", "sum"))
+    return out.reset_index()
 
 
 def compare_with(df: pd.DataFrame, base: str) -> pd.DataFrame:
@@ -194,6 +217,7 @@ def pooled(df: pd.DataFrame, by) -> pd.DataFrame:
     out["bits_err_mean"] = out["bits_err_sum"] / out["count"]
     grid = df[df["kind"] != "battery"].groupby(by, sort=False)  # the battery's tiny losses
     out["rel_err_max"] = grid["rel_err_max"].max()                # make relative errors of 1
+    out["grad_norm_rel_max"] = grid["grad_norm_rel_max"].max()
     return out.drop(columns="bits_err_sum").reset_index()
 
 
@@ -232,6 +256,7 @@ def _findings(df: pd.DataFrame, base: str) -> list[str]:
         notes.append(f"In {fmt}, against torch eager ({_label(base)}): " + "; ".join(parts)
                      + ".")
     notes += _battery_findings(df)
+    notes += _grad_findings(rows, base)
     bad = per[per["n_spurious_nonfinite"] > 0]
     if not len(bad):
         notes.append(f"No implementation returns a non-finite loss for a row the format can "
@@ -255,6 +280,26 @@ def _findings(df: pd.DataFrame, base: str) -> list[str]:
         notes.append(f"ATen CPU kernels run: {', '.join(kernels)}; against {_label(base)} the "
                      f"other kernels differ on {int(d['n_differ'].sum())}/{int(d['count'].sum())} "
                      f"(row, format) losses.")
+    return notes
+
+
+def _grad_findings(rows: pd.DataFrame, base: str) -> list[str]:
+    """Per format: the implementation whose gradient is closest to the certified one (median
+    over the grid rows of the norm-wise relative error), and torch eager's."""
+    d = rows[(rows["kind"] != "battery") & rows["grad_count"].notna()]
+    notes = []
+    for fmt in formats_in(d):
+        g = d[d["format"] == fmt]
+        # the median over rows, from per-cell medians weighted by rows (a summary, not exact)
+        med = g.groupby("method", sort=False).apply(
+            lambda h: float(np.average(h["grad_norm_rel_median"], weights=h["grad_count"])),
+            include_groups=False).sort_values(kind="stable")
+        bad = int(g["grad_nonfinite_rows"].sum())
+        text = (f"Gradient in {fmt}: closest to the certified one {_label(med.index[0])} "
+                f"(norm-wise relative error {med.iloc[0]:.2g}, row-weighted median over cells)")
+        if base in med.index and med.index[0] != base:
+            text += f"; torch eager {med[base]:.2g}"
+        notes.append(text + f"; {bad} rows with a non-finite entry.")
     return notes
 
 
@@ -289,7 +334,8 @@ def _summary_table(df: pd.DataFrame, base: str) -> pd.DataFrame:
         "largest finite rel. error (grids)": p["rel_err_max"],
         "non-finite on representable": p["n_spurious_nonfinite"],
         f"differ from {base}": p["n_differ"], "closer": p["n_closer"],
-        "farther": p["n_farther"]}).reset_index(drop=True)
+        "farther": p["n_farther"],
+        "largest grad error (grids)": p["grad_norm_rel_max"]}).reset_index(drop=True)
 
 
 def _battery_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -379,6 +425,7 @@ def report(df, config, params, out_dir) -> list[dict]:
                 f"of its own: {', '.join(kernels)}. "
                 f"torch.compile: one static graph per (shape, dtype); the grid has "
                 f"{len(shapes)} shapes, so at most {len(shapes) * 4} graphs per process. "
-                f"Gradients are not measured yet (the slot is `Implementation.backward`).\n\n")
+                f"Gradients: per row, for the implementations with a gradient adapter "
+                f"(torch.compile and scipy have none).\n\n")
         f.write(f"{cap}\n")
     return [{"text": n, "link": "summary.md", "label": "table"} for n in notes]
