@@ -39,7 +39,7 @@ from .experiments import available, load_experiment
 from .reporting.index import write_index
 from .reporting.tables import write_csv
 from .running.provenance import peak_memory_mib, write_metadata
-from .running.storage import atomic_write, exclusive, recover_dir, replace_dir
+from .running.storage import atomic_write, check_writable_dir, exclusive, recover_dir, replace_dir
 from .running.sweep import checkpoints_kept, run_cells
 
 __all__ = ["RunConfig", "run_experiment", "add_arguments", "cli", "script_main"]
@@ -65,9 +65,12 @@ class RunConfig:
             raise InputError(f"--seed must be a non-negative integer, got {self.seed!r}")
         if not isinstance(self.profile, str) or not self.profile:
             raise InputError(f"--profile must be a profile name, got {self.profile!r}")
+        if isinstance(self.out, str) and not self.out.strip():
+            raise InputError("--out is empty; give a directory (--out . for this one)")
         self.out = Path(self.out)
         if self.out.exists() and not self.out.is_dir():
             raise InputError(f"--out {self.out} exists and is not a directory")
+        check_writable_dir(self.out, "--out")
         if self.logits_file is not None and self.user_logits is None:
             self.user_logits = load_logits(self.logits_file)
 
@@ -146,7 +149,7 @@ def add_arguments(p: argparse.ArgumentParser, with_name: bool = True) -> None:
                    help="quick or full (the committed reports); `precision-lab list` shows "
                         "the time each took when last measured "
                         "(default: %(default)s)")
-    p.add_argument("--out", type=Path, default=Path("reports"),
+    p.add_argument("--out", default="reports",
                    help="reports directory; each experiment writes OUT/NAME "
                         "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
@@ -170,8 +173,14 @@ def cli(args) -> int:
                        scheduler=args.scheduler, logits_file=args.logits_file, quiet=args.quiet,
                        command=getattr(args, "command_line", None))
     names = available() if args.name == "all" else [args.name]
-    for name in names:  # every name and profile checked before anything runs
-        _check_profile(name, load_experiment(name), config.profile)
+    for name in names:  # every name, profile and option checked before anything runs
+        module = load_experiment(name)
+        _check_profile(name, module, config.profile)
+        if config.logits_file is not None and not getattr(module, "ACCEPTS_LOGITS_FILE", False):
+            takers = [n for n in available()
+                      if getattr(load_experiment(n), "ACCEPTS_LOGITS_FILE", False)]
+            raise InputError(f"{name} does not use --logits-file (it would be ignored); "
+                             f"experiments that do: {', '.join(takers)}")
     if len(names) > 1:
         return _each_in_own_process(names, args)
     previous = None
@@ -183,6 +192,10 @@ def cli(args) -> int:
             try:
                 run_experiment(name, config)
             except KeyboardInterrupt:
+                if threading.current_thread() is threading.main_thread():
+                    # a second Ctrl-C is ignored from here until the process ends (the CLI
+                    # returns at once): one line, never a traceback
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
                 print(f"\ninterrupted: {name}'s finished cells are kept in "
                       f"{config.checkpoint_dir(name)}; run the same command again to resume",
                       file=sys.stderr)

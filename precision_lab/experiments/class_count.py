@@ -51,6 +51,8 @@ from precision_lab.reporting.tables import write_latex, write_markdown
 
 NAME = "class_count"
 
+ACCEPTS_LOGITS_FILE = True  # --logits-file replaces its synthetic logits
+
 PROFILES = {
     "quick": {"exponents": [1, 4, 8, 11, 14], "scales": [0.01, 1.0, 10.0],
               "min_rows": 2, "max_rows": 16, "max_logits": 1 << 12, "user_scales": [1.0]},

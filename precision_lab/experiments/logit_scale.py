@@ -69,6 +69,8 @@ def scale_grid(coarse_per_decade: int, fine_per_decade: int, fine_from: float = 
     return sorted({float(f"{x:.4g}") for x in v})
 
 
+ACCEPTS_LOGITS_FILE = True  # --logits-file replaces its synthetic logits
+
 PROFILES = {
     "quick": {"distributions": ["normal", "peaked"], "classes": {10: 8, 1000: 2},
               "scales": [0.01, 1.0, 4.0, 10.0, 30.0, 100.0, 1000.0, 1e5], "user_rows": 16},

@@ -52,6 +52,8 @@ from precision_lab.reporting.tables import write_latex, write_markdown
 
 NAME = "scale_classes"
 
+ACCEPTS_LOGITS_FILE = True  # --logits-file replaces its synthetic logits
+
 PROFILES = {
     "quick": {"scales": [0.01, 1.0, 10.0, 100.0, 1e4], "exponents": [1, 4, 8, 12],
               "min_rows": 2, "max_rows": 8, "max_logits": 1 << 11},

@@ -48,6 +48,8 @@ from precision_lab.reporting.tables import write_latex, write_markdown
 
 NAME = "trained_logits"
 
+ACCEPTS_LOGITS_FILE = True  # --logits-file replaces its synthetic logits
+
 PROFILES = {
     "quick": {"epochs": [0, 10, 100], "hidden": 64, "lr": 1e-2, "user_rows": 64},
     "full": {"epochs": [0, 1, 3, 10, 30, 100, 300, 1000, 3000], "hidden": 128, "lr": 1e-2,

@@ -6,6 +6,12 @@ returns the per-row losses (float64 carrying `fmt` values). Every operation goes
 `Arithmetic` (precision_lab.numerics.arithmetic): evaluated in float64 and rounded once to
 `fmt`, sums sequential in the accumulator. The maximum is exact in any format.
 
+Non-finite logits follow the policy of `validate_batch` (torch's) by their own arithmetic,
+never by a special case: every shifted method meets inf - inf on a row with a +inf logit and
+returns nan, as the truth does. `naive`, unshifted, never subtracts: where the +inf is not the
+target it returns exp(x_t) / inf = 0, so -log 0 = +inf, an outcome of its formula that is
+counted as such (a +inf against a nan truth).
+
 Adding a method is one function and one `@register(...)`: the record carries its formula and
 summary, whether it shifts by the maximum, which Blanchard-Higham-Higham bound applies, how its
 batch mean is formed, its family (which sets its figure colour), and the accumulators it runs
@@ -241,7 +247,10 @@ def log1p(x, targets, fmt, accumulator):
     a, e = _shifted_exp(ar, x)
     k = np.argmax(x, axis=1)
     e = e.copy()
-    e[np.arange(len(k)), k] = 0.0  # the argmax term, exp(0) = 1, leaves the sum
+    rows = np.arange(len(k))
+    # the argmax term, exp(0) = 1, leaves the sum; where a = +inf it is exp(inf - inf) = nan
+    # and stays (the formula's 1 holds only for a finite maximum): nan, as every shifted method
+    e[rows, k] = np.where(np.isfinite(a), 0.0, e[rows, k])
     lse = ar.add(a, ar.log1p(ar.sum(e)))
     return ar.sub(lse, _pick(x, targets))
 
