@@ -55,6 +55,7 @@ from ..numerics.arithmetic import accumulators_for
 from ..numerics.formats import FORMATS, Format, get_format
 from ..numerics.methods import METHODS, batch_mean
 from ..numerics.metrics import errors as rel_errors
+from ..numerics.metrics import ulps_at_max1
 from ..numerics.options import LossOptions
 from ..reporting.tables import write_csv
 from ..running.storage import check_writable_dir
@@ -289,13 +290,8 @@ def _mixed_errors(c, hi, lo, fmt: Format, relative: bool) -> tuple[np.ndarray, n
         ulp[~np.isfinite(c) & (c != hi)] = np.inf
         ulp[np.isnan(c)] = np.inf
         return ulp, e["bits_err"].to_numpy()
-    with np.errstate(invalid="ignore", over="ignore"):
-        diff = np.abs((c - hi) - lo)
-        rt = fmt.round(hi)  # a true loss past the format's range rounds to inf
-        diff = np.where(np.isinf(c) & (c == rt), 0.0, diff)
-        unit = fmt.ulp(np.maximum(np.abs(hi), 1.0))
-        ulp = np.where(np.isnan(diff), np.inf, diff / unit)
-        bits = np.minimum(np.log2(1.0 + ulp), 8.0 * fmt.dtype.itemsize)
+    ulp = ulps_at_max1(c, hi, fmt, lo=lo)
+    bits = np.minimum(np.log2(1.0 + ulp), 8.0 * fmt.dtype.itemsize)
     return ulp, bits
 
 

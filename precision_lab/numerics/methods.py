@@ -36,10 +36,12 @@ from .optioned import Terms, options_forward, reduce_rows, torch_options
 from .options import OPTION_NAMES, LossOptions, check_batch, require_supported
 
 __all__ = ["Method", "METHODS", "FAMILIES", "ACCUMULATORS", "register", "get_method",
-           "backward", "GRAD_VARIANTS", "gradient_methods", "REDUCTIONS",
+           "backward", "GRAD_VARIANTS", "gradient_methods", "gradient_options", "REDUCTIONS",
            "Arithmetic", "batch_mean", "stable_methods", "bounded_methods"]
 
 # Method families: the colour family of every figure, and what "shifted" means in findings.
+# Colours (on the records): the Okabe-Ito colour-blind-safe palette, one colour per family:
+# unshifted #D55E00, softmax #E69F00, shifted #0072B2, library #009E73.
 FAMILIES = ("unshifted", "softmax", "shifted", "library")
 
 
@@ -61,6 +63,11 @@ class Method:
     options: frozenset = field(default_factory=frozenset)  # training options it expresses
     # (x, targets, fmt, accumulator, options, reduction) -> the loss under LossOptions
     with_options: Callable | None = None
+    # (losses, fmt) -> the same batch mean as mean_fn, from this method's own per-row losses:
+    # lets a batch evaluated in blocks of rows (analyze) form it without the whole batch.
+    mean_of_losses: Callable | None = None
+    grad_options: frozenset = field(default_factory=frozenset)  # options `backward` expresses
+    #                                  (called with options=LossOptions: numerics.optioned_grad)
 
     def __call__(self, x, targets, fmt, accumulator=WORKING, options: LossOptions | None = None):
         """Per-row losses of logits `x` (N, C), whose values must already be in `fmt`;
@@ -100,6 +107,8 @@ class Method:
         if options is not None:
             return self.reduce(losses, fmt, accumulator, x, targets, options, "mean")
         if self.mean_fn is not None:
+            if x is None and self.mean_of_losses is not None:
+                return float(self.mean_of_losses(losses, get_format(fmt)))
             return float(self.mean_fn(x, targets, get_format(fmt)))
         return batch_mean(losses, fmt, WORKING if accumulator == OWN else accumulator)
 
@@ -120,31 +129,37 @@ METHODS: dict[str, Method] = {}
 def register(name: str, formula: str, summary: str, *, family: str = "shifted",
              shifted: bool = True, color: str | None = None,
              bound: str | None = None, own_reduction: bool = False,
-             mean_fn: Callable | None = None):
+             mean_fn: Callable | None = None, mean_of_losses: Callable | None = None):
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
 
     def deco(fn):
         METHODS[name] = Method(name, fn, formula, summary, family, shifted, color, bound,
-                               own_reduction, mean_fn)
+                               own_reduction, mean_fn, mean_of_losses=mean_of_losses)
         return fn
     return deco
 
 
-# Backward variants that are not a method's own gradient: {label: (method name, fn)}.
-GRAD_VARIANTS: dict[str, tuple[str, Callable]] = {}
+# Backward variants that are not a method's own gradient: {label: (method name, fn, options)}.
+GRAD_VARIANTS: dict[str, tuple[str, Callable, frozenset]] = {}
 REDUCTIONS = ("none", "mean")
 
 
-def backward(name: str, variant: str | None = None):
+def backward(name: str, variant: str | None = None, options=()):
     """Declare a gradient of method `name`: its own (fills the record's `backward`), or, with
-    `variant`, another backward of the same forward (listed by `gradient_methods`)."""
+    `variant`, another backward of the same forward (listed by `gradient_methods`). `options`:
+    the training options it expresses when called with `options=LossOptions(...)`."""
+    opts = frozenset(options)
+    unknown = opts - set(OPTION_NAMES)
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)}")
+
     def deco(fn):
         if variant is None:
-            METHODS[name] = replace(get_method(name), backward=fn)
+            METHODS[name] = replace(get_method(name), backward=fn, grad_options=opts)
         else:
             get_method(name)
-            GRAD_VARIANTS[variant] = (name, fn)
+            GRAD_VARIANTS[variant] = (name, fn, opts)
         return fn
     return deco
 
@@ -153,7 +168,14 @@ def gradient_methods() -> dict[str, tuple[Method, Callable]]:
     """{label: (method record, backward fn)}: every method with a backward under its own
     name, then the variants."""
     out = {m.name: (m, m.backward) for m in METHODS.values() if m.backward is not None}
-    out.update({v: (METHODS[name], fn) for v, (name, fn) in GRAD_VARIANTS.items()})
+    out.update({v: (METHODS[name], fn) for v, (name, fn, _) in GRAD_VARIANTS.items()})
+    return out
+
+
+def gradient_options() -> dict[str, frozenset]:
+    """{backward label: the training options it expresses}, in `gradient_methods` order."""
+    out = {m.name: m.grad_options for m in METHODS.values() if m.backward is not None}
+    out.update({v: opts for v, (_, _, opts) in GRAD_VARIANTS.items()})
     return out
 
 
@@ -196,7 +218,7 @@ def _shifted_exp(ar: Arithmetic, x):
 
 @register("naive", "-log(exp(x_t) / sum_i exp(x_i))",
           "softmax without a shift, then -log p_t; exp overflows past log(max_finite)",
-          family="unshifted", shifted=False, color="#d62728")
+          family="unshifted", shifted=False, color="#D55E00")
 def naive(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
     e = ar.exp(x)
@@ -214,7 +236,7 @@ SOFTMAX_EPS = 1e-7
 
 @register("softmax_eps", "-log(p_t + eps), p = softmax(x - max x), eps = 1e-7",
           "the blog post's code: shifted softmax, eps (rounded to the format) caps the loss",
-          family="softmax", shifted=True, color="#ff7f0e")
+          family="softmax", shifted=True, color="#E69F00")
 def softmax_eps(x, targets, fmt, accumulator, eps: float = SOFTMAX_EPS):
     ar = Arithmetic(fmt, accumulator)
     p = _softmax_target(ar, x, targets)
@@ -223,7 +245,7 @@ def softmax_eps(x, targets, fmt, accumulator, eps: float = SOFTMAX_EPS):
 
 @register("softmax_log", "-log(p_t), p = softmax(x - max x)",
           "shifted softmax without eps: p_t underflows to 0 and the loss to inf",
-          family="softmax", shifted=True, color="#8c564b")
+          family="softmax", shifted=True, color="#E69F00")
 def softmax_log(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
     return -ar.log(_softmax_target(ar, x, targets))
@@ -231,7 +253,7 @@ def softmax_log(x, targets, fmt, accumulator):
 
 @register("logsumexp", "(a + log sum_i exp(x_i - a)) - x_t, a = max x",
           "the stable formula: shifted log-sum-exp minus the target logit",
-          family="shifted", shifted=True, color="#1f77b4", bound="shifted")
+          family="shifted", shifted=True, color="#0072B2", bound="shifted")
 def logsumexp(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
     a, e = _shifted_exp(ar, x)
@@ -241,7 +263,7 @@ def logsumexp(x, targets, fmt, accumulator):
 
 @register("log1p", "(a + log1p(sum_{i != k} exp(x_i - a))) - x_t, a = x_k = max x",
           "Blanchard, Higham & Higham (2021): the argmax term's exact 1 moved into log1p",
-          family="shifted", shifted=True, color="#2ca02c", bound="log1p")
+          family="shifted", shifted=True, color="#0072B2", bound="log1p")
 def log1p(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
     a, e = _shifted_exp(ar, x)
@@ -257,7 +279,7 @@ def log1p(x, targets, fmt, accumulator):
 
 @register("log_softmax", "-((x_t - a) - log sum_i exp(x_i - a)), a = max x",
           "ATen's order of operations: log-softmax of the target, negated",
-          family="shifted", shifted=True, color="#17becf")
+          family="shifted", shifted=True, color="#0072B2")
 def log_softmax(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
     a, e = _shifted_exp(ar, x)
@@ -271,7 +293,7 @@ ONLINE_BLOCK = 256
           "s_b = sum exp(x - m_b); running (m, s) <- (M, s exp(m - M) + s_b exp(m_b - M))",
           "one pass over the classes, as fused cross-entropy kernels do (Milakov & "
           "Gimelshein 2018), then m + log s - x_t",
-          family="shifted", shifted=True, color="#e377c2")
+          family="shifted", shifted=True, color="#0072B2")
 def online(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
     return ar.sub(online_lse(ar, x), _pick(x, targets))
@@ -302,10 +324,21 @@ def _online_ms(ar: Arithmetic, x):
 @register("torch", "torch.nn.functional.cross_entropy(x, t, reduction='none')",
           "PyTorch on the CPU in the format's torch dtype; its own reduction (exp and sum in float32 "
           "lanes, the sum rounded to the format, for 16-bit formats)",
-          family="library", shifted=True, color="#9467bd", own_reduction=True,
-          mean_fn=lambda x, t, fmt: _torch_ce(x, t, fmt, "mean"))
+          family="library", shifted=True, color="#009E73", own_reduction=True,
+          mean_fn=lambda x, t, fmt: _torch_ce(x, t, fmt, "mean"),
+          mean_of_losses=lambda losses, fmt: _torch_mean_of_losses(losses, fmt))
 def torch_ce(x, targets, fmt, accumulator=None):
     return _torch_ce(x, targets, fmt, "none")
+
+
+def _torch_mean_of_losses(losses, fmt):
+    """F.cross_entropy's mean from its per-row losses: its mean is nll_loss's over the picked
+    log-probabilities (-loss), which depends on those values alone, not on the other classes,
+    so nll_loss on an (N, 1) input of -losses reduces them the same way (tests check it)."""
+    lt = torch.from_numpy(np.array(losses, dtype=np.float64)).to(fmt.torch_dtype)  # a copy
+    zeros = torch.zeros(len(lt), dtype=torch.int64)
+    return torch.nn.functional.nll_loss(-lt[:, None], zeros, reduction="mean").to(
+        torch.float64).item()
 
 
 def _torch_ce(x, targets, fmt, reduction):
