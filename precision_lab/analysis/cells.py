@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..numerics import elementary
 from ..numerics.bounds import bhh_bound, lse_terms
 from ..numerics.methods import get_method
 from .evaluate import evaluate
@@ -145,7 +146,8 @@ def evaluate_with_bound(x, t, cell: dict) -> pd.DataFrame:
             a, s, _, _ = lse_terms(xr)
             with np.errstate(invalid="ignore", over="ignore"):
                 ok = (np.isfinite(xr) | (xr == -np.inf)).all(axis=1)
-                ok &= np.isfinite(f.round(a + np.log1p(s))) & np.isfinite(f.round(truth))
+                ok &= np.isfinite(f.round(a + elementary.log1p(s, FORMATS["float64"])))
+                ok &= np.isfinite(f.round(truth))
             representable[fmt] = ok
         rec = {"format": fmt, "method": method, "accumulator": acc, "reduction": "none",
                "loss_median": _median(truth),
@@ -171,7 +173,8 @@ def evaluate_with_bound(x, t, cell: dict) -> pd.DataFrame:
     a, s, _, _ = lse_terms(x)
     with np.errstate(invalid="ignore"):
         agg.insert(len(GROUP), "max_logit_median", _median(np.max(x, axis=1)))
-        agg.insert(len(GROUP) + 1, "lse_median", _median(a + np.log1p(s)))
+        agg.insert(len(GROUP) + 1, "lse_median",
+                   _median(a + elementary.log1p(s, FORMATS["float64"])))
     params = {k: v for k, v in cell.items()
               if k not in ("formats", "methods", "accumulators", "logits_path")}
     for i, (k, v) in enumerate(params.items()):

@@ -51,6 +51,7 @@ from precision_lab import (FORMATS, METHODS, evaluate, reference_loss,  # noqa: 
                            reference_mean, to_double_double)
 from precision_lab.analysis.check import DEFAULT_MAX_ULP, check_implementation  # noqa: E402
 from precision_lab.examples import blog, qa, unshifted  # noqa: E402
+from precision_lab.numerics import elementary  # noqa: E402
 from precision_lab.numerics.metrics import errors, ordinal  # noqa: E402
 from precision_lab.truth.reference import DEFAULT_BITS  # noqa: E402
 from precision_lab.running.storage import atomic_write  # noqa: E402
@@ -283,9 +284,10 @@ def q3_epsilon(params):
                      "value": v})
     # Closed form on a dense grid in the logit of p.
     d = np.linspace(-60, 60, 24001)
-    p = 1.0 / (1.0 + np.exp(d))
-    loss = np.log1p(np.exp(d))  # -log p, accurate at both ends
-    rel = np.log1p(EPS / p) / loss
+    f64 = FORMATS["float64"]  # correctly rounded exp/log1p: the same digits on every CPU
+    p = 1.0 / (1.0 + elementary.exp(d, f64))
+    loss = elementary.log1p(elementary.exp(d, f64), f64)  # -log p, accurate at both ends
+    rel = elementary.log1p(EPS / p, f64) / loss
     imin = int(np.argmin(rel))
     recs.append({"item": "closed form", "quantity": "smallest relative bias", "value": rel[imin]})
     recs.append({"item": "closed form", "quantity": "p at smallest relative bias",
@@ -318,7 +320,7 @@ def q3_epsilon(params):
         recs.append({"item": f"measured {r.row}", "format": r.format, "method": r.method,
                      "quantity": "relative error", "value": r.rel_err,
                      "text": repr(float(math.exp(-r.truth)))})
-    pt = np.exp(-df["truth"].to_numpy())
+    pt = elementary.exp(-df["truth"].to_numpy(), FORMATS["float64"])
     central = df[(pt >= 0.01) & (pt <= 0.99)]
     for (fmt, m), s in central.groupby(["format", "method"], sort=False):
         recs.append({"item": "measured summary", "format": fmt, "method": m,

@@ -21,13 +21,18 @@ Extensions, derived the same way (first order; stated so a reader can check them
     relative, rounding error of at most half the smallest subnormal; n of them add
     n * min_subnormal / 2 / (1 + s).
 Rows with a +inf or nan logit have no bound (nan); -inf logits are masked classes (exact zeros).
+The float64 exp and log1p here are correctly rounded (numerics.elementary), so the bound is the
+same on every CPU.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from . import elementary
 from .arithmetic import WORKING, accumulator_format
-from .formats import get_format
+from .formats import FORMATS, get_format
+
+F64 = FORMATS["float64"]
 
 __all__ = ["bhh_bound", "lse_terms"]
 
@@ -45,7 +50,7 @@ def lse_terms(x) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         k = np.argmax(xm, axis=1)
         diff = xm - a[:, None]
         diff = np.where(finite, diff, -np.inf)
-        e = np.exp(diff)
+        e = elementary.exp(diff, F64)
         e[np.arange(len(k)), k] = 0.0
         s = e.sum(axis=1)
         d = np.where(finite.any(axis=1), a - np.where(finite, x, np.inf).min(axis=1), 0.0)
@@ -74,7 +79,8 @@ def bhh_bound(x, targets, fmt, accumulator: str = WORKING, form: str = "log1p") 
     with np.errstate(invalid="ignore", over="ignore"):
         ratio = s / (1.0 + s)
         under = n * fmt.min_subnormal / 2 / (1.0 + s)
-        y = a + np.log1p(s)
+        l1p = elementary.log1p(s, F64)
+        y = a + l1p
         loss = y - x[np.arange(len(t)), t]
         if form == "log1p":
             if mixed:
@@ -83,6 +89,6 @@ def bhh_bound(x, targets, fmt, accumulator: str = WORKING, form: str = "log1p") 
                 summed = ratio * (n + d) * u
         else:
             summed = (n - 1.0) * u_acc + mixed * u + ratio * (1.0 + d) * u
-        bound = np.log1p(s) * u + summed + under + u * np.abs(y) + u * np.abs(loss)
+        bound = l1p * u + summed + under + u * np.abs(y) + u * np.abs(loss)
     bad = ~np.all(np.isfinite(x) | (x == -np.inf), axis=1) | ~np.isfinite(bound)
     return np.where(bad, np.nan, bound)
