@@ -111,15 +111,15 @@ class Arithmetic:
         return self._elementary("log1p", v)
 
     def add(self, a, b):
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", over="ignore"):
             return self.round(np.add(a, b))
 
     def sub(self, a, b):
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", over="ignore"):
             return self.round(np.subtract(a, b))
 
     def div(self, a, b):
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             return self.round(np.divide(a, b))
 
     def sum(self, v: np.ndarray, axis: int = -1):

@@ -2,7 +2,8 @@
 
 An entry is keyed by the SHA-256 of the exact input bytes (the rounded float64 logits, their
 shape, the int64 targets) and the certified bit count. It holds plain float64 arrays (the
-per-row truth and the batch mean as double-double hi/lo pairs) in an .npz read without pickle,
+per-row truth and the batch mean as double-double hi/lo pairs, and their binary exponents
+`exp`, `mean_exp`, exact integers, 0 except beyond float64's range) in an .npz read without pickle,
 plus the key itself: an entry whose stored key, shapes or dtypes do not match, or that cannot
 be read, is ignored (and overwritten by the caller's recomputation), never trusted.
 
@@ -34,7 +35,7 @@ def _code_fingerprint() -> bytes:
 
 
 _CODE = None
-FIELDS = ("hi", "lo", "mean_hi", "mean_lo")
+FIELDS = ("hi", "lo", "mean_hi", "mean_lo", "exp", "mean_exp")
 _OFF = {"off", "0", "none", "false", ""}
 
 
@@ -84,13 +85,15 @@ class TruthCache:
         except Exception:  # unreadable, truncated, missing fields: recompute
             return None
         for f, a in out.items():
-            want = (n,) if f in ("hi", "lo") else ()
+            want = (n,) if f in ("hi", "lo", "exp") else ()
             if a.dtype != np.float64 or a.shape != want:
                 return None
         return out
 
     def store(self, key: str, arrays: dict[str, np.ndarray]) -> None:
-        """Write atomically (a temporary file, then a rename); errors writing are not fatal."""
+        """Write atomically (a temporary file, then a rename); errors writing are not fatal.
+        The exponents `exp` and `mean_exp` default to 0."""
+        arrays = {"exp": np.zeros(np.shape(arrays["hi"])), "mean_exp": np.float64(0), **arrays}
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".npz.tmp")

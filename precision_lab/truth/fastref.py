@@ -1165,13 +1165,16 @@ def _round_float(man: int, ex: int) -> float:
     m = abs(man)
     # Python's int / int true division is correctly rounded; scale into range first.
     nb = m.bit_length()
-    if ex >= 0:
-        if nb + ex > 1100:
-            return sign * math.inf
-        return sign * float(m << ex)
-    if nb + ex < -1200:
-        return sign * 0.0
-    return sign * (m / (1 << -ex))   # int / int true division is correctly rounded
+    try:
+        if ex >= 0:
+            if nb + ex > 1100:
+                return sign * math.inf
+            return sign * float(m << ex)
+        if nb + ex < -1200:
+            return sign * 0.0
+        return sign * (m / (1 << -ex))   # int / int true division is correctly rounded
+    except OverflowError:                # rounds past float64's largest value
+        return sign * math.inf
 
 
 def arb_mean(losses: list, bits: int):
