@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..numerics import elementary
-from ..numerics.bounds import bhh_bound, lse_terms
+from ..numerics.bounds import BHH_CHECK_COLUMNS, bhh_bound, bhh_check, lse_terms
 from ..numerics.methods import get_method
 from .evaluate import evaluate
 from ..numerics.formats import FORMATS
@@ -128,9 +128,13 @@ def evaluate_with_bound(x, t, cell: dict) -> pd.DataFrame:
     representable_frac (fraction of rows whose rounded logits are finite and whose true
     log-sum-exp and loss, rounded to the format, are finite too: where a correct method must
     return a finite loss), spurious_nonfinite_frac (fraction of the rows that are representable
-    yet come out inf or nan: a failure of the method, not of the format), and for the methods the bound applies to
-    (`Method.bound`, per-row losses) bhh_bound_rel_median (median of bound / true loss) and
-    bhh_within_frac (fraction of rows with a finite result whose error is within the bound)."""
+    yet come out inf or nan: a failure of the method, not of the format), and for the
+    methods the bound applies to (`Method.bound`, per-row losses) bhh_bound_rel_median (median
+    of bound / true loss) and the check of the bound (`bounds.bhh_check`): bhh_within_frac
+    (fraction of rows with a finite result whose error is within the bound), bhh_checked,
+    bhh_violations (a non-finite result on a representable row counts as one),
+    bhh_ratio_median, bhh_ratio_max (error / bound) and bhh_informative_frac (share of rows
+    whose bound is below the loss)."""
     kw = {k: cell[k] for k in ("formats", "methods", "accumulators") if k in cell}
     df = evaluate(x, t, **kw)
     agg = aggregate(df, GROUP)
@@ -154,7 +158,7 @@ def evaluate_with_bound(x, t, cell: dict) -> pd.DataFrame:
                "representable_frac": float(representable[fmt].mean()),
                "spurious_nonfinite_frac": float(np.mean(
                    representable[fmt] & ~np.isfinite(g["computed"].to_numpy()))),
-               "bhh_bound_rel_median": np.nan, "bhh_within_frac": np.nan}
+               "bhh_bound_rel_median": np.nan, **dict.fromkeys(BHH_CHECK_COLUMNS, np.nan)}
         form = get_method(method).bound
         if form is not None:
             key = (fmt, acc, form)
@@ -164,12 +168,12 @@ def evaluate_with_bound(x, t, cell: dict) -> pd.DataFrame:
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 rel = b / np.abs(truth)
             rec["bhh_bound_rel_median"] = _median(rel)
-            comp = g["computed"].to_numpy()
-            fin = np.isfinite(comp) & np.isfinite(b)
-            within = g["abs_err"].to_numpy()[fin] <= b[fin]
-            rec["bhh_within_frac"] = float(within.mean()) if fin.any() else np.nan
+            rec.update(bhh_check(g["abs_err"].to_numpy(), g["computed"].to_numpy(), b, truth,
+                                 representable[fmt]))
         extra.append(rec)
     agg = agg.merge(pd.DataFrame(extra), on=GROUP, how="left")
+    for col in ("bhh_checked", "bhh_violations"):   # counts: integers, empty where unchecked
+        agg[col] = agg[col].astype("Int64")
     a, s, _, _ = lse_terms(x)
     with np.errstate(invalid="ignore"):
         agg.insert(len(GROUP), "max_logit_median", _median(np.max(x, axis=1)))
