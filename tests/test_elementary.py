@@ -251,46 +251,57 @@ def test_arithmetic_uses_the_correctly_rounded_functions():
 
 # --- the same results frame on every CPU -------------------------------------------------------
 
-_FRAME = """
-import hashlib, json, sys
-import numpy as np
-from precision_lab.analysis.evaluate import evaluate
-from precision_lab.numerics.arithmetic import elementary_variant
-from numpy._core import _multiarray_umath as um
-rng = np.random.default_rng(7)
-x = rng.normal(0, 12, (6, 40)); x[0, :5] = [90.0, -90.0, 11.5, 88.7, -700.0]
-t = rng.integers(0, 40, 6)
-methods = [m for m in __import__('precision_lab.numerics.methods', fromlist=['M']).METHODS
-           if m != 'torch']
-with elementary_variant(sys.argv[1]):
-    df = evaluate(x, t, methods=methods, cache=None)
-print(json.dumps({"csv": hashlib.sha256(df.to_csv().encode()).hexdigest(),
-                  "dispatch": [f for f in um.__cpu_dispatch__ if um.__cpu_features__[f]]}))
-"""
+def frame_hashes(variant: str) -> dict:
+    """SHA-256 of evaluate(...) frames (every method but torch, every format) and of a sweep
+    cell's aggregate (with the BHH bound and lse_median), with the elementary `variant`; and of
+    numpy's own float64 exp on a grid (to tell whether the kernels differ)."""
+    import hashlib
 
-
-def _frame(variant: str, disable: str | None) -> dict:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(el.__file__)))
-    env = {**os.environ, "PRECISION_LAB_CACHE": "off",
-           "PYTHONPATH": os.pathsep.join([os.path.dirname(root), os.environ.get("PYTHONPATH", "")])}
-    env.pop("NPY_DISABLE_CPU_FEATURES", None)
-    if disable:
-        env["NPY_DISABLE_CPU_FEATURES"] = disable
-    out = subprocess.run([sys.executable, "-c", _FRAME, variant], env=env, capture_output=True,
-                         text=True, timeout=300, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    from precision_lab.analysis.cells import evaluate_cell
+    from precision_lab.analysis.evaluate import evaluate
+    from precision_lab.numerics.methods import METHODS
+    rng = np.random.default_rng(7)
+    x = rng.normal(0, 12, (4, 24))
+    x[0, :5] = [90.0, -90.0, 11.5, 88.7, -700.0]
+    t = rng.integers(0, 24, 4)
+    v = rng.uniform(-30, 30, 256)          # two-class rows: the loss follows exp's last bits
+    x2, t2 = np.stack([np.zeros(256), v], axis=1), np.ones(256, dtype=np.int64)
+    cell = {"distribution": "normal", "rows": 3, "classes": 50, "scale": 30.0, "seed": 3,
+            "methods": ["naive", "logsumexp", "log1p"]}
+    methods = [m for m in METHODS if m != "torch"]
+    with elementary_variant(variant):
+        frames = [evaluate(x, t, methods=methods, cache=False),
+                  evaluate(x2, t2, formats=["float64"], methods=methods, cache=False)]
+        agg = evaluate_cell(cell)
+    with np.errstate(over="ignore"):
+        libm = np.exp(np.linspace(-700, 700, 100001))
+    return {"frame": hashlib.sha256("".join(f.to_csv() for f in frames).encode()).hexdigest(),
+            "cell": hashlib.sha256(agg.to_csv().encode()).hexdigest(),
+            "numpy_exp": hashlib.sha256(libm.tobytes()).hexdigest(),
+            "dispatch": [f for f in umath.__cpu_dispatch__ if umath.__cpu_features__.get(f)]}
 
 
 def test_results_frame_identical_across_cpu_dispatch_and_pure_python():
-    """evaluate(...) with numpy's SIMD dispatch as found, with every dispatched feature
-    disabled (baseline kernels only), and with the pure-Python (mpmath) elementary path: the
-    same bytes."""
-    dispatched = [f for f in umath.__cpu_dispatch__ if umath.__cpu_features__.get(f)]
-    full = _frame("correct", None)
-    if dispatched:
-        base = _frame("correct", " ".join(dispatched))
-        assert base["dispatch"] == []
-        assert base["csv"] == full["csv"]
-    assert _frame("mpmath", None)["csv"] == full["csv"]
-    if not dispatched:
-        pytest.skip("no dispatched CPU features on this machine: only the mpmath path compared")
+    """evaluate(...) and a sweep cell with numpy's SIMD dispatch as found, in a subprocess with
+    every dispatched feature disabled (NPY_DISABLE_CPU_FEATURES: baseline kernels only), and
+    with the pure-Python (mpmath) elementary path: the same bytes, where numpy's own float64
+    exp differs between the first two (skipped, after the comparison, where it does not)."""
+    full = frame_hashes("correct")
+    assert frame_hashes("mpmath") == full
+    if not full["dispatch"]:
+        pytest.skip("no dispatched CPU features here: only the mpmath path was compared")
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(el.__file__)))
+    env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(full["dispatch"]),
+           "PRECISION_LAB_CACHE": "off",
+           "PYTHONPATH": os.pathsep.join([here, os.path.dirname(root),
+                                          os.environ.get("PYTHONPATH", "")])}
+    code = "import json, test_elementary as m; print(json.dumps(m.frame_hashes('correct')))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300, check=True)
+    base = json.loads(out.stdout.strip().splitlines()[-1])
+    assert base["dispatch"] == []
+    assert (base["frame"], base["cell"]) == (full["frame"], full["cell"])
+    if base["numpy_exp"] == full["numpy_exp"]:
+        pytest.skip("numpy's exp is the same with and without its dispatched kernels here: the "
+                    "comparison above could not have failed through them")

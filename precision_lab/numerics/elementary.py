@@ -90,10 +90,11 @@ def _split(a):
     return hi, a - hi
 
 
-def _two_prod(a, b):
+def _two_prod(a, b, bsplit=None):
+    """a b = p + e exactly (Dekker); `bsplit` = _split(b) when known."""
     p = a * b
     ah, al = _split(a)
-    bh, bl = _split(b)
+    bh, bl = _split(b) if bsplit is None else bsplit
     return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
 
 
@@ -138,7 +139,9 @@ with _prec(320):
     _LR = [_dd(-_exact(arb(r).log())) for r in _R]
 _TH = np.array([t[0] for t in _T])
 _TL = np.array([t[1] for t in _T])
+_TH_SPLIT = _split(_TH)
 _RJ = np.array(_R)
+_RJ_SPLIT = _split(_RJ)
 _LH = np.array([t[0] for t in _LR])
 _LL = np.array([t[1] for t in _LR])
 _L = _ln2 / _N
@@ -163,7 +166,7 @@ def _exp_dd(x):
     m = (ni - j) >> EXP_BITS
     th, tl = _TH[j], _TL[j]
     p = rh * rh * (0.5 + rh * (1 / 6 + rh * (1 / 24 + rh * (1 / 120))))
-    ah, al = _two_prod(th, rh)
+    ah, al = _two_prod(rh, th, (_TH_SPLIT[0][j], _TH_SPLIT[1][j]))
     sh, sl = _two_sum(th, ah)
     lo = sl + (al + (th * (rl + p) + (tl + tl * rh)))
     hi, lo = _fast_two_sum(sh, lo)
@@ -189,7 +192,7 @@ def _log_dd(x, extra=0.0):
     y = np.where(low, 2.0 * f, f)
     e = (e - np.where(sub, 54, 0) - low).astype(np.float64)
     k = (np.rint(y * LOG_GRID) - _LOG_LO).astype(np.intp)
-    ph, pl = _two_prod(y, _RJ[k])
+    ph, pl = _two_prod(y, _RJ[k], (_RJ_SPLIT[0][k], _RJ_SPLIT[1][k]))
     zh, zl = _fast_two_sum(ph - 1.0, pl)  # exact: y R - 1
     return _log_sum(e, _LH[k], _LL[k], zh, zl, extra)
 
@@ -231,7 +234,7 @@ def _round(hi, lo, k, fmt, bound):
     fr, e = np.frexp(ah)
     big = (e.astype(np.int64) - 1 + k - ((fr == 0.5) & (al < 0))).astype(np.int64)
     qe = np.maximum(big - p + 1, fmt.emin - p + 1)
-    sc = np.clip(k - qe, -4000, 4000).astype(np.int32)
+    sc = (k - qe).astype(np.int32)        # |k - qe| < 2300: exp's 2**k <= 2**1100
     sh, sl = np.ldexp(ah, sc), np.ldexp(al, sc)
     n0 = np.floor(sh)
     f = (sh - n0) + sl                    # in [-0.5, 1.5): |sl| <= half an ulp of sh <= 1/2
@@ -239,7 +242,7 @@ def _round(hi, lo, k, fmt, bound):
     amb = np.abs(f - (fl + 0.5)) <= 2.0 * bound * sh + 2.0 ** -50
     base = n0 + fl                        # the nearest midpoint is base + 1/2 quanta
     n = n0 + fl + (f - fl > 0.5)
-    val = np.ldexp(n, np.clip(qe, -4000, 4000).astype(np.int32))
+    val = np.ldexp(n, qe.astype(np.int32))
     val = np.where(val > fmt.max_finite, np.inf, val)
     return sgn * val, amb, sgn * base, qe
 
@@ -269,19 +272,26 @@ def _settle(name: str, x: float, base: float, qe: int, fmt) -> float:
 # --- the public functions ---------------------------------------------------------------------
 
 def _specials(name, x):
-    """(mask of elements answered directly, their values)."""
+    """(mask of elements answered directly, their values: nan where not special)."""
     with np.errstate(invalid="ignore"):
         if name == "exp":
-            out = np.where(x > 710, np.inf, np.where(x < -746, 0.0, np.nan))
-            special = np.isnan(x) | (x > 710) | (x < -746)
+            special = ~((x >= -746) & (x <= 710))
         elif name == "log":
-            out = np.where(x == 0, -np.inf, np.where(x == np.inf, np.inf,
-                                                     np.where(x == 1, 0.0, np.nan)))
-            special = ~(x > 0) | (x == np.inf) | (x == 1)
+            special = ~((x > 0) & (x < np.inf)) | (x == 1)
         else:
-            out = np.where(x == -1, -np.inf, np.where(x == np.inf, np.inf,
-                                                      np.where(x == 0, x, np.nan)))
-            special = ~(x > -1) | (x == np.inf) | (x == 0)
+            special = ~((x > -1) & (x < np.inf)) | (x == 0)
+        out = np.full(x.shape, np.nan)
+        if special.any():
+            v = x[special]
+            if name == "exp":
+                res = np.where(v > 710, np.inf, np.where(v < -746, 0.0, np.nan))
+            elif name == "log":
+                res = np.where(v == 0, -np.inf, np.where(v == np.inf, np.inf,
+                                                         np.where(v == 1, 0.0, np.nan)))
+            else:
+                res = np.where(v == -1, -np.inf, np.where(v == np.inf, np.inf,
+                                                          np.where(v == 0, v, np.nan)))
+            out[special] = res
     return special, out
 
 
@@ -297,7 +307,6 @@ def compute(name: str, x, fmt) -> tuple[np.ndarray, int]:
     idx = np.flatnonzero(~special)
     if idx.size == 0:
         return out.reshape(x.shape), 0
-    out = out.copy()
     hard = []
     for start in range(0, idx.size, CHUNK):
         i = idx[start:start + CHUNK]
