@@ -12,6 +12,9 @@ $(VENV)/.ready: pyproject.toml requirements.lock
 .PHONY: reports test
 reports: $(VENV)/.ready
 	$(VENV)/bin/precision-lab run all --profile full --out reports
+	$(VENV)/bin/precision-lab run all --profile quick --out build/quick-reports --quiet
+	$(PY) -m precision_lab.experiments._timings reports build/quick-reports
 
 test: $(VENV)/.ready
+	$(VENV)/bin/ruff check precision_lab experiments tests
 	$(PY) -m pytest -q

@@ -1,5 +1,6 @@
-"""`python experiments/class_count.py [options]`: the same as `precision-lab run class_count` (the experiment
-itself is precision_lab/experiments/class_count.py, shipped with the package)."""
+"""`python experiments/class_count.py [options]`: the same as `precision-lab run class_count`.
+
+The experiment itself is precision_lab/experiments/class_count.py, shipped with the package."""
 import sys
 
 from precision_lab.runner import script_main

@@ -1,5 +1,6 @@
-"""`python experiments/reference_speed.py [options]`: the same as `precision-lab run reference_speed` (the experiment
-itself is precision_lab/experiments/reference_speed.py, shipped with the package)."""
+"""`python experiments/reference_speed.py [options]`: the same as `precision-lab run reference_speed`.
+
+The experiment itself is precision_lab/experiments/reference_speed.py, shipped with the package."""
 import sys
 
 from precision_lab.runner import script_main

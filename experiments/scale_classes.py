@@ -1,5 +1,6 @@
-"""`python experiments/scale_classes.py [options]`: the same as `precision-lab run scale_classes` (the experiment
-itself is precision_lab/experiments/scale_classes.py, shipped with the package)."""
+"""`python experiments/scale_classes.py [options]`: the same as `precision-lab run scale_classes`.
+
+The experiment itself is precision_lab/experiments/scale_classes.py, shipped with the package."""
 import sys
 
 from precision_lab.runner import script_main

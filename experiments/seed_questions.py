@@ -1,5 +1,6 @@
-"""`python experiments/seed_questions.py [options]`: the same as `precision-lab run seed_questions` (the experiment
-itself is precision_lab/experiments/seed_questions.py, shipped with the package)."""
+"""`python experiments/seed_questions.py [options]`: the same as `precision-lab run seed_questions`.
+
+The experiment itself is precision_lab/experiments/seed_questions.py, shipped with the package."""
 import sys
 
 from precision_lab.runner import script_main

@@ -3,10 +3,12 @@ measured against a certified arbitrary-precision ground truth.
 
 Layers, bottom to top (a module imports only from layers below it, or its own):
   errors      the exceptions every layer raises
+  running     storage (one atomic writer, locks), provenance (one fingerprint, machine and
+              kernel facts), the grid runner (workers, Dask, checkpoints); no numerics
   data        batches: validation, loading files, synthetic and trained logits
-  numerics    formats, methods (one record each), metrics, error bounds
+  numerics    formats, arithmetic (rounding, accumulators), methods (one record each),
+              metrics, error bounds
   truth       the certified reference (mpmath, the fixed-point engine, arb) and its cache
-  running     storage (one atomic writer, locks), provenance (one fingerprint), the grid runner
   reporting   tables, figures, the reports index (no numerics)
   analysis    evaluate, grid cells, check
   experiments one module per experiment; the runner; the command line
@@ -14,10 +16,9 @@ Layers, bottom to top (a module imports only from layers below it, or its own):
 from .analysis.evaluate import evaluate, variants
 from .data.inputs import load_logits, validate_batch
 from .errors import InputError, UncertifiedError
-from .numerics.formats import FORMATS, Format, get_format, round_to_format
 from .numerics.arithmetic import ACCUMULATORS, Arithmetic
-from .numerics.methods import (METHODS, Method, batch_mean, get_method,
-                               register)
+from .numerics.formats import FORMATS, Format, get_format, round_to_format
+from .numerics.methods import METHODS, Method, batch_mean, get_method, register
 from .numerics.metrics import aggregate, errors
 from .truth.reference import reference_loss, reference_mean, to_double_double
 

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 from . import runner
 from .analysis import check
-from .numerics.formats import FORMATS
 from .errors import InputError
+from .experiments import available, load_experiment, measured_timings
+from .numerics.formats import FORMATS
 from .numerics.methods import METHODS
 
 __all__ = ["main"]
@@ -25,14 +27,29 @@ def _list(args) -> int:
     for m in METHODS.values():
         acc = "accumulator: working | float32" if m.uses_accumulator else "accumulator: its own"
         print(f"  {m.name:<12} {m.formula}\n  {'':<12} {m.summary}; {acc}")
+    timings = measured_timings()
+    print("\nexperiments (precision-lab run NAME --profile PROFILE; wall time as last measured, "
+          "on the machine its metadata names):")
+    for name in available():
+        mod = load_experiment(name)
+        title = (mod.__doc__ or name).strip().splitlines()[0]
+        print(f"  {name:<16} {title}")
+        runs = []
+        for prof in mod.PROFILES:
+            t = timings.get(name, {}).get(prof)
+            runs.append(f"{prof} ({t['wall_time_s']:.0f} s, {t['cpu_count']} cores)" if t
+                        else f"{prof} (not measured)")
+        print(f"  {'':<16} profiles: {', '.join(runs)}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="precision-lab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="the formats and methods").set_defaults(func=_list)
-    run = sub.add_parser("run", help="run an experiment (or 'all') and write its report")
+    sub.add_parser("list", help="the formats, methods and experiments").set_defaults(func=_list)
+    run = sub.add_parser("run", help="run an experiment (or 'all') and write its report",
+                         description="Run an experiment (or 'all') and write its report "
+                                     f"directory. Experiments: {', '.join(available())}.")
     runner.add_arguments(run)
     run.set_defaults(func=runner.cli)
     chk = sub.add_parser("check", help="check your own cross-entropy implementation")
@@ -42,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["precision-lab", *map(str, argv)])
     try:
         return args.func(args)
     except InputError as exc:  # bad input: one clear line, no traceback

@@ -32,15 +32,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .analysis.cells import evaluate_cell
+from .data.inputs import load_logits
 from .errors import InputError
 from .experiments import available, load_experiment
 from .reporting.index import write_index
 from .reporting.tables import write_csv
-from .analysis.cells import evaluate_cell
-from .data.inputs import load_logits
-from .running.sweep import checkpoints_kept, run_cells
 from .running.provenance import peak_memory_mib, write_metadata
 from .running.storage import atomic_write, exclusive, recover_dir, replace_dir
+from .running.sweep import checkpoints_kept, run_cells
 
 __all__ = ["RunConfig", "run_experiment", "add_arguments", "cli", "script_main"]
 
@@ -54,6 +54,7 @@ class RunConfig:
     scheduler: str | None = None
     logits_file: Path | None = None
     quiet: bool = False
+    command: str | None = None  # the command line that started this run, for provenance
     user_logits: tuple | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -112,7 +113,10 @@ def run_experiment(name: str, config: RunConfig) -> Path:
                 json.dump({"name": name, "title": title, "question": question,
                            "findings": findings}, f, indent=2)
                 f.write("\n")
-            write_metadata(staging, experiment=name, profile=config.profile, seed=config.seed,
+            write_metadata(staging, experiment=name, command=config.command or
+                           f"precision-lab run {name} --profile {config.profile} --seed "
+                           f"{config.seed} --out {config.out}",
+                           profile=config.profile, seed=config.seed,
                            workers=config.workers, scheduler=config.scheduler,
                            logits_file=str(config.logits_file) if config.logits_file else None,
                            wall_time_s=round(wall, 2), **peak_memory_mib(), params=params)
@@ -134,15 +138,28 @@ def _doc_head(module) -> tuple[str, str]:
 
 def add_arguments(p: argparse.ArgumentParser, with_name: bool = True) -> None:
     if with_name:
-        p.add_argument("name", help="an experiment in experiments/, or 'all'")
-    p.add_argument("--profile", default="quick", help="quick (seconds) or full (the reports)")
-    p.add_argument("--out", type=Path, default=Path("reports"), help="reports directory")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
-    p.add_argument("--scheduler", default=None, help="a Dask distributed scheduler address")
+        names = available()
+        p.add_argument("name", metavar="NAME",
+                       help=f"an experiment ({', '.join(names)}) or 'all'; "
+                            "`precision-lab list` describes them")
+    p.add_argument("--profile", default="quick",
+                   help="quick or full (the committed reports); `precision-lab list` shows "
+                        "the time each took when last measured "
+                        "(default: %(default)s)")
+    p.add_argument("--out", type=Path, default=Path("reports"),
+                   help="reports directory; each experiment writes OUT/NAME "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of every random draw (synthetic logits, samples of your rows, "
+                        "training) (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes on this machine (default: every core)")
+    p.add_argument("--scheduler", default=None,
+                   help="a Dask distributed scheduler address (default: none, local processes)")
     p.add_argument("--logits-file", type=Path, default=None,
-                   help="your own logits and targets (.npy, .npz or .csv)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+                   help="your own logits and targets (.npy, .npz or .csv) (default: none, "
+                        "synthetic logits)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
@@ -150,7 +167,8 @@ def _interrupt(signum, frame):
 
 def cli(args) -> int:
     config = RunConfig(profile=args.profile, seed=args.seed, out=args.out, workers=args.workers,
-                       scheduler=args.scheduler, logits_file=args.logits_file, quiet=args.quiet)
+                       scheduler=args.scheduler, logits_file=args.logits_file, quiet=args.quiet,
+                       command=getattr(args, "command_line", None))
     names = available() if args.name == "all" else [args.name]
     for name in names:  # every name and profile checked before anything runs
         _check_profile(name, load_experiment(name), config.profile)

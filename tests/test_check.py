@@ -5,8 +5,8 @@ import torch
 
 from precision_lab.analysis.check import battery, check_implementation, detect, load_function
 from precision_lab.cli import main
-from precision_lab.examples import blog, qa, stable, unshifted
 from precision_lab.data.inputs import InputError
+from precision_lab.examples import blog, qa, stable, unshifted
 
 EX = "precision_lab.examples"
 

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from precision_lab.numerics.bounds import bhh_bound
 from precision_lab.analysis.cells import cell_logits, evaluate_cell, stage_arrays
 from precision_lab.experiments import load_experiment
-from precision_lab.runner import RunConfig, run_experiment
+from precision_lab.numerics.bounds import bhh_bound
 from precision_lab.numerics.formats import FORMATS
+from precision_lab.runner import RunConfig, run_experiment
 from precision_lab.running.sweep import read_table
 
 EXPERIMENTS = ["logit_scale", "class_count", "scale_classes", "trained_logits"]

@@ -11,8 +11,8 @@ import pytest
 
 from precision_lab import cli, experiments, runner
 from precision_lab.analysis.evaluate import evaluate
-from precision_lab.numerics.formats import get_format
 from precision_lab.data.inputs import InputError, load_logits, make_logits, validate_batch
+from precision_lab.numerics.formats import get_format
 from precision_lab.numerics.methods import METHODS, get_method
 from precision_lab.truth.reference import reference_loss
 

@@ -3,10 +3,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from tolerances import CORRECTLY_ROUNDED_ULP
 
 from precision_lab import FORMATS, aggregate, errors
 from precision_lab.numerics.metrics import ordinal, round_truth
-from tolerances import CORRECTLY_ROUNDED_ULP
 
 NAMES = list(FORMATS)
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mpmath import mp
 
-from precision_lab.truth import fastref, reference
 from precision_lab.analysis.evaluate import evaluate, variants
 from precision_lab.numerics.formats import FORMATS
 from precision_lab.numerics.methods import METHODS
+from precision_lab.truth import fastref, reference
 from precision_lab.truth.reference import UncertifiedError, reference_loss, reference_truth
 
 FMTS = list(FORMATS.values())

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from mpmath import mp
+from tolerances import CHECK_PREC, REFERENCE_BITS
 
 from precision_lab import reference_loss, reference_mean, to_double_double
-from tolerances import CHECK_PREC, REFERENCE_BITS
 
 
 def direct(row, t, prec=CHECK_PREC):

@@ -5,8 +5,13 @@ import numpy as np
 import pytest
 
 from precision_lab.numerics.formats import FORMATS
-from precision_lab.truth.reference import (UncertifiedError, reference_loss, reference_mean,
-                                     reference_truth, to_double_double)
+from precision_lab.truth.reference import (
+    UncertifiedError,
+    reference_loss,
+    reference_mean,
+    reference_truth,
+    to_double_double,
+)
 
 BITS = 100
 
@@ -21,11 +26,13 @@ def _truth_600(x, t):
     with mpmath.workprec(600):
         for row, ti in zip(x, t):
             if np.isnan(row).any():
-                out.append(mp_nan()); continue
+                out.append(mp_nan())
+                continue
             xs = [mpmath.mpf(float(v)) for v in row]
             fin = [v for v in xs if mpmath.isfinite(v)]
             if any(v == mpmath.inf for v in xs) or xs[ti] == -mpmath.inf:
-                out.append(None); continue
+                out.append(None)
+                continue
             a = max(fin)
             s = mpmath.fsum(mpmath.exp(v - a) for v in fin)
             out.append(mpmath.log(s) + (a - xs[ti]))

@@ -14,14 +14,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-from hypothesis import given, strategies as st  # noqa: E402
-
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st
 from sweep_cells import MARKERS, computed_counts  # noqa: E402
+
 from precision_lab import experiments  # noqa: E402
 from precision_lab.errors import InputError  # noqa: E402
 from precision_lab.reporting import figures, index, tables  # noqa: E402
-from precision_lab.running import provenance, storage  # noqa: E402
 from precision_lab.runner import RunConfig, run_experiment  # noqa: E402
+from precision_lab.running import provenance, storage  # noqa: E402
 from precision_lab.running.storage import exclusive  # noqa: E402
 from precision_lab.running.sweep import read_table  # noqa: E402
 

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 import sweep_cells
 from sweep_cells import FAIL_AT, MARKERS, SLEEP, computed_counts, grid, marked_cell
-from precision_lab.running import provenance, sweep
-from precision_lab.data.inputs import InputError
+
 from precision_lab.analysis.cells import evaluate_cell
-from precision_lab.running.storage import exclusive
+from precision_lab.data.inputs import InputError
 from precision_lab.reporting.tables import write_csv
+from precision_lab.running import provenance, sweep
+from precision_lab.running.storage import exclusive
 from precision_lab.running.sweep import cell_key, run_cells
 
 HELPER = Path(sweep_cells.__file__).resolve()

@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.inputs import make_logits
 from ..numerics import elementary
 from ..numerics.bounds import BHH_CHECK_COLUMNS, bhh_bound, bhh_check, lse_terms
-from ..numerics.methods import get_method
-from .evaluate import evaluate
 from ..numerics.formats import FORMATS
-from ..data.inputs import make_logits
+from ..numerics.methods import get_method
 from ..numerics.metrics import aggregate
+from ..running.storage import atomic_write
 from ..running.sweep import cell_key
+from .evaluate import evaluate
 
 __all__ = ["GROUP", "cell_rng", "cell_logits", "evaluate_cell", "stage_arrays", "array_digest",
            "class_counts_up_to"]
@@ -63,9 +64,8 @@ def stage_arrays(directory, name: str, x, t) -> dict:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}-{digest}.npz"
     if not path.exists():
-        tmp = directory / f".{name}-{digest}.tmp.npz"
-        np.savez(tmp, logits=np.asarray(x, dtype=np.float64), targets=np.asarray(t, np.int64))
-        tmp.replace(path)
+        with atomic_write(path, "wb") as f:
+            np.savez(f, logits=np.asarray(x, dtype=np.float64), targets=np.asarray(t, np.int64))
     return {"logits_path": str(path), "logits_digest": digest}
 
 

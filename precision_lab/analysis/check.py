@@ -39,13 +39,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..numerics.formats import FORMATS, Format, get_format
 from ..errors import InputError
 from ..numerics.arithmetic import accumulators_for
+from ..numerics.formats import FORMATS, Format, get_format
 from ..numerics.methods import METHODS, batch_mean
 from ..numerics.metrics import errors as rel_errors
-from ..truth.reference import reference_loss, reference_mean, to_double_double
 from ..reporting.tables import write_csv
+from ..truth.reference import reference_loss, reference_mean, to_double_double
 
 __all__ = ["add_arguments", "cli", "check_implementation", "load_function", "battery",
            "CheckResult", "DEFAULT_MAX_ULP", "SCALES"]

@@ -6,9 +6,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ..numerics.formats import FORMATS, get_format
 from ..data.inputs import validate_batch
 from ..numerics.arithmetic import ACCUMULATORS
+from ..numerics.formats import FORMATS, get_format
 from ..numerics.methods import METHODS, get_method
 from ..numerics.metrics import error_columns
 from ..truth.reference import DEFAULT_BITS, reference_truth

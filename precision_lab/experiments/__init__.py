@@ -12,14 +12,18 @@ one is adding a file. `precision_lab.runner` runs them.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
 from ..errors import InputError
 
-__all__ = ["EXPERIMENTS_DIR", "available", "load_experiment"]
+__all__ = ["EXPERIMENTS_DIR", "available", "load_experiment", "measured_timings", "TIMINGS"]
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
+# Wall times as measured by `make reports` (precision_lab.experiments._timings), shipped so that
+# `precision-lab list` and the README quote measurements, not guesses.
+TIMINGS = EXPERIMENTS_DIR / "timings.json"
 
 
 def available() -> list[str]:
@@ -37,3 +41,12 @@ def load_experiment(name: str):
     sys.modules[modname] = module
     spec.loader.exec_module(module)
     return module
+
+
+def measured_timings() -> dict:
+    """{experiment: {profile: {"wall_time_s", "cpu_count", "cpu", "date"}}} as last measured;
+    empty if never measured."""
+    try:
+        return json.loads(TIMINGS.read_text())
+    except (OSError, ValueError):
+        return {}

@@ -38,9 +38,15 @@ import pandas as pd
 from precision_lab.analysis.cells import class_counts_up_to, stage_arrays
 from precision_lab.numerics.formats import FORMATS, get_format
 from precision_lab.numerics.methods import bounded_methods, stable_methods
-from precision_lab.reporting.figures import (caption, error_pivot, formats_in, mark_vline,
-                                 plot_error_panels, plt)
-from precision_lab.reporting.figures import save_figure
+from precision_lab.reporting.figures import (
+    caption,
+    error_pivot,
+    formats_in,
+    mark_vline,
+    plot_error_panels,
+    plt,
+    save_figure,
+)
 from precision_lab.reporting.tables import write_latex, write_markdown
 
 NAME = "class_count"

@@ -39,10 +39,19 @@ import pandas as pd
 from precision_lab.analysis.cells import stage_arrays
 from precision_lab.numerics.formats import FORMATS, get_format
 from precision_lab.numerics.methods import bounded_methods
-from precision_lab.reporting.figures import (caption, crossing, error_pivot, formats_in, mark_vline,
-                                 order_table, plot_error_panels, plt, variants_in,
-                                 with_variant)
-from precision_lab.reporting.figures import save_figure
+from precision_lab.reporting.figures import (
+    caption,
+    crossing,
+    error_pivot,
+    formats_in,
+    mark_vline,
+    order_table,
+    plot_error_panels,
+    plt,
+    save_figure,
+    variants_in,
+    with_variant,
+)
 from precision_lab.reporting.tables import write_latex, write_markdown
 
 NAME = "logit_scale"

@@ -11,7 +11,8 @@ x format of the profile; targets uniform. Seeded.
 
 Method: each timing is a median over `repeats` runs (time.perf_counter, garbage collection
 paused while timing, as timeit does). The reference gets one untimed warm-up run first (it
-builds its fixed-point tables; its time is reported as `ref_cold_s`). The plain mpmath loop works at the precision the certified mpmath path starts at
+builds its fixed-point tables; its time is reported as `ref_cold_s`). The plain mpmath loop
+works at the precision the certified mpmath path starts at
 (bits + 24 + log2 C bits) and evaluates once, without the second evaluation that certifies it,
 which favours it; for large batches it is timed on a sample of logits (at least
 `mpmath_sample` logits: whole rows, or the first elements of one row when C is larger) and
@@ -35,6 +36,8 @@ import numpy as np
 import pandas as pd
 
 from precision_lab.numerics.formats import FORMATS
+from precision_lab.reporting.figures import plt, save_figure
+from precision_lab.reporting.tables import write_latex, write_markdown
 from precision_lab.truth.reference import DEFAULT_BITS, reference_truth
 
 GOAL = 40.0
@@ -138,12 +141,6 @@ def run(config, params) -> pd.DataFrame:
 
 
 def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
-    import matplotlib.pyplot as plt
-
-    from precision_lab.reporting.figures import save_figure
-
-    from precision_lab.reporting.tables import write_latex, write_markdown
-
     met = int(df["goal_met"].sum())
     missed = df[~df["goal_met"].astype(bool)]
     med = float(df["speedup_vs_mpmath"].median())

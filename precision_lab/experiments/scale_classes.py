@@ -36,9 +36,18 @@ from matplotlib.colors import LogNorm, Normalize
 from precision_lab.analysis.cells import class_counts_up_to, stage_arrays
 from precision_lab.numerics.formats import FORMATS
 from precision_lab.numerics.methods import stable_methods
-from precision_lab.reporting.figures import (caption, error_cmap, formats_in, heatmap_grid,
-                                 nonfinite_cmap, order_table, plt, variants_in, with_variant)
-from precision_lab.reporting.figures import save_figure
+from precision_lab.reporting.figures import (
+    caption,
+    error_cmap,
+    formats_in,
+    heatmap_grid,
+    nonfinite_cmap,
+    order_table,
+    plt,
+    save_figure,
+    variants_in,
+    with_variant,
+)
 from precision_lab.reporting.tables import write_latex, write_markdown
 
 NAME = "scale_classes"

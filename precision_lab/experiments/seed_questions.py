@@ -47,16 +47,22 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from mpmath import mp  # noqa: E402
 
-from precision_lab import (FORMATS, METHODS, evaluate, reference_loss,  # noqa: E402
-                           reference_mean, to_double_double)
 from precision_lab.analysis.check import DEFAULT_MAX_ULP, check_implementation  # noqa: E402
+from precision_lab.analysis.evaluate import evaluate  # noqa: E402
 from precision_lab.examples import blog, qa, unshifted  # noqa: E402
 from precision_lab.numerics import elementary  # noqa: E402
+from precision_lab.numerics.formats import FORMATS  # noqa: E402
+from precision_lab.numerics.methods import METHODS  # noqa: E402
 from precision_lab.numerics.metrics import errors, ordinal  # noqa: E402
-from precision_lab.truth.reference import DEFAULT_BITS  # noqa: E402
-from precision_lab.running.storage import atomic_write  # noqa: E402
-from precision_lab.reporting.tables import format_number, write_latex  # noqa: E402
 from precision_lab.reporting.figures import save_figure  # noqa: E402
+from precision_lab.reporting.tables import format_number, write_latex  # noqa: E402
+from precision_lab.running.storage import atomic_write  # noqa: E402
+from precision_lab.truth.reference import (  # noqa: E402
+    DEFAULT_BITS,  # noqa: E402
+    reference_loss,
+    reference_mean,
+    to_double_double,
+)
 
 PROFILES = {
     "quick": {"grid_per_octave": 8, "grid_max_log2": 20, "p_points": 161, "qa_batches": 100,

@@ -33,12 +33,18 @@ import numpy as np
 import pandas as pd
 
 from precision_lab.analysis.cells import stage_arrays
-from precision_lab.numerics.formats import FORMATS, get_format
-from precision_lab.reporting.figures import (caption, error_pivot, formats_in, mark_vline,
-                                 plot_error_panels, plt)
-from precision_lab.reporting.figures import save_figure
-from precision_lab.reporting.tables import write_latex, write_markdown
 from precision_lab.data.trained import train_digits
+from precision_lab.numerics.formats import FORMATS, get_format
+from precision_lab.reporting.figures import (
+    caption,
+    error_pivot,
+    formats_in,
+    mark_vline,
+    plot_error_panels,
+    plt,
+    save_figure,
+)
+from precision_lab.reporting.tables import write_latex, write_markdown
 
 NAME = "trained_logits"
 

@@ -11,15 +11,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from pathlib import Path  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from pathlib import Path  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from ..numerics.formats import FORMATS, get_format  # noqa: E402
 from ..numerics.arithmetic import OWN  # noqa: E402
+from ..numerics.formats import FORMATS, get_format  # noqa: E402
 from ..numerics.methods import METHODS  # noqa: E402
 from ..running.storage import atomic_write  # noqa: E402
 from ..truth.reference import DEFAULT_BITS  # noqa: E402
@@ -193,7 +194,8 @@ def caption(formats, seed, bits: int = 100, extra: str = "") -> str:
     """The standard caption: formats, seed and ground-truth precision."""
     bits = bits or DEFAULT_BITS
     text = (f"Formats: {', '.join(formats)}. Seed {seed}. Ground truth: certified "
-            f"(proven error bound, cross-checked against mpmath) loss of the inputs as rounded into each format, at least {bits} correct "
+            f"(proven error bound, cross-checked against mpmath) loss of the inputs as rounded "
+            f"into each format, at least {bits} correct "
             f"bits per loss.")
     return f"{text} {extra}".strip()
 

@@ -7,13 +7,12 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import pickle
 import platform
 import resource
-import pickle
 import subprocess
 import sys
 from pathlib import Path
-
 
 from .storage import atomic_write
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..running.provenance import code_fingerprint
+from ..running.storage import atomic_write
 
 __all__ = ["TruthCache", "default_cache_dir", "resolve_cache", "truth_key", "FIELDS"]
 
@@ -91,21 +91,15 @@ class TruthCache:
         return out
 
     def store(self, key: str, arrays: dict[str, np.ndarray]) -> None:
-        """Write atomically (a temporary file, then a rename); errors writing are not fatal.
-        The exponents `exp` and `mean_exp` default to 0."""
+        """Write atomically (`atomic_write`); errors writing are not fatal. The exponents
+        `exp` and `mean_exp` default to 0."""
         arrays = {"exp": np.zeros(np.shape(arrays["hi"])), "mean_exp": np.float64(0), **arrays}
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".npz.tmp")
-            with os.fdopen(fd, "wb") as fh:
+            with atomic_write(self.path(key), "wb") as fh:
                 np.savez(fh, key=np.array(key),
                          **{f: np.asarray(arrays[f], dtype=np.float64) for f in FIELDS})
-            os.replace(tmp, self.path(key))
         except OSError:
-            try:
-                os.unlink(tmp)
-            except (OSError, UnboundLocalError):
-                pass
+            pass
 
 
 def resolve_cache(cache) -> TruthCache | None:

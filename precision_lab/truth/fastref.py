@@ -54,7 +54,7 @@ from contextlib import contextmanager
 import numpy as np
 from flint import arb, ctx
 
-__all__ = ["certified_losses", "special_losses", "arb_to_double_double", "arb_mean", "start_prec",
+__all__ = ["certified_losses", "special_losses", "arb_to_double_double", "start_prec",
            "Results", "man_exp_to_double_double"]
 
 HI_BITS = 12                 # b and the first table are on the 2**-12 grid
@@ -974,7 +974,7 @@ class Results:
         return hi, lo
 
     def mean(self, bits: int):
-        """Certified mean (an `arb` ball, or nan / inf), as `arb_mean`: the sum of the midpoints
+        """Certified mean (an `arb` ball, or nan / inf), as a sum of the midpoints
         (exact integer sums of the limbs; exact float sums of the double-doubles of rows with
         an exponent) and balls, at bits + 64 + log2(N) bits."""
         if (self.kind == NAN).any():
@@ -1176,17 +1176,3 @@ def _round_float(man: int, ex: int) -> float:
     except OverflowError:                # rounds past float64's largest value
         return sign * math.inf
 
-
-def arb_mean(losses: list, bits: int):
-    """Mean of certified losses (arb balls, or nan / inf floats): nan if any is nan, else inf if
-    any is inf; a sum of non-negative balls keeps their relative radius, and the sum and the
-    division run with `bits` + 64 + log2(N) bits."""
-    if any(isinstance(v, float) and math.isnan(v) for v in losses):
-        return math.nan
-    if any(isinstance(v, float) for v in losses):
-        return math.inf
-    with arbprec(bits + 64 + max(len(losses), 2).bit_length()):
-        s = arb(0)
-        for v in losses:
-            s += v
-        return s / len(losses)

@@ -8,7 +8,8 @@ keep it in a disk cache (`cache`). A truth beyond float64's range (a loss above 
 below 2**-1075, where hi would be inf or 0) carries a binary exponent: truth = (hi + lo) 2**exp
 with 1 <= hi <= 2; exp is 0 for every other row, whose hi and lo are the plain double-double.
 
-mpmath backend (`backend="mpmath"`): each row's loss is evaluated at a working precision p and again at p + GUARD_STEP bits; when
+mpmath backend (`backend="mpmath"`): each row's loss is evaluated at a working precision p and
+again at p + GUARD_STEP bits; when
 the two agree to `bits` + 1 bits relative, the result is returned; otherwise p doubles, up to
 `max_prec`, past which `UncertifiedError` names the row. Precision is always set locally.
 
