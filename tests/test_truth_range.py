@@ -85,3 +85,13 @@ def test_finite_result_against_a_huge_truth_has_the_right_relative_error():
     assert e["abs_err"].iloc[:2].tolist() == pytest.approx([float(d) for d in err], rel=1e-12)
     assert e["outcome"].tolist() == ["finite", "finite", "+inf"]
     assert (e["bits_err"].iloc[:2] == 64).all() and e["bits_err"].iloc[2] == 0
+
+
+def test_truth_far_beyond_any_exponent_is_capped():
+    """log1p(exp(-4.2e37)): an exponent of -6e37 is recorded as -2**52; metrics as for 5e-435."""
+    x, t = np.array([[4.23691424e37, 0.0]]), np.array([0])
+    tr = reference_truth(x, t, cache=False)
+    assert tr.exp[0] == -(2**52) and tr.hi[0] == 1.0
+    df = evaluate(x, t, formats=["float32"], methods=["log1p"], accumulators=("working",),
+                  mean=False, cache=False)
+    assert df["rel_err"].iloc[0] == 1.0 and df["outcome"].iloc[0] == "zero"

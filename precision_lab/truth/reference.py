@@ -6,7 +6,8 @@ result provably has `bits` + 1 correct bits); it is tested against the mpmath ba
 `reference_truth` returns the truth as double-double arrays and can
 keep it in a disk cache (`cache`). A truth beyond float64's range (a loss above 2**1024, or
 below 2**-1075, where hi would be inf or 0) carries a binary exponent: truth = (hi + lo) 2**exp
-with 1 <= hi <= 2; exp is 0 for every other row, whose hi and lo are the plain double-double.
+with 1 <= hi <= 2 (|exp| capped at 2**52, see `scaled_double_double`); exp is 0 for every
+other row, whose hi and lo are the plain double-double.
 
 mpmath backend (`backend="mpmath"`): each row's loss is evaluated at a working precision p and
 again at p + GUARD_STEP bits; when
@@ -176,12 +177,19 @@ def _man_exp(v) -> tuple[int, int] | None:
     return int(man), int(ex)
 
 
+EXP_LIMIT = 1 << 52   # |Truth.exp| at most this (exact in float64, as the cache stores it)
+
+
 def scaled_double_double(man: int, ex: int) -> tuple[float, float, int]:
     """man 2**ex as (hi, lo, e) with (hi + lo) 2**e = it (to 2**-106), 1 <= |hi| <= 2;
-    (0, 0, 0) for 0."""
+    (0, 0, 0) for 0. Beyond 2**(+-EXP_LIMIT) (a loss like exp(-1e37)) it is recorded as
+    +-2**(+-EXP_LIMIT): every error metric is the same for any truth that far out (a float64
+    result is 0 or inf against it, or off by a factor past float64's range)."""
     if man == 0:
         return 0.0, 0.0, 0
     e = abs(man).bit_length() - 1 + ex
+    if abs(e) > EXP_LIMIT:
+        return math.copysign(1.0, man), 0.0, int(math.copysign(EXP_LIMIT, e))
     hi, lo = man_exp_to_double_double(man, ex - e)
     return hi, lo, e
 
