@@ -94,12 +94,19 @@ class Arithmetic:
         return self.fmt.round(v)
 
     def _elementary(self, name: str, v):
+        if self.elementary == "libm":
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                return self.round(_LIBM[name](v))
         if self.elementary == "correct":
-            return elementary.compute(name, v, self.fmt)[0]
-        if self.elementary == "mpmath":
-            return elementary.reference(name, v, self.fmt)
-        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            return self.round(_LIBM[name](v))
+            out = elementary.compute(name, v, self.fmt)[0]
+        else:
+            out = elementary.reference(name, v, self.fmt)
+        inf = np.isinf(out)
+        if inf.any():  # an overflow (or an infinite result) as the format's rounding treats it
+            with np.errstate(over="ignore"):
+                beyond = np.ldexp(1.0, self.fmt.emax + 1)
+            out = self.round(np.where(inf, np.copysign(beyond, out), out))
+        return out
 
     def exp(self, v):
         return self._elementary("exp", v)
