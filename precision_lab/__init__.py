@@ -14,19 +14,24 @@ Layers, bottom to top (a module imports only from layers below it, or its own):
   experiments one module per experiment; the runner; the command line
 """
 from .analysis.evaluate import evaluate, variants
+from .analysis.evaluate_grad import evaluate_grad, grad_methods
 from .data.inputs import load_logits, validate_batch
 from .errors import InputError, UncertifiedError
+from .numerics import gradients  # noqa: F401  (declares every method's backward)
 from .numerics.arithmetic import ACCUMULATORS, Arithmetic
 from .numerics.formats import FORMATS, Format, get_format, round_to_format
 from .numerics.methods import METHODS, Method, batch_mean, get_method, register
 from .numerics.metrics import aggregate, errors
+from .numerics.options import LossOptions
+from .truth.grad import reference_grad
 from .truth.reference import reference_loss, reference_mean, to_double_double
 
 __all__ = [
     "FORMATS", "Format", "get_format", "round_to_format",
     "METHODS", "Method", "get_method", "register", "Arithmetic", "ACCUMULATORS", "batch_mean",
     "reference_loss", "reference_mean", "to_double_double", "UncertifiedError",
-    "errors", "aggregate", "evaluate", "variants",
-    "validate_batch", "load_logits", "InputError",
+    "reference_grad",
+    "errors", "aggregate", "evaluate", "variants", "evaluate_grad", "grad_methods",
+    "validate_batch", "load_logits", "InputError", "LossOptions",
 ]
 __version__ = "0.1.0"

@@ -6,7 +6,7 @@ import shlex
 import sys
 
 from . import runner
-from .analysis import check
+from .analysis import check_grad
 from .errors import InputError
 from .experiments import available, load_experiment, measured_timings
 from .numerics.formats import FORMATS
@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     runner.add_arguments(run)
     run.set_defaults(func=runner.cli)
     chk = sub.add_parser("check", help="check your own cross-entropy implementation")
-    check.add_arguments(chk)
-    chk.set_defaults(func=check.cli)
+    check_grad.add_arguments(chk)  # the loss check's arguments plus --grad
+    chk.set_defaults(func=check_grad.dispatch)
     return p
 
 

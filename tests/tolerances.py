@@ -18,3 +18,12 @@ METHOD_BITWISE = 0.0
 # numerics.elementary's double-double evaluations must be this many times more accurate than
 # the bound the module relies on (BOUNDS), measured against mpmath on adversarial inputs.
 ELEMENTARY_BOUND_MARGIN = 16
+# The certified gradient promises this many correct bits relative per entry (truth.grad), and
+# its double-double form 2**-104 relative where the entry is at least 2**-969.
+GRAD_BITS = 100
+GRAD_DD_REL = 2.0 ** -104
+# The certified truth with training options against torch's float64 F.cross_entropy: torch's
+# float64 log_softmax and sums lose a few ulps (C up to 64 here), far below this.
+TORCH_F64_REL = 1e-12
+# Precision of the independent mpmath check of the options truth (direct formulas, no tricks).
+OPTIONS_CHECK_PREC = 1500

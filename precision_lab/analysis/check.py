@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import math
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -44,7 +45,9 @@ from ..numerics.arithmetic import accumulators_for
 from ..numerics.formats import FORMATS, Format, get_format
 from ..numerics.methods import METHODS, batch_mean
 from ..numerics.metrics import errors as rel_errors
+from ..numerics.options import LossOptions
 from ..reporting.tables import write_csv
+from ..truth.options import certified_option_losses
 from ..truth.reference import reference_loss, reference_mean, to_double_double
 
 __all__ = ["add_arguments", "cli", "check_implementation", "load_function", "battery",
@@ -140,10 +143,58 @@ class _CallError(Exception):
     pass
 
 
-def _quiet_call(fn, x, t):
+def _quiet_call(fn, x, t, kwargs=None):
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        return fn(x, t)
+        return fn(x, t, **(kwargs or {}))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training options (numerics.options): passed to the user's function as torch's keywords
+
+def option_keywords(fn, options: LossOptions) -> list[str]:
+    """The keywords `fn` is called with for `options` (torch's names: weight, ignore_index,
+    reduction, label_smoothing; and z_loss, softcap): every option in use. InputError when
+    the signature does not accept one of them (a **kwargs parameter accepts all)."""
+    names = sorted(options.used - {"probabilities"})
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return names  # no signature to read (a builtin): try the call
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return names
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise InputError(f"the function does not accept the option(s) {', '.join(missing)} "
+                         f"(its parameters: {', '.join(params)})")
+    return names
+
+
+def _option_kwargs(names, options: LossOptions, kind: str, fmt: Format) -> dict:
+    out = {}
+    for n in names:
+        v = getattr(options, n)
+        if n == "weight":
+            w = fmt.round(options.weight_array)
+            v = torch.from_numpy(w).to(fmt.torch_dtype) if kind == "torch" else fmt.cast(w)
+        out[n] = v
+    return out
+
+
+def _with_options(case: Case, options: LossOptions) -> Case | None:
+    """The case under `options`: probability targets (0.7 on the class, 0.3 spread), or the
+    last of several rows ignored; None where `weight` has another class count."""
+    n, c = case.logits.shape
+    if options.weight is not None and len(options.weight) != c:
+        return None
+    if options.probabilities:
+        p = np.full((n, c), 0.3 / c)
+        p[np.arange(n), case.targets] += 0.7
+        return Case(case.family, case.name, case.logits, p, case.scale)
+    t = case.targets.copy()
+    if n > 1:
+        t[-1] = options.ignore_index
+    return Case(case.family, case.name, case.logits, t, case.scale)
 
 
 def _as_float64(out) -> np.ndarray:
@@ -160,26 +211,42 @@ def _as_float64(out) -> np.ndarray:
 
 
 def _inputs(kind: str, xr: np.ndarray, t: np.ndarray, fmt: Format):
+    if t.ndim == 2:  # probability targets, in the logits' format
+        tp = fmt.round(t)
+        if kind == "torch":
+            dt = fmt.torch_dtype
+            return torch.from_numpy(xr).to(dt), torch.from_numpy(tp).to(dt)
+        return fmt.cast(xr), fmt.cast(tp)
     if kind == "torch":
         return torch.from_numpy(xr).to(fmt.torch_dtype), torch.from_numpy(t.astype(np.int64))
     return fmt.cast(xr), t.astype(np.int64)
 
 
-def detect(fn) -> tuple[str, str]:
+def detect(fn, options: LossOptions | None = None) -> tuple[str, str]:
     """(kind, output): kind 'numpy' or 'torch', output 'mean' or 'per-row'."""
     rng = np.random.default_rng(12345)
     x = rng.standard_normal((5, 4))
     t = rng.integers(0, 4, size=5)
+    names = [] if options is None else option_keywords(fn, options)
+    if options is not None:
+        case = _with_options(Case("detect", "detect", x, t), options)
+        if case is None:  # the weights' class count
+            x = rng.standard_normal((5, len(options.weight)))
+            case = _with_options(Case("detect", "detect", x, t % x.shape[1]), options)
+        t = case.targets
+    f64 = get_format("float64")
     kind, out, numpy_exc = "numpy", None, None
     try:
-        out = _quiet_call(fn, x.copy(), t.copy())
+        out = _quiet_call(fn, x.copy(), t.copy(), _option_kwargs(names, options, "numpy", f64)
+                          if names else None)
         if isinstance(out, torch.Tensor):
             kind = "torch"
     except Exception as exc:  # not a numpy function: try torch
         numpy_exc, kind = exc, "torch"
     if kind == "torch":
         try:
-            out = _quiet_call(fn, torch.from_numpy(x.copy()), torch.from_numpy(t.copy()))
+            out = _quiet_call(fn, torch.from_numpy(x.copy()), torch.from_numpy(t.copy()),
+                              _option_kwargs(names, options, "torch", f64) if names else None)
         except Exception as exc:
             raise InputError(
                 f"the function raised with numpy arrays ({type(numpy_exc).__name__}: {numpy_exc})"
@@ -268,7 +335,7 @@ class CheckResult:
         return "\n".join(lines)
 
 
-def _truths(cases, fmt: Format):
+def _truths(cases, fmt: Format, options: LossOptions | None = None):
     out = []
     for case in cases:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -277,6 +344,15 @@ def _truths(cases, fmt: Format):
         if not np.array_equal(np.isfinite(xr), finite_in):
             out.append(None)  # the logits are out of the format's range
             continue
+        if options is not None:
+            o = _options_in(options, fmt)
+            t = fmt.round(case.targets) if options.probabilities else case.targets
+            truth = certified_option_losses(xr, t, o)
+            hi, lo = to_double_double(truth.rows)
+            mhi, mlo = to_double_double([truth.total if options.reduction == "sum"
+                                         else truth.mean])
+            out.append((xr, hi, lo, mhi, mlo))
+            continue
         truth = reference_loss(xr, case.targets)
         hi, lo = to_double_double(truth)
         mhi, mlo = to_double_double([reference_mean(truth)])
@@ -284,11 +360,20 @@ def _truths(cases, fmt: Format):
     return out
 
 
-def _run_one(fn, kind, output, xr, t, fmt):
+def _options_in(options: LossOptions, fmt: Format) -> LossOptions:
+    """The options with their weights rounded into the format (as the user's function gets
+    them)."""
+    if options.weight is None:
+        return options
+    return replace(options, weight=tuple(fmt.round(options.weight_array).tolist()))
+
+
+def _run_one(fn, kind, output, xr, t, fmt, options=None, names=()):
     """Per-row or mean output of `fn` on one case as float64, or an exception message."""
     xs, ts = _inputs(kind, xr, t, fmt)
+    kw = _option_kwargs(names, options, kind, fmt) if names else None
     try:
-        v = _as_float64(_quiet_call(fn, xs, ts))
+        v = _as_float64(_quiet_call(fn, xs, ts, kw))
     except _CallError as exc:
         return None, str(exc)
     except Exception as exc:
@@ -299,7 +384,22 @@ def _run_one(fn, kind, output, xr, t, fmt):
     return v.reshape(want), None
 
 
-def _baselines(output: str):
+def _baselines(output: str, options: LossOptions | None = None):
+    if options is not None:
+        red = "sum" if options.reduction == "sum" else "mean"
+
+        def with_options(method):
+            def run(xr, t, fmt):
+                m, o = METHODS[method], _options_in(options, fmt)
+                acc = accumulators_for(fmt)[-1]
+                tt = fmt.round(t) if options.probabilities else t
+                losses = m(xr, tt, fmt, acc, options=o)
+                if output == "mean":
+                    return np.array([m.reduce(losses, fmt, acc, xr, tt, o, red)])
+                return losses
+            return run
+        return {"torch": with_options("torch"), "logsumexp": with_options("logsumexp")}
+
     def torch_fn(xr, t, fmt):
         if output == "mean":
             return np.array([METHODS["torch"].batch_mean(None, fmt, x=xr, targets=t)])
@@ -318,18 +418,33 @@ def check_implementation(fn: Callable, name: str | None = None,
                          formats: Iterable[str] = tuple(FORMATS),
                          max_ulp: float | None = DEFAULT_MAX_ULP, max_bits: float | None = None,
                          relative: bool = False, seed: int = 0, baselines: bool = True,
-                         cases: list[Case] | None = None) -> CheckResult:
-    """Run `fn(logits, targets)` over the battery in each format; see the module docstring."""
+                         cases: list[Case] | None = None,
+                         options: LossOptions | None = None) -> CheckResult:
+    """Run `fn(logits, targets)` over the battery in each format; see the module docstring.
+
+    `options` (a `LossOptions`): `fn` is called as fn(logits, targets, **keywords), the
+    options in use under torch's names (`option_keywords`; InputError when its signature
+    lacks one), on the battery with the last row of each case ignored (or with probability
+    targets), against the certified truth under the options; with `weight`, only the cases
+    with its class count, plus one case of that count."""
     name = name or getattr(fn, "__module__", "") + ":" + getattr(fn, "__qualname__", repr(fn))
-    kind, output = detect(fn)
+    kind, output = detect(fn, options)
+    names = option_keywords(fn, options) if options is not None else ()
     fmts = [get_format(f) for f in formats]
     cases = battery(seed) if cases is None else cases
+    if options is not None:
+        if options.weight is not None:
+            c = len(options.weight)
+            rng = np.random.default_rng(seed)
+            cases = cases + [Case("classes", f"{c} classes (weight)",
+                                  3.0 * rng.standard_normal((8, c)), rng.integers(0, c, 8))]
+        cases = [k for k in (_with_options(case, options) for case in cases) if k is not None]
     impls: dict[str, Callable] = {name: None}
     if baselines:
-        impls.update(_baselines(output))
+        impls.update(_baselines(output, options))
     rows = []
     for fmt in fmts:
-        truths = _truths(cases, fmt)
+        truths = _truths(cases, fmt, options)
         for case, tr in zip(cases, truths):
             if tr is None:
                 continue
@@ -337,7 +452,7 @@ def check_implementation(fn: Callable, name: str | None = None,
             th, tl = (mhi, mlo) if output == "mean" else (hi, lo)
             for impl, base in impls.items():
                 if base is None:
-                    v, err = _run_one(fn, kind, output, xr, case.targets, fmt)
+                    v, err = _run_one(fn, kind, output, xr, case.targets, fmt, options, names)
                 else:
                     with np.errstate(all="ignore"):
                         v, err = base(xr, case.targets, fmt), None
@@ -411,13 +526,33 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the battery's random logits")
     p.add_argument("--details", type=Path, default=None,
                    help="write every case's computed value, truth and error to this CSV")
+    o = p.add_argument_group("training options (passed to the function as keywords, torch's "
+                             "names; see precision_lab.numerics.options)")
+    o.add_argument("--label-smoothing", type=float, default=None, metavar="EPS")
+    o.add_argument("--z-loss", type=float, default=None, metavar="COEF")
+    o.add_argument("--softcap", type=float, default=None, metavar="C")
+    o.add_argument("--ignore-index", type=int, default=None, metavar="I")
+    o.add_argument("--reduction", choices=["mean", "sum"], default=None)
+    o.add_argument("--probabilities", action="store_true",
+                   help="call it with (N, C) probability targets")
+
+
+def options_from_args(args) -> LossOptions | None:
+    """The LossOptions the CLI flags ask for, or None when none is given."""
+    kw = {k: getattr(args, k, None) for k in ("label_smoothing", "z_loss", "softcap",
+                                               "ignore_index", "reduction")}
+    kw = {k: v for k, v in kw.items() if v is not None}
+    if getattr(args, "probabilities", False):
+        kw["probabilities"] = True
+    return LossOptions(**kw) if kw else None
 
 
 def cli(args) -> int:
     fn = load_function(args.target)
     max_ulp = None if args.max_ulp is not None and args.max_ulp < 0 else args.max_ulp
     res = check_implementation(fn, name=args.target, formats=args.formats, max_ulp=max_ulp,
-                               max_bits=args.max_bits, relative=args.relative, seed=args.seed)
+                               max_bits=args.max_bits, relative=args.relative, seed=args.seed,
+                               options=options_from_args(args))
     print(res.to_text())
     if args.details is not None:
         write_csv(res.details, args.details)

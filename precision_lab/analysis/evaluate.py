@@ -1,6 +1,7 @@
 """One entry point from logits to a tidy DataFrame of errors against the certified truth."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterable
 
 import numpy as np
@@ -11,7 +12,9 @@ from ..numerics.arithmetic import ACCUMULATORS
 from ..numerics.formats import FORMATS, get_format
 from ..numerics.methods import METHODS, get_method
 from ..numerics.metrics import error_columns
-from ..truth.reference import DEFAULT_BITS, reference_truth
+from ..numerics.options import LossOptions, check_batch
+from ..truth.options import certified_option_losses
+from ..truth.reference import DEFAULT_BITS, reference_truth, to_double_double
 
 __all__ = ["evaluate", "variants"]
 
@@ -22,8 +25,9 @@ def variants(method, fmt, accumulators=ACCUMULATORS) -> list[str]:
 
 
 def evaluate(logits, targets, formats: Iterable[str] = tuple(FORMATS),
-             methods: Iterable[str] = tuple(METHODS), accumulators=ACCUMULATORS,
-             bits: int = DEFAULT_BITS, mean: bool = True, cache=None) -> pd.DataFrame:
+             methods: Iterable[str] | None = None, accumulators=ACCUMULATORS,
+             bits: int = DEFAULT_BITS, mean: bool = True, cache=None,
+             options: LossOptions | None = None) -> pd.DataFrame:
     """Evaluate every (format, method, accumulator) on a batch.
 
     `logits` (N, C) are float64; each format first rounds them correctly into itself, and the
@@ -34,21 +38,19 @@ def evaluate(logits, targets, formats: Iterable[str] = tuple(FORMATS),
     `cache`: where certified truths are kept on disk (see `reference_truth`).
     The `truth` column is the truth rounded to float64: inf where it exceeds float64's range,
     0 where it is below 2**-1075; the error columns use the exact truth at every magnitude.
+    `options` (a `LossOptions`): the losses under those training options (`evaluate_options`).
+    `methods`: None is every registered method (with options: every one that expresses them).
     """
+    if options is not None:
+        return evaluate_options(logits, targets, options, formats, methods, accumulators,
+                                bits, mean)
     x, t = validate_batch(logits, targets)
     fmts = [get_format(f) for f in formats]
-    meths = [get_method(m) for m in methods]
+    meths = [get_method(m) for m in (tuple(METHODS) if methods is None else methods)]
     blocks = []
 
-    def add(fmt, method, acc, reduction, row, computed, hi, lo, exp):
-        n = len(row)
-        with np.errstate(over="ignore"):
-            truth = np.ldexp(hi, exp)     # float64: inf above its range, 0 below
-        blocks.append({"format": np.full(n, fmt.name, dtype=object),
-                       "method": np.full(n, method, dtype=object),
-                       "accumulator": np.full(n, acc, dtype=object), "row": row,
-                       "reduction": np.full(n, reduction, dtype=object), "truth": truth,
-                       **error_columns(computed, hi, lo, fmt, exp)})
+    def add(*args):
+        blocks.append(_block(*args))
 
     for fmt in fmts:
         xr = fmt.round(x)
@@ -63,3 +65,58 @@ def evaluate(logits, targets, formats: Iterable[str] = tuple(FORMATS),
                         np.array([tr.mean_hi]), np.array([tr.mean_lo]),
                         np.array([tr.mean_exp], dtype=np.int64))
     return pd.DataFrame({k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]})
+
+
+def evaluate_options(logits, targets, options: LossOptions,
+                     formats: Iterable[str] = tuple(FORMATS), methods: Iterable[str] | None = None,
+                     accumulators=ACCUMULATORS, bits: int = DEFAULT_BITS,
+                     mean: bool = True) -> pd.DataFrame:
+    """`evaluate` under training options: the same columns, plus `options` (its label).
+
+    In each format the logits, the weights and probability targets are rounded into it (torch
+    requires them in the logits' dtype), and the truth (`truth.options`, not cached) is that of
+    the rounded values. Rows: reduction "none" per input row, and with `mean` one row for the
+    options' reduction ("mean" when it is "none"). A method named in `methods` that cannot
+    express an option in use raises InputError; with `methods` None those are left out.
+    """
+    x, t = check_batch(logits, targets, options)
+    if methods is None:
+        meths = [m for m in METHODS.values() if options.used <= m.options]
+    else:
+        meths = [get_method(m) for m in methods]
+    red = "mean" if options.reduction == "none" else options.reduction
+    blocks = []
+    for fmt in (get_format(f) for f in formats):
+        xr = fmt.round(x)
+        tr = fmt.round(t) if options.probabilities else t
+        o = options if options.weight is None else \
+            replace(options, weight=tuple(fmt.round(options.weight_array).tolist()))
+        truth = certified_option_losses(xr, tr, o, bits)
+        hi, lo = to_double_double(truth.rows)
+        bhi, blo = to_double_double([truth.mean if red == "mean" else truth.total])
+        for m in meths:
+            for acc in variants(m, fmt, accumulators):
+                rows = m(xr, tr, fmt, acc, options=o)
+                blocks.append(_block(fmt, m.name, acc, "none", np.arange(len(t)), rows, hi, lo))
+                if mean:
+                    v = m.reduce(rows, fmt, acc, xr, tr, o, red)
+                    blocks.append(_block(fmt, m.name, acc, red, np.array([-1]), np.array([v]),
+                                         bhi, blo))
+    df = pd.DataFrame({k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]})
+    df["options"] = options.label()
+    return df
+
+
+def _block(fmt, method, acc, reduction, row, computed, hi, lo, exp=None) -> dict:
+    """The frame's columns for one (format, method, accumulator, reduction); the truth is
+    (hi + lo) 2**exp (exp None: 0), its column that rounded to float64 (inf / 0 beyond)."""
+    n = len(row)
+    truth = hi
+    if exp is not None:
+        with np.errstate(over="ignore"):
+            truth = np.ldexp(hi, exp)
+    return {"format": np.full(n, fmt.name, dtype=object),
+            "method": np.full(n, method, dtype=object),
+            "accumulator": np.full(n, acc, dtype=object), "row": row,
+            "reduction": np.full(n, reduction, dtype=object), "truth": truth,
+            **error_columns(computed, hi, lo, fmt, exp)}

@@ -114,6 +114,10 @@ class Arithmetic:
     def log(self, v):
         return self._elementary("log", v)
 
+    def expm1(self, v):
+        with np.errstate(over="ignore"):
+            return self.round(np.expm1(v))
+
     def log1p(self, v):
         return self._elementary("log1p", v)
 
@@ -124,6 +128,13 @@ class Arithmetic:
     def sub(self, a, b):
         with np.errstate(invalid="ignore", over="ignore"):
             return self.round(np.subtract(a, b))
+
+    def mul(self, a, b):
+        with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf: nan, as IEEE
+            return self.round(np.multiply(a, b))
+
+    def tanh(self, v):
+        return self.round(np.tanh(v))
 
     def div(self, a, b):
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

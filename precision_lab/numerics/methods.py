@@ -9,11 +9,14 @@ returns the per-row losses (float64 carrying `fmt` values). Every operation goes
 Adding a method is one function and one `@register(...)`: the record carries its formula and
 summary, whether it shifts by the maximum, which Blanchard-Higham-Higham bound applies, how its
 batch mean is formed, its family (which sets its figure colour), and the accumulators it runs
-with. `backward` and `options` are the slots the gradient and the training options fill.
+with. `backward` is the slot the gradient fills. `options` names the training options
+(numerics.options) the method expresses and `with_options` computes the loss under them from
+the method's terms (every class's -log p and its log-sum-exp, at the end of this module;
+numerics.optioned); an option it cannot express is refused with an InputError.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -23,8 +26,11 @@ from ..data.inputs import validate_batch
 from ..errors import InputError
 from .arithmetic import ACCUMULATORS, OWN, WORKING, Arithmetic, accumulators_for
 from .formats import get_format
+from .optioned import Terms, options_forward, reduce_rows, torch_options
+from .options import OPTION_NAMES, LossOptions, check_batch, require_supported
 
 __all__ = ["Method", "METHODS", "FAMILIES", "ACCUMULATORS", "register", "get_method",
+           "backward", "GRAD_VARIANTS", "gradient_methods", "REDUCTIONS",
            "Arithmetic", "batch_mean", "stable_methods", "bounded_methods"]
 
 # Method families: the colour family of every figure, and what "shifted" means in findings.
@@ -44,14 +50,33 @@ class Method:
     bound: str | None = None       # the BHH bound form that covers it ("log1p", "shifted")
     own_reduction: bool = False    # sums in its own way (torch): runs once, as "internal"
     mean_fn: Callable | None = None  # (x, targets, fmt) -> batch mean, if not sum-then-divide
-    backward: Callable | None = None  # the gradient (filled by the gradient work)
+    backward: Callable | None = None  # gradient: (x, targets, fmt, accumulator, reduction)
+    #                                  -> (N, C) dL/dx carrying fmt values (numerics.gradients)
     options: frozenset = field(default_factory=frozenset)  # training options it expresses
+    # (x, targets, fmt, accumulator, options, reduction) -> the loss under LossOptions
+    with_options: Callable | None = None
 
-    def __call__(self, x, targets, fmt, accumulator=WORKING):
-        """Per-row losses of logits `x` (N, C), whose values must already be in `fmt`."""
+    def __call__(self, x, targets, fmt, accumulator=WORKING, options: LossOptions | None = None):
+        """Per-row losses of logits `x` (N, C), whose values must already be in `fmt`;
+        with `options`, reduction "none" under them (numerics.options)."""
         fmt = get_format(fmt)
+        if options is not None:
+            return self.loss(x, targets, fmt, accumulator, options, "none")
         x, targets = validate_batch(x, targets)
         return self.fn(x, targets, fmt, accumulator)
+
+    def loss(self, x, targets, fmt, accumulator=WORKING, options: LossOptions | None = None,
+             reduction: str | None = None):
+        """The loss under `options` (default: plain cross entropy) with `reduction`
+        (default: the options' own): per-row losses for "none", a float for "sum" and "mean".
+        InputError names any option in use that this method cannot express."""
+        options = LossOptions() if options is None else options
+        fmt = get_format(fmt)
+        require_supported(self.name, self.options, options)
+        if self.with_options is None:
+            raise InputError(f"method {self.name!r} cannot express training options")
+        x, targets = check_batch(x, targets, options)
+        return self.with_options(x, targets, fmt, accumulator, options, reduction)
 
     @property
     def uses_accumulator(self) -> bool:
@@ -61,12 +86,26 @@ class Method:
         """The accumulators this method runs with in `fmt`."""
         return [OWN] if self.own_reduction else accumulators_for(fmt, requested)
 
-    def batch_mean(self, losses, fmt, accumulator=WORKING, x=None, targets=None) -> float:
+    def batch_mean(self, losses, fmt, accumulator=WORKING, x=None, targets=None,
+                   options: LossOptions | None = None) -> float:
         """The batch mean (PyTorch's default reduction) as this method forms it: its own
-        `mean_fn` on the batch, or a sequential sum of the per-row `losses` then one division."""
+        `mean_fn` on the batch, or a sequential sum of the per-row `losses` then one division.
+        With `options`: their "mean" of the batch (`x`, `targets`), weighted as torch does."""
+        if options is not None:
+            return self.reduce(losses, fmt, accumulator, x, targets, options, "mean")
         if self.mean_fn is not None:
             return float(self.mean_fn(x, targets, get_format(fmt)))
         return batch_mean(losses, fmt, WORKING if accumulator == OWN else accumulator)
+
+    def reduce(self, losses, fmt, accumulator, x, targets, options: LossOptions,
+               reduction: str) -> float:
+        """"sum" or "mean" under `options` of this method's per-row `losses` of the batch
+        (`x`, `targets`); a method with its own reduction (torch) reduces the batch itself."""
+        if self.own_reduction or losses is None:
+            return self.loss(x, targets, fmt, accumulator, options, reduction)
+        options = LossOptions() if options is None else options
+        _, targets = check_batch(x, targets, options)
+        return reduce_rows(losses, targets, get_format(fmt), accumulator, options, reduction)
 
 
 METHODS: dict[str, Method] = {}
@@ -84,6 +123,32 @@ def register(name: str, formula: str, summary: str, *, family: str = "shifted",
                                own_reduction, mean_fn)
         return fn
     return deco
+
+
+# Backward variants that are not a method's own gradient: {label: (method name, fn)}.
+GRAD_VARIANTS: dict[str, tuple[str, Callable]] = {}
+REDUCTIONS = ("none", "mean")
+
+
+def backward(name: str, variant: str | None = None):
+    """Declare a gradient of method `name`: its own (fills the record's `backward`), or, with
+    `variant`, another backward of the same forward (listed by `gradient_methods`)."""
+    def deco(fn):
+        if variant is None:
+            METHODS[name] = replace(get_method(name), backward=fn)
+        else:
+            get_method(name)
+            GRAD_VARIANTS[variant] = (name, fn)
+        return fn
+    return deco
+
+
+def gradient_methods() -> dict[str, tuple[Method, Callable]]:
+    """{label: (method record, backward fn)}: every method with a backward under its own
+    name, then the variants."""
+    out = {m.name: (m, m.backward) for m in METHODS.values() if m.backward is not None}
+    out.update({v: (METHODS[name], fn) for v, (name, fn) in GRAD_VARIANTS.items()})
+    return out
 
 
 def get_method(name: str | Method) -> Method:
@@ -138,10 +203,13 @@ def _softmax_target(ar: Arithmetic, x, targets):
     return ar.div(_pick(e, targets), ar.sum(e))
 
 
+SOFTMAX_EPS = 1e-7
+
+
 @register("softmax_eps", "-log(p_t + eps), p = softmax(x - max x), eps = 1e-7",
           "the blog post's code: shifted softmax, eps (rounded to the format) caps the loss",
           family="softmax", shifted=True, color="#ff7f0e")
-def softmax_eps(x, targets, fmt, accumulator, eps: float = 1e-7):
+def softmax_eps(x, targets, fmt, accumulator, eps: float = SOFTMAX_EPS):
     ar = Arithmetic(fmt, accumulator)
     p = _softmax_target(ar, x, targets)
     return -ar.log(ar.add(p, ar.round(eps)))
@@ -197,6 +265,17 @@ ONLINE_BLOCK = 256
           family="shifted", shifted=True, color="#e377c2")
 def online(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
+    return ar.sub(online_lse(ar, x), _pick(x, targets))
+
+
+def online_lse(ar: Arithmetic, x):
+    """The online pass's log-sum-exp m + log s per row (what a fused kernel saves)."""
+    m, s = _online_ms(ar, x)
+    return ar.add(m, ar.log(s))
+
+
+def _online_ms(ar: Arithmetic, x):
+    """The online softmax's running (max, sum) after the last block."""
     n = x.shape[0]
     m = np.full(n, -np.inf)
     s = np.zeros(n)
@@ -208,7 +287,7 @@ def online(x, targets, fmt, accumulator):
             scale_old = np.where(m == -np.inf, 0.0, ar.exp(ar.sub(m, new)))
         s = ar.add(ar.round(s * scale_old), ar.round(sb * ar.exp(ar.sub(mb, new))))
         m = new
-    return ar.sub(ar.add(m, ar.log(s)), _pick(x, targets))
+    return m, s
 
 
 @register("torch", "torch.nn.functional.cross_entropy(x, t, reduction='none')",
@@ -225,3 +304,69 @@ def _torch_ce(x, targets, fmt, reduction):
     xt = torch.from_numpy(np.asarray(x, dtype=np.float64)).to(fmt.torch_dtype)
     t = torch.from_numpy(np.asarray(targets).astype(np.int64))
     return torch.nn.functional.cross_entropy(xt, t, reduction=reduction).to(torch.float64).numpy()
+
+
+# Training options (numerics.options, numerics.optioned): each method's terms, -log p of every
+# class and its log-sum-exp, formed with the same rounded operations as its forward above (so
+# the target's column is its plain loss, bit for bit), and the options it can express.
+def _naive_terms(ar: Arithmetic, y) -> Terms:
+    e = ar.exp(y)
+    s = ar.sum(e)[:, None]
+    return Terms(-ar.log(ar.div(e, s)), ar.log(s[:, 0]))
+
+
+def _softmax_terms(eps: float | None):
+    def terms(ar: Arithmetic, y) -> Terms:
+        _, e = _shifted_exp(ar, y)
+        p = ar.div(e, ar.sum(e)[:, None])
+        return Terms(-ar.log(p if eps is None else ar.add(p, ar.round(eps))), None)
+    return terms
+
+
+def _logsumexp_terms(ar: Arithmetic, y) -> Terms:
+    a, e = _shifted_exp(ar, y)
+    lse = ar.add(a, ar.log(ar.sum(e)))
+    return Terms(ar.sub(lse[:, None], y), lse)
+
+
+def _log1p_terms(ar: Arithmetic, y) -> Terms:
+    a, e = _shifted_exp(ar, y)
+    k = np.argmax(y, axis=1)
+    e = e.copy()
+    e[np.arange(len(k)), k] = 0.0
+    lse = ar.add(a, ar.log1p(ar.sum(e)))
+    return Terms(ar.sub(lse[:, None], y), lse)
+
+
+def _log_softmax_terms(ar: Arithmetic, y) -> Terms:
+    a, e = _shifted_exp(ar, y)
+    ls = ar.log(ar.sum(e))
+    return Terms(-ar.sub(ar.sub(y, a[:, None]), ls[:, None]), ar.add(a, ls))
+
+
+def _online_terms(ar: Arithmetic, y) -> Terms:
+    m, s = _online_ms(ar, y)
+    lse = ar.add(m, ar.log(s))
+    return Terms(ar.sub(lse[:, None], y), lse, fused=True)
+
+
+def _torch_with_options(x, targets, fmt, accumulator, options, reduction):
+    return torch_options(x, targets, fmt, options, reduction)
+
+
+def _declare_options(name: str, terms, unsupported: tuple = ()) -> None:
+    def with_options(x, targets, fmt, accumulator, options, reduction, _terms=terms):
+        return options_forward(_terms, x, targets, fmt, accumulator, options, reduction)
+    fn = _torch_with_options if terms is None else with_options
+    METHODS[name] = replace(METHODS[name], with_options=fn,
+                            options=frozenset(OPTION_NAMES) - set(unsupported))
+
+
+_declare_options("naive", _naive_terms)
+_declare_options("softmax_eps", _softmax_terms(SOFTMAX_EPS), ("z_loss",))
+_declare_options("softmax_log", _softmax_terms(None), ("z_loss",))
+_declare_options("logsumexp", _logsumexp_terms)
+_declare_options("log1p", _log1p_terms)
+_declare_options("log_softmax", _log_softmax_terms)
+_declare_options("online", _online_terms)
+_declare_options("torch", None)

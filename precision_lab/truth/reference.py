@@ -35,9 +35,10 @@ import numpy as np
 from mpmath import mp
 
 from ..data.inputs import validate_batch
-from ..errors import UncertifiedError
+from ..errors import InputError, UncertifiedError
 from .cache import resolve_cache, truth_key
 from .fastref import BALL, FIXED, arb_to_double_double, certified_losses, man_exp_to_double_double
+from .options import certified_option_losses
 
 __all__ = ["reference_loss", "reference_mean", "UncertifiedError", "to_double_double",
            "DEFAULT_BITS", "BACKENDS", "Truth", "reference_truth", "scaled_double_double"]
@@ -126,12 +127,20 @@ def _result_to_mpf(res, i):
 
 
 def reference_loss(logits, targets, bits: int = DEFAULT_BITS,
-                   max_prec: int = DEFAULT_MAX_PREC, backend: str = "auto") -> np.ndarray:
+                   max_prec: int = DEFAULT_MAX_PREC, backend: str = "auto",
+                   options=None) -> np.ndarray:
     """Per-row cross entropy of the exact float64 `logits` (N, C) at `targets` (N,).
 
     Returns an object array of `mpmath.mpf`, each with at least `bits` correct bits relative
     (the arb backend: within 2**-(bits + 1) relative, proven by ball arithmetic).
+    `options` (a `LossOptions`): the per-row losses of reduction "none" under those training
+    options, certified by `truth.options` (the backend is then always arb).
     """
+    if options is not None:
+        rows = certified_option_losses(logits, targets, options, bits, max_prec).rows
+        out = np.empty(len(rows), dtype=object)
+        out[:] = rows
+        return out
     x, t = _check(logits, targets)
     out = np.empty(len(t), dtype=object)
     if _backend(backend) == "arb":
@@ -220,14 +229,22 @@ def _result_value(res, i):
 
 def reference_truth(logits, targets, bits: int = DEFAULT_BITS, *,
                     max_prec: int = DEFAULT_MAX_PREC, backend: str = "auto",
-                    cache=None) -> Truth:
+                    cache=None, options=None) -> Truth:
     """Per-row truth and batch mean of `reference_loss`, as double-double float64 arrays
     (with a binary exponent beyond float64's range: `Truth.exp`, `Truth.mean_exp`).
 
     `cache`: None uses the default disk cache ($PRECISION_LAB_CACHE or
     ~/.cache/precision_lab; see `precision_lab.cache`), False none, or a directory. An entry is
     found by the SHA-256 of the exact inputs and `bits`, and verified when read.
+    `options` (a `LossOptions`): per-row losses of reduction "none" and the mean under them
+    (`truth.options`; not cached).
     """
+    if options is not None:
+        ot = certified_option_losses(logits, targets, options, bits, max_prec)
+        hi, lo = to_double_double(ot.rows)
+        exp = _rescale(hi, lo, lambda i: ot.rows[i])
+        mhi, mlo, mexp = _mean_dd(ot.mean)
+        return Truth(hi, lo, mhi, mlo, exp, mexp)
     x, t = _check(logits, targets)
     store = resolve_cache(cache)
     key = truth_key(x, t, bits) if store is not None else None
@@ -254,9 +271,18 @@ def reference_truth(logits, targets, bits: int = DEFAULT_BITS, *,
     return truth
 
 
-def reference_mean(losses, bits: int = DEFAULT_BITS):
+def reference_mean(losses, bits: int = DEFAULT_BITS, *, logits=None, targets=None,
+                   options=None):
     """Mean of certified per-row losses: a sum of non-negative terms keeps their relative
-    accuracy, and the working precision carries `bits` + 32 more bits for the sum and division."""
+    accuracy, and the working precision carries `bits` + 32 more bits for the sum and division.
+
+    With `options` (a `LossOptions`), the certified "mean" reduction of the batch (`logits`,
+    `targets`) under them (weighted: divided by the kept targets' summed weights); `losses`
+    is then not used and may be None."""
+    if options is not None:
+        if logits is None or targets is None:
+            raise InputError("reference_mean with options needs logits= and targets=")
+        return certified_option_losses(logits, targets, options, bits).mean
     losses = list(losses)
     with mpmath.workprec(bits + 32 + int(math.log2(max(len(losses), 2)))):
         return mp.fsum(losses) / len(losses)
