@@ -39,7 +39,7 @@ class Custom:
 ALL = [*FORMATS.values(), Custom("e4m3-like", 4, -6, 8), Custom("p3", 3, -4, 5),
        Custom("e5m2-like", 3, -14, 15)]
 IDS = [f.name for f in ALL]
-NAMES = ("exp", "log", "log1p")
+NAMES = ("exp", "log", "log1p", "expm1", "tanh")
 
 
 def bits(v) -> np.ndarray:
@@ -78,6 +78,14 @@ def adversarial(name: str, seed: int = 0) -> np.ndarray:
                  _ulps(mids * 2.0 ** rng.integers(-1000, 1000, mids.size), 1),
                  _ulps([np.sqrt(0.5), np.sqrt(2.0)], 2), 2.0 ** -1074 * np.arange(1, 40),
                  rng.uniform(0, 2.0 ** -1022, 200), [np.finfo(np.float64).max, 2.0 ** -1022]]
+    elif name == "expm1":
+        parts = [pow2, -pow2, _ulps([2.0 ** -9.5, -(2.0 ** -9.5), 2.0 ** -60, -(2.0 ** -60)], 2),
+                 rng.uniform(-746, 710, 1500), rng.uniform(-0.01, 0.01, 1000),
+                 _ulps([709.782712893384, -745.1332191019411, 0.693147180559945], 2)]
+    elif name == "tanh":
+        parts = [pow2, -pow2, _ulps([2.0 ** -10.5, -(2.0 ** -10.5), 2.0 ** -30, 19.0615], 2),
+                 rng.uniform(-45, 45, 1500), rng.uniform(-0.01, 0.01, 1000),
+                 _ulps([40.0, -40.0, 0.5493061443340549], 2)]
     else:
         parts = [pow2, -pow2, _ulps([2.0 ** -9.5, -(2.0 ** -9.5), 2.0 ** -67, -(2.0 ** -67)], 2),
                  -1 + np.arange(1, 40) * 2.0 ** -53, -1 + 2.0 ** -np.arange(1.0, 53.0),
@@ -87,32 +95,35 @@ def adversarial(name: str, seed: int = 0) -> np.ndarray:
 
 
 def _dd(name, x):
+    """(hi, lo, k, bound): the double-double (hi + lo) 2**k and its relative error bound."""
     if name == "exp":
-        return el._exp_dd(x)
+        return (*el._exp_dd(x), el.BOUNDS[name])
+    zero = np.zeros(x.shape, dtype=np.int64)
+    if name in ("expm1", "tanh"):
+        hi, lo, bound = el._expm1_dd(x) if name == "expm1" else el._tanh_dd(x)
+        return hi, lo, zero, bound
     hi, lo = el._log_dd(x) if name == "log" else el._log1p_dd(x)
-    return hi, lo, np.zeros(x.shape, dtype=np.int64)
+    return hi, lo, zero, el.BOUNDS[name]
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_double_double_error_within_bound(name):
     """The accuracy argument: the double-double is within BOUNDS / margin of the truth."""
     x = adversarial(name, seed=1)
-    if name == "exp":
-        x = x[(x > -746) & (x < 710)]
-    elif name == "log":
-        x = x[(x > 0) & (x != 1)]
-    else:
-        x = x[(x > -1) & (x != 0)]
+    x = x[~el._specials(name, x)[0]]
     with np.errstate(all="ignore"):
-        hi, lo, k = _dd(name, x)
-    fn = {"exp": mpmath.exp, "log": mpmath.log, "log1p": mpmath.log1p}[name]
+        hi, lo, k, bound = _dd(name, x)
+    bound = np.broadcast_to(bound, x.shape)
+    fn = {"exp": mpmath.exp, "log": mpmath.log, "log1p": mpmath.log1p, "expm1": mpmath.expm1,
+          "tanh": mpmath.tanh}[name]
     worst = mpmath.mpf(0)
     with mpmath.workprec(300):
-        for xi, h, lw, ki in zip(x.tolist(), hi.tolist(), lo.tolist(), k.tolist()):
+        for xi, h, lw, ki, b in zip(x.tolist(), hi.tolist(), lo.tolist(), k.tolist(),
+                                    bound.tolist()):
             t = fn(mpmath.mpf(xi))
             got = (mpmath.mpf(h) + mpmath.mpf(lw)) * mpmath.ldexp(1, int(ki))
-            worst = max(worst, abs(got - t) / abs(t))
-    assert worst <= el.BOUNDS[name] / ELEMENTARY_BOUND_MARGIN, (name, float(worst))
+            worst = max(worst, abs(got - t) / abs(t) / b)
+    assert worst <= 1.0 / ELEMENTARY_BOUND_MARGIN, (name, float(worst))
 
 
 @pytest.mark.parametrize("fmt", ALL, ids=IDS)
@@ -175,7 +186,10 @@ def test_specials(fmt):
              "log": ([nan, inf, -inf, 0.0, -0.0, -1.0, 1.0, -1e-300],
                      [nan, inf, nan, -inf, -inf, nan, 0.0, nan]),
              "log1p": ([nan, inf, -inf, 0.0, -0.0, -1.0, -2.0, -1.0 - 2.0 ** -52],
-                       [nan, inf, nan, 0.0, -0.0, -inf, nan, nan])}
+                       [nan, inf, nan, 0.0, -0.0, -inf, nan, nan]),
+             "expm1": ([nan, inf, -inf, 0.0, -0.0, 711.0, -747.0, -1e308],
+                       [nan, inf, -1.0, 0.0, -0.0, inf, -1.0, -1.0]),
+             "tanh": ([nan, inf, -inf, 0.0, -0.0, 40.0, -1e308], [nan, 1.0, -1.0, 0.0, -0.0, 1.0, -1.0])}
     for name, (x, want) in cases.items():
         got = el.compute(name, np.array(x), fmt)[0]
         assert np.array_equal(bits(got), bits(want)), name
@@ -216,6 +230,15 @@ def test_log_property(x, fi):
 def test_log1p_property(x, fi):
     x = np.array(x)
     assert np.array_equal(bits(el.log1p(x, ALL[fi])), bits(el.reference("log1p", x, ALL[fi])))
+
+
+@settings(max_examples=40, deadline=None)
+@given(x=st.lists(st.floats(-800, 800), min_size=1, max_size=8),
+       fi=st.integers(0, len(ALL) - 1), name=st.sampled_from(["expm1", "tanh"]))
+def test_expm1_tanh_property(x, fi, name):
+    x = np.array(x)
+    assert np.array_equal(bits(el.compute(name, x, ALL[fi])[0]),
+                          bits(el.reference(name, x, ALL[fi])))
 
 
 @pytest.mark.parametrize("name", NAMES)

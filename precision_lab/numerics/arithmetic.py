@@ -1,9 +1,9 @@
 """Arithmetic in a format: every elementwise operation evaluated in float64 and rounded once to
 the working format, and sums accumulated sequentially in a chosen accumulator.
 
-exp, log and log1p are correctly rounded into the format (numerics.elementary: the same bits on
+exp, log, log1p, expm1 and tanh are correctly rounded into the format (numerics.elementary: the same bits on
 every CPU). `elementary` names the variant: "correct" (the default), "libm" (numpy's float64
-exp/log/log1p rounded once to the format: within an ulp of float64, and machine-dependent, since
+functions rounded once to the format: within an ulp of float64, and machine-dependent, since
 numpy picks SIMD kernels by CPU), or "mpmath" (the pure-Python reference path, slow; for
 cross-checks). `elementary_variant(name)` sets the default within a block.
 
@@ -33,7 +33,7 @@ WORKING, FLOAT32, OWN = "working", "float32", "internal"
 ACCUMULATORS = (WORKING, FLOAT32)
 ELEMENTARY = ("correct", "libm", "mpmath")
 _ELEMENTARY: ContextVar[str] = ContextVar("elementary", default="correct")
-_LIBM = {"exp": np.exp, "log": np.log, "log1p": np.log1p}
+_LIBM = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "expm1": np.expm1, "tanh": np.tanh}
 
 
 def _check_elementary(name: str) -> str:
@@ -115,8 +115,7 @@ class Arithmetic:
         return self._elementary("log", v)
 
     def expm1(self, v):
-        with np.errstate(over="ignore"):
-            return self.round(np.expm1(v))
+        return self._elementary("expm1", v)
 
     def log1p(self, v):
         return self._elementary("log1p", v)
@@ -134,7 +133,7 @@ class Arithmetic:
             return self.round(np.multiply(a, b))
 
     def tanh(self, v):
-        return self.round(np.tanh(v))
+        return self._elementary("tanh", v)
 
     def div(self, a, b):
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

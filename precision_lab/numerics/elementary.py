@@ -1,4 +1,5 @@
-"""Correctly rounded exp, log and log1p in any binary format, with the same bits on every CPU.
+"""Correctly rounded exp, log, log1p, expm1 and tanh in any binary format, the same bits on
+every CPU.
 
 `exp(x, fmt)`, `log(x, fmt)`, `log1p(x, fmt)` take float64 arrays (any values) and return the
 exactly rounded result (round to nearest, ties to even, overflow to +-inf, gradual underflow)
@@ -41,9 +42,17 @@ exp, log and log1p of a float other than 0 (or log of 1) are transcendental (Lin
 true value is never a midpoint and the loop ends. The result is therefore the exact rounding,
 which is unique: identical bits on every CPU, whatever numpy's SIMD dispatch.
 
+  expm1: |x| < 2**-9.5: x + x^2/2 (exact square) + x^3 Q(x) in double; else exp(x) - 1
+         from the exp evaluation, its bound turned relative per element (exp / |expm1|).
+  tanh:  |x| < 2**-10.5: x + x^3 Q(x^2); else u / (u + 2), u = expm1(2|x|), divided in
+         double-double; tanh's relative error is at most 2 / (u + 2) times u's.
+  (expm1 and tanh were added after exp/log/log1p, for the gradients and the soft cap; their
+  bounds are per element and derived from exp's, tested the same way.)
+
 Specials: nan -> nan; exp: +inf -> inf, -inf -> 0, x > 710 -> inf, x < -746 -> +0 (beyond every
 format carried in float64); log: x < 0 -> nan, +-0 -> -inf, +inf -> inf, 1 -> 0; log1p: x < -1
--> nan, -1 -> -inf, +inf -> inf, +-0 -> +-0.
+-> nan, -1 -> -inf, +inf -> inf, +-0 -> +-0; expm1: +-0 -> +-0, x > 710 -> inf, x < -746 ->
+-1; tanh: +-0 -> +-0, |x| >= 40 -> +-1 (1 - tanh|x| < 2**-114).
 
 `reference(name, x, fmt)` is an independent pure-Python path (mpmath at rising precision,
 exact rational rounding) for cross-checks; it is slow (per element).
@@ -60,11 +69,12 @@ from flint import arb, ctx
 
 from ..errors import InputError
 
-__all__ = ["exp", "log", "log1p", "FUNCTIONS", "BOUNDS", "compute", "reference",
+__all__ = ["exp", "log", "log1p", "expm1", "tanh", "FUNCTIONS", "BOUNDS", "compute", "reference",
            "round_rational", "check_format"]
 
 # Relative error bounds of the double-double evaluations (see the module docstring).
 BOUNDS = {"exp": 2.0 ** -70, "log": 2.0 ** -66, "log1p": 2.0 ** -66}
+# expm1 and tanh carry a bound per element (from exp's; see `_expm1_dd`, `_tanh_dd`).
 CHUNK = 1 << 14              # elements per vectorised pass (cache-sized temporaries)
 MAX_PREC = 1 << 15           # arb precision cap of the settling loop (never reached: tested)
 _SPLIT = 134217729.0         # 2**27 + 1 (Veltkamp)
@@ -214,6 +224,66 @@ def _log1p_dd(x):
     return hi, lo
 
 
+def _expm1_dd(x):
+    """expm1(x) for finite x in [-746, 710], x != 0: (hi, lo, relative error bound per
+    element). Small |x|: the series (x^2 exact); else exp(x) - 1 from `_exp_dd`, whose
+    absolute error BOUNDS['exp'] exp(x) becomes BOUNDS['exp'] exp(x) / |expm1(x)| relative."""
+    ax = np.abs(x)
+    hi, lo = np.empty_like(x), np.empty_like(x)
+    bound = np.full(x.shape, 2.0 ** -70)
+    tiny = ax < 2.0 ** -60                # x + x^2/2 (+ x^3/6 < 2**-121 x)
+    hi[tiny] = x[tiny]
+    lo[tiny] = np.where(ax[tiny] >= 2.0 ** -500, 0.5 * x[tiny] * x[tiny], 0.0)
+    small = ~tiny & (ax < 2.0 ** -9.5)    # x + x^2/2 + x^3 Q(x), Q through x^7/5040
+    z = x[small]
+    sqh, sql = _two_prod(z, z)
+    q = sqh * z * (1 / 6 + z * (1 / 24 + z * (1 / 120 + z * (1 / 720 + z / 5040))))
+    h, t = _two_sum(z, 0.5 * sqh)
+    hi[small], lo[small] = _two_sum(h, t + (0.5 * sql + q))
+    bound[small] = 2.0 ** -66             # the rounding of x^3 Q: ~2**-72.6 relative
+    rest = ~(tiny | small)
+    eh, el, m = _exp_dd(x[rest])
+    m = m.astype(np.int32)
+    big_h, big_l = np.ldexp(eh, m), np.ldexp(el, m)   # exp(x), inf past float64's range
+    h, t = _two_sum(big_h, -1.0)
+    h, t = _two_sum(h, t + big_l)
+    hi[rest], lo[rest] = np.where(np.isinf(big_h), big_h, h), np.where(np.isinf(big_h), 0.0, t)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bound[rest] = 2.0 ** -69 * np.abs(big_h / hi[rest]) + 2.0 ** -90  # + exp underflow
+    return hi, lo, bound
+
+
+def _tanh_dd(x):
+    """tanh(x) for finite x, 0 < |x| < 40: (hi, lo, relative error bound per element).
+    Small |x|: the series; else tanh|x| = u / (u + 2), u = expm1(2|x|), a double-double
+    division; tanh's relative error is at most 2 / (u + 2) times u's."""
+    ax = np.abs(x)
+    hi, lo = np.empty_like(x), np.empty_like(x)
+    bound = np.full(x.shape, 2.0 ** -70)
+    tiny = ax < 2.0 ** -30                # x - x^3/3 (+ 2 x^5/15 < 2**-120 x)
+    hi[tiny] = x[tiny]
+    lo[tiny] = np.where(ax[tiny] >= 2.0 ** -340, -x[tiny] * x[tiny] * x[tiny] / 3, 0.0)
+    small = ~tiny & (ax < 2.0 ** -10.5)   # x + x^3 Q(x^2), Q through 62 x^8 / 2835
+    z = x[small]
+    sq = z * z
+    q = z * sq * (-1 / 3 + sq * (2 / 15 + sq * (-17 / 315 + sq * (62 / 2835))))
+    hi[small], lo[small] = _fast_two_sum(z, q)
+    bound[small] = 2.0 ** -66             # the rounding of x^3 Q: ~2**-74 relative
+    rest = ~(tiny | small)
+    a = ax[rest]
+    uh, ul, ub = _expm1_dd(2.0 * a)
+    dh, dl = _two_sum(2.0, uh)
+    dl = dl + ul
+    q0 = uh / dh
+    ph, pl = _two_prod(q0, dh)
+    q1 = (((uh - ph) - pl) + ul - q0 * dl) / dh
+    qh, ql = _fast_two_sum(q0, q1)
+    sgn = np.sign(x[rest])
+    hi[rest], lo[rest] = sgn * qh, sgn * ql
+    bound[rest] = ub * (2.0 / (uh + 2.0)) + 2.0 ** -90
+    return hi, lo, bound
+
+
 # --- rounding a double-double into a format ---------------------------------------------------
 
 def check_format(fmt) -> None:
@@ -247,7 +317,8 @@ def _round(hi, lo, k, fmt, bound):
     return sgn * val, amb, sgn * base, qe
 
 
-_ARB = {"exp": arb.exp, "log": arb.log, "log1p": arb.log1p}
+_ARB = {"exp": arb.exp, "log": arb.log, "log1p": arb.log1p, "expm1": arb.expm1,
+        "tanh": arb.tanh}
 
 
 def _settle(name: str, x: float, base: float, qe: int, fmt) -> float:
@@ -278,8 +349,12 @@ def _specials(name, x):
             special = ~((x >= -746) & (x <= 710))
         elif name == "log":
             special = ~((x > 0) & (x < np.inf)) | (x == 1)
-        else:
+        elif name == "log1p":
             special = ~((x > -1) & (x < np.inf)) | (x == 0)
+        elif name == "expm1":
+            special = ~((x >= -746) & (x <= 710)) | (x == 0)
+        else:
+            special = ~(np.abs(x) < 40) | (x == 0)
         out = np.full(x.shape, np.nan)
         if special.any():
             v = x[special]
@@ -288,9 +363,14 @@ def _specials(name, x):
             elif name == "log":
                 res = np.where(v == 0, -np.inf, np.where(v == np.inf, np.inf,
                                                          np.where(v == 1, 0.0, np.nan)))
-            else:
+            elif name == "log1p":
                 res = np.where(v == -1, -np.inf, np.where(v == np.inf, np.inf,
                                                           np.where(v == 0, v, np.nan)))
+            elif name == "expm1":        # below -746: -1 + exp(x), exp(x) < 2**-1076
+                res = np.where(v > 710, np.inf, np.where(v < -746, -1.0,
+                                                         np.where(v == 0, v, np.nan)))
+            else:                        # |x| >= 40: 1 - tanh|x| < 2**-114
+                res = np.where(v == 0, v, np.where(np.isnan(v), np.nan, np.sign(v)))
             out[special] = res
     return special, out
 
@@ -312,12 +392,16 @@ def compute(name: str, x, fmt) -> tuple[np.ndarray, int]:
         i = idx[start:start + CHUNK]
         v = flat[i]
         with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            k, bound = 0, BOUNDS.get(name)
             if name == "exp":
                 hi, lo, k = _exp_dd(v)
-            else:
+            elif name in ("log", "log1p"):
                 hi, lo = (_log_dd(v) if name == "log" else _log1p_dd(v))
-                k = 0
-            out[i], amb, base, qe = _round(hi, lo, k, fmt, BOUNDS[name])
+            else:
+                hi, lo, bound = (_expm1_dd(v) if name == "expm1" else _tanh_dd(v))
+            val, amb, base, qe = _round(hi, lo, k, fmt, bound)
+            out[i] = np.where(np.isinf(hi), hi, val)     # expm1 past exp's float64 range
+            amb &= np.isfinite(hi)
         hard += [(int(i[j]), float(v[j]), float(base[j]), int(qe[j]))
                  for j in np.flatnonzero(amb)]
     for j, v, b, qe in hard:
@@ -340,7 +424,17 @@ def log1p(x, fmt) -> np.ndarray:
     return compute("log1p", x, fmt)[0]
 
 
-FUNCTIONS = {"exp": exp, "log": log, "log1p": log1p}
+def expm1(x, fmt) -> np.ndarray:
+    """exp(x) - 1 correctly rounded into fmt (float64 carrier)."""
+    return compute("expm1", x, fmt)[0]
+
+
+def tanh(x, fmt) -> np.ndarray:
+    """tanh(x) correctly rounded into fmt (float64 carrier)."""
+    return compute("tanh", x, fmt)[0]
+
+
+FUNCTIONS = {"exp": exp, "log": log, "log1p": log1p, "expm1": expm1, "tanh": tanh}
 
 
 # --- an independent pure-Python path: mpmath and exact rationals ------------------------------
@@ -364,7 +458,8 @@ def round_rational(q: Fraction, fmt) -> float:
     return sign * (math.inf if v > Fraction(fmt.max_finite) else float(v))
 
 
-_MP = {"exp": mpmath.exp, "log": mpmath.log, "log1p": mpmath.log1p}
+_MP = {"exp": mpmath.exp, "log": mpmath.log, "log1p": mpmath.log1p,
+       "expm1": mpmath.expm1, "tanh": mpmath.tanh}
 
 
 def _reference_one(name: str, x: float, fmt) -> float:
