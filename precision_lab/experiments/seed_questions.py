@@ -325,7 +325,7 @@ def q3_epsilon(params):
     for r in df.itertuples(index=False):
         recs.append({"item": f"measured {r.row}", "format": r.format, "method": r.method,
                      "quantity": "relative error", "value": r.rel_err,
-                     "text": repr(float(math.exp(-r.truth)))})
+                     "text": repr(float(elementary.exp(-r.truth, FORMATS["float64"])))})
     pt = elementary.exp(-df["truth"].to_numpy(), FORMATS["float64"])
     central = df[(pt >= 0.01) & (pt <= 0.99)]
     for (fmt, m), s in central.groupby(["format", "method"], sort=False):
@@ -368,7 +368,8 @@ def q4_qa_question():
         recs.append({"item": "[0,0,0,L]", "quantity": f"loss at L = {L:g}", "value": float(v)})
     for target in (1e-2, 1e-3):
         recs.append({"item": "[0,0,0,L]", "quantity": f"L for a loss of {target:g}",
-                     "value": math.log(3.0 / math.expm1(target))})
+                     "value": float(elementary.log(
+                         3.0 / elementary.expm1(target, FORMATS["float64"]), FORMATS["float64"]))})
     return _rows("q4", recs)
 
 
