@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
+import threading
+import warnings
 
 from . import runner
 from .analysis import check_grad
@@ -58,15 +61,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"precision-lab: warning: {message}\n"
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
     args.command_line = shlex.join(["precision-lab", *map(str, argv)])
     try:
         return args.func(args)
     except InputError as exc:  # bad input: one clear line, no traceback
         print(f"precision-lab: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside a run's own handler (loading, check)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second one: ignored, we are ending
+        print("\nprecision-lab: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ An experiment module provides
   PROFILES                {"quick": {...}, "full": {...}}: the parameters of each profile;
   run(config, params)     -> pandas.DataFrame, the tidy results (written as results.csv);
   report(df, config, params, out_dir) -> list of findings, each {"text": ..., "link": ...}:
-                          writes summary.md, summary.tex and figures into out_dir.
+                          writes summary.md, summary.tex and figures into out_dir; build them
+                          with `reporting.document.report_for(NAME, __doc__, config, out_dir)`
+                          (tables with ids NAME:T<n>, the headline table and figure first,
+                          findings linked to them) and return its `write(out_dir)`.
 The runner adds metadata.json (provenance, seed, profile, wall time, peak memory) and rebuilds
 the reports index, REPORTS/README.md, from every experiment's findings.json.
 
@@ -23,6 +26,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -36,13 +41,18 @@ from .analysis.cells import evaluate_cell
 from .data.inputs import load_logits
 from .errors import InputError
 from .experiments import available, load_experiment
+from .reporting.document import doc_head
 from .reporting.index import write_index
 from .reporting.tables import write_csv
 from .running.provenance import peak_memory_mib, write_metadata
-from .running.storage import atomic_write, exclusive, recover_dir, replace_dir
+from .running.storage import atomic_write, check_writable_dir, exclusive, recover_dir, replace_dir
 from .running.sweep import checkpoints_kept, run_cells
 
-__all__ = ["RunConfig", "run_experiment", "add_arguments", "cli", "script_main"]
+__all__ = ["RunConfig", "run_experiment", "add_arguments", "cli", "script_main",
+           "command_line", "COMMAND_ENV"]
+
+# `run all` runs each experiment in its own process; this tells them the command the user typed.
+COMMAND_ENV = "PRECISION_LAB_COMMAND"
 
 
 @dataclass
@@ -65,9 +75,12 @@ class RunConfig:
             raise InputError(f"--seed must be a non-negative integer, got {self.seed!r}")
         if not isinstance(self.profile, str) or not self.profile:
             raise InputError(f"--profile must be a profile name, got {self.profile!r}")
+        if isinstance(self.out, str) and not self.out.strip():
+            raise InputError("--out is empty; give a directory (--out . for this one)")
         self.out = Path(self.out)
         if self.out.exists() and not self.out.is_dir():
             raise InputError(f"--out {self.out} exists and is not a directory")
+        check_writable_dir(self.out, "--out")
         if self.logits_file is not None and self.user_logits is None:
             self.user_logits = load_logits(self.logits_file)
 
@@ -108,15 +121,9 @@ def run_experiment(name: str, config: RunConfig) -> Path:
             findings = module.report(df, config, params, staging)
             write_csv(df, staging / "results.csv")
             wall = time.perf_counter() - start
-            title, question = _doc_head(module)
-            with atomic_write(staging / "findings.json") as f:
-                json.dump({"name": name, "title": title, "question": question,
-                           "findings": findings}, f, indent=2)
-                f.write("\n")
-            write_metadata(staging, experiment=name, command=config.command or
-                           f"precision-lab run {name} --profile {config.profile} --seed "
-                           f"{config.seed} --out {config.out}",
-                           profile=config.profile, seed=config.seed,
+            _write_findings(staging / "findings.json", name, module, findings)
+            write_metadata(staging, experiment=name, profile=config.profile, seed=config.seed,
+                           command=config.command or command_line(name, config),
                            workers=config.workers, scheduler=config.scheduler,
                            logits_file=str(config.logits_file) if config.logits_file else None,
                            wall_time_s=round(wall, 2), **peak_memory_mib(), params=params)
@@ -130,11 +137,29 @@ def run_experiment(name: str, config: RunConfig) -> Path:
         print(f"{name}: wrote {final} in {wall:.1f} s", file=sys.stderr)
     return final
 
-def _doc_head(module) -> tuple[str, str]:
-    doc = (module.__doc__ or "").strip().splitlines()
-    title = doc[0].strip() if doc else module.__name__
-    rest = "\n".join(doc[1:]).strip().split("\n\n")[0].replace("\n", " ")
-    return title, rest
+def _write_findings(path: Path, name: str, module, findings) -> None:
+    """findings.json: name, title, question and findings; a report built with
+    `reporting.document.Report` has written it already (with its tables), and keeps it."""
+    title, question = doc_head(module.__doc__, module.__name__)
+    doc = json.loads(path.read_text()) if path.exists() else {}
+    doc = {"name": name, "title": doc.get("title", title),
+           "question": doc.get("question", question), "findings": findings,
+           **{k: v for k, v in doc.items() if k not in ("name", "title", "question",
+                                                         "findings")}}
+    with atomic_write(path) as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+
+
+def command_line(name: str, config: RunConfig) -> str:
+    """The `precision-lab run` command that reproduces this run (output directory included)."""
+    parts = ["precision-lab", "run", name, "--profile", config.profile, "--out",
+             str(config.out), "--seed", str(config.seed)]
+    if config.workers is not None:
+        parts += ["--workers", str(config.workers)]
+    if config.logits_file is not None:
+        parts += ["--logits-file", str(config.logits_file)]
+    return shlex.join(parts)
 
 def add_arguments(p: argparse.ArgumentParser, with_name: bool = True) -> None:
     if with_name:
@@ -146,7 +171,7 @@ def add_arguments(p: argparse.ArgumentParser, with_name: bool = True) -> None:
                    help="quick or full (the committed reports); `precision-lab list` shows "
                         "the time each took when last measured "
                         "(default: %(default)s)")
-    p.add_argument("--out", type=Path, default=Path("reports"),
+    p.add_argument("--out", default="reports",
                    help="reports directory; each experiment writes OUT/NAME "
                         "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
@@ -168,10 +193,18 @@ def _interrupt(signum, frame):
 def cli(args) -> int:
     config = RunConfig(profile=args.profile, seed=args.seed, out=args.out, workers=args.workers,
                        scheduler=args.scheduler, logits_file=args.logits_file, quiet=args.quiet,
-                       command=getattr(args, "command_line", None))
+                       command=os.environ.get(COMMAND_ENV) or getattr(args, "command_line", None))
+    if config.command is None:
+        config.command = command_line(args.name, config)
     names = available() if args.name == "all" else [args.name]
-    for name in names:  # every name and profile checked before anything runs
-        _check_profile(name, load_experiment(name), config.profile)
+    for name in names:  # every name, profile and option checked before anything runs
+        module = load_experiment(name)
+        _check_profile(name, module, config.profile)
+        if config.logits_file is not None and not getattr(module, "ACCEPTS_LOGITS_FILE", False):
+            takers = [n for n in available()
+                      if getattr(load_experiment(n), "ACCEPTS_LOGITS_FILE", False)]
+            raise InputError(f"{name} does not use --logits-file (it would be ignored); "
+                             f"experiments that do: {', '.join(takers)}")
     if len(names) > 1:
         return _each_in_own_process(names, args)
     previous = None
@@ -183,6 +216,10 @@ def cli(args) -> int:
             try:
                 run_experiment(name, config)
             except KeyboardInterrupt:
+                if threading.current_thread() is threading.main_thread():
+                    # a second Ctrl-C is ignored from here until the process ends (the CLI
+                    # returns at once): one line, never a traceback
+                    signal.signal(signal.SIGINT, signal.SIG_IGN)
                 print(f"\ninterrupted: {name}'s finished cells are kept in "
                       f"{config.checkpoint_dir(name)}; run the same command again to resume",
                       file=sys.stderr)
@@ -204,8 +241,12 @@ def _each_in_own_process(names, args) -> int:
             opts += [flag, str(value)]
     if args.quiet:
         opts.append("--quiet")
+    typed = getattr(args, "command_line", None) or command_line("all", RunConfig(
+        profile=args.profile, seed=args.seed, out=args.out, workers=args.workers))
+    env = {**os.environ, COMMAND_ENV: typed}
     for name in names:
-        rc = subprocess.call([sys.executable, "-m", "precision_lab", "run", name, *opts])
+        rc = subprocess.call([sys.executable, "-m", "precision_lab", "run", name, *opts],
+                             env=env)
         if rc != 0:
             return rc
     return 0

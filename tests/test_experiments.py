@@ -69,7 +69,14 @@ def test_outputs_and_schema(reports, name):
     findings = json.loads((d / "findings.json").read_text())
     assert findings["findings"] and all(f["text"] for f in findings["findings"])
     for f in findings["findings"]:
-        assert (d / f["link"]).is_file()
+        path, _, anchor = f["link"].partition("#")
+        assert (d / path).is_file()
+        if anchor:  # a table of this report, printed with its identifier
+            assert f'<a id="{anchor}"></a>' in (d / path).read_text()
+        assert len(f["text"].split()) <= 45, f["text"]  # one claim, its number, its scope
+    heads = [t for t in findings["tables"] if t["headline"]]
+    assert len(heads) == 1 and heads[0]["id"] == f"{name}:T1"
+    assert f"**Table {name}:T1.**" in (d / "summary.md").read_text()
     md = (d / "summary.md").read_text()
     for stem in pngs:
         assert f"({stem}.png)" in md
@@ -238,3 +245,10 @@ def test_trained_snapshots_are_deterministic():
     for sa, sb in zip(a, b):
         assert np.array_equal(sa.logits, sb.logits) and np.array_equal(sa.targets, sb.targets)
     assert a[1].train_loss < a[0].train_loss
+
+
+def test_training_loss_is_recorded_at_its_own_epoch():
+    from precision_lab.data.trained import train_digits
+    snaps = train_digits(epochs=(0, 1, 2), seed=0, hidden=16)
+    # one Adam step changes the loss: epoch 1 must not repeat epoch 0's
+    assert snaps[0].train_loss != snaps[1].train_loss != snaps[2].train_loss

@@ -26,7 +26,7 @@ X = [[0.5, 1.0, -2.0], [3.0, 0.0, 1.0]]
     (np.zeros((2, 3, 4)), [0, 0], r"2-D .* got shape \(2, 3, 4\)"),
     (5.0, [0], r"2-D .* got shape \(\)"),
     ([[1.0, 2.0], [3.0]], [0, 0], "not an array of real numbers"),
-    ([["a", "b"]], [0], "not an array of real numbers"),
+    ([["a", "b"]], [0], "must be real numbers, got strings"),
     ([[1 + 2j, 0]], [0], "complex"),
     ([[10 ** 400, 0]], [0], "not an array of real numbers"),
     (np.zeros((0, 3)), [], "empty batch"),
@@ -171,15 +171,52 @@ def test_load_good_files(tmp_path):
      "cannot read logits"),
     (lambda d: _write(d / "x.csv", ""), "empty file"),
     (lambda d: _write(d / "x.csv", "a,b,target\n"), "no rows"),
-    (lambda d: _write(d / "x.csv", "1,2,0\n1,x,0\n"), "non-numeric"),
-    (lambda d: _write(d / "x.csv", "1,,0\n1,2,0\n"), "non-numeric or empty"),
-    (lambda d: _write(d / "x.csv", "1,2,0\n1,2\n"), "integer class indices|non-numeric"),
+    # the CSV dialect: one parser, no guessing (a first data row is never taken for a header)
+    (lambda d: _write(d / "x.csv", "2.0O,1,0\n1,2,0\n"), r"line 1, column 1: '2.0O'"),
+    (lambda d: _write(d / "x.csv", '"1.5",1,0\n1,2,0\n'), r"line 1, column 1: '\"1.5\"'"),
+    (lambda d: _write(d / "x.csv", 'a,b,t\n"1.5",1,0\n'), r"line 2, column 1"),
+    (lambda d: _write(d / "x.csv", "l0,target\n1,2,0\n"), "line 2 has 3 fields, the header has 2"),
+    (lambda d: _write(d / "x.csv", "1,2,0\n1e400,2,0\n"), "line 2, column 1: 1e400 is outside"),
+    (lambda d: _write(d / "x.csv", "a,b,c\n\n1,-1e999,0\n"), "line 3, column 2"),
+    (lambda d: _write(d / "x.csv", "1,2,0\n1,2,0,\n"), "line 2 has 4 fields"),
+    (lambda d: _write(d / "x.csv", "1;2;0\n"), "line 1, column 1: '1;2;0'"),
+    (lambda d: _write(d / "x.csv", "1,1_000,0\n"), "'1_000' is not a number"),
+    (lambda d: _wbytes(d / "x.csv", b"1,\xff,0\n"), "not UTF-8"),
+    # every loader refuses what is not a real number
+    (lambda d: _npy(d / "x.npy", np.ones((2, 3), dtype=bool)), "booleans"),
+    (lambda d: _npy(d / "x.npy", np.array([["1", "2", "0"]])), "strings"),
+    (lambda d: _npy(d / "x.npy", np.array([[b"1", b"2", b"0"]])), "bytes"),
+    (lambda d: _npy(d / "x.npy", np.zeros((2, 3), dtype="datetime64[s]")), "datetimes"),
+    (lambda d: _npy(d / "x.npy", np.zeros((2, 3), dtype="timedelta64[s]")), "timedeltas"),
+    (lambda d: _npy(d / "x.npy", np.zeros((2, 3), dtype=complex)), "complex"),
+    (lambda d: _npy(d / "x.npy", np.zeros((2, 3), dtype="f8,f8")), "structured"),
+    (lambda d: _npy(d / "x.npy", np.zeros((2, 3), dtype="V8")), "raw"),
+    (lambda d: _npz(d / "x.npz", logits=np.ones((2, 3), dtype=bool), targets=[0, 1]), "booleans"),
+    (lambda d: _npz(d / "x.npz", logits=np.zeros((2, 3), dtype="f8,f8"), targets=[0, 1]),
+     "structured"),
+    (lambda d: _npz(d / "x.npz", logits=np.zeros((2, 3)), targets=np.array(["0", "1"])),
+     "targets must be real numbers, got strings"),
+    (lambda d: _npz(d / "x.npz", logits=np.zeros((2, 3), dtype="M8[D]"), targets=[0, 1]),
+     "datetimes"),
+    (lambda d: _npz(d / "x.npz", logits=np.full((1, 2), 2 ** 60 + 1), targets=[0]),
+     r"not exactly a float64"),
+    (lambda d: _npz(d / "x.npz", logits=_huge_longdouble(), targets=[0]),
+     "outside float64's range"),
+    (lambda d: _write(d / "x.csv", "1,2,0\n1,x,0\n"), r"line 2, column 2: 'x' is not a number"),
+    (lambda d: _write(d / "x.csv", "1,,0\n1,2,0\n"), "line 1, column 2: empty field"),
+    (lambda d: _write(d / "x.csv", "1,2,0\n1,2\n"), "line 2 has 2 fields, line 1 has 3"),
     (lambda d: _write(d / "x.csv", "1,2,0.5\n"), "integer class indices"),
     (lambda d: _write(d / "x.csv", "1,2,5\n"), "out of range"),
     (lambda d: _write(d / "x.csv", "1\n2\n"), r"shape \(2, 1\)"),
 ], ids=["missing", "directory", "suffix", "npz-garbage", "npy-garbage", "npz-truncated",
         "npz-no-targets", "npz-3d", "npz-target-range", "npz-target-count", "npy-1d",
-        "npy-one-column", "npy-pickle", "csv-empty", "csv-header-only", "csv-text",
+        "npy-one-column", "npy-pickle", "csv-empty", "csv-header-only", "csv-typo-first-row",
+        "csv-quoted-first-row",
+        "csv-quoted-number", "csv-short-header", "csv-overflow", "csv-overflow-negative",
+        "csv-trailing-comma", "csv-semicolons", "csv-underscore", "csv-not-utf8", "npy-bool",
+        "npy-str", "npy-bytes", "npy-datetime", "npy-timedelta", "npy-complex",
+        "npy-structured", "npy-void", "npz-bool", "npz-structured", "npz-string-targets",
+        "npz-datetime", "npz-inexact-int", "npz-longdouble", "csv-text",
         "csv-empty-field", "csv-ragged", "csv-fractional-target", "csv-target-range",
         "csv-one-column"])
 def test_bad_logits_files_are_named(tmp_path, setup, match):
@@ -192,6 +229,43 @@ def test_bad_logits_files_are_named(tmp_path, setup, match):
 def _write(path, text):
     path.write_text(text)
     return path
+
+
+def _wbytes(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def _huge_longdouble():
+    a = np.ones((1, 2), dtype=np.longdouble)
+    if np.finfo(np.longdouble).max <= np.finfo(np.float64).max:
+        pytest.skip("longdouble is float64 on this platform")
+    a[0, 1] = np.longdouble(np.finfo(np.float64).max) * 4
+    return a
+
+
+def test_csv_dialect_header_bom_and_blank_lines(tmp_path):
+    p = _write(tmp_path / "a.csv", "")
+    p.write_bytes("\ufeff1.5, -2 ,0\r\n\r\n.5,1e-3,1\n".encode())
+    x, t = load_logits(p)        # a BOM before a data row: still a data row
+    assert x.tolist() == [[1.5, -2.0], [0.5, 0.001]] and t.tolist() == [0, 1]
+    p.write_bytes("\ufefflogit 0,logit_1,target\n1,2,1\n".encode())
+    x, t = load_logits(p)        # a BOM before a header: a header
+    assert x.tolist() == [[1.0, 2.0]] and t.tolist() == [1]
+    p.write_text("nan,inf,0\n-Infinity,NaN,1\n")   # nan/inf are numbers, never names
+    x, t = load_logits(p)
+    assert np.isnan(x[0, 0]) and x[0, 1] == np.inf and x[1, 0] == -np.inf and len(t) == 2
+
+
+def test_csv_reads_every_row(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((7, 5)) * 1e3
+    t = rng.integers(0, 5, size=7)
+    p = tmp_path / "r.csv"
+    p.write_text("\n".join(",".join(repr(float(v)) for v in row) + f",{k}"
+                           for row, k in zip(x, t)))
+    lx, lt = load_logits(p)
+    assert np.array_equal(lx, x) and np.array_equal(lt, t)   # exactly, every row
 
 
 def _npy(path, a, pickle=False):

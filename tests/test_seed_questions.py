@@ -36,7 +36,9 @@ def test_report_files(out):
                  "decomposition.png", "overflow.pdf", "epsilon.png", "qa_experiment.png"):
         assert (out / name).is_file(), name
     findings = json.loads((out / "findings.json").read_text())["findings"]
-    assert len(findings) >= 5 and all(f["link"] == "summary.md" for f in findings)
+    assert len(findings) >= 5
+    assert all(f["link"].startswith("summary.md#seed_questions-t") for f in findings)
+    assert all(len(f["text"].split()) <= 45 for f in findings)
     text = (out / "summary.md").read_text()
     for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5."):
         assert heading in text
@@ -102,3 +104,43 @@ def test_qa_loop_reconstruction_is_float32():
     v = qa.cross_entropy(x, t)
     assert v.dtype == torch.float32
     assert abs(float(v) - float(torch.nn.CrossEntropyLoss()(x, t))) < 1e-6
+
+
+def test_qa_experiment_under_every_cpu_capability(df, out):
+    from precision_lab.experiments.seed_questions.qa_experiment import supported_capabilities
+    caps = supported_capabilities()
+    assert caps[0] == "default" and torch.backends.cpu.get_cpu_capability().lower() in caps
+    c = df[(df["question"] == "q5") & (df["item"] == "capability")]
+    assert list(dict.fromkeys(c["method"])) == caps
+    for cap in caps:
+        d = c[c["method"] == cap].set_index("quantity")["value"]
+        assert d["same inputs"] == 1  # the same seeded logits in every process
+        assert 0 <= d["correct (abs diff < 1e-15)"] <= d["batches"]
+        assert d["correct (abs diff < 1e-15)"] == d["bitwise equal"]
+        # the subprocess really ran with that capability
+        assert c[c["method"] == cap]["text"].iloc[0].lower() == cap
+    # the run with this machine's own capability reproduces the main run exactly
+    own = c[c["method"] == caps[-1]].set_index("quantity")["value"]
+    assert own["torch differs from this process"] == 0
+    text = (out / "summary.md").read_text()
+    assert "**Table seed_questions:T" in text and "| ATEN_CPU_CAPABILITY" in text
+
+
+def test_overflow_findings_match_the_data(df, out):
+    at = df[(df["question"] == "q2") & (df["item"] == "L=1000")]
+    soft_log = at[at["method"] == "softmax_log"]["value"]
+    assert len(soft_log) == 4 and np.isinf(soft_log).all()  # inf in all four formats
+    eps = at[at["method"] == "softmax_eps"]["value"]
+    assert ((eps > 15) & (eps < 17)).all()  # capped near -log(1e-7), not 1000
+    findings = json.loads((out / "findings.json").read_text())["findings"]
+    text = " ".join(f["text"] for f in findings)
+    assert "`softmax_log`" in text and "only the unshifted" not in text
+
+
+def test_blog_torch_term_splits_into_output_rounding_and_rest(df):
+    sub = df[(df["question"] == "q1") & (df["item"] == "subterm")].set_index("quantity")["value"]
+    torch_term = _v(df, "q1", "torch float32 arithmetic")
+    unavoidable = sub["torch: unavoidable output rounding"]
+    assert math.isclose(unavoidable + sub["torch: beyond the output rounding"], torch_term,
+                        rel_tol=1e-12)
+    assert abs(unavoidable) <= 2.0 ** -24 * 1.3  # half an ulp of float32 at ~1.27

@@ -23,9 +23,18 @@ true loss itself rounds to infinity in the format counts as exact).
 A case fails when its error passes `max_ulp` (or `max_bits`); an implementation passes a format
 when no case fails. `largest working scale` is the largest |logit| of the scale family below
 which every scale works. The CLI exits 1 when the user's function fails in any format.
+
+Isolation (`analysis.isolation`): the truths and the baselines (torch, logsumexp) are computed
+first; then the user's function is imported and run in a child process, each call on fresh
+copies of the inputs. Every way it can end other than returning numbers fails the case: an
+exception, sys.exit(), os._exit() or a crash (the case fails, a fresh process runs the rest), a
+call running past `timeout` seconds (the case and the cases not yet run fail), an output that
+is not real numbers (complex, strings, booleans, objects, masked arrays) or has the wrong shape.
+An import or first call that ends any of these ways is an InputError (exit 2).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -40,20 +49,25 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..data.inputs import check_array
 from ..errors import InputError
 from ..numerics.arithmetic import accumulators_for
 from ..numerics.formats import FORMATS, Format, get_format
 from ..numerics.methods import METHODS, batch_mean
 from ..numerics.metrics import errors as rel_errors
+from ..numerics.metrics import ulps_at_max1
 from ..numerics.options import LossOptions
 from ..reporting.tables import write_csv
+from ..running.storage import check_writable_dir
 from ..truth.options import certified_option_losses
 from ..truth.reference import reference_loss, reference_mean, to_double_double
+from .isolation import run_isolated
 
 __all__ = ["add_arguments", "cli", "check_implementation", "load_function", "battery",
-           "CheckResult", "DEFAULT_MAX_ULP", "SCALES"]
+           "CheckResult", "DEFAULT_MAX_ULP", "DEFAULT_TIMEOUT", "SCALES"]
 
 DEFAULT_MAX_ULP = 8.0
+DEFAULT_TIMEOUT = 60.0
 SCALES = tuple(2.0 ** k for k in range(-2, 21))
 CLASS_COUNTS = (2, 10, 100, 1000)
 
@@ -198,16 +212,12 @@ def _with_options(case: Case, options: LossOptions) -> Case | None:
 
 
 def _as_float64(out) -> np.ndarray:
-    if isinstance(out, torch.Tensor):
-        return out.detach().to("cpu", torch.float64).numpy().copy()
-    a = np.asarray(out)
-    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype.kind == "V"
-                                 or a.dtype.kind == "f"):
-        try:
-            return a.astype(np.float64)
-        except (TypeError, ValueError):
-            raise _CallError(f"returned {type(out).__name__}, not numbers") from None
-    return a.astype(np.float64)
+    """The function's output as float64, or _CallError: complex, strings, booleans, objects
+    and masked arrays are not a loss (`check_array`)."""
+    try:
+        return np.array(check_array(out, "output"), dtype=np.float64)
+    except InputError as exc:
+        raise _CallError(f"returned {type(out).__name__}: {exc}") from None
 
 
 def _inputs(kind: str, xr: np.ndarray, t: np.ndarray, fmt: Format):
@@ -277,13 +287,8 @@ def _mixed_errors(c, hi, lo, fmt: Format, relative: bool) -> tuple[np.ndarray, n
         ulp[~np.isfinite(c) & (c != hi)] = np.inf
         ulp[np.isnan(c)] = np.inf
         return ulp, e["bits_err"].to_numpy()
-    with np.errstate(invalid="ignore", over="ignore"):
-        diff = np.abs((c - hi) - lo)
-        rt = fmt.round(hi)  # a true loss past the format's range rounds to inf
-        diff = np.where(np.isinf(c) & (c == rt), 0.0, diff)
-        unit = fmt.ulp(np.maximum(np.abs(hi), 1.0))
-        ulp = np.where(np.isnan(diff), np.inf, diff / unit)
-        bits = np.minimum(np.log2(1.0 + ulp), 8.0 * fmt.dtype.itemsize)
+    ulp = ulps_at_max1(c, hi, fmt, lo=lo)
+    bits = np.minimum(np.log2(1.0 + ulp), 8.0 * fmt.dtype.itemsize)
     return ulp, bits
 
 
@@ -292,8 +297,13 @@ class CheckResult:
     """The outcome of `check_implementation`.
 
     verdict: one row per (implementation, format): worst ULP and bits, the worst case, the
-             largest working scale, failing cases, PASS/FAIL.
-    details: one row per (implementation, format, case, row) with computed value and truth.
+             largest working scale, failing cases, and PASS/FAIL for the function checked;
+             the references (torch, logsumexp) have the verdict "reference": they are shown
+             beside it for comparison and judged by nothing.
+    details: one row per (implementation, format, case, row) with the case's inputs (the
+             logits as rounded into the format, the target), computed value and truth.
+    skipped: one row per (format, case) not run, with the reason (logits the format cannot
+             represent), so every format runs the same battery or says why not.
     """
     name: str
     kind: str
@@ -303,6 +313,8 @@ class CheckResult:
     relative: bool
     verdict: pd.DataFrame
     details: pd.DataFrame
+    skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=["format", "case", "reason"]))
 
     @property
     def passed(self) -> bool:
@@ -329,7 +341,20 @@ class CheckResult:
         v = self.verdict.copy()
         for col in ("max ULP", "max bits"):
             v[col] = v[col].map(lambda a: "inf" if a == np.inf else f"{a:.3g}")
-        lines.append(v.to_string(index=False))
+        mine = v[v["verdict"] != "reference"]
+        refs = v[v["verdict"] == "reference"]
+        n_cases = self.details.groupby("format", sort=False)["case"].nunique()
+        counts = ", ".join(f"{k}: {n} cases" for k, n in n_cases.items())
+        lines.append(f"{self.name}, judged ({counts}):")
+        lines.append(mine.to_string(index=False))
+        if not refs.empty:
+            lines += ["", "references, for comparison only (not judged; no verdict of their "
+                          "own):",
+                      refs.drop(columns=["failing cases", "verdict"]).to_string(index=False)]
+        if not self.skipped.empty:
+            lines += ["", "cases a format cannot represent (not run there):"]
+            for (fmt, reason), g in self.skipped.groupby(["format", "reason"], sort=False):
+                lines.append(f"  {fmt}: {', '.join(g['case'])}: {reason}")
         lines.append("")
         lines.append(f"verdict: {'PASS' if self.passed else 'FAIL'} ({self.name})")
         return "\n".join(lines)
@@ -341,8 +366,10 @@ def _truths(cases, fmt: Format, options: LossOptions | None = None):
         with np.errstate(over="ignore", invalid="ignore"):
             xr = fmt.round(case.logits)
         finite_in = np.isfinite(case.logits)
-        if not np.array_equal(np.isfinite(xr), finite_in):
-            out.append(None)  # the logits are out of the format's range
+        if not np.array_equal(np.isfinite(xr), finite_in):  # out of the format's range
+            big = float(np.max(np.abs(case.logits[finite_in])))
+            out.append(f"its logits (|x| up to {big:.3g}) overflow {fmt.name} (largest "
+                       f"finite {fmt.max_finite:.5g})")
             continue
         if options is not None:
             o = _options_in(options, fmt)
@@ -368,9 +395,12 @@ def _options_in(options: LossOptions, fmt: Format) -> LossOptions:
     return replace(options, weight=tuple(fmt.round(options.weight_array).tolist()))
 
 
-def _run_one(fn, kind, output, xr, t, fmt, options=None, names=()):
-    """Per-row or mean output of `fn` on one case as float64, or an exception message."""
-    xs, ts = _inputs(kind, xr, t, fmt)
+def _run_one(fn, kind, output, job, options=None, names=()):
+    """In the child: per-row or mean output of `fn` on one job (format name, rounded logits,
+    targets) as float64, or (None, why not). Each call gets fresh inputs."""
+    fmt_name, xr, t = job
+    fmt = get_format(fmt_name)
+    xs, ts = _inputs(kind, xr.copy(), t.copy(), fmt)
     kw = _option_kwargs(names, options, kind, fmt) if names else None
     try:
         v = _as_float64(_quiet_call(fn, xs, ts, kw))
@@ -380,58 +410,106 @@ def _run_one(fn, kind, output, xr, t, fmt, options=None, names=()):
         return None, f"{type(exc).__name__}: {exc}"
     want = (1,) if output == "mean" else (len(t),)
     if v.size != want[0] or (output == "per-row" and v.shape != want):
-        return None, f"returned shape {v.shape}, expected {'a scalar' if output == 'mean' else want}"
+        expected = "a scalar" if output == "mean" else want
+        return None, f"returned shape {v.shape}, expected {expected}"
     return v.reshape(want), None
 
 
-def _baselines(output: str, options: LossOptions | None = None):
-    if options is not None:
-        red = "sum" if options.reduction == "sum" else "mean"
+def _prepare(target, options=None):
+    """In the child: load the function (a MODULE:FUNCTION spec, or the function itself),
+    find its kind and output (and the option keywords it takes), and return ((kind, output),
+    the per-job call).
 
-        def with_options(method):
-            def run(xr, t, fmt):
+    torch runs with one intra-op thread here: a forked child whose parent's OpenMP pool has
+    run deadlocks in its first parallel region otherwise. No result changes: torch splits a
+    row's log-softmax over rows, and the battery's batches are far below its parallel grain."""
+    torch.set_num_threads(1)
+    fn = load_function(target) if isinstance(target, str) else target
+    kind, output = detect(fn, options)
+    names = option_keywords(fn, options) if options is not None else ()
+    return (kind, output), functools.partial(_run_one, fn, kind, output, options=options,
+                                             names=names)
+
+
+def _baselines(xr, t, fmt, options: LossOptions | None = None
+               ) -> dict[str, dict[str, np.ndarray]]:
+    """{reference: {"per-row": losses, "mean": [its reduction]}} of torch and logsumexp, on
+    copies (computed before the user's function runs)."""
+    with np.errstate(all="ignore"):
+        if options is not None:
+            red = "sum" if options.reduction == "sum" else "mean"
+            out = {}
+            for method in ("torch", "logsumexp"):
                 m, o = METHODS[method], _options_in(options, fmt)
                 acc = accumulators_for(fmt)[-1]
-                tt = fmt.round(t) if options.probabilities else t
-                losses = m(xr, tt, fmt, acc, options=o)
-                if output == "mean":
-                    return np.array([m.reduce(losses, fmt, acc, xr, tt, o, red)])
-                return losses
-            return run
-        return {"torch": with_options("torch"), "logsumexp": with_options("logsumexp")}
-
-    def torch_fn(xr, t, fmt):
-        if output == "mean":
-            return np.array([METHODS["torch"].batch_mean(None, fmt, x=xr, targets=t)])
-        return METHODS["torch"](xr, t, fmt)
-
-    def lse_fn(xr, t, fmt):
+                tt = fmt.round(t) if options.probabilities else t.copy()
+                losses = m(xr.copy(), tt, fmt, acc, options=o)
+                out[method] = {"per-row": losses,
+                               "mean": np.array([m.reduce(losses, fmt, acc, xr.copy(), tt, o,
+                                                          red)])}
+            return out
+        tl = METHODS["torch"](xr.copy(), t.copy(), fmt)
+        tm = METHODS["torch"].batch_mean(None, fmt, x=xr.copy(), targets=t.copy())
         acc = accumulators_for(fmt)[-1]  # float32 sums for the narrower formats
-        losses = METHODS["logsumexp"](xr, t, fmt, acc)
-        if output == "mean":
-            return np.array([batch_mean(losses, fmt, acc)])
-        return losses
-    return {"torch": torch_fn, "logsumexp": lse_fn}
+        ll = METHODS["logsumexp"](xr.copy(), t.copy(), fmt, acc)
+        lm = batch_mean(ll, fmt, acc)
+    return {"torch": {"per-row": tl, "mean": np.array([tm])},
+            "logsumexp": {"per-row": ll, "mean": np.array([lm])}}
 
 
-def check_implementation(fn: Callable, name: str | None = None,
+def _cell(a: np.ndarray) -> str:
+    """Values of one --details cell: numbers by spaces, rows by "; " (exact: repr)."""
+    a = np.asarray(a)
+    if a.ndim == 1:
+        return " ".join(str(int(v)) if a.dtype.kind in "iu" else repr(float(v)) for v in a)
+    return "; ".join(_cell(r) for r in a)
+
+
+def _number(v, what: str, *, positive: bool = False, allow_none: bool = True):
+    """A finite number >= 0 (> 0 if `positive`) or None, or InputError naming the option."""
+    if v is None and allow_none:
+        return None
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise InputError(f"{what} must be a number, got {v!r}")
+    v = float(v)
+    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise InputError(f"{what} must be a finite number {'above' if positive else 'of at least'}"
+                         f" 0, got {v!r}")
+    return v
+
+
+def check_implementation(fn, name: str | None = None,
                          formats: Iterable[str] = tuple(FORMATS),
                          max_ulp: float | None = DEFAULT_MAX_ULP, max_bits: float | None = None,
                          relative: bool = False, seed: int = 0, baselines: bool = True,
                          cases: list[Case] | None = None,
-                         options: LossOptions | None = None) -> CheckResult:
+                         options: LossOptions | None = None,
+                         timeout: float | None = DEFAULT_TIMEOUT) -> CheckResult:
     """Run `fn(logits, targets)` over the battery in each format; see the module docstring.
 
+    `fn`: the function, or "MODULE:FUNCTION" (imported in the child process only).
+    `timeout`: seconds each call (and the import with the first call) may take; None: no limit.
     `options` (a `LossOptions`): `fn` is called as fn(logits, targets, **keywords), the
     options in use under torch's names (`option_keywords`; InputError when its signature
     lacks one), on the battery with the last row of each case ignored (or with probability
     targets), against the certified truth under the options; with `weight`, only the cases
     with its class count, plus one case of that count."""
-    name = name or getattr(fn, "__module__", "") + ":" + getattr(fn, "__qualname__", repr(fn))
-    kind, output = detect(fn, options)
-    names = option_keywords(fn, options) if options is not None else ()
+    max_ulp = _number(max_ulp, "max_ulp")
+    max_bits = _number(max_bits, "max_bits")
+    timeout = _number(timeout, "timeout", positive=True)
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(formats, str) or not list(formats):
+        raise InputError(f"formats must be a non-empty list of format names, got {formats!r}")
+    if isinstance(fn, str):
+        name = name or fn
+    elif callable(fn):
+        name = name or getattr(fn, "__module__", "") + ":" + getattr(fn, "__qualname__",
+                                                                     repr(fn))
+    else:
+        raise InputError(f"expected a function or MODULE:FUNCTION, got {type(fn).__name__}")
     fmts = [get_format(f) for f in formats]
-    cases = battery(seed) if cases is None else cases
+    cases = battery(int(seed)) if cases is None else cases
     if options is not None:
         if options.weight is not None:
             c = len(options.weight)
@@ -439,41 +517,51 @@ def check_implementation(fn: Callable, name: str | None = None,
             cases = cases + [Case("classes", f"{c} classes (weight)",
                                   3.0 * rng.standard_normal((8, c)), rng.integers(0, c, 8))]
         cases = [k for k in (_with_options(case, options) for case in cases) if k is not None]
-    impls: dict[str, Callable] = {name: None}
-    if baselines:
-        impls.update(_baselines(output, options))
-    rows = []
+    # Everything of ours first: the truths and the baselines, before the user's code runs.
+    plan, skipped = [], []
     for fmt in fmts:
-        truths = _truths(cases, fmt, options)
-        for case, tr in zip(cases, truths):
-            if tr is None:
-                continue
-            xr, hi, lo, mhi, mlo = tr
-            th, tl = (mhi, mlo) if output == "mean" else (hi, lo)
-            for impl, base in impls.items():
-                if base is None:
-                    v, err = _run_one(fn, kind, output, xr, case.targets, fmt, options, names)
-                else:
-                    with np.errstate(all="ignore"):
-                        v, err = base(xr, case.targets, fmt), None
-                if v is None:
-                    v = np.full(len(th), np.nan)
-                    ulp, bits = np.full(len(th), np.inf), np.full(len(th), 8.0 * fmt.dtype.itemsize)
-                else:
-                    ulp, bits = _mixed_errors(v, th, tl, fmt, relative)
-                for i in range(len(th)):
-                    rows.append({"implementation": impl, "format": fmt.name,
-                                 "family": case.family, "case": case.name, "scale": case.scale,
-                                 "row": i if output == "per-row" else -1,
-                                 "computed": float(v[i]), "truth": float(th[i]),
-                                 "ulp": float(ulp[i]), "bits": float(bits[i]),
-                                 "error": err or ""})
+        for case, tr in zip(cases, _truths(cases, fmt, options)):
+            if isinstance(tr, str):
+                skipped.append({"format": fmt.name, "case": case.name, "reason": tr})
+            else:
+                plan.append((fmt, case, tr, _baselines(tr[0], case.targets, fmt, options)
+                             if baselines else {}))
+    jobs = [(fmt.name, tr[0], case.targets) for fmt, case, tr, _ in plan]
+    (kind, output), outcomes = run_isolated(functools.partial(_prepare, fn, options), jobs,
+                                             timeout)
+    rows = []
+    for (fmt, case, tr, base), outcome in zip(plan, outcomes):
+        xr, hi, lo, mhi, mlo = tr
+        th, tl = (mhi, mlo) if output == "mean" else (hi, lo)
+        v, err = outcome[1] if outcome[0] == "ok" else (None, outcome[1])
+        impls = {name: (v, err), **{b: (vals[output], None) for b, vals in base.items()}}
+        for impl, (val, err) in impls.items():
+            if val is None:
+                val = np.full(len(th), np.nan)
+                ulp, bits = np.full(len(th), np.inf), np.full(len(th), 8.0 * fmt.dtype.itemsize)
+            else:
+                ulp, bits = _mixed_errors(val, th, tl, fmt, relative)
+            for i in range(len(th)):
+                sl = slice(i, i + 1) if output == "per-row" else slice(None)
+                rows.append({"implementation": impl, "format": fmt.name,
+                             "family": case.family, "case": case.name, "scale": case.scale,
+                             "row": i if output == "per-row" else -1,
+                             "target": _cell(case.targets[sl]),
+                             "logits": _cell(xr[sl]),
+                             "computed": float(val[i]), "truth": float(th[i]),
+                             "ulp": float(ulp[i]), "bits": float(bits[i]),
+                             "error": err or ""})
     details = pd.DataFrame(rows)
     ulp_fail = details["ulp"] > max_ulp if max_ulp is not None else False
     bits_fail = details["bits"] > max_bits if max_bits is not None else False
-    details["fails"] = ulp_fail | bits_fail
-    verdict = _verdict(details, impls, fmts)
-    return CheckResult(name, kind, output, max_ulp, max_bits, relative, verdict, details)
+    details["fails"] = ulp_fail | bits_fail | (details["error"] != "")
+    details.insert(1, "role", np.where(details["implementation"] == name, "checked",
+                                       "reference"))
+    impl_names = [name] + (["torch", "logsumexp"] if baselines else [])
+    verdict = _verdict(details, impl_names, fmts)
+    verdict.loc[verdict["implementation"] != name, "verdict"] = "reference"
+    return CheckResult(name, kind, output, max_ulp, max_bits, relative, verdict, details,
+                       pd.DataFrame(skipped, columns=["format", "case", "reason"]))
 
 
 def _verdict(details: pd.DataFrame, impls, fmts) -> pd.DataFrame:
@@ -516,16 +604,20 @@ def add_arguments(p) -> None:
                                   "(logits, targets) and returning the mean or per-row losses")
     p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS),
                    metavar="FORMAT", help=f"formats to run in (default: {' '.join(FORMATS)})")
-    p.add_argument("--max-ulp", type=float, default=DEFAULT_MAX_ULP,
+    p.add_argument("--max-ulp", type=_threshold, default=DEFAULT_MAX_ULP,
                    help=f"fail a case whose error passes this many ULPs (default "
-                        f"{DEFAULT_MAX_ULP:g}; a negative value turns it off)")
-    p.add_argument("--max-bits", type=float, default=None,
+                        f"{DEFAULT_MAX_ULP:g}; 'off' turns it off)")
+    p.add_argument("--max-bits", type=_threshold, default=None,
                    help="fail a case whose error passes this many bits (default: off)")
     p.add_argument("--relative", action="store_true",
                    help="count ULPs at the truth itself, even for losses far below 1")
     p.add_argument("--seed", type=int, default=0, help="seed of the battery's random logits")
+    p.add_argument("--timeout", type=_threshold, default=DEFAULT_TIMEOUT,
+                   help=f"seconds each call of the function may take (default "
+                        f"{DEFAULT_TIMEOUT:g}; 'off': no limit)")
     p.add_argument("--details", type=Path, default=None,
-                   help="write every case's computed value, truth and error to this CSV")
+                   help="write every case's inputs (rounded logits, target), computed value, "
+                        "truth and error to this CSV")
     o = p.add_argument_group("training options (passed to the function as keywords, torch's "
                              "names; see precision_lab.numerics.options)")
     o.add_argument("--label-smoothing", type=float, default=None, metavar="EPS")
@@ -547,13 +639,38 @@ def options_from_args(args) -> LossOptions | None:
     return LossOptions(**kw) if kw else None
 
 
+def _threshold(s: str):
+    """A command-line number, or None for 'off'; checked by `check_implementation`."""
+    if s.strip().lower() in ("off", "none"):
+        return None
+    try:
+        return float(s)
+    except ValueError:
+        raise InputError(f"expected a number or 'off', got {s!r}") from None
+
+
 def cli(args) -> int:
-    fn = load_function(args.target)
-    max_ulp = None if args.max_ulp is not None and args.max_ulp < 0 else args.max_ulp
-    res = check_implementation(fn, name=args.target, formats=args.formats, max_ulp=max_ulp,
-                               max_bits=args.max_bits, relative=args.relative, seed=args.seed,
+    for opt in ("max_ulp", "max_bits", "timeout"):
+        v = getattr(args, opt)
+        if v is not None and not (math.isfinite(v) and v >= 0 and (v > 0 or opt != "timeout")):
+            raise InputError(f"--{opt.replace('_', '-')} must be a finite number "
+                             f"{'above' if opt == 'timeout' else 'of at least'} 0 or 'off', "
+                             f"got {v:g}")
+    if args.seed < 0:
+        raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.details is not None:  # before the check runs, not after
+        if args.details.is_dir():
+            raise InputError(f"--details {args.details} is a directory; give a file name")
+        check_writable_dir(args.details.parent, "--details: the directory")
+    res = check_implementation(args.target, name=args.target, formats=args.formats,
+                               max_ulp=args.max_ulp, max_bits=args.max_bits,
+                               relative=args.relative, seed=args.seed, timeout=args.timeout,
                                options=options_from_args(args))
     print(res.to_text())
     if args.details is not None:
-        write_csv(res.details, args.details)
+        try:
+            write_csv(res.details, args.details)
+        except OSError as exc:
+            raise InputError(f"--details {args.details}: cannot write it: "
+                             f"{exc.strerror or exc}") from None
     return res.exit_code

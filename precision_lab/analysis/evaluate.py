@@ -7,8 +7,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ..data.inputs import validate_batch
-from ..numerics.arithmetic import ACCUMULATORS
+from ..data.inputs import check_bits, check_names, validate_batch
+from ..numerics.arithmetic import ACCUMULATORS, check_accumulators
 from ..numerics.formats import FORMATS, get_format
 from ..numerics.methods import METHODS, get_method
 from ..numerics.metrics import error_columns
@@ -38,9 +38,17 @@ def evaluate(logits, targets, formats: Iterable[str] = tuple(FORMATS),
     `cache`: where certified truths are kept on disk (see `reference_truth`).
     The `truth` column is the truth rounded to float64: inf where it exceeds float64's range,
     0 where it is below 2**-1075; the error columns use the exact truth at every magnitude.
+    `formats`, `methods`, `accumulators`: non-empty lists of names (a bare string is refused);
+    an accumulator that is the working format itself in a format ("float32" in float32 and
+    float64) runs as "working" there. Logits may be torch tensors (detached first).
     `options` (a `LossOptions`): the losses under those training options (`evaluate_options`).
     `methods`: None is every registered method (with options: every one that expresses them).
     """
+    bits = check_bits(bits)
+    formats = check_names(formats, "formats")
+    if methods is not None:
+        methods = check_names(methods, "methods")
+    accumulators = check_accumulators(check_names(accumulators, "accumulators"))
     if options is not None:
         return evaluate_options(logits, targets, options, formats, methods, accumulators,
                                 bits, mean)

@@ -68,14 +68,15 @@ def train_digits(epochs=(0, 10, 100, 1000), seed: int = 0, hidden: int = 128,
         xtr, ytr = torch.from_numpy(x[train]), torch.from_numpy(y[train])
         xte = torch.from_numpy(x[test])
         snaps = []
-        loss = torch.nn.functional.cross_entropy(logit_scale * model(xtr), ytr)
         for epoch in range(epochs[-1] + 1):
             if epoch in epochs:
                 with torch.no_grad():
+                    # the training loss of the model as it is now (after `epoch` steps)
+                    now = torch.nn.functional.cross_entropy(logit_scale * model(xtr), ytr)
                     out = (logit_scale * model(xte)).to(torch.float64).numpy()
                     acc = float((out.argmax(axis=1) == y[test]).mean())
-                    snaps.append(Snapshot(epoch, out, y[test].copy(), float(loss.detach()),
-                                          acc, float(np.abs(out).max())))
+                    snaps.append(Snapshot(epoch, out, y[test].copy(), float(now), acc,
+                                          float(np.abs(out).max())))
             if epoch == epochs[-1]:
                 break
             opt.zero_grad()

@@ -5,9 +5,13 @@ An experiment module provides
   PROFILES                {"quick": {...}, "full": {...}}: the parameters of each profile;
   run(config, params)     -> pandas.DataFrame, the tidy results (written as results.csv);
   report(df, config, params, out_dir) -> list of findings, each {"text": ..., "link": ...}:
-                          writes summary.md, summary.tex and figures into out_dir.
-Every module of this package whose name does not start with "_" is an experiment; adding
-one is adding a file. `precision_lab.runner` runs them.
+                          writes summary.md, summary.tex and figures into out_dir; build them
+                          with `reporting.document.report_for(NAME, __doc__, config, out_dir)`
+                          (tables with ids NAME:T<n>, the headline table and figure first,
+                          findings linked to them) and return its `write(out_dir)`.
+Every module of this package whose name does not start with "_" is an experiment, and so is
+every sub-package (a directory with an `__init__.py`, e.g. `seed_questions/`, whose modules are
+its parts); adding one is adding a file. `precision_lab.runner` runs them.
 """
 from __future__ import annotations
 
@@ -26,8 +30,19 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parent
 TIMINGS = EXPERIMENTS_DIR / "timings.json"
 
 
+def _source(name: str) -> Path | None:
+    """The file that defines experiment `name`: NAME.py or NAME/__init__.py."""
+    for p in (EXPERIMENTS_DIR / f"{name}.py", EXPERIMENTS_DIR / name / "__init__.py"):
+        if p.is_file():
+            return p
+    return None
+
+
 def available() -> list[str]:
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py") if not p.stem.startswith("_"))
+    """The experiments: modules and sub-packages of this directory not starting with "_"."""
+    names = {p.stem for p in EXPERIMENTS_DIR.glob("*.py")}
+    names |= {p.parent.name for p in EXPERIMENTS_DIR.glob("*/__init__.py")}
+    return sorted(n for n in names if not n.startswith("_"))
 
 def load_experiment(name: str):
     names = available()
@@ -36,7 +51,10 @@ def load_experiment(name: str):
     modname = f"{__name__}.{name}"
     if modname in sys.modules:
         return sys.modules[modname]
-    spec = importlib.util.spec_from_file_location(modname, EXPERIMENTS_DIR / f"{name}.py")
+    path = _source(name)
+    package = [str(path.parent)] if path.name == "__init__.py" else None
+    spec = importlib.util.spec_from_file_location(modname, path,
+                                                  submodule_search_locations=package)
     module = importlib.util.module_from_spec(spec)
     sys.modules[modname] = module
     spec.loader.exec_module(module)

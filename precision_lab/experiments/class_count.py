@@ -32,24 +32,28 @@ methods stay within the BHH bound wherever they are finite.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from precision_lab.analysis.cells import class_counts_up_to, stage_arrays
+from precision_lab.analysis.grid import rows_for, user_cells
 from precision_lab.numerics.formats import FORMATS, get_format
 from precision_lab.numerics.methods import bounded_methods, stable_methods
+from precision_lab.reporting.document import report_for
 from precision_lab.reporting.figures import (
-    caption,
+    error_panels_legend,
     error_pivot,
     formats_in,
     mark_vline,
     plot_error_panels,
-    plt,
-    save_figure,
+    truth_sentence,
 )
-from precision_lab.reporting.tables import write_latex, write_markdown
 
 NAME = "class_count"
+
+ACCEPTS_LOGITS_FILE = True  # --logits-file replaces its synthetic logits
 
 PROFILES = {
     "quick": {"exponents": [1, 4, 8, 11, 14], "scales": [0.01, 1.0, 10.0],
@@ -59,38 +63,28 @@ PROFILES = {
 }
 
 
-def rows_for(classes: int, params) -> int:
-    return int(max(params["min_rows"], min(params["max_rows"], params["max_logits"] // classes)))
-
-
 def cells(config, params) -> list[dict]:
-    out = []
+    rows = partial(rows_for, params=params)
     if config.user_logits is not None:
-        x, t = config.user_logits
-        staged = stage_arrays(config.checkpoint_dir(NAME), "user", x, t)
-        counts = class_counts_up_to(int(x.shape[1]), params["exponents"])
-        for s in params["user_scales"]:
-            for c in counts:
-                out.append({"distribution": "user", "rows": min(len(t), rows_for(c, params)),
-                            "classes": c, "scale": float(s), "seed": config.seed, **staged})
-        return out
-    for s in params["scales"]:
-        for k in params["exponents"]:
-            c = 2 ** k
-            out.append({"distribution": "normal", "rows": rows_for(c, params), "classes": c,
-                        "scale": float(s), "seed": config.seed})
-    return out
+        return user_cells(config, NAME, params["user_scales"], rows,
+                          exponents=params["exponents"])
+    return [{"distribution": "normal", "rows": rows(2 ** k), "classes": 2 ** k,
+             "scale": float(s), "seed": config.seed}
+            for s in params["scales"] for k in params["exponents"]]
 
 
 def run(config, params) -> pd.DataFrame:
     return config.sweep(NAME, cells(config, params))
 
 
-def _log2_axes(fig) -> None:
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+def _log2_axes(fig, cs) -> None:
+    """Powers of two on the C axis, limited to the class counts actually run."""
+    k0, k1 = int(np.log2(min(cs))), int(np.log2(max(cs)))
+    step = max(1, (k1 - k0) // 6 + 1)
     for ax in fig.axes:
         if ax.get_xscale() == "log":
-            ax.xaxis.set_major_locator(FixedLocator([2.0 ** k for k in range(1, 19, 3)]))
+            ax.set_xlim(min(cs) / 1.3, max(cs) * 1.3)
+            ax.xaxis.set_major_locator(FixedLocator([2.0 ** k for k in range(k0, k1 + 1, step)]))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"2^{int(np.log2(v))}"))
             ax.xaxis.set_minor_locator(NullLocator())
 
@@ -99,7 +93,7 @@ def _vlines(ax, fmt, scale, sub):
     """C = 1/u: where a sequential sum of terms near 1 in the format stops growing."""
     f = get_format(fmt)
     c = 1 / f.unit_roundoff
-    xmax = 2.0 ** 18
+    xmax = float(sub["classes"].max()) if sub is not None and len(sub) else 2.0 ** 18
     if c <= xmax * 1.01:
         mark_vline(ax, c, f"C = 1/u = {c:g}" if sub is not None else None, linestyle=":")
 
@@ -107,149 +101,146 @@ def _vlines(ax, fmt, scale, sub):
 def _median_err(d, fmt, method, acc, scale, c):
     r = d[(d["format"] == fmt) & (d["method"] == method) & (d["accumulator"] == acc)
           & (d["scale"] == scale) & (d["classes"] == c)]
-    return (float(r["rel_err_median"].iloc[0]), float(r["nonfinite_frac"].iloc[0])) \
-        if len(r) else (np.nan, np.nan)
+    return float(r["rel_err_median"].iloc[0]) if len(r) else np.nan
 
 
 SHIFTED = tuple(stable_methods())
 
 
-def sum_overflow_notes(d: pd.DataFrame) -> list[str]:
-    """Shifted methods that still return inf or NaN for representable rows: per format, which
-    variants, from which class count, at which scales."""
+def _sum_label(m: str, a: str, fmt: str) -> str:
+    return f"{m} (" + ("float32 sum" if a == "float32" else f"{fmt} sum" if a == "working"
+                       else "own sum") + ")"
+
+
+def naive_failures(d: pd.DataFrame) -> pd.DataFrame:
+    """Per accumulator and scale: the first class count at which the unshifted `naive` loss in
+    float16 is non-finite for at least half the rows it could represent, with the median
+    log-sum-exp and largest logit there."""
+    nf = d[(d["method"] == "naive") & (d["format"] == "float16")]
+    recs = []
+    for (acc, sc), h in nf.groupby(["accumulator", "scale"], sort=False):
+        half = h.sort_values("classes")
+        half = half[half["spurious_nonfinite_frac"] >= 0.5]
+        if len(half):
+            r = half.iloc[0]
+            recs.append({"sum": "float32" if acc == "float32" else "float16", "scale s": sc,
+                         "first C": int(r["classes"]), "rows failing": _count(r),
+                         "median log-sum-exp": r["lse_median"],
+                         "median largest logit": r["max_logit_median"]})
+    return pd.DataFrame(recs, columns=["sum", "scale s", "first C", "rows failing",
+                                       "median log-sum-exp", "median largest logit"])
+
+
+def _count(r) -> str:
+    n = int(r["count"])
+    return f"{int(round(r['spurious_nonfinite_frac'] * n))}/{n}"
+
+
+def sum_overflows(d: pd.DataFrame) -> pd.DataFrame:
+    """Shifted methods that return inf or NaN for rows the format can represent: per format and
+    variant, the first class count and the scales at which it happens."""
     st = d[d["method"].isin(SHIFTED)]
     bad = st[st["spurious_nonfinite_frac"] > 0]
-    if len(bad) == 0:
-        return ["The shifted methods (" + ", ".join(f"`{m}`" for m in SHIFTED
-                                                   if m in set(d["method"]))
-                + ") return a finite loss for every row the format can represent, at every "
-                "class count and scale."]
-    notes = []
-    for fmt, g in bad.groupby("format", sort=False):
-        variants = []
-        for (m, a), h in g.groupby(["method", "accumulator"], sort=False):
-            variants.append(f"`{m}`" + (" (float32 sum)" if a == "float32" else ""))
-        c0 = int(g["classes"].min())
-        scales = ", ".join(f"{v:g}" for v in sorted(g["scale"].unique()))
-        ok = st[(st["format"] == fmt) & ~st.set_index(["method", "accumulator"]).index.isin(
-            g.set_index(["method", "accumulator"]).index)]
-        spared = sorted({f"`{m}`" + (" (float32 sum)" if a == "float32" else
-                                     f" ({fmt} sum)" if a == "working" else "")
-                         for m, a in zip(ok["method"], ok["accumulator"])})
-        text = (f"In {fmt}, even shifted methods return inf for rows whose loss the format "
-                f"can represent once C >= {c0} (at s = {scales}): "
-                + ", ".join(variants) + f". With nearly equal logits the sum of the C shifted "
-                f"exponentials is close to C, and C > {FORMATS[fmt].max_finite:g} overflows "
-                f"when that sum is rounded back to {fmt}")
-        if spared:
-            text += ("; " + ", ".join(spared) + " stay finite (a sum kept in the working format "
-                     "stalls long before it can overflow)")
-        notes.append(text + ".")
-    return notes
+    recs = []
+    for (fmt, m, a), g in bad.groupby(["format", "method", "accumulator"], sort=False):
+        recs.append({"format": fmt, "variant": _sum_label(m, a, fmt),
+                     "first C": int(g["classes"].min()),
+                     "scales s": ", ".join(f"{v:g}" for v in sorted(g["scale"].unique()))})
+    return pd.DataFrame(recs, columns=["format", "variant", "first C", "scales s"])
 
 
-def _notes(df) -> list[str]:
+def _findings(rep, df, t1, naive, overflow, f1) -> None:
+    (t2, r2), (t3, r3) = naive, overflow
     d = df[df["reduction"] == "none"]
-    notes = []
-    dist = d["distribution"].iloc[0]
     scales = sorted(d["scale"].unique())
     s = 1.0 if 1.0 in scales else scales[len(scales) // 2]
     cs = sorted(d["classes"].unique())
     lo, hi = cs[0], cs[-1]
+    dist = d["distribution"].iloc[0]
     for fmt in [f for f in ("float16", "bfloat16") if f in set(d["format"])]:
-        w0, _ = _median_err(d, fmt, "logsumexp", "working", s, lo)
-        w1, n1 = _median_err(d, fmt, "logsumexp", "working", s, hi)
-        f1, _ = _median_err(d, fmt, "logsumexp", "float32", s, hi)
+        w0 = _median_err(d, fmt, "logsumexp", "working", s, lo)
+        w1 = _median_err(d, fmt, "logsumexp", "working", s, hi)
+        f1v = _median_err(d, fmt, "logsumexp", "float32", s, hi)
         if np.isfinite(w0) and np.isfinite(w1):
-            text = (f"In {fmt} with sums in {fmt}, `logsumexp`'s median relative error goes "
-                    f"from {w0:.2g} at C = {lo} to {w1:.2g} at C = {hi} (scale {s:g}, {dist} "
-                    f"logits; u = {FORMATS[fmt].unit_roundoff:.2g})")
-            if np.isfinite(f1):
-                text += f"; with float32 sums it is {f1:.2g} at C = {hi}"
-            notes.append(text + ".")
-    nf = d[(d["method"] == "naive") & (d["format"] == "float16")]
-    parts = []
-    for acc, g in nf.groupby("accumulator", sort=False):
-        sub = []
-        for sc, h in g.groupby("scale"):
-            h = h.sort_values("classes")
-            half = h[h["spurious_nonfinite_frac"] >= 0.5]
-            if len(half):
-                r = half.iloc[0]
-                sub.append(f"at s = {sc:g} from C = {int(r['classes'])} (median log-sum-exp "
-                           f"{r['lse_median']:.3g}, median largest logit "
-                           f"{r['max_logit_median']:.3g})")
-        if sub:
-            parts.append(("with float16 sums " if acc == "working" else "with float32 sums ")
-                         + "; ".join(sub))
-    if parts:
-        notes.append("The unshifted `naive` loss returns inf or NaN for at least half the rows "
-                     "in float16 " + ". And ".join(parts) + ": it fails once the log-sum-exp, "
-                     "not the largest logit, passes the overflow logit 11.09, and a float16 "
-                     "sum that stalls below 65504 can hide the overflow that a float32 sum "
-                     "exposes when rounded back.")
-    notes += sum_overflow_notes(d)
+            verb = "grows" if w1 > w0 else "falls" if w1 < w0 else "stays"
+            text = (f"{fmt}, {fmt} sums: `logsumexp`'s median relative error {verb} from "
+                    f"{w0:.2g} (C = {lo}) to {w1:.2g} (C = {hi}), s = {s:g}, {dist} logits")
+            if np.isfinite(f1v):
+                text += f"; float32 sums: {f1v:.2g} at C = {hi}"
+            rep.finding(text + ".", t1)
+    if len(t2):
+        first = t2.sort_values("first C").iloc[0]
+        rep.finding(f"Unshifted `naive` in float16 fails for at least half the rows from "
+                    f"C = {first['first C']} (s = {first['scale s']:g}, {first['sum']} sums): "
+                    f"once the log-sum-exp, not the largest logit, passes 11.09.", r2)
+    if len(t3):
+        for fmt, g in t3.groupby("format", sort=False):
+            rep.finding(f"In {fmt}, {len(g)} shifted variants return inf for representable "
+                        f"rows from C = {g['first C'].min()}: a sum of C terms near 1 rounded "
+                        f"back to {fmt} overflows past {FORMATS[fmt].max_finite:g}.", r3)
+    else:
+        rep.finding("Every shifted method returns a finite loss for every representable row, "
+                    "at every class count and scale of this grid.", f1)
     lp = d[d["method"].isin(list(bounded_methods())) & d["bhh_within_frac"].notna()]
     if len(lp):
-        fin = lp["count"] * (1 - lp["nonfinite_frac"])
-        frac = float((lp["bhh_within_frac"] * fin).sum() / fin.sum()) if fin.sum() else np.nan
-        notes.append(f"The Blanchard-Higham-Higham first-order bound holds for "
-                     f"{100 * frac:.2f}% of the finite `log1p` and `logsumexp` losses; its "
-                     f"summation term (n u) makes it grow linearly with C.")
-    return notes
+        fin = (lp["count"] * (1 - lp["nonfinite_frac"])).round()
+        inside = int((lp["bhh_within_frac"] * fin).round().sum())
+        rep.finding(f"The Blanchard-Higham-Higham bound holds for {inside}/{int(fin.sum())} "
+                    f"finite `log1p` and `logsumexp` losses; its n u term grows linearly "
+                    f"with C.", f1)
+
+
+def _columns(cs: list) -> list:
+    """At most six class counts of the grid actually run, first and last included."""
+    if len(cs) <= 6:
+        return list(cs)
+    return [cs[i] for i in sorted({int(round(v)) for v in np.linspace(0, len(cs) - 1, 6)})]
 
 
 def report(df, config, params, out_dir) -> list[dict]:
     fmts = formats_in(df)
-    cap = caption(fmts, config.seed)
+    rep = report_for(NAME, __doc__, config, out_dir, truth=truth_sentence(fmts))
     d = df[df["reduction"] == "none"]
     scales = sorted(d["scale"].unique())
     dist = d["distribution"].iloc[0]
+    s = 1.0 if 1.0 in scales else scales[len(scales) // 2]
+    cs = sorted(d["classes"].unique())
+    table = error_pivot(d[d["scale"] == s], "classes", _columns(cs), lambda c: f"C = {c}")
+    t1 = rep.table(table, f"Median relative error of the per-row cross-entropy loss at logit "
+                   f"scale s = {s:g} ({dist} logits), at class counts C of the grid run; the "
+                   f"share of non-finite rows in brackets.", stem="errors", headline=True)
     fig = plot_error_panels(
-        d, x="classes", row_key="scale", row_values=scales, row_label=lambda s: f"s = {s:g}",
+        d, x="classes", row_key="scale", row_values=scales, row_label=lambda v: f"s = {v:g}",
         xlabel="number of classes C", vlines=_vlines,
         title=f"Median relative error of the per-row loss against the number of classes "
               f"({dist} logits x s)")
-    _log2_axes(fig)
-    save_figure(fig, out_dir, "classes")
-    plt.close(fig)
+    _log2_axes(fig, cs)
+    f1 = rep.figure(fig, "classes", "Median relative error against C, one row of panels per "
+                    "scale s, one column per format.", headline=True)
+    t2 = naive_failures(d)
+    t3 = sum_overflows(d)
+    r2 = rep.table(t2, "Unshifted `naive` in float16: first class count C at which at least "
+                   "half the representable rows return inf or NaN, per accumulator and "
+                   "scale.", stem="naive") if len(t2) else None
+    r3 = rep.table(t3, "Shifted methods returning inf or NaN for rows the format can "
+                   "represent: first class count and scales.", stem="sum_overflow") \
+        if len(t3) else None
+    _findings(rep, df, t1, (t2, r2), (t3, r3), f1)
     mean = df[df["reduction"] == "mean"]
+    rep.section("Batch mean (reduction='mean')")
     fig = plot_error_panels(
         mean.assign(reduction="none", bhh_bound_rel_median=np.nan), x="classes",
-        row_key="scale", row_values=scales, row_label=lambda s: f"s = {s:g}",
+        row_key="scale", row_values=scales, row_label=lambda v: f"s = {v:g}",
         xlabel="number of classes C", ylabel="relative error of the batch mean", bound=False,
         vlines=_vlines,
         title=f"Relative error of the batch-mean loss (reduction='mean') against the number "
               f"of classes ({dist} logits x s)")
-    _log2_axes(fig)
-    save_figure(fig, out_dir, "classes_mean")
-    plt.close(fig)
-
-    s = 1.0 if 1.0 in scales else scales[len(scales) // 2]
-    cs = sorted(d["classes"].unique())
-    want = [c for c in cs if c in {2, 1024, 32768, 131072, 262144}] or cs[:: max(1, len(cs) // 5)]
-    table = error_pivot(d[d["scale"] == s], "classes", want, lambda c: f"C = {c}")
-    notes = _notes(df)
-    md = out_dir / "summary.md"
-    tcap = (f"Median relative error of the per-row cross-entropy loss at logit scale s = {s:g} "
-            f"({dist} logits) for several class counts C; a percentage in brackets where some "
-            f"rows are non-finite. {cap}")
-    write_markdown(table, md, title="Class count: error of each method against the number of "
-                   "classes", caption=tcap)
-    write_latex(table, out_dir / "summary.tex", caption=tcap, label="tab:class-count")
+    _log2_axes(fig, cs)
+    rep.figure(fig, "classes_mean", "Relative error of the batch mean against C.")
     rows = d.drop_duplicates("classes").set_index("classes")["rows"]
-    with open(md, "a", encoding="utf-8") as f:
-        f.write("\n## Findings\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
-        f.write("\n## Figures\n\n![classes](classes.png)\n\n![classes_mean](classes_mean.png)\n\n")
-        f.write("Solid lines: sums in the working format; dashed: float32 sums (float16 and "
-                "bfloat16 only). Dotted black: the Blanchard-Higham-Higham bound (log1p form), "
-                "median over rows of bound / loss. Dotted vertical line: C = 1/u, where a "
-                "sequential sum of terms near 1 in the format stops growing. Errors below u/100 "
-                "(including exact results) are drawn at u/100; the strip under each panel is "
-                "the fraction of non-finite rows, grey where the format cannot represent the "
-                "row at all.\n\n")
-        f.write("Rows per cell: " + ", ".join(f"{r} for C = {c}" for c, r in rows.items())
-                + ".\n\n")
-        f.write(f"{cap}\n")
-    return [{"text": n, "link": "classes.png" if i == 0 else "summary.md",
-             "label": "figure" if i == 0 else "table"} for i, n in enumerate(notes)]
+    rep.section("How to read the figures", error_panels_legend(
+        "Dotted vertical line: C = 1/u, where a sequential sum of terms near 1 in the format "
+        "stops growing."))
+    rep.paragraph("Rows per cell: " + ", ".join(f"{r} for C = {c}" for c, r in rows.items())
+                  + ".")
+    return rep.write(out_dir)

@@ -36,23 +36,22 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from precision_lab.analysis.cells import stage_arrays
-from precision_lab.numerics.formats import FORMATS, get_format
+from precision_lab.analysis.grid import user_cells
+from precision_lab.numerics.formats import get_format
 from precision_lab.numerics.methods import bounded_methods
+from precision_lab.reporting.document import report_for
 from precision_lab.reporting.figures import (
-    caption,
     crossing,
+    error_panels_legend,
     error_pivot,
     formats_in,
     mark_vline,
     order_table,
     plot_error_panels,
-    plt,
-    save_figure,
+    truth_sentence,
     variants_in,
     with_variant,
 )
-from precision_lab.reporting.tables import write_latex, write_markdown
 
 NAME = "logit_scale"
 
@@ -69,6 +68,8 @@ def scale_grid(coarse_per_decade: int, fine_per_decade: int, fine_from: float = 
     return sorted({float(f"{x:.4g}") for x in v})
 
 
+ACCEPTS_LOGITS_FILE = True  # --logits-file replaces its synthetic logits
+
 PROFILES = {
     "quick": {"distributions": ["normal", "peaked"], "classes": {10: 8, 1000: 2},
               "scales": [0.01, 1.0, 4.0, 10.0, 30.0, 100.0, 1000.0, 1e5], "user_rows": 16},
@@ -81,13 +82,7 @@ PROFILES = {
 def cells(config, params) -> list[dict]:
     out = []
     if config.user_logits is not None:
-        x, t = config.user_logits
-        staged = stage_arrays(config.checkpoint_dir(NAME), "user", x, t)
-        rows = min(int(params["user_rows"]), len(t))
-        for s in params["scales"]:
-            out.append({"distribution": "user", "rows": rows, "classes": int(x.shape[1]),
-                        "scale": s, "seed": config.seed, **staged})
-        return out
+        return user_cells(config, NAME, params["scales"], lambda c: params["user_rows"])
     for dist in params["distributions"]:
         for c, rows in params["classes"].items():
             for s in params["scales"]:
@@ -148,52 +143,10 @@ def _vlines(df):
     return draw
 
 
-def report(df, config, params, out_dir) -> list[dict]:
-    fmts = formats_in(df)
-    cap = caption(fmts, config.seed)
-    findings = []
-    figures = []
-    d = df[df["reduction"] == "none"]
-    for dist in d["distribution"].unique():
-        sub = d[d["distribution"] == dist]
-        classes = sorted(sub["classes"].unique())
-        rows = {c: int(sub[sub["classes"] == c]["rows"].iloc[0]) for c in classes}
-        fig = plot_error_panels(
-            sub, x="scale", row_key="classes", row_values=classes,
-            row_label=lambda c: f"C = {c} ({rows[c]} rows)", xlabel="logit scale s",
-            vlines=_vlines(sub),
-            title=f"Median relative error of the per-row loss against the logit scale s "
-                  f"({dist} logits)")
-        stem = f"scale_{dist}"
-        save_figure(fig, out_dir, stem)
-        plt.close(fig)
-        figures.append(stem)
-
-    # The batch mean: the reduction PyTorch applies by default.
-    mean = df[df["reduction"] == "mean"]
-    if len(mean):
-        dist0 = "user" if "user" in set(mean["distribution"]) else "normal"
-        if dist0 not in set(mean["distribution"]):
-            dist0 = mean["distribution"].iloc[0]
-        ms = mean[mean["distribution"] == dist0]
-        # the bound column belongs to per-row losses; the mean has none
-        fig = plot_error_panels(
-            ms.assign(reduction="none", bhh_bound_rel_median=np.nan), x="scale",
-            row_key="classes", row_values=sorted(ms["classes"].unique()),
-            row_label=lambda c: f"C = {c}", xlabel="logit scale s",
-            ylabel="relative error of the batch mean", bound=False, vlines=_vlines(
-                d[d["distribution"] == dist0]),
-            title=f"Relative error of the batch-mean loss (reduction='mean') against the "
-                  f"logit scale s ({dist0} logits)")
-        save_figure(fig, out_dir, "batch_mean")
-        plt.close(fig)
-        figures.append("batch_mean")
-
-    # Table 1: where each method first goes non-finite.
-    fb = first_break(df)
+def break_table(fb: pd.DataFrame, d: pd.DataFrame, fmts, pick_c) -> pd.DataFrame:
+    """First failing scale per format and variant (columns: distributions), C = pick_c, with
+    a '(format limit)' row per format."""
     table = with_variant(fb)
-    key_c = sorted(table["classes"].unique())
-    pick_c = 1000 if 1000 in key_c else key_c[len(key_c) // 2]
     tc = table[table["classes"] == pick_c]
     piv = tc.pivot_table(index=["format", "variant"], columns="distribution",
                          values="first_fail_scale", sort=False, aggfunc="first").reset_index()
@@ -207,143 +160,134 @@ def report(df, config, params, out_dir) -> list[dict]:
         parts += [piv[piv["format"] == fmt], limit[limit["format"] == fmt]]
     piv = pd.concat(parts, ignore_index=True)
     piv.columns.name = None
-    piv = piv.rename(columns={c: f"{c}: first failing s" for c in piv.columns
-                              if c not in ("format", "variant")})
+    return piv.rename(columns={c: f"{c}: first failing s" for c in piv.columns
+                               if c not in ("format", "variant")})
 
-    # Table 2: median relative error at a few scales (normal logits, C = pick_c).
-    dist_t = "user" if "user" in set(d["distribution"]) else "normal"
-    if dist_t not in set(d["distribution"]):
-        dist_t = d["distribution"].iloc[0]
+
+def naive_table(fb: pd.DataFrame, dist: str) -> pd.DataFrame:
+    """The unshifted `naive` loss (working sums): first failing scale, the scale from which half
+    the rows fail, and the median log-sum-exp and loss there, per format and class count."""
+    n = fb[(fb["distribution"] == dist) & (fb["method"] == "naive")
+           & (fb["accumulator"] == "working")]
+    t = n[["format", "classes", "first_fail_scale", "half_fail_scale", "lse_half",
+           "loss_half"]].rename(columns={
+               "classes": "C", "first_fail_scale": "first failing s",
+               "half_fail_scale": "half the rows fail from s",
+               "lse_half": "median log-sum-exp there", "loss_half": "median loss there"})
+    order = {f: i for i, f in enumerate(formats_in(n))}
+    return t.sort_values(["format", "C"], key=lambda c: c.map(order) if c.name == "format"
+                         else c, kind="stable").reset_index(drop=True)
+
+
+def report(df, config, params, out_dir) -> list[dict]:
+    fmts = formats_in(df)
+    rep = report_for(NAME, __doc__, config, out_dir, truth=truth_sentence(fmts))
+    d = df[df["reduction"] == "none"]
+    fb = first_break(df)
+    key_c = sorted(fb["classes"].unique())
+    pick_c = 1000 if 1000 in key_c else key_c[len(key_c) // 2]
+    s_max = max(d["scale"])
+    t1 = rep.table(break_table(fb, d, fmts, pick_c),
+                   f"First logit scale s of the grid at which the method returns a non-finite "
+                   f"loss (inf or NaN) for a row whose loss the format can represent, C = "
+                   f"{pick_c} classes; inf: never on the grid (up to s = {s_max:g}). "
+                   f"'(format limit)': the first s at which some row's logits, log-sum-exp or "
+                   f"loss overflow the format itself. torch rows depend on the machine (its "
+                   f"CPU kernels, see metadata.json kernels).", stem="break", headline=True)
+    dists = list(d["distribution"].unique())
+    dist_t = "user" if "user" in dists else ("normal" if "normal" in dists else dists[0])
+    figs = {}
+    for dist in dists:
+        sub = d[d["distribution"] == dist]
+        classes = sorted(sub["classes"].unique())
+        rows = {c: int(sub[sub["classes"] == c]["rows"].iloc[0]) for c in classes}
+        fig = plot_error_panels(
+            sub, x="scale", row_key="classes", row_values=classes,
+            row_label=lambda c: f"C = {c} ({rows[c]} rows)", xlabel="logit scale s",
+            vlines=_vlines(sub),
+            title=f"Median relative error of the per-row loss against the logit scale s "
+                  f"({dist} logits)")
+        figs[dist] = rep.figure(fig, f"scale_{dist}", f"Median relative error against s, "
+                                f"{dist} logits; one row of panels per class count, one column "
+                                f"per format.", headline=(dist == dist_t))
     at = d[(d["distribution"] == dist_t) & (d["classes"] == pick_c)]
     want = [v for v in (0.01, 1.0, 10.0, 100.0, 1000.0, 1e5) if v in set(at["scale"])]
-    err = error_pivot(at, "scale", want, lambda v: f"s = {v:g}")
-
-    notes = _notes(df, fb, pick_c)
-    md = out_dir / "summary.md"
-    write_markdown(piv, md, title="Logit scale: where each cross-entropy method breaks",
-                   caption=f"First logit scale s of the grid at which the method returns a "
-                           f"non-finite loss (inf or NaN) for a row whose loss the format can "
-                           f"represent, C = {pick_c} classes; inf: never on the grid (up to "
-                           f"s = {max(params['scales']):g}). The row '(format limit)' gives the "
-                           f"first s at which some row's logits, log-sum-exp or loss overflow "
-                           f"the format itself, where no method can succeed. {cap}",
-                   notes=None)
-    write_latex(piv, out_dir / "summary.tex",
-                caption=f"First logit scale at which each method returns a non-finite "
-                        f"cross-entropy loss for a row whose loss the format can represent "
-                        f"(C = {pick_c}; inf: never up to s = {max(params['scales']):g}; "
-                        f"format limit: the first scale at which the format cannot represent "
-                        f"some row). {cap}",
-                label="tab:logit-scale-break")
-    write_latex(err, out_dir / "errors.tex",
-                caption=f"Median relative error of the per-row loss ({dist_t} logits, "
-                        f"C = {pick_c}) at selected logit scales; 'inf' where every row is "
-                        f"non-finite, a percentage where some are. {cap}",
-                label="tab:logit-scale-error")
-    with open(md, "a", encoding="utf-8") as f:
-        f.write(f"\n## Median relative error at selected scales ({dist_t} logits, "
-                f"C = {pick_c})\n\n")
-        f.write("Median over the rows of the cell whose loss is finite; a cell with non-finite "
-                "rows shows their percentage in brackets, `all non-finite` when no row is "
-                "finite. LaTeX: `errors.tex`.\n\n")
-        f.write(err.to_markdown(index=False) + "\n")
-        f.write("\n## Findings\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
-        f.write("\n## Figures\n\n")
-        for stem in figures:
-            f.write(f"![{stem}]({stem}.png)\n\n")
-        f.write("Solid lines: sums in the working format; dashed: float32 sums (float16 and "
-                "bfloat16 only). Dotted black: the Blanchard-Higham-Higham bound (log1p form), "
-                "median over the rows of bound / loss. Vertical lines: the scale where the "
-                "median row's largest logit (and, where it differs, its log-sum-exp) reaches "
-                "the format's overflow logit. Errors below u/100, including exact results, are "
-                "drawn at u/100; the lower strip of each panel is the fraction of rows whose "
-                "loss is non-finite.\n\n")
-        f.write(f"{cap}\n")
-    for n, link in notes_links(notes, figures):
-        findings.append({"text": n, "link": link, "label": "figure" if link.endswith(".png")
-                         else "table"})
-    return findings
+    t2 = rep.table(error_pivot(at, "scale", want, lambda v: f"s = {v:g}"),
+                   f"Median relative error of the per-row loss ({dist_t} logits, C = {pick_c}) "
+                   f"at selected logit scales of the grid run; the share of non-finite rows in "
+                   f"brackets, 'all non-finite' where no row is finite.", stem="errors")
+    nt = naive_table(fb, dist_t)
+    t3 = rep.table(nt, f"The unshifted `naive` loss, {dist_t} logits, working-format sums: "
+                   f"where it first fails and where half the rows fail (inf: never on the "
+                   f"grid).", stem="naive") if len(nt) else None
+    _findings(rep, df, fb, t1, t2, t3, figs.get(dist_t))
+    mean = df[df["reduction"] == "mean"]
+    if len(mean):
+        dist0 = "user" if "user" in set(mean["distribution"]) else "normal"
+        if dist0 not in set(mean["distribution"]):
+            dist0 = mean["distribution"].iloc[0]
+        ms = mean[mean["distribution"] == dist0]
+        rep.section("Batch mean (reduction='mean')")
+        fig = plot_error_panels(
+            ms.assign(reduction="none", bhh_bound_rel_median=np.nan), x="scale",
+            row_key="classes", row_values=sorted(ms["classes"].unique()),
+            row_label=lambda c: f"C = {c}", xlabel="logit scale s",
+            ylabel="relative error of the batch mean", bound=False, vlines=_vlines(
+                d[d["distribution"] == dist0]),
+            title=f"Relative error of the batch-mean loss (reduction='mean') against the "
+                  f"logit scale s ({dist0} logits)")
+        rep.figure(fig, "batch_mean", f"Relative error of the batch mean against s, {dist0} "
+                   f"logits.")
+    rep.section("How to read the figures", error_panels_legend(
+        "Vertical lines: the scale where the median row's largest logit (and, where it "
+        "differs, its log-sum-exp) reaches the format's overflow logit."))
+    return rep.write(out_dir)
 
 
-def notes_links(notes, figures):
-    out = []
-    for i, n in enumerate(notes):
-        link = f"{figures[0]}.png" if (i == 0 and figures) else "summary.md"
-        out.append((n, link))
-    return out
-
-
-def _notes(df, fb, pick_c) -> list[str]:
-    """Findings as sentences whose numbers come from the results."""
-    notes = []
+def _findings(rep, df, fb, t1, t2, t3, fig) -> None:
+    """Short findings whose numbers come from the results, each linked to its table."""
     d = df[df["reduction"] == "none"]
     dists = list(d["distribution"].unique())
     dist = "user" if "user" in dists else ("normal" if "normal" in dists else dists[0])
     f = fb[(fb["distribution"] == dist) & (fb["accumulator"] != "float32")]
-    naive = f[f["method"] == "naive"]
+    naive = f[(f["method"] == "naive") & np.isfinite(f["first_fail_scale"])]
     if len(naive):
-        parts = []
-        for fmt in formats_in(naive):
-            r = naive[naive["format"] == fmt].sort_values("classes")
-            bits = []
-            for row in r.itertuples():
-                if np.isfinite(row.half_fail_scale):
-                    bits.append(f"C = {row.classes}: first failure at s = "
-                                f"{row.first_fail_scale:.3g}, half the rows from s = "
-                                f"{row.half_fail_scale:.3g} (median log-sum-exp there "
-                                f"{row.lse_half:.3g}, median loss {row.loss_half:.3g})")
-                elif np.isfinite(row.first_fail_scale):
-                    bits.append(f"C = {row.classes}: first failure at s = "
-                                f"{row.first_fail_scale:.3g}")
-                else:
-                    bits.append(f"C = {row.classes}: no failure")
-            parts.append(f"{fmt} " + "; ".join(bits))
-        limits = ", ".join(f"{f} {FORMATS[f].overflow_logit:.4g} and {-np.log(FORMATS[f].min_subnormal):.4g}"
-                           for f in formats_in(naive))
-        notes.append(f"The unshifted `naive` loss returns inf or NaN for rows the format can "
-                     f"represent ({dist} logits): in " + ". In ".join(parts) + ". It fails "
-                     f"in two ways: the sum of exponentials overflows once a row's log-sum-exp "
-                     f"passes the overflow logit, and the target probability underflows to 0 "
-                     f"once the loss passes -log of the smallest subnormal (overflow logit and "
-                     f"that limit: {limits}).")
+        first = [(fmt, naive[naive["format"] == fmt]["first_fail_scale"].min())
+                 for fmt in formats_in(naive)]
+        rep.finding("Unshifted `naive` first returns inf or NaN for a representable row at s = "
+                    + ", ".join(f"{v:.3g} ({fmt})" for fmt, v in first)
+                    + f" ({dist} logits): its sum of exponentials overflows once the "
+                    "log-sum-exp passes the overflow logit.", t3 or t1)
     stable = d[d["method"].isin(["logsumexp", "log1p", "torch"])]
+    c_max = int(d["classes"].max())
+    s_max = float(d["scale"].max())
     if "spurious_nonfinite_frac" in stable:
         bad = stable[stable["spurious_nonfinite_frac"] > 0]
         n_cells = len(stable.drop_duplicates(["distribution", "classes", "scale", "format"]))
         if len(bad) == 0:
-            notes.append(f"`logsumexp`, `log1p` and `torch` never return a non-finite loss for "
-                         f"a row whose inputs, log-sum-exp and loss are finite in the format "
-                         f"({n_cells} cells of distribution x classes x scale x format).")
+            rep.finding(f"`logsumexp`, `log1p` and `torch` never return a non-finite loss for "
+                        f"a representable row in {n_cells} cells (C <= {c_max}, s <= "
+                        f"{s_max:g}); larger C is class_count's question.", t1)
         else:
             worst = bad.sort_values("nonfinite_frac").iloc[-1]
-            notes.append(f"A shifted method returned non-finite losses for representable rows "
-                         f"in {len(bad)} of {len(stable)} cells, e.g. {worst['method']} "
-                         f"({worst['accumulator']}) in {worst['format']} at s = "
-                         f"{worst['scale']:g}, C = {worst['classes']}.")
+            rep.finding(f"A shifted method returns non-finite losses for representable rows in "
+                        f"{len(bad)}/{len(stable)} cells, e.g. {worst['method']} "
+                        f"({worst['accumulator']}) in {worst['format']} at s = "
+                        f"{worst['scale']:g}, C = {worst['classes']}.", t1)
     lp = d[(d["method"].isin(list(bounded_methods()))) & d["bhh_within_frac"].notna()]
     if len(lp):
-        inside = lp["bhh_within_frac"] * lp["count"] * (1 - lp["nonfinite_frac"])
-        total = lp["count"] * (1 - lp["nonfinite_frac"])
-        frac = float(inside.sum() / total.sum()) if total.sum() else np.nan
-        worst = lp.sort_values("bhh_within_frac").iloc[0]
-        text = (f"The Blanchard-Higham-Higham first-order bound holds for {100 * frac:.2f}% of "
-                f"the finite `log1p` and `logsumexp` losses")
-        if worst["bhh_within_frac"] < 1:
-            text += (f"; the lowest share in one cell is {100 * worst['bhh_within_frac']:.0f}% "
-                     f"({worst['method']}, {worst['accumulator']} sum, {worst['format']}, "
-                     f"s = {worst['scale']:g}, C = {worst['classes']})")
-        notes.append(text + ".")
+        total = (lp["count"] * (1 - lp["nonfinite_frac"])).round()
+        inside = int((lp["bhh_within_frac"] * total).round().sum())
+        rep.finding(f"The Blanchard-Higham-Higham first-order bound holds for "
+                    f"{inside}/{int(total.sum())} finite `log1p` and `logsumexp` losses "
+                    f"(C <= {c_max}, s <= {s_max:g}).", fig or t1)
     se = d[(d["method"] == "softmax_eps") & (d["accumulator"] != "float32")
            & (d["nonfinite_frac"] < 1)]
     if len(se):
         parts = []
         for fmt in formats_in(se):
             g = se[se["format"] == fmt]
-            parts.append(f"{fmt} {100 * float((g['rel_err_median'] > 0.1).mean()):.0f}%")
-        notes.append("`softmax_eps` stays finite wherever its inputs are, but eps = 1e-7 "
-                     "distorts every loss it is not negligible against: large losses are capped "
-                     "near -log(eps) = 16.1 and losses below about eps come out as 0 or "
-                     "negative. Its median relative error exceeds 10% in this share of the "
-                     "cells (all distributions, class counts and scales): " + ", ".join(parts)
-                     + ".")
-    return notes
+            parts.append(f"{int((g['rel_err_median'] > 0.1).sum())}/{len(g)} in {fmt}")
+        rep.finding("`softmax_eps` (eps = 1e-7) caps losses near -log(eps) = 16.1; its median "
+                    "relative error exceeds 10% in " + ", ".join(parts) + " cells with a "
+                    "finite row.", t2)

@@ -36,9 +36,11 @@ import numpy as np
 import pandas as pd
 
 from precision_lab.numerics.formats import FORMATS
-from precision_lab.reporting.figures import plt, save_figure
-from precision_lab.reporting.tables import write_latex, write_markdown
+from precision_lab.reporting.document import report_for
+from precision_lab.reporting.figures import plt
 from precision_lab.truth.reference import DEFAULT_BITS, reference_truth
+
+NAME = "reference_speed"
 
 GOAL = 40.0
 
@@ -147,57 +149,59 @@ def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
     table = df.pivot_table(index=["classes", "scale"], columns="format",
                            values="speedup_vs_mpmath", sort=False)[params["formats"]]
     table = table.reset_index()
-    load = f"{df['load_avg_1min_before'].iloc[0]:.2f} before, {df['load_avg_1min_after'].iloc[0]:.2f} after"
-    caption = (f"Speed-up of the certified reference (>= {params['bits']} correct bits, disk "
-               f"cache off) over a plain per-element mpmath loop at the same precision, per "
-               f"format; medians of {params['repeats']} repeats; {int(df['logits'].iloc[0])} "
-               f"logits per cell; seed {config.seed}; 1-minute load average {load}.")
-    notes = [f"Goal: {GOAL:.0f}x. Met in {met} of {len(df)} cells; median speed-up "
-             f"{med:.1f}x (min {df['speedup_vs_mpmath'].min():.1f}x, max "
-             f"{df['speedup_vs_mpmath'].max():.0f}x).", "",
-             "Throughput (logits/s), medians:", "",
-             df[["format", "classes", "scale", "ref_logits_per_s", "mpmath_logits_per_s",
-                 "numpy_logits_per_s", "speedup_vs_mpmath", "numpy_over_ref",
-                 "ref_cold_s"]].to_markdown(index=False, floatfmt=".3g"), "",
-             "The mpmath loop is timed on a sample of `mpmath_sampled_logits` logits per cell "
-             "and evaluates once (no certifying second evaluation), which favours it. The "
-             "reference's first call in a process builds its fixed-point tables "
-             "(`ref_cold_s`); the medians are of warm calls. With few logits per cell (the "
-             "quick profile) a fixed per-call overhead dominates: judge the goal on the full "
-             "profile."]
-    if len(missed):
-        notes += ["", "Missed in: " + "; ".join(
-            f"{r.format} C = {r.classes} scale {r.scale:g} ({r.speedup_vs_mpmath:.1f}x)"
-            for r in missed.itertuples()) + ". There the cost is per-logit multi-limb integer "
-            "arithmetic (float64 logits off the fixed-point grid) and the per-row log, which "
-            "short rows leave little work to amortise."]
-    write_markdown(table, out_dir / "summary.md", title="Speed of the certified reference",
-                   caption=caption, notes="\n".join(notes))
-    write_latex(table, out_dir / "summary.tex", caption=caption, label="tab:reference-speed")
-
+    load = (f"{df['load_avg_1min_before'].iloc[0]:.2f} before, "
+            f"{df['load_avg_1min_after'].iloc[0]:.2f} after")
+    rep = report_for(NAME, __doc__, config, out_dir,
+                     truth=f"Reference: >= {params['bits']} correct bits, disk cache off; "
+                           f"1-minute load average {load}.",
+                     title="Speed of the certified reference")
+    t1 = rep.table(table, f"Speed-up of the certified reference over a plain per-element "
+                   f"mpmath loop at the same precision, per format; medians of "
+                   f"{params['repeats']} repeats; {int(df['logits'].iloc[0])} logits per cell "
+                   f"(machine-dependent: a timing).", stem="speedup", headline=True)
     fig, axes = plt.subplots(1, len(params["formats"]), figsize=(4 * len(params["formats"]), 3.4),
-                             sharey=True, constrained_layout=True)
-    for ax, f in zip(np.atleast_1d(axes), params["formats"]):
+                             sharey=True, constrained_layout=True, squeeze=False)
+    for ax, f in zip(axes[0], params["formats"]):
         for s in params["scales"]:
             d = df[(df["format"] == f) & (df["scale"] == s)]
             ax.plot(d["classes"], d["speedup_vs_mpmath"], marker="o", label=f"scale {s:g}")
-        ax.axhline(GOAL, color="k", linestyle="--", linewidth=1, label=f"goal {GOAL:.0f}x")
+        ax.axhline(GOAL, color="k", linestyle="--", linewidth=1)
+        ax.annotate(f"goal {GOAL:.0f}x", xy=(1.0, GOAL), xycoords=("axes fraction", "data"),
+                    xytext=(-2, 3), textcoords="offset points", ha="right", fontsize=7)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(f)
         ax.set_xlabel("classes C")
         ax.grid(True, which="both", alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("speed-up over plain mpmath")
-    np.atleast_1d(axes)[0].legend(fontsize=8)
+    axes[0, 0].set_ylabel("speed-up over plain mpmath")
+    axes[0, 0].legend(fontsize=8, frameon=False)
     fig.suptitle(f"Certified reference vs plain mpmath loop (>= {params['bits']} bits; seed "
                  f"{config.seed}; load {load})", fontsize=9)
-    save_figure(fig, out_dir, "speedup")
-    plt.close(fig)
-    where = ("met in every cell" if not len(missed) else
-             f"met in {met} of {len(df)} cells; missed for " + ", ".join(sorted(
-                 {f"{r.format} at C = {r.classes}" for r in missed.itertuples()})))
-    return [{"text": f"The certified reference (a vectorised fixed-point engine with a proven "
-                     f"error bound per row; arb ball arithmetic for rare rows) runs a median "
-                     f"{med:.0f}x faster than a plain mpmath loop at the same precision "
-                     f"(>= {params['bits']} bits); the {GOAL:.0f}x goal is {where}.",
-             "link": "speedup.png", "label": "figure"}]
+    f1 = rep.figure(fig, "speedup", "Speed-up over a plain mpmath loop against C, per format "
+                    "and logit scale; the goal labelled.", headline=True)
+    rep.finding(f"The certified reference runs a median {med:.0f}x faster than a plain mpmath "
+                f"loop at the same precision; the {GOAL:.0f}x goal is met in {met}/{len(df)} "
+                f"cells.", f1)
+    rep.section("Throughput", "Medians (logits/s):")
+    rep.table(df[["format", "classes", "scale", "ref_logits_per_s", "mpmath_logits_per_s",
+                  "numpy_logits_per_s", "speedup_vs_mpmath", "numpy_over_ref", "ref_cold_s"]],
+              "Throughput of the reference, the mpmath loop and plain numpy; the reference's "
+              "first (cold) call.", stem="throughput")
+    text = (f"Goal: {GOAL:.0f}x. Met in {met} of {len(df)} cells; median speed-up {med:.1f}x "
+            f"(min {df['speedup_vs_mpmath'].min():.1f}x, max "
+            f"{df['speedup_vs_mpmath'].max():.0f}x). The mpmath loop is timed on a sample of "
+            f"`mpmath_sampled_logits` logits per cell and evaluates once (no certifying second "
+            f"evaluation), which favours it. The reference's first call in a process builds its "
+            f"fixed-point tables (`ref_cold_s`); the medians are of warm calls. With few logits "
+            f"per cell (the quick profile) a fixed per-call overhead dominates: judge the goal "
+            f"on the full profile.")
+    if len(missed):
+        rep.finding("The goal is missed for " + ", ".join(sorted(
+            {f"{r.format} at C = {r.classes}" for r in missed.itertuples()})) + ".", t1)
+        text += (" Missed in: " + "; ".join(
+            f"{r.format} C = {r.classes} scale {r.scale:g} ({r.speedup_vs_mpmath:.1f}x)"
+            for r in missed.itertuples()) + ". There the cost is per-logit multi-limb integer "
+            "arithmetic (float64 logits off the fixed-point grid) and the per-row log, which "
+            "short rows leave little work to amortise.")
+    rep.paragraph(text)
+    return rep.write(out_dir)

@@ -8,7 +8,7 @@ Data: a multilayer perceptron (64 -> 128 -> 128 -> 10, ReLU) trained with torch 
 Adam, lr 1e-2, no weight decay) on scikit-learn's bundled digits data (8x8 images, 10 classes;
 nothing is downloaded), split 70/30 with the seed; the held-out logits (540 rows) at each
 epoch of the profile (precision_lab.trained). Training drives the training loss towards zero
-and the logits up: the largest held-out logit grows from about 0.2 to about 70, passing
+and the logits up: the largest held-out |logit| grows from about 0.2 to about 70, passing
 float16's overflow logit (11.09) early on. With `--logits-file`, the user's logits are
 evaluated as one more stage, `user` (at most `user_rows` rows, a seeded sample), beside the
 digits model's.
@@ -35,18 +35,19 @@ import pandas as pd
 from precision_lab.analysis.cells import stage_arrays
 from precision_lab.data.trained import train_digits
 from precision_lab.numerics.formats import FORMATS, get_format
+from precision_lab.reporting.document import report_for
 from precision_lab.reporting.figures import (
-    caption,
+    error_panels_legend,
     error_pivot,
     formats_in,
     mark_vline,
     plot_error_panels,
-    plt,
-    save_figure,
+    truth_sentence,
 )
-from precision_lab.reporting.tables import write_latex, write_markdown
 
 NAME = "trained_logits"
+
+ACCEPTS_LOGITS_FILE = True  # --logits-file replaces its synthetic logits
 
 PROFILES = {
     "quick": {"epochs": [0, 10, 100], "hidden": 64, "lr": 1e-2, "user_rows": 64},
@@ -105,65 +106,67 @@ def _vlines_for(st):
     return draw
 
 
-def _notes(df) -> list[str]:
+def _rows(n: pd.Series, frac: pd.Series) -> int:
+    return int((n * frac).round().sum())
+
+
+def _findings(rep, df, t1, t3, fig) -> None:
     d = df[df["reduction"] == "none"]
     dig = d[d["distribution"] == "digits_mlp"].sort_values("position")
-    notes = []
     st = dig.drop_duplicates("position")
     if len(st):
         first, last = st.iloc[0], st.iloc[-1]
-        notes.append(f"The digits MLP's largest held-out logit grows from {first['max_abs_logit']:.3g} "
-                     f"({first['stage']}) to {last['max_abs_logit']:.3g} ({last['stage']}), its "
-                     f"held-out accuracy from {100 * first['test_accuracy']:.0f}% to "
-                     f"{100 * last['test_accuracy']:.1f}%, its float32 training loss to "
-                     f"{last['train_loss']:.3g}.")
+        rep.finding(f"The digits MLP's largest held-out |logit| grows from "
+                    f"{first['max_abs_logit']:.3g} ({first['stage']}) to "
+                    f"{last['max_abs_logit']:.3g} ({last['stage']}); held-out accuracy "
+                    f"{100 * first['test_accuracy']:.0f}% to {100 * last['test_accuracy']:.1f}%.",
+                    t3)
     for fmt in ("float16", "bfloat16", "float32"):
-        for red in ("none", "mean"):
-            n = df[(df["distribution"] == "digits_mlp") & (df["method"] == "naive")
-                   & (df["format"] == fmt) & (df["accumulator"] == "working")
-                   & (df["reduction"] == red)].sort_values("position")
-            bad = n[n["nonfinite_frac"] > 0]
-            if red == "none":
-                if len(bad):
-                    b = bad.iloc[0]
-                    txt = (f"In {fmt}, the unshifted `naive` loss first returns inf or NaN at "
-                           f"{b['stage']} (largest logit {b['max_abs_logit']:.3g}, overflow "
-                           f"logit {FORMATS[fmt].overflow_logit:.2f}) for "
-                           f"{100 * b['nonfinite_frac']:.0f}% of the rows")
-                    last = n.iloc[-1]
-                    txt += f", {100 * last['nonfinite_frac']:.0f}% by {last['stage']}"
-                else:
-                    txt = f"In {fmt}, the unshifted `naive` loss stays finite at every stage"
-            else:
-                if len(bad):
-                    txt += f"; the batch mean is non-finite from {bad.iloc[0]['stage']} on."
-                else:
-                    txt += "; the batch mean stays finite."
-        notes.append(txt)
+        sel = ((df["distribution"] == "digits_mlp") & (df["method"] == "naive")
+               & (df["format"] == fmt) & (df["accumulator"] == "working"))
+        n = df[sel & (df["reduction"] == "none")].sort_values("position")
+        m = df[sel & (df["reduction"] == "mean")].sort_values("position")
+        bad = n[n["nonfinite_frac"] > 0]
+        if len(bad):
+            b, last = bad.iloc[0], n.iloc[-1]
+            mb = m[m["nonfinite_frac"] > 0]
+            text = (f"In {fmt}, unshifted `naive` first returns inf or NaN at {b['stage']} "
+                    f"(largest |logit| {b['max_abs_logit']:.3g}) for "
+                    f"{round(b['count'] * b['nonfinite_frac'])}/{int(b['count'])} rows")
+            if last["position"] != b["position"]:
+                text += (f", {round(last['count'] * last['nonfinite_frac'])}/"
+                         f"{int(last['count'])} at {last['stage']}")
+            rep.finding(text + (f"; the batch mean from {mb.iloc[0]['stage']}." if len(mb)
+                                else "; the batch mean stays finite."), t1)
+        elif len(n):
+            rep.finding(f"In {fmt}, unshifted `naive` stays finite at every stage (largest "
+                        f"|logit| up to {n['max_abs_logit'].max():.3g}, overflow logit "
+                        f"{FORMATS[fmt].overflow_logit:.2f}).", t1)
     for fmt in ("float16", "bfloat16"):
         w = dig[(dig["method"] == "logsumexp") & (dig["format"] == fmt)
                 & (dig["accumulator"] == "working")].sort_values("position")
         if len(w):
             first, last = w.iloc[0], w.iloc[-1]
-            f = FORMATS[fmt]
-            notes.append(f"`logsumexp` in {fmt} returns a finite loss for "
-                         f"{100 * (1 - (w['nonfinite_frac'] * w['count']).sum() / w['count'].sum()):.0f}% "
-                         f"of the rows over all stages; its median relative error goes from "
-                         f"{first['rel_err_median']:.2g} ({first['stage']}) to "
-                         f"{last['rel_err_median']:.2g} ({last['stage']}), where the median "
-                         f"row's true loss is {last['loss_median']:.2g}: against logits of "
-                         f"about {last['max_logit_median']:.3g}, a loss below u times the "
-                         f"logit (u = {f.unit_roundoff:.2g}), or below the smallest "
-                         f"subnormal ({f.min_subnormal:.2g}), cannot be resolved by "
-                         f"`lse - x_t`.")
-    return notes
+            total = int(w["count"].sum())
+            finite = total - _rows(w["count"], w["nonfinite_frac"])
+            rep.finding(f"`logsumexp` in {fmt}: {finite}/{total} rows finite over all stages; "
+                        f"median relative error {first['rel_err_median']:.2g} "
+                        f"({first['stage']}) to {last['rel_err_median']:.2g} ({last['stage']}), "
+                        f"where the median true loss is {last['loss_median']:.2g}.", fig)
 
 
 def report(df, config, params, out_dir) -> list[dict]:
     fmts = formats_in(df)
-    cap = caption(fmts, config.seed)
+    rep = report_for(NAME, __doc__, config, out_dir, truth=truth_sentence(fmts))
     pos, labels, st = _stage_axis(df)
-    figs = []
+    d = df[df["reduction"] == "none"]
+    stages = list(st["position"])
+    name = dict(zip(st["position"], st["stage"]))
+    t1 = rep.table(error_pivot(d, "position", stages, lambda p: name[p]),
+                   "Median relative error of the per-row cross-entropy loss on the held-out "
+                   "logits of a digits MLP at each training stage of the profile; non-finite "
+                   "rows counted in brackets.", stem="errors", headline=True)
+    figs = {}
     for red, stem, ylabel, title in (
             ("none", "stages", "median relative error",
              "Median relative error of the per-row loss on a digits MLP's held-out logits, "
@@ -183,47 +186,22 @@ def report(df, config, params, out_dir) -> list[dict]:
             if ax.get_xlabel() or ax.get_subplotspec() is not None:
                 ax.set_xticks(pos)
                 ax.set_xticklabels(labels, fontsize=7)
-        for ax in fig.axes[: len(fmts)]:
-            ax.tick_params(labelbottom=False)
-        save_figure(fig, out_dir, stem)
-        plt.close(fig)
-        figs.append(stem)
-
-    d = df[df["reduction"] == "none"]
-    stages = list(st["position"])
-    name = dict(zip(st["position"], st["stage"]))
-    table = error_pivot(d, "position", stages, lambda p: name[p])
+        if red == "mean":
+            rep.section("Batch mean (reduction='mean')")
+        figs[stem] = rep.figure(fig, stem, f"{ylabel.capitalize()} at each training stage, one "
+                                f"panel per format.", headline=(red == "none"))
     mean = df[df["reduction"] == "mean"]
-    mtable = error_pivot(mean.assign(reduction="none"), "position", stages, lambda p: name[p])
+    rep.table(error_pivot(mean.assign(reduction="none"), "position", stages,
+                          lambda p: name[p]),
+              "Relative error of the batch-mean loss (reduction='mean') on the same logits.",
+              stem="batch_mean")
     info = st[["stage", "max_abs_logit", "test_accuracy", "train_loss"]].rename(columns={
         "max_abs_logit": "largest |logit|", "test_accuracy": "held-out accuracy",
         "train_loss": "training loss (float32)"})
-    notes = _notes(df)
-    tcap = (f"Median relative error of the per-row cross-entropy loss on the held-out logits of "
-            f"a digits MLP at each training stage (a percentage in brackets where some rows "
-            f"are non-finite). {cap}")
-    md = out_dir / "summary.md"
-    write_markdown(table, md, title="Trained logits: each method on a real model's logits "
-                   "through training", caption=tcap)
-    write_latex(table, out_dir / "summary.tex", caption=tcap, label="tab:trained-logits")
-    mcap = (f"Relative error of the batch-mean loss (reduction='mean') on the same logits. "
-            f"{cap}")
-    write_latex(mtable, out_dir / "batch_mean.tex", caption=mcap, label="tab:trained-mean")
-    with open(md, "a", encoding="utf-8") as f:
-        f.write("\n## Batch mean (reduction='mean')\n\n" + mcap + " LaTeX: `batch_mean.tex`.\n\n")
-        f.write(mtable.to_markdown(index=False) + "\n")
-        f.write("\n## Training stages\n\n" + info.to_markdown(index=False, floatfmt=".4g")
-                + "\n")
-        f.write("\n## Findings\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
-        f.write("\n## Figures\n\n")
-        for stem in figs:
-            f.write(f"![{stem}]({stem}.png)\n\n")
-        f.write("Solid lines: sums in the working format; dashed: float32 sums (float16 and "
-                "bfloat16 only). Dotted black: the Blanchard-Higham-Higham bound (log1p form), "
-                "median over rows of bound / loss. Vertical line: where the largest logit "
-                "passes the format's overflow logit. Errors below u/100 (including exact "
-                "results) are drawn at u/100; the strip beneath is the fraction of non-finite "
-                "rows.\n\n")
-        f.write(f"{cap}\n")
-    return [{"text": n, "link": "stages.png" if i == 1 else "summary.md",
-             "label": "figure" if i == 1 else "table"} for i, n in enumerate(notes)]
+    rep.section("Training stages")
+    t3 = rep.table(info, "The training stages: largest held-out |logit|, held-out accuracy, "
+                   "and the float32 training loss of the model at that epoch.", stem="stages")
+    _findings(rep, df, t1, t3, figs["stages"])
+    rep.section("How to read the figures", error_panels_legend(
+        "Vertical line: where the largest |logit| passes the format's overflow logit."))
+    return rep.write(out_dir)

@@ -75,10 +75,12 @@ def accumulator_format(fmt, accumulator: str) -> Format:
 
 def accumulators_for(fmt, requested=ACCUMULATORS) -> list[str]:
     """The requested accumulators that differ in `fmt`: "working" always, "float32" only for
-    formats narrower than float32 (elsewhere it would be the working format again)."""
+    formats narrower than float32 (elsewhere it would be the working format again, and a request
+    for float32 alone runs as "working")."""
     fmt = get_format(fmt)
-    return [a for a in check_accumulators(requested)
-            if a == WORKING or accumulator_format(fmt, a) is not fmt]
+    requested = check_accumulators(requested)
+    out = [a for a in requested if a == WORKING or accumulator_format(fmt, a) is not fmt]
+    return out or ([WORKING] if requested else [])  # float32 in float32 is the working one
 
 
 class Arithmetic:

@@ -6,6 +6,12 @@ returns the per-row losses (float64 carrying `fmt` values). Every operation goes
 `Arithmetic` (precision_lab.numerics.arithmetic): evaluated in float64 and rounded once to
 `fmt`, sums sequential in the accumulator. The maximum is exact in any format.
 
+Non-finite logits follow the policy of `validate_batch` (torch's) by their own arithmetic,
+never by a special case: every shifted method meets inf - inf on a row with a +inf logit and
+returns nan, as the truth does. `naive`, unshifted, never subtracts: where the +inf is not the
+target it returns exp(x_t) / inf = 0, so -log 0 = +inf, an outcome of its formula that is
+counted as such (a +inf against a nan truth).
+
 Adding a method is one function and one `@register(...)`: the record carries its formula and
 summary, whether it shifts by the maximum, which Blanchard-Higham-Higham bound applies, how its
 batch mean is formed, its family (which sets its figure colour), and the accumulators it runs
@@ -34,6 +40,8 @@ __all__ = ["Method", "METHODS", "FAMILIES", "ACCUMULATORS", "register", "get_met
            "Arithmetic", "batch_mean", "stable_methods", "bounded_methods"]
 
 # Method families: the colour family of every figure, and what "shifted" means in findings.
+# Colours (on the records): the Okabe-Ito colour-blind-safe palette, one colour per family:
+# unshifted #D55E00, softmax #E69F00, shifted #0072B2, library #009E73.
 FAMILIES = ("unshifted", "softmax", "shifted", "library")
 
 
@@ -190,7 +198,7 @@ def _shifted_exp(ar: Arithmetic, x):
 
 @register("naive", "-log(exp(x_t) / sum_i exp(x_i))",
           "softmax without a shift, then -log p_t; exp overflows past log(max_finite)",
-          family="unshifted", shifted=False, color="#d62728")
+          family="unshifted", shifted=False, color="#D55E00")
 def naive(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
     e = ar.exp(x)
@@ -208,7 +216,7 @@ SOFTMAX_EPS = 1e-7
 
 @register("softmax_eps", "-log(p_t + eps), p = softmax(x - max x), eps = 1e-7",
           "the blog post's code: shifted softmax, eps (rounded to the format) caps the loss",
-          family="softmax", shifted=True, color="#ff7f0e")
+          family="softmax", shifted=True, color="#E69F00")
 def softmax_eps(x, targets, fmt, accumulator, eps: float = SOFTMAX_EPS):
     ar = Arithmetic(fmt, accumulator)
     p = _softmax_target(ar, x, targets)
@@ -217,7 +225,7 @@ def softmax_eps(x, targets, fmt, accumulator, eps: float = SOFTMAX_EPS):
 
 @register("softmax_log", "-log(p_t), p = softmax(x - max x)",
           "shifted softmax without eps: p_t underflows to 0 and the loss to inf",
-          family="softmax", shifted=True, color="#8c564b")
+          family="softmax", shifted=True, color="#E69F00")
 def softmax_log(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
     return -ar.log(_softmax_target(ar, x, targets))
@@ -225,7 +233,7 @@ def softmax_log(x, targets, fmt, accumulator):
 
 @register("logsumexp", "(a + log sum_i exp(x_i - a)) - x_t, a = max x",
           "the stable formula: shifted log-sum-exp minus the target logit",
-          family="shifted", shifted=True, color="#1f77b4", bound="shifted")
+          family="shifted", shifted=True, color="#0072B2", bound="shifted")
 def logsumexp(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
     a, e = _shifted_exp(ar, x)
@@ -235,20 +243,23 @@ def logsumexp(x, targets, fmt, accumulator):
 
 @register("log1p", "(a + log1p(sum_{i != k} exp(x_i - a))) - x_t, a = x_k = max x",
           "Blanchard, Higham & Higham (2021): the argmax term's exact 1 moved into log1p",
-          family="shifted", shifted=True, color="#2ca02c", bound="log1p")
+          family="shifted", shifted=True, color="#0072B2", bound="log1p")
 def log1p(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
     a, e = _shifted_exp(ar, x)
     k = np.argmax(x, axis=1)
     e = e.copy()
-    e[np.arange(len(k)), k] = 0.0  # the argmax term, exp(0) = 1, leaves the sum
+    rows = np.arange(len(k))
+    # the argmax term, exp(0) = 1, leaves the sum; where a = +inf it is exp(inf - inf) = nan
+    # and stays (the formula's 1 holds only for a finite maximum): nan, as every shifted method
+    e[rows, k] = np.where(np.isfinite(a), 0.0, e[rows, k])
     lse = ar.add(a, ar.log1p(ar.sum(e)))
     return ar.sub(lse, _pick(x, targets))
 
 
 @register("log_softmax", "-((x_t - a) - log sum_i exp(x_i - a)), a = max x",
           "ATen's order of operations: log-softmax of the target, negated",
-          family="shifted", shifted=True, color="#17becf")
+          family="shifted", shifted=True, color="#0072B2")
 def log_softmax(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
     a, e = _shifted_exp(ar, x)
@@ -262,7 +273,7 @@ ONLINE_BLOCK = 256
           "s_b = sum exp(x - m_b); running (m, s) <- (M, s exp(m - M) + s_b exp(m_b - M))",
           "one pass over the classes, as fused cross-entropy kernels do (Milakov & "
           "Gimelshein 2018), then m + log s - x_t",
-          family="shifted", shifted=True, color="#e377c2")
+          family="shifted", shifted=True, color="#0072B2")
 def online(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
     return ar.sub(online_lse(ar, x), _pick(x, targets))
@@ -293,7 +304,7 @@ def _online_ms(ar: Arithmetic, x):
 @register("torch", "torch.nn.functional.cross_entropy(x, t, reduction='none')",
           "PyTorch on the CPU in the format's torch dtype; its own reduction (exp and sum in float32 "
           "lanes, the sum rounded to the format, for 16-bit formats)",
-          family="library", shifted=True, color="#9467bd", own_reduction=True,
+          family="library", shifted=True, color="#009E73", own_reduction=True,
           mean_fn=lambda x, t, fmt: _torch_ce(x, t, fmt, "mean"))
 def torch_ce(x, targets, fmt, accumulator=None):
     return _torch_ce(x, targets, fmt, "none")

@@ -21,7 +21,8 @@ import pandas as pd
 
 from .formats import Format, get_format
 
-__all__ = ["errors", "round_truth", "ordinal", "OUTCOMES", "NONFINITE", "aggregate"]
+__all__ = ["errors", "round_truth", "ordinal", "OUTCOMES", "NONFINITE", "aggregate",
+           "ulps_at_max1"]
 
 OUTCOMES = ("finite", "zero", "+inf", "-inf", "nan")
 NONFINITE = ("+inf", "-inf", "nan")
@@ -53,6 +54,24 @@ def round_truth(hi, lo, fmt: Format) -> np.ndarray:
         midpoint = (r != hi) & (up != down) & np.isfinite(hi)
     nudged = fmt.round(np.nextafter(hi, np.where(lo > 0, np.inf, -np.inf)))
     return np.where(midpoint & (lo != 0), nudged, r)
+
+
+def ulps_at_max1(computed, hi, fmt, lo=0.0, abs_err=None) -> np.ndarray:
+    """|computed - truth| in ULPs of `fmt` at max(|truth|, 1), truth = hi + lo (the error
+    `precision-lab check` thresholds): an infinite result equal to the truth rounded to `fmt`
+    (a true loss past the format's range) counts 0, a NaN or any other non-finite result inf.
+    `abs_err`, when given, is |computed - truth| already formed (e.g. `errors`' column)."""
+    fmt = get_format(fmt)
+    c = np.asarray(computed, dtype=np.float64)
+    hi = np.asarray(hi, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = (np.abs((c - hi) - np.asarray(lo, dtype=np.float64)) if abs_err is None
+                else np.asarray(abs_err, dtype=np.float64))
+        rt = fmt.round(hi)  # a true loss past the format's range rounds to inf
+        diff = np.where(np.isinf(c) & (c == rt), 0.0, diff)
+        diff = np.where(~np.isfinite(c) & np.isfinite(rt), np.inf, diff)
+        unit = fmt.ulp(np.maximum(np.abs(hi), 1.0))
+        return np.where(np.isnan(diff), np.inf, diff / unit)
 
 
 def _truth_ulp(hi, lo, fmt: Format) -> np.ndarray:

@@ -28,9 +28,11 @@ from ..truth.reference import DEFAULT_BITS  # noqa: E402
 __all__ = ["FORMAT_ORDER", "method_color", "variant_style", "variant_label",
            "variants_in", "formats_in", "format_title", "mark_unit_roundoff", "mark_vline",
            "floored", "legend_handles", "figure_legend", "caption", "plot_error_panels",
-           "nonfinite_cmap", "error_cmap", "BOUND_STYLE", "plt", "crossing", "error_text",
-           "with_variant", "order_table", "error_pivot", "panel_grid", "legend_rows",
-           "light_log_axis", "heatmap_grid", "heatmap_columns", "save_figure"]
+           "nonfinite_cmap", "error_cmap", "BOUND_STYLE", "method_style", "FAMILY_GROUPS",
+           "GROUP_LABEL", "plt",
+           "crossing", "error_text", "with_variant", "order_table", "error_pivot", "panel_grid",
+           "legend_rows", "light_log_axis", "machine_marked", "heatmap_grid", "heatmap_columns",
+           "save_figure", "truth_sentence", "error_panels_legend"]
 
 FORMAT_ORDER = tuple(FORMATS)  # float16, bfloat16, float32, float64
 
@@ -94,10 +96,10 @@ def mark_unit_roundoff(ax, fmt: str, label: bool = True) -> None:
     """A horizontal line at the format's unit roundoff u on a relative-error axis."""
     u = get_format(fmt).unit_roundoff
     ax.axhline(u, **MARK_STYLE, linestyle="--", zorder=1)
-    if label:
-        ax.annotate(f"u = {u:.2g}", xy=(1.0, u), xycoords=("axes fraction", "data"),
-                    xytext=(-3, 2), textcoords="offset points", ha="right", va="bottom",
-                    fontsize=7, color="0.35")
+    if label:  # outside the panel, at the line's height, off the data
+        ax.annotate("u", xy=(1.0, u), xycoords=("axes fraction", "data"),
+                    xytext=(2, 0), textcoords="offset points", ha="left", va="center",
+                    fontsize=7, color="0.35", annotation_clip=False)
 
 
 def mark_vline(ax, x: float, text: str | None, y: float = 0.97, side: str = "right",
@@ -111,7 +113,9 @@ def mark_vline(ax, x: float, text: str | None, y: float = 0.97, side: str = "rig
         ax.annotate(text, xy=(x, y), xycoords=("data", "axes fraction"),
                     xytext=(2 if side == "right" else -2, 0), textcoords="offset points",
                     rotation=90, ha="left" if side == "right" else "right", va="top",
-                    fontsize=7, color="0.35")
+                    fontsize=6, color="0.3",
+                    bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "alpha": 0.8,
+                          "linewidth": 0})
 
 
 CEILING = 1e10  # relative errors beyond this are drawn at it (the panel's top)
@@ -190,14 +194,31 @@ def panel_grid(nrows: int, ncols: int, panel_w: float, heights, top: float = 0.7
     return fig, axes
 
 
+def truth_sentence(formats, bits: int = 100) -> str:
+    """What every table is measured against, and in which formats."""
+    bits = bits or DEFAULT_BITS
+    return (f"Formats: {', '.join(formats)}. Ground truth: certified (proven error bound, "
+            f"cross-checked against mpmath) loss of the inputs as rounded into each format, at "
+            f"least {bits} correct bits per loss.")
+
+
 def caption(formats, seed, bits: int = 100, extra: str = "") -> str:
     """The standard caption: formats, seed and ground-truth precision."""
-    bits = bits or DEFAULT_BITS
-    text = (f"Formats: {', '.join(formats)}. Seed {seed}. Ground truth: certified "
-            f"(proven error bound, cross-checked against mpmath) loss of the inputs as rounded "
-            f"into each format, at least {bits} correct "
-            f"bits per loss.")
+    text = truth_sentence(formats, bits)
+    text = text.replace(". Ground truth", f". Seed {seed}. Ground truth", 1)
     return f"{text} {extra}".strip()
+
+
+def error_panels_legend(markers: str) -> str:
+    """How to read a `plot_error_panels` figure; `markers` describes its vertical lines."""
+    return ("Columns: formats, float16 and bfloat16 also with float32 sums (torch, with its own "
+            "accumulator, in the plain column). Panels: the unshifted and softmax families "
+            "above, the shifted and library families below; one colour per family, line "
+            "styles tell its methods apart. Dotted black: the Blanchard-Higham-Higham bound "
+            "(log1p form), median over the rows of bound / loss; 'u': the format's unit "
+            f"roundoff. {markers} Errors below u/100, including "
+            "exact results, are drawn at u/100; the strip under each panel is the fraction of "
+            "rows whose loss is non-finite, grey where the format cannot represent the row.")
 
 
 def nonfinite_cmap():
@@ -209,79 +230,141 @@ def error_cmap():
     return plt.get_cmap("viridis").with_extremes(bad="black")
 
 
+# Small multiples: each panel shows one group of method families (at most about six series),
+# columns are formats and, for float16 and bfloat16, their float32-sum variant.
+FAMILY_GROUPS = (("unshifted", "softmax"), ("shifted", "library"))
+GROUP_LABEL = {FAMILY_GROUPS[0]: "unshifted & softmax", FAMILY_GROUPS[1]: "shifted & library"}
+_STYLES = ({"linestyle": "-", "marker": "o"}, {"linestyle": "--", "marker": "s"},
+           {"linestyle": ":", "marker": "^"}, {"linestyle": "-.", "marker": "D"})
+
+
+def method_style(method: str, markers: bool = True) -> dict:
+    """The method's family colour (its record's) and a line style and marker that tell the
+    methods of one family apart (registry order within the family)."""
+    rec = METHODS.get(method)
+    same = [m for m in METHODS.values() if rec is not None and m.family == rec.family]
+    i = [m.name for m in same].index(method) if rec is not None else 0
+    style = {"color": method_color(method), "linewidth": 1.4, "markersize": 3.2,
+             **_STYLES[i % len(_STYLES)]}
+    if not markers:
+        style["marker"] = None
+    return style
+
+
+def _group_of(method: str) -> int:
+    rec = METHODS.get(method)
+    fam = rec.family if rec is not None else "library"
+    return next((i for i, g in enumerate(FAMILY_GROUPS) if fam in g), len(FAMILY_GROUPS) - 1)
+
+
 def plot_error_panels(df: pd.DataFrame, x: str, row_key: str, row_values, row_label,
                       metric: str = "rel_err_median", xlog: bool = True, xlabel: str = "",
                       ylabel: str = "median relative error", bound: bool = True,
                       vlines=None, title: str | None = None):
-    """A grid of panels: columns are formats; for each value of `row_key`, one row of error
-    panels (`metric` against `x`, one line per method and accumulator, the BHH bound dotted)
-    and beneath it a short row with the fraction of non-finite results, so a method that
-    overflows shows as a gap above and a rise to 1 below, never as a missing line.
+    """Small multiples of `metric` against `x`: one column per format and accumulator (float16
+    and bfloat16 also with float32 sums; torch's own accumulator in the plain column), and for
+    each value of `row_key` one error panel per group of method families (FAMILY_GROUPS: at most
+    five methods each, in their family's colour, told apart by line style), each above a short
+    strip with the fraction of non-finite results, so a method that overflows shows as a gap
+    above and a rise to 1 below, never as a missing line. The BHH bound is dotted black in the
+    shifted panels; u and the markers are labelled outside the data.
 
-    `vlines(ax, fmt, row_value, sub)` draws markers (sub is a DataFrame of that panel).
-    Exact results (error 0) are drawn at the floor u / 100 of each format.
+    `vlines(ax, fmt, row_value, sub)` draws markers (sub is a DataFrame of that panel, None on
+    the strips). Exact results (error 0) are drawn at the floor u / 100 of each format.
     Returns the figure.
     """
     df = df[df["reduction"] == "none"]
-    fmts = formats_in(df)
-    pairs = variants_in(df)
+    cols = heatmap_columns(df)
+    methods = [m for m, _ in variants_in(df)]
+    methods = list(dict.fromkeys(methods))
+    groups = [g for g in range(len(FAMILY_GROUPS)) if any(_group_of(m) == g for m in methods)]
     row_values = list(row_values)
-    nrows = 2 * len(row_values)
-    n_leg = len(pairs) + int(bound) + int("representable_frac" in df)
-    fig, axes = panel_grid(nrows, len(fmts), 3.6, [2.4, 0.7] * len(row_values),
-                           top=0.75 if title else 0.4,
-                           bottom=0.55 + 0.2 * legend_rows(n_leg), hspace=0.15)
+    heights = [2.0, 0.55] * (len(groups) * len(row_values))
+    n_leg = len(methods) + int(bound) + int("representable_frac" in df)
+    fig, axes = panel_grid(len(heights), len(cols), 2.55, heights,
+                           top=0.95 if title else 0.6,
+                           bottom=0.55 + 0.2 * legend_rows(n_leg, 5), hspace=0.18,
+                           wspace=0.28)
+    xs = df[x].to_numpy(dtype=np.float64)
+    xs = xs[np.isfinite(xs)]
     for r, rv in enumerate(row_values):
-        for c, fmt in enumerate(fmts):
-            ax, axn = axes[2 * r, c], axes[2 * r + 1, c]
-            sub = df[(df[row_key] == rv) & (df["format"] == fmt)]
-            u = get_format(fmt).unit_roundoff
-            floor = u / 100
-            top = floor
-            for m, a in pairs:
-                g = sub[(sub["method"] == m) & (sub["accumulator"] == a)].sort_values(x)
-                if g.empty:
-                    continue
-                y = floored(g[metric], floor)
-                if np.isfinite(y).any():
-                    top = max(top, np.nanmax(y))
-                ax.plot(g[x], y, label=variant_label(m, a), **variant_style(m, a, markers=False))
-                axn.plot(g[x], g["nonfinite_frac"], **variant_style(m, a, markers=False))
-            if "representable_frac" in sub and sub["representable_frac"].notna().any():
-                g = sub.dropna(subset=["representable_frac"]).drop_duplicates(x).sort_values(x)
-                axn.fill_between(g[x], 0, 1 - g["representable_frac"], **LIMIT_STYLE)
-            if bound and "bhh_bound_rel_median" in sub:
-                g = sub[(sub["method"] == "log1p") & (sub["accumulator"] == "working")]
-                g = g.sort_values(x)
-                if g["bhh_bound_rel_median"].notna().any():
-                    yb = floored(g["bhh_bound_rel_median"], floor)
-                    ax.plot(g[x], yb, **BOUND_STYLE)
-                    if np.isfinite(yb).any():
-                        top = max(top, min(np.nanmax(yb), 10.0))
-            mark_unit_roundoff(ax, fmt, label=(r == 0))
-            ax.set_yscale("log")
-            light_log_axis(ax.yaxis)
-            ax.set_ylim(floor / 2, min(max(top * 3, u * 10), CEILING * 3))
-            axn.set_ylim(-0.05, 1.05)
-            axn.set_yticks([0, 1])
-            if xlog:
-                ax.set_xscale("log")
-                light_log_axis(ax.xaxis)
-            if vlines is not None:
-                vlines(ax, fmt, rv, sub)
-                vlines(axn, fmt, rv, None)
-            if r == 0:
-                ax.set_title(format_title(fmt), fontsize=9)
-            if c == 0:
-                ax.set_ylabel(f"{row_label(rv)}\n{ylabel}", fontsize=8)
-                axn.set_ylabel("non-finite\nfraction", fontsize=7)
-            ax.grid(True, which="major", alpha=0.3)
-            axn.grid(True, alpha=0.3)
-            ax.tick_params(labelsize=7)
-            axn.tick_params(labelsize=7)
-    for c in range(len(fmts)):
+        for gi, g in enumerate(groups):
+            row = 2 * (r * len(groups) + gi)
+            for c, (fmt, acc) in enumerate(cols):
+                ax, axn = axes[row, c], axes[row + 1, c]
+                sub = df[(df[row_key] == rv) & (df["format"] == fmt)]
+                accs = [acc] if acc == "float32" else [acc, OWN]
+                panel = sub[sub["accumulator"].isin(accs)]
+                u = get_format(fmt).unit_roundoff
+                floor = u / 100
+                top = floor
+                for m in methods:
+                    if _group_of(m) != g:
+                        continue
+                    gm = panel[panel["method"] == m].sort_values(x)
+                    if gm.empty:
+                        continue
+                    y = floored(gm[metric], floor)
+                    if np.isfinite(y).any():
+                        top = max(top, np.nanmax(y))
+                    ax.plot(gm[x], y, label=m, **method_style(m, markers=len(gm) <= 12))
+                    axn.plot(gm[x], gm["nonfinite_frac"], **method_style(m, markers=False))
+                if "representable_frac" in sub and sub["representable_frac"].notna().any():
+                    gr = sub.dropna(subset=["representable_frac"]).drop_duplicates(x)
+                    gr = gr.sort_values(x)
+                    axn.fill_between(gr[x], 0, 1 - gr["representable_frac"], **LIMIT_STYLE)
+                if bound and "bhh_bound_rel_median" in sub and FAMILY_GROUPS[g] == \
+                        FAMILY_GROUPS[-1]:
+                    gb = sub[(sub["method"] == "log1p") & (sub["accumulator"] == acc)]
+                    gb = gb.sort_values(x)
+                    if gb["bhh_bound_rel_median"].notna().any():
+                        yb = floored(gb["bhh_bound_rel_median"], floor)
+                        ax.plot(gb[x], yb, **BOUND_STYLE)
+                        if np.isfinite(yb).any():
+                            top = max(top, min(np.nanmax(yb), 10.0))
+                mark_unit_roundoff(ax, fmt, label=True)
+                ax.set_yscale("log")
+                light_log_axis(ax.yaxis, max_major=5)
+                ax.set_ylim(floor / 2, min(max(top * 3, u * 10), CEILING * 3))
+                axn.set_ylim(-0.05, 1.05)
+                axn.set_yticks([0, 1])
+                if xlog:
+                    ax.set_xscale("log")
+                    light_log_axis(ax.xaxis)
+                if vlines is not None:
+                    vlines(ax, fmt, rv, sub if (r == 0 and gi == 0) else None)
+                    vlines(axn, fmt, rv, None)
+                if len(xs):  # the x range of the data run (a single value: a small span)
+                    lo, hi = xs.min(), xs.max()
+                    if xlog and lo > 0:
+                        pad = (hi / lo) ** 0.03 if hi > lo else 1.5
+                        ax.set_xlim(lo / pad, hi * pad)
+                    else:
+                        pad = 0.03 * (hi - lo) if hi > lo else max(abs(lo) * 0.05, 0.5)
+                        ax.set_xlim(lo - pad, hi + pad)
+                if row == 0:
+                    ax.set_title(f"{fmt}" + (", float32 sums" if acc == "float32" else "")
+                                 + f"\nu = 2^-{get_format(fmt).precision}, overflow logit "
+                                 f"{get_format(fmt).overflow_logit:.2f}", fontsize=8)
+                if c == 0:
+                    lab = row_label(rv)
+                    ax.set_ylabel((f"{lab}\n" if lab else "") + f"{GROUP_LABEL[FAMILY_GROUPS[g]]}"
+                                  f"\n{ylabel}", fontsize=7)
+                    axn.set_ylabel("non-finite\nfraction", fontsize=6)
+                ax.grid(True, which="major", alpha=0.3)
+                axn.grid(True, alpha=0.3)
+                ax.tick_params(labelsize=6)
+                axn.tick_params(labelsize=6)
+    for c in range(len(cols)):
         axes[-1, c].set_xlabel(xlabel, fontsize=8)
-    figure_legend(fig, pairs, bound=bound, ncol=6, limit="representable_frac" in df)
+    handles = [Line2D([], [], label=m, **method_style(m)) for m in methods]
+    if bound:
+        handles.append(Line2D([], [], label="BHH bound (log1p form, median over rows)",
+                              **BOUND_STYLE))
+    if "representable_frac" in df:
+        handles.append(Patch(label="rows the format cannot represent", **LIMIT_STYLE))
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=5,
+               fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=11, y=1 - 0.12 / fig.get_figheight(), va="top")
     return fig
@@ -304,15 +387,25 @@ def crossing(x, v, level: float) -> float:
     return float(np.exp(np.log(x[i - 1]) + f * (np.log(x[i]) - np.log(x[i - 1]))))
 
 
-def error_text(rel_err_median: float, nonfinite_frac: float) -> str:
-    """A table entry: the median relative error over finite rows, the share of non-finite rows
-    in brackets, 'all non-finite' when none is finite."""
+def error_text(rel_err_median: float, nonfinite_frac: float, count: int | None = None) -> str:
+    """A table entry: the median relative error over finite rows, the non-finite rows in
+    brackets (as a count k/n when `count` is given, so 1 of 539 never prints as 0%), 'all
+    non-finite' when none is finite, and a median over fewer than 5 finite rows flagged."""
     if nonfinite_frac >= 1:
         return "all non-finite"
     v = "0" if rel_err_median == 0 else f"{rel_err_median:.2g}"
     if nonfinite_frac > 0:
-        v += f" ({100 * nonfinite_frac:.0f}% non-finite)"
+        if count:
+            bad = int(round(nonfinite_frac * count))
+            v += f" ({bad}/{int(count)} non-finite)"
+            if count - bad < FEW_ROWS:
+                v += " [few rows]"
+        else:
+            v += f" ({100 * nonfinite_frac:.0f}% non-finite)"
     return v
+
+
+FEW_ROWS = 5  # a median over fewer finite rows than this is flagged in tables
 
 
 def with_variant(df: pd.DataFrame) -> pd.DataFrame:
@@ -326,16 +419,30 @@ def order_table(table: pd.DataFrame, fmts, pairs) -> pd.DataFrame:
     order = {variant_label(m, a): i for i, (m, a) in enumerate(pairs)}
     table = table.assign(_f=table["format"].map({f: i for i, f in enumerate(fmts)}),
                          _v=table["variant"].map(order))
-    return table.sort_values(["_f", "_v"], kind="stable").drop(
+    table = table.sort_values(["_f", "_v"], kind="stable").drop(
         columns=["_f", "_v"]).reset_index(drop=True)
+    return table.assign(variant=table["variant"].map(machine_marked))
+
+
+MACHINE_MARK = " [machine-dependent]"
+
+
+def machine_marked(variant: str) -> str:
+    """A table's variant label, marked where the method runs a library's own kernels (its
+    record's family is "library": torch's CPU kernels depend on ATEN_CPU_CAPABILITY)."""
+    m = variant.split(" (")[0]
+    if m in METHODS and METHODS[m].family == "library" and MACHINE_MARK not in variant:
+        return variant + MACHINE_MARK
+    return variant
 
 
 def error_pivot(df: pd.DataFrame, column: str, values, label) -> pd.DataFrame:
     """A table: one row per (format, variant), one column per value of `column` (restricted
     to `values`), entries `error_text` of the per-row losses; columns named label(value)."""
     d = with_variant(df[(df["reduction"] == "none") & df[column].isin(values)])
-    d = d.assign(cell=[error_text(e, n) for e, n in zip(d["rel_err_median"],
-                                                         d["nonfinite_frac"])])
+    counts = d["count"] if "count" in d else [None] * len(d)
+    d = d.assign(cell=[error_text(e, n, c) for e, n, c in zip(d["rel_err_median"],
+                                                               d["nonfinite_frac"], counts)])
     piv = d.pivot_table(index=["format", "variant"], columns=column, values="cell",
                         aggfunc="first", sort=False).reset_index()
     piv = order_table(piv, formats_in(d), variants_in(d))

@@ -7,7 +7,8 @@ import pandas as pd
 
 from ..running.storage import atomic_write
 
-__all__ = ["write_csv", "write_markdown", "write_latex", "format_number"]
+__all__ = ["write_csv", "write_markdown", "write_latex", "format_number", "formatted",
+           "latex_table"]
 
 
 def write_csv(df: pd.DataFrame, path) -> Path:
@@ -32,8 +33,15 @@ def format_number(v) -> str:
     return f"{v:.3g}"
 
 
-def _formatted(df: pd.DataFrame) -> pd.DataFrame:
-    return df.apply(lambda col: col.map(format_number) if col.dtype != object else col)
+def formatted(df: pd.DataFrame, formats: dict | None = None) -> pd.DataFrame:
+    """Numbers formatted (by `formats[column]` where given, else `format_number`), text kept."""
+    formats = formats or {}
+    out = df.copy()
+    for c in out.columns:
+        if c in formats or out[c].dtype != object:
+            f = formats.get(c, format_number)
+            out[c] = out[c].map(lambda v, f=f: v if isinstance(v, str) else f(v))
+    return out
 
 
 def write_markdown(df: pd.DataFrame, path, title: str | None = None,
@@ -43,7 +51,7 @@ def write_markdown(df: pd.DataFrame, path, title: str | None = None,
         parts.append(f"# {title}\n")
     if caption:
         parts.append(f"{caption}\n")
-    parts.append(_formatted(df).to_markdown(index=False) + "\n")
+    parts.append(formatted(df).to_markdown(index=False) + "\n")
     if notes:
         parts.append(f"\n{notes}\n")
     with atomic_write(path) as f:
@@ -58,9 +66,17 @@ def _tex_escape(s: str) -> str:
     return s
 
 
-def write_latex(df: pd.DataFrame, path, caption: str, label: str) -> Path:
+def write_latex(df: pd.DataFrame, path, caption: str, label: str,
+                formats: dict | None = None) -> Path:
     """A booktabs table ready to \\input{} (needs \\usepackage{booktabs})."""
-    body = _formatted(df)
+    with atomic_write(path) as f:
+        f.write(latex_table(df, caption, label, formats))
+    return Path(path)
+
+
+def latex_table(df: pd.DataFrame, caption: str, label: str, formats: dict | None = None) -> str:
+    """The booktabs table environment of `df` as text."""
+    body = formatted(df, formats)
     cols = [_tex_escape(str(c)) for c in body.columns]
     align = "".join("l" if df[c].dtype == object else "r" for c in df.columns)
     lines = [r"\begin{table}[htbp]", r"\centering", r"\small",
@@ -70,6 +86,4 @@ def write_latex(df: pd.DataFrame, path, caption: str, label: str) -> Path:
     for row in body.itertuples(index=False):
         lines.append(" & ".join(_tex_escape(str(v)) for v in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
-    with atomic_write(path) as f:
-        f.write("\n".join(lines))
-    return Path(path)
+    return "\n".join(lines)

@@ -17,7 +17,7 @@ from pathlib import Path
 from .storage import atomic_write
 
 __all__ = ["provenance", "write_metadata", "peak_memory_mib", "code_fingerprint", "PACKAGE_DIR",
-           "NUMERIC_LIBRARIES", "kernels", "library_versions"]
+           "NUMERIC_LIBRARIES", "kernels", "library_versions", "git_commit"]
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 REPO_DIR = PACKAGE_DIR.parent
@@ -73,6 +73,11 @@ def code_fingerprint(fn=None, files=None, salt: bytes = b"") -> str:
     for name, version in library_versions().items():
         h.update(f"{name}={version};".encode())
     return h.hexdigest()[:16]
+
+
+def git_commit() -> str:
+    """HEAD of the checkout precision_lab runs from, "+dirty" if its sources changed."""
+    return _git_commit()
 
 
 def _git_commit() -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import InputError
 
-__all__ = ["atomic_write", "exclusive", "replace_dir", "recover_dir"]
+__all__ = ["atomic_write", "exclusive", "replace_dir", "recover_dir", "check_writable_dir"]
 
 
 def _umask() -> int:
@@ -25,6 +25,28 @@ def _umask() -> int:
 
 
 _MODE = 0o666 & ~_umask()  # what open() would give a new file (mkstemp gives 0600)
+
+
+def check_writable_dir(path, what: str) -> Path:
+    """`path` as a directory this process can write into, created if missing, or InputError
+    naming `what` and why not (a file on the way, a read-only or unwritable place, an empty
+    name). A probe file is created and removed: permission bits alone do not tell (root)."""
+    if str(path).strip() == "":
+        raise InputError(f"{what} is empty; give a directory")
+    p = Path(path)
+    for parent in (p, *p.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{what} {p}: {parent} is a file, not a directory")
+            break
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=p, prefix=".write-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"{what} {p} is not writable: {exc.strerror or exc}") from None
+    return p
 
 
 @contextlib.contextmanager

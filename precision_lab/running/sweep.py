@@ -33,6 +33,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
@@ -93,6 +94,8 @@ def _init_worker():
 
 def _init_pool_worker(parent: int):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # blocked by the parent while it started us
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _die_with_parent(parent)
     _init_worker()
 
@@ -278,7 +281,8 @@ def _run_pool(todo, fn, workers, finish):
     completed = False
     try:
         task = _Task(fn)
-        pending = {pool.submit(task, c): (k, c) for k, c in todo}
+        with _sigint_held():
+            pending = {pool.submit(task, c): (k, c) for k, c in todo}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
@@ -288,15 +292,49 @@ def _run_pool(todo, fn, workers, finish):
         if completed:
             pool.shutdown(wait=True)
         else:  # interrupted or failed: the finished cells are checkpointed; stop the rest now
-            pool.shutdown(wait=False, cancel_futures=True)
-            _terminate(pool)
+            with _sigint_ignored():
+                _terminate(pool)
+
+
+@contextlib.contextmanager
+def _sigint_held():
+    """SIGINT blocked in the main thread while the pool starts its workers (in `submit`): a
+    worker inherits the blocked mask and drops the signal once its initializer ignores
+    SIGINT, so a Ctrl-C while workers start prints no traceback of theirs; the main process
+    gets it, held pending, on leaving. (A Ctrl-C that another thread of this process takes
+    first can still interrupt a worker's start: a known race.)"""
+    if not hasattr(signal, "pthread_sigmask") or \
+            threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)  # a Ctrl-C meanwhile arrives now
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """A second Ctrl-C while the workers are being stopped is ignored, not a traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started and stop the workers now (the processes are taken before
+    `shutdown`, which forgets them; a worker still starting would otherwise be waited for)."""
     if hasattr(pool, "terminate_workers"):  # Python >= 3.14
         pool.terminate_workers()
         return
     procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
     for p in procs:
         with contextlib.suppress(Exception):
             p.terminate()

@@ -228,8 +228,9 @@ def _grid_sums(rows: np.ndarray, d: np.ndarray, n_rows: int, c: int, tab: _Table
 def special_losses(x: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Per row: nan or +inf where the non-finite policy decides the loss, else 0 for "compute".
 
-    Policy (as `reference`): any nan gives nan; a -inf target gives +inf unless the row has
-    nothing but -inf (nan); a +inf logit gives +inf unless it is the target (inf - inf: nan).
+    Policy (as `reference`, and as torch: its shift by the row maximum makes inf - inf): any
+    nan or +inf logit gives nan, wherever the +inf is and however many; otherwise a -inf
+    target gives +inf unless the row has nothing but -inf (nan).
     Returns an array of codes: 0 compute, 1 nan, 2 +inf.
     """
     n = len(t)
@@ -242,9 +243,7 @@ def special_losses(x: np.ndarray, t: np.ndarray) -> np.ndarray:
     code = np.zeros(n, dtype=np.int8)
     tm = xt == -np.inf
     code[tm] = np.where(allninf[tm], 1, 2)
-    pi = ~tm & anypinf
-    code[pi] = np.where(xt[pi] == np.inf, 1, 2)
-    code[anynan] = 1
+    code[anynan | anypinf] = 1
     return code
 
 

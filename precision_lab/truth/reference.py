@@ -22,8 +22,9 @@ a sum of n positive terms whose largest is M, terms below M * 2**-(p + 8) / n ch
 less than 2**-(p + 8) relative (log and log1p of a sum are no worse conditioned than that).
 
 Non-finite inputs: -inf logits are masked classes (exp(-inf) = 0); a -inf target gives +inf,
-an all -inf row gives nan; a +inf logit gives +inf unless it is the target (inf - inf: nan);
-any nan gives nan, as in PyTorch.
+an all -inf row gives nan; any +inf logit gives nan (at the target or elsewhere, once or more,
+with -inf classes or not: torch shifts by the maximum, inf - inf); any nan gives nan; all as
+torch.nn.functional.cross_entropy does.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ import mpmath
 import numpy as np
 from mpmath import mp
 
-from ..data.inputs import validate_batch
+from ..data.inputs import check_bits, validate_batch
 from ..errors import InputError, UncertifiedError
 from .cache import resolve_cache, truth_key
 from .fastref import BALL, FIXED, arb_to_double_double, certified_losses, man_exp_to_double_double
@@ -52,13 +53,11 @@ DEFAULT_MAX_PREC = 1 << 15
 
 def _row_loss(x: np.ndarray, t: int, prec: int):
     """One row at working precision `prec` (float64 values, finite or not)."""
-    if np.isnan(x).any():
+    if np.isnan(x).any() or (x == np.inf).any():
         return mp.nan
     xt = x[t]
     if xt == -np.inf:
-        return mp.inf if np.isfinite(x).any() or (x == np.inf).any() else mp.nan
-    if (x == np.inf).any():
-        return mp.nan if xt == np.inf else mp.inf
+        return mp.inf if np.isfinite(x).any() else mp.nan
     x = x[x != -np.inf]
     a = x.max()
     target_is_max = xt == a
@@ -101,6 +100,18 @@ def _certified(x, t, bits, max_prec, row):
 _check = validate_batch
 
 
+def _check_cap(bits: int, classes: int, max_prec) -> None:
+    """Refuse at once, before any evaluation, a `bits` that the precision cap cannot reach:
+    the first evaluation alone needs bits + 24 + log2(C) bits (either backend)."""
+    if isinstance(max_prec, bool) or not isinstance(max_prec, (int, np.integer)) or max_prec < 1:
+        raise InputError(f"max_prec must be a positive integer, got {max_prec!r}")
+    need = bits + 24 + int(math.log2(max(classes, 2)))
+    if need > max_prec:
+        raise UncertifiedError(f"{bits} bits cannot be certified within the precision cap of "
+                               f"{max_prec} bits (the first evaluation alone needs {need}); "
+                               f"ask for fewer bits or raise max_prec")
+
+
 def _backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
@@ -136,12 +147,14 @@ def reference_loss(logits, targets, bits: int = DEFAULT_BITS,
     `options` (a `LossOptions`): the per-row losses of reduction "none" under those training
     options, certified by `truth.options` (the backend is then always arb).
     """
+    bits = check_bits(bits)
     if options is not None:
         rows = certified_option_losses(logits, targets, options, bits, max_prec).rows
         out = np.empty(len(rows), dtype=object)
         out[:] = rows
         return out
     x, t = _check(logits, targets)
+    _check_cap(bits, x.shape[1], max_prec)
     out = np.empty(len(t), dtype=object)
     if _backend(backend) == "arb":
         res = _arb_losses(x, t, bits, max_prec)
@@ -239,6 +252,7 @@ def reference_truth(logits, targets, bits: int = DEFAULT_BITS, *,
     `options` (a `LossOptions`): per-row losses of reduction "none" and the mean under them
     (`truth.options`; not cached).
     """
+    bits = check_bits(bits)
     if options is not None:
         ot = certified_option_losses(logits, targets, options, bits, max_prec)
         hi, lo = to_double_double(ot.rows)
@@ -246,10 +260,11 @@ def reference_truth(logits, targets, bits: int = DEFAULT_BITS, *,
         mhi, mlo, mexp = _mean_dd(ot.mean)
         return Truth(hi, lo, mhi, mlo, exp, mexp)
     x, t = _check(logits, targets)
+    _check_cap(bits, x.shape[1], max_prec)
     store = resolve_cache(cache)
     key = truth_key(x, t, bits) if store is not None else None
     if store is not None:
-        hit = store.load(key, len(t))
+        hit = store.load(key, len(t), x, t)
         if hit is not None:
             return Truth(hit["hi"], hit["lo"], float(hit["mean_hi"]), float(hit["mean_lo"]),
                          hit["exp"].astype(np.int64), int(hit["mean_exp"]))
