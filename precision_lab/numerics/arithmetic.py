@@ -1,6 +1,14 @@
 """Arithmetic in a format: every elementwise operation evaluated in float64 and rounded once to
 the working format, and sums accumulated sequentially in a chosen accumulator.
 
+exp, log, log1p, expm1 and tanh are correctly rounded into the format (numerics.elementary: the
+same bits on every CPU). `elementary` names the variant: "correct" (the default), "libm"
+(numpy's float64 functions rounded once to the format: within an ulp of float64, and
+machine-dependent, since numpy picks SIMD kernels by CPU), or "mpmath" (the pure-Python
+reference path, slow; for cross-checks). `elementary_variant(name)` sets the default within a
+block. Under stochastic rounding they are the correctly rounded float64 value (or libm's),
+rounded stochastically to the format.
+
 The accumulator is one concept, named `accumulator` everywhere:
   "working": every partial sum rounded to the working format (a float16 sum stalls at 2048 + ...);
   "float32": partial sums rounded to float32, the total then rounded to the working format
@@ -27,9 +35,13 @@ decides ties by it; and sums of formats whose numpy arithmetic is not verified c
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import numpy as np
 
 from ..errors import InputError
+from . import elementary
 from .formats import (
     FORMATS,
     NEAREST,
@@ -42,13 +54,32 @@ from .formats import (
 from .stochastic import keyed_bits, random_bits, round_stochastic, row_keys, uniform53
 
 __all__ = ["Arithmetic", "ACCUMULATORS", "STOCHASTIC_ACCUMULATORS", "WORKING", "FLOAT32", "OWN",
-           "accumulator_format",
-           "accumulators_for", "check_accumulators"]
+           "accumulator_format", "accumulators_for", "check_accumulators", "ELEMENTARY",
+           "elementary_variant"]
 
 WORKING, FLOAT32, OWN = "working", "float32", "internal"
 ACCUMULATORS = (WORKING, FLOAT32)
 SR = "_sr"  # suffix: partial sums rounded stochastically
 STOCHASTIC_ACCUMULATORS = (WORKING + SR, FLOAT32 + SR)
+ELEMENTARY = ("correct", "libm", "mpmath")
+_ELEMENTARY: ContextVar[str] = ContextVar("elementary", default="correct")
+_LIBM = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "expm1": np.expm1, "tanh": np.tanh}
+
+
+def _check_elementary(name: str) -> str:
+    if name not in ELEMENTARY:
+        raise InputError(f"unknown elementary variant {name!r}; valid: {', '.join(ELEMENTARY)}")
+    return name
+
+
+@contextmanager
+def elementary_variant(name: str):
+    """Within the block, `Arithmetic` objects made without `elementary=` use this variant."""
+    token = _ELEMENTARY.set(_check_elementary(name))
+    try:
+        yield
+    finally:
+        _ELEMENTARY.reset(token)
 
 
 def check_accumulators(accumulators) -> tuple[str, ...]:
@@ -100,10 +131,11 @@ def accumulators_for(fmt, requested=ACCUMULATORS) -> list[str]:
 class Arithmetic:
     """Operations rounded to one format, with a chosen accumulator for sums."""
 
-    def __init__(self, fmt: Format, accumulator: str = WORKING):
+    def __init__(self, fmt: Format, accumulator: str = WORKING, elementary: str | None = None):
         self.fmt = fmt
         self.accumulator = accumulator
         self.acc_fmt = accumulator_format(fmt, accumulator)
+        self.elementary = _check_elementary(elementary or _ELEMENTARY.get())
         self.ops = 0  # roundings so far: the stream number of stochastic rounding's bits
 
     def round(self, v, residual=None, fmt: Format | None = None):
@@ -127,21 +159,39 @@ class Arithmetic:
         err = (a - (s - bb)) + (b - bb)
         return s, np.where(np.isfinite(s), err, 0.0)
 
+    def _elementary(self, name: str, v):
+        if self.elementary == "libm":
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+                return self.round(_LIBM[name](v))
+        # stochastic rounding: the correctly rounded float64 value, rounded stochastically
+        target = FORMATS["float64"] if self.fmt.rounding == STOCHASTIC else self.fmt
+        if self.elementary == "correct":
+            out = elementary.compute(name, v, target)[0]
+        else:
+            out = elementary.reference(name, v, target)
+        if target is not self.fmt:
+            return self.round(out)
+        inf = np.isinf(out)
+        if inf.any():  # an overflow (or an infinite result) as the format's rounding treats it
+            with np.errstate(over="ignore"):
+                beyond = np.ldexp(1.0, self.fmt.emax + 1)
+            out = self.round(np.where(inf, np.copysign(beyond, out), out))
+        return out
+
     def exp(self, v):
-        with np.errstate(over="ignore"):
-            return self.round(np.exp(v))
+        return self._elementary("exp", v)
 
     def log(self, v):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return self.round(np.log(v))
+        return self._elementary("log", v)
 
     def expm1(self, v):
-        with np.errstate(over="ignore"):
-            return self.round(np.expm1(v))
+        return self._elementary("expm1", v)
 
     def log1p(self, v):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return self.round(np.log1p(v))
+        return self._elementary("log1p", v)
+
+    def tanh(self, v):
+        return self._elementary("tanh", v)
 
     def add(self, a, b):
         with np.errstate(invalid="ignore", over="ignore"):
@@ -152,11 +202,15 @@ class Arithmetic:
             return self.round(*self._add_exact(a, np.negative(b), self.fmt))
 
     def mul(self, a, b):
-        with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf: nan, as IEEE
-            return self.round(np.multiply(a, b))
-
-    def tanh(self, v):
-        return self.round(np.tanh(v))
+        with np.errstate(invalid="ignore", over="ignore", under="ignore"):  # 0 * inf: nan
+            p = np.multiply(a, b)
+            if self.fmt.precision <= 26 or self.fmt.rounding != NEAREST:
+                return self.round(p)  # a product of two p <= 26 bit values is exact
+            a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+            ah, al = _split(a)
+            bh, bl = _split(b)
+            err = ((ah * bh - p) + ah * bl + al * bh) + al * bl  # Dekker: a b - p exactly
+            return self.round(p, np.where(np.isfinite(err), err, 0.0))
 
     def div(self, a, b):
         with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
