@@ -13,6 +13,7 @@ Layers, bottom to top (a module imports only from layers below it, or its own):
   analysis    evaluate, grid cells, check
   experiments one module per experiment; the runner; the command line
 """
+from .analysis.analyze import Analysis, analyze
 from .analysis.evaluate import evaluate, variants
 from .analysis.evaluate_grad import evaluate_grad, grad_methods
 from .data.inputs import load_logits, validate_batch
@@ -32,6 +33,7 @@ __all__ = [
     "reference_loss", "reference_mean", "to_double_double", "UncertifiedError",
     "reference_grad",
     "errors", "aggregate", "evaluate", "variants", "evaluate_grad", "grad_methods",
+    "analyze", "Analysis",
     "validate_batch", "load_logits", "InputError", "LossOptions",
 ]
 __version__ = "0.1.0"

@@ -9,7 +9,7 @@ import threading
 import warnings
 
 from . import runner
-from .analysis import check_grad
+from .analysis import analyze_report, check_grad
 from .errors import InputError
 from .experiments import available, load_experiment, measured_timings
 from .numerics.formats import FORMATS
@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check", help="check your own cross-entropy implementation")
     check_grad.add_arguments(chk)  # the loss check's arguments plus --grad
     chk.set_defaults(func=check_grad.dispatch)
+    ana = sub.add_parser("analyze", help="analyse every row of your own logits file")
+    analyze_report.add_arguments(ana)
+    ana.set_defaults(func=analyze_report.cli)
     return p
 
 

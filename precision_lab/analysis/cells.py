@@ -23,7 +23,8 @@ from ..running.storage import atomic_write
 from ..running.sweep import cell_key
 from .evaluate import evaluate
 
-__all__ = ["GROUP", "cell_rng", "cell_logits", "evaluate_cell", "stage_arrays", "array_digest",
+__all__ = ["GROUP", "cell_rng", "cell_logits", "staged_logits", "evaluate_cell", "stage_arrays",
+           "array_digest",
            "class_counts_up_to"]
 
 GROUP = ["format", "method", "accumulator", "reduction"]
@@ -104,10 +105,22 @@ def cell_logits(cell: dict) -> tuple[np.ndarray, np.ndarray]:
     if "logits_path" not in cell:
         return make_logits(cell["distribution"], int(cell["rows"]), int(cell["classes"]),
                            float(cell["scale"]), cell_rng(cell))
+    x, t, _ = staged_logits(cell)
+    return x, t
+
+
+def staged_logits(cell: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    """`cell_logits` of a staged file, and what was done to the user's rows, as columns for
+    the results (so a summary can say it): user_file_rows, user_rows_used, user_rows_sampled
+    (a seeded sample, rather than every row), user_sample_seed, user_file_classes,
+    user_classes_used (cut to the first C - 1 others plus the target) and user_scale (every
+    logit multiplied by it)."""
     with np.load(cell["logits_path"], allow_pickle=False) as z:
         x, t = z["logits"], z["targets"]
+    n_file, c_file = x.shape
     rows = int(cell.get("rows", len(t)))
-    if rows < len(t):
+    sampled = rows < len(t)
+    if sampled:
         pick = np.sort(np.random.default_rng(int(cell["seed"])).choice(len(t), rows,
                                                                         replace=False))
         x, t = x[pick], t[pick]
@@ -117,7 +130,11 @@ def cell_logits(cell: dict) -> tuple[np.ndarray, np.ndarray]:
     if scale != 1.0:
         with np.errstate(over="ignore", invalid="ignore"):
             x = x * scale
-    return np.ascontiguousarray(x, dtype=np.float64), t
+    facts = {"user_file_rows": int(n_file), "user_rows_used": int(len(t)),
+             "user_rows_sampled": bool(sampled), "user_sample_seed": int(cell["seed"]),
+             "user_file_classes": int(c_file), "user_classes_used": int(x.shape[1]),
+             "user_scale": scale}
+    return np.ascontiguousarray(x, dtype=np.float64), t, facts
 
 
 def evaluate_with_bound(x, t, cell: dict) -> pd.DataFrame:
@@ -181,5 +198,11 @@ def evaluate_with_bound(x, t, cell: dict) -> pd.DataFrame:
 
 def evaluate_cell(cell: dict) -> pd.DataFrame:
     """The sweep cell (for `sweep.run_cells`): `cell_logits` then `evaluate_with_bound`."""
-    x, t = cell_logits(cell)
-    return evaluate_with_bound(x, t, cell)
+    if "logits_path" not in cell:
+        x, t = cell_logits(cell)
+        return evaluate_with_bound(x, t, cell)
+    x, t, facts = staged_logits(cell)
+    agg = evaluate_with_bound(x, t, cell)
+    for k, v in facts.items():
+        agg[k] = v
+    return agg

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from . import files
 
 __all__ = ["check_array", "check_bits", "check_names", "validate_batch", "load_logits",
            "read_csv", "make_logits", "DISTRIBUTIONS", "InputError"]
@@ -192,7 +193,7 @@ def validate_batch(logits, targets) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_logits(path) -> tuple[np.ndarray, np.ndarray]:
-    """Read logits and targets from .npy, .npz or .csv and validate them.
+    """Read logits and targets from .npy, .npz, .csv, .pt or .safetensors and validate them.
 
     .npz: arrays named `logits` and `targets`. .npy: an (N, C + 1) array whose last column is
     the target (pickled objects are refused). .csv: the dialect of `read_csv`, the last column
@@ -220,9 +221,12 @@ def load_logits(path) -> tuple[np.ndarray, np.ndarray]:
                 a = check_array(np.load(fh, allow_pickle=False), "the array", dtype=None)
         elif suffix == ".csv":
             a = read_csv(p)
+        elif suffix in files.SUFFIXES:  # .pt, .safetensors: data/files.py
+            x, t = files.read_arrays(p)
         else:
-            raise InputError(f"unsupported file type {suffix!r}; use .npy, .npz or .csv")
-        if suffix != ".npz":
+            raise InputError(f"unsupported file type {suffix!r}; use .npy, .npz, .csv, .pt "
+                             f"or .safetensors")
+        if suffix in (".npy", ".csv"):
             if a.ndim != 2 or a.shape[1] < 2:
                 raise InputError(f"expected an (N, C + 1) array of numbers, the last column "
                                  f"the target; got shape {a.shape}, dtype {a.dtype}")

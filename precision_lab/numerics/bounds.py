@@ -53,12 +53,14 @@ def lse_terms(x) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return a, s, n, d
 
 
-def bhh_bound(x, targets, fmt, accumulator: str = WORKING, form: str = "log1p") -> np.ndarray:
+def bhh_bound(x, targets, fmt, accumulator: str = WORKING, form: str = "log1p",
+              terms=None) -> np.ndarray:
     """First-order bound on |computed loss - true loss| per row (float64 array, N).
 
     `x` holds the logits as the method sees them (already rounded to `fmt`), `targets` the
     class indices; `accumulator` is "working" or "float32"; `form` "log1p" (Blanchard, Higham &
     Higham eq. 4.8) or "shifted" (the 1 kept in the sum, as the `logsumexp` method does).
+    `terms`: `lse_terms(x)` if already computed (it does not depend on the format or form).
     """
     fmt = get_format(fmt)
     if form not in ("log1p", "shifted"):
@@ -70,7 +72,7 @@ def bhh_bound(x, targets, fmt, accumulator: str = WORKING, form: str = "log1p") 
     u = fmt.unit_roundoff
     u_acc = accumulator_format(fmt, accumulator).unit_roundoff
     mixed = 1.0 if u_acc < u else 0.0
-    a, s, n, d = lse_terms(x)
+    a, s, n, d = lse_terms(x) if terms is None else terms
     with np.errstate(invalid="ignore", over="ignore"):
         ratio = s / (1.0 + s)
         under = n * fmt.min_subnormal / 2 / (1.0 + s)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from . import fastround
 
 __all__ = ["Format", "FORMATS", "get_format", "round_to_format"]
 
@@ -85,6 +86,13 @@ def round_to_format(x, fmt: Format) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if fmt.precision >= 53:
         return x.copy()
+    if x.size >= fastround.MIN_SIZE:  # the same rounding, compiled (numerics/fastround.py)
+        return fastround.round_compiled(x, fmt.precision, fmt.emin, fmt.max_finite)
+    return _round_numpy(x, fmt)
+
+
+def _round_numpy(x: np.ndarray, fmt: Format) -> np.ndarray:
+    """`round_to_format` in numpy operations (the definition the compiled kernel matches)."""
     with np.errstate(invalid="ignore", over="ignore"):
         _, e = np.frexp(x)
         # Quantum of the format at x: 2**(exponent - p + 1), floored at the subnormal quantum.

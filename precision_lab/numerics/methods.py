@@ -63,6 +63,9 @@ class Method:
     options: frozenset = field(default_factory=frozenset)  # training options it expresses
     # (x, targets, fmt, accumulator, options, reduction) -> the loss under LossOptions
     with_options: Callable | None = None
+    # (losses, fmt) -> the same batch mean as mean_fn, from this method's own per-row losses:
+    # lets a batch evaluated in blocks of rows (analyze) form it without the whole batch.
+    mean_of_losses: Callable | None = None
 
     def __call__(self, x, targets, fmt, accumulator=WORKING, options: LossOptions | None = None):
         """Per-row losses of logits `x` (N, C), whose values must already be in `fmt`;
@@ -102,6 +105,8 @@ class Method:
         if options is not None:
             return self.reduce(losses, fmt, accumulator, x, targets, options, "mean")
         if self.mean_fn is not None:
+            if x is None and self.mean_of_losses is not None:
+                return float(self.mean_of_losses(losses, get_format(fmt)))
             return float(self.mean_fn(x, targets, get_format(fmt)))
         return batch_mean(losses, fmt, WORKING if accumulator == OWN else accumulator)
 
@@ -122,13 +127,13 @@ METHODS: dict[str, Method] = {}
 def register(name: str, formula: str, summary: str, *, family: str = "shifted",
              shifted: bool = True, color: str | None = None,
              bound: str | None = None, own_reduction: bool = False,
-             mean_fn: Callable | None = None):
+             mean_fn: Callable | None = None, mean_of_losses: Callable | None = None):
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
 
     def deco(fn):
         METHODS[name] = Method(name, fn, formula, summary, family, shifted, color, bound,
-                               own_reduction, mean_fn)
+                               own_reduction, mean_fn, mean_of_losses=mean_of_losses)
         return fn
     return deco
 
@@ -305,9 +310,20 @@ def _online_ms(ar: Arithmetic, x):
           "PyTorch on the CPU in the format's torch dtype; its own reduction (exp and sum in float32 "
           "lanes, the sum rounded to the format, for 16-bit formats)",
           family="library", shifted=True, color="#009E73", own_reduction=True,
-          mean_fn=lambda x, t, fmt: _torch_ce(x, t, fmt, "mean"))
+          mean_fn=lambda x, t, fmt: _torch_ce(x, t, fmt, "mean"),
+          mean_of_losses=lambda losses, fmt: _torch_mean_of_losses(losses, fmt))
 def torch_ce(x, targets, fmt, accumulator=None):
     return _torch_ce(x, targets, fmt, "none")
+
+
+def _torch_mean_of_losses(losses, fmt):
+    """F.cross_entropy's mean from its per-row losses: its mean is nll_loss's over the picked
+    log-probabilities (-loss), which depends on those values alone, not on the other classes,
+    so nll_loss on an (N, 1) input of -losses reduces them the same way (tests check it)."""
+    lt = torch.from_numpy(np.array(losses, dtype=np.float64)).to(fmt.torch_dtype)  # a copy
+    zeros = torch.zeros(len(lt), dtype=torch.int64)
+    return torch.nn.functional.nll_loss(-lt[:, None], zeros, reduction="mean").to(
+        torch.float64).item()
 
 
 def _torch_ce(x, targets, fmt, reduction):

@@ -8,7 +8,7 @@ import pandas as pd
 from ..running.storage import atomic_write
 
 __all__ = ["write_csv", "write_markdown", "write_latex", "format_number", "formatted",
-           "latex_table"]
+           "latex_table", "markdown_table"]
 
 
 def write_csv(df: pd.DataFrame, path) -> Path:
@@ -44,6 +44,11 @@ def formatted(df: pd.DataFrame, formats: dict | None = None) -> pd.DataFrame:
     return out
 
 
+def markdown_table(df: pd.DataFrame) -> str:
+    """The table as Markdown text, numbers as `format_number` writes them."""
+    return formatted(df).to_markdown(index=False) + "\n"
+
+
 def write_markdown(df: pd.DataFrame, path, title: str | None = None,
                    caption: str | None = None, notes: str | None = None) -> Path:
     parts = []
@@ -51,7 +56,7 @@ def write_markdown(df: pd.DataFrame, path, title: str | None = None,
         parts.append(f"# {title}\n")
     if caption:
         parts.append(f"{caption}\n")
-    parts.append(formatted(df).to_markdown(index=False) + "\n")
+    parts.append(markdown_table(df))
     if notes:
         parts.append(f"\n{notes}\n")
     with atomic_write(path) as f:

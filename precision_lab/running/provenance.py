@@ -24,7 +24,7 @@ REPO_DIR = PACKAGE_DIR.parent
 
 # Every installed distribution whose version can change a number the suite computes.
 NUMERIC_LIBRARIES = ("numpy", "torch", "mpmath", "gmpy2", "python-flint", "pandas", "ml_dtypes",
-                     "scipy", "scikit-learn")
+                     "scipy", "scikit-learn", "numba")
 
 
 def _version(dist: str) -> str:

@@ -1,0 +1,247 @@
+"""`precision-lab analyze`: a user's file, every row as given, streamed in chunks."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from precision_lab import InputError, evaluate, load_logits
+from precision_lab.analysis.analyze import analyze, parse_memory, plan_chunks, truth_block
+from precision_lab.analysis.analyze_report import write_report
+from precision_lab.cli import main
+from precision_lab.data import files
+from precision_lab.numerics.formats import FORMATS
+from precision_lab.numerics.methods import METHODS
+
+
+@pytest.fixture(autouse=True)
+def _no_cache(monkeypatch):
+    monkeypatch.setenv("PRECISION_LAB_CACHE", "off")
+
+
+def _batch(n=30, c=12, scale=9.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, c)) * scale, rng.integers(0, c, n)
+
+
+def _bf16_file(tmp_path, suffix, n=24, c=300, scale=20.0):
+    x, t = _batch(n, c, scale, seed=3)
+    xb = torch.from_numpy(x).to(torch.bfloat16)
+    tt = torch.from_numpy(t)
+    path = tmp_path / f"logits{suffix}"
+    if suffix == ".safetensors":
+        save_file({"logits": xb, "targets": tt}, str(path))
+    else:
+        torch.save({"logits": xb, "targets": tt}, path)
+    return path, xb.to(torch.float64).numpy(), t
+
+
+def test_every_row_matches_evaluate(tmp_path):
+    x, t = _batch()
+    x[2, 3] = -np.inf   # a masked class
+    x[5, :] = x[5, :] * 100   # rows that overflow
+    path = tmp_path / "b.npz"
+    np.savez(path, logits=x.astype(np.float16), targets=t)
+    a = analyze(path)
+    assert a.formats == ["float16"]          # the file's own dtype
+    assert a.n_rows == len(t)
+    ref = evaluate(x.astype(np.float16).astype(np.float64), t, formats=["float16"])
+    ref = ref[ref["reduction"] == "none"]
+    mine = a.rows.sort_values(["method", "accumulator", "row"], kind="mergesort")
+    ref = ref.sort_values(["method", "accumulator", "row"], kind="mergesort")
+    np.testing.assert_array_equal(mine["computed"].to_numpy(), ref["computed"].to_numpy())
+    np.testing.assert_array_equal(mine["truth"].to_numpy(), ref["truth"].to_numpy())
+    np.testing.assert_array_equal(mine["outcome"].to_numpy(), ref["outcome"].to_numpy())
+    # one results row per (format, method, accumulator, reduction), experiments' columns
+    r = a.results
+    assert len(r) == 2 * len(mine.groupby(["method", "accumulator"]))
+    for col in ("rows", "nonfinite_frac", "n_finite", "n_+inf", "n_nan", "rel_err_median",
+                "ulp_err_median", "ulp_err_max", "ulp_err_p99", "bhh_within_frac"):
+        assert col in r.columns
+    naive = r[(r["method"] == "naive") & (r["accumulator"] == "working")
+              & (r["reduction"] == "none")].iloc[0]
+    assert naive["n_+inf"] + naive["n_nan"] > 0
+
+
+def test_batch_mean_matches_evaluate(tmp_path):
+    x, t = _batch(n=20, c=7, scale=3.0)
+    path = tmp_path / "m.npz"
+    np.savez(path, logits=x, targets=t)
+    a = analyze(path, formats=["bfloat16", "float32"])
+    ref = evaluate(x, t, formats=["bfloat16", "float32"])
+    ref = ref[ref["reduction"] == "mean"].set_index(["format", "method", "accumulator"])
+    for _, m in a.means.iterrows():
+        e = ref.loc[(m["format"], m["method"], m["accumulator"])]
+        assert m["computed"] == e["computed"] or (np.isnan(m["computed"])
+                                                   and np.isnan(e["computed"]))
+        assert m["truth"] == e["truth"]
+
+
+def test_torch_mean_of_losses_is_its_mean():
+    m = METHODS["torch"]
+    for name, fmt in FORMATS.items():
+        x, t = _batch(n=257, c=33, scale=30.0, seed=5)
+        xr = fmt.round(x)
+        losses = m(xr, t, fmt)
+        assert m.mean_of_losses(losses, fmt) == m.batch_mean(losses, fmt, x=xr, targets=t)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_bfloat16_files_kept_exactly(tmp_path, suffix):
+    path, exact, t = _bf16_file(tmp_path, suffix)
+    info = files.file_info(path)
+    assert (info.rows, info.classes, info.stored_format) == (24, 300, "bfloat16")
+    x, tt = files.read_rows(path, 5, 9)
+    np.testing.assert_array_equal(x, exact[5:9])
+    np.testing.assert_array_equal(tt, t[5:9])
+    lx, lt = load_logits(path)
+    np.testing.assert_array_equal(lx, exact)
+    a = analyze(path, methods=["logsumexp", "torch"])
+    assert a.formats == ["bfloat16"]
+    ref = evaluate(exact, t, formats=["bfloat16"], methods=["logsumexp", "torch"], mean=False)
+    np.testing.assert_array_equal(
+        a.rows.sort_values(["method", "accumulator", "row"], kind="mergesort")["computed"],
+        ref.sort_values(["method", "accumulator", "row"], kind="mergesort")["computed"])
+
+
+def test_same_bytes_whatever_the_split(tmp_path):
+    path, _, _ = _bf16_file(tmp_path, ".safetensors", n=24, c=700, scale=1e3)
+    texts, splits = [], set()
+    for memory, workers in (("2GiB", 1), ("1MiB", 1), ("2MiB", 1), ("5MiB", 2)):
+        a = analyze(path, memory=memory, workers=workers, block=4)
+        texts.append(a.results.to_csv(index=False) + a.rows.to_csv(index=False))
+        splits.add(tuple(a.chunks))
+    assert len(splits) == 4              # four different splits (1, 6, 3 and 2 chunks)
+    assert all(s == texts[0] for s in texts)
+
+
+def test_chunks_are_whole_truth_blocks_within_memory():
+    c = 128256
+    assert truth_block(c) == 8
+    chunks = plan_chunks(4096, c, 1 << 30, 1)
+    rows = chunks[0][1] - chunks[0][0]
+    assert rows % 8 == 0 and rows * c * 256 <= 1 << 30
+    assert chunks[-1][1] == 4096 and all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+    assert plan_chunks(10, 5, 1 << 20, 1) == [(0, 10)]
+    assert parse_memory("512M") == 512 << 20 and parse_memory("2GiB") == 2 << 30
+
+
+def test_sample_and_report(tmp_path):
+    x, t = _batch(n=40, c=6)
+    path = tmp_path / "s.npy"
+    np.save(path, np.column_stack([x.astype(np.float32), t]))
+    a = analyze(path, rows=10, seed=4, methods=["naive", "logsumexp"])
+    b = analyze(path, rows=10, seed=4, methods=["naive", "logsumexp"])
+    assert a.n_rows == 10 and a.sample_rows == 10
+    assert a.results.to_csv() == b.results.to_csv()
+    picked = np.sort(a.rows["row"].unique())
+    assert len(picked) == 10 and picked.max() < 40
+    out = write_report(a, tmp_path / "rep")
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["file_sha256"] == files.file_sha256(path)
+    assert meta["rows_analysed"] == 10 and meta["sampled"] and meta["sample_seed"] == 4
+    summary = (out / "summary.md").read_text()
+    assert "seeded sample of 10 of the file's 40 rows" in summary
+    assert (out / "results.csv").exists() and (out / "error.png").exists()
+
+
+def test_cli(tmp_path, capsys):
+    x, t = _batch(n=25, c=5, scale=12.0)
+    path = tmp_path / "c.npz"
+    np.savez(path, logits=x.astype(np.float16), targets=t)
+    out = tmp_path / "report"
+    assert main(["analyze", str(path), "--out", str(out), "--quiet",
+                 "--methods", "naive", "logsumexp", "torch"]) == 0
+    text = (out / "summary.md").read_text()
+    assert "all 25 rows" in text and "naive in float16 gives a non-finite loss" in text
+    # bad inputs: one line, exit 2
+    t2 = t.copy()
+    t2[3] = -100
+    bad = tmp_path / "bad.safetensors"
+    save_file({"logits": torch.from_numpy(x), "targets": torch.from_numpy(t2)}, str(bad))
+    cases = [([str(bad)], "ignore_index"),
+             ([str(tmp_path / "none.pt")], "not found"),
+             ([str(path), "--memory", "lots"], "--memory"),
+             ([str(path), "--formats", "float8"], "unknown format"),
+             ([str(path), "--rows", "0"], "--rows")]
+    for args, needle in cases:
+        capsys.readouterr()
+        assert main(["analyze", *args, "--out", str(tmp_path / "x"), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "\n" not in err
+
+
+def test_bad_files(tmp_path):
+    x, t = _batch(n=4, c=3)
+    torch.save({"logits": torch.from_numpy(x)}, tmp_path / "a.pt")
+    torch.save([torch.from_numpy(x)], tmp_path / "b.pt")
+    (tmp_path / "c.pt").write_bytes(b"not a torch file")
+    save_file({"logits": torch.from_numpy(x)}, str(tmp_path / "d.safetensors"))
+    torch.save({"logits": torch.from_numpy(x), "targets": torch.from_numpy(t + 3)},
+               tmp_path / "e.pt")
+    for name, needle in (("a.pt", "'targets'"), ("b.pt", "tuple"), ("c.pt", "cannot read"),
+                         ("d.safetensors", "'targets'"), ("e.pt", "out of range")):
+        with pytest.raises(InputError, match=needle):
+            analyze(tmp_path / name)
+        with pytest.raises(InputError, match=needle):
+            load_logits(tmp_path / name)
+
+
+def test_experiment_cells_state_what_was_done_to_the_users_rows(tmp_path):
+    from precision_lab.analysis.cells import evaluate_cell, stage_arrays
+    x, t = _batch(n=30, c=20, scale=2.0)
+    staged = stage_arrays(tmp_path, "user", x, t)
+    cell = {**staged, "rows": 8, "classes": 5, "scale": 100.0, "seed": 3,
+            "formats": ["float32"], "methods": ["logsumexp"]}
+    df = evaluate_cell(cell)
+    row = df.iloc[0]
+    assert (row["user_file_rows"], row["user_rows_used"], row["user_file_classes"],
+            row["user_classes_used"]) == (30, 8, 20, 5)
+    assert bool(row["user_rows_sampled"]) and row["user_sample_seed"] == 3
+    assert row["user_scale"] == 100.0
+    whole = evaluate_cell({**staged, "seed": 3, "formats": ["float32"],
+                           "methods": ["logsumexp"]}).iloc[0]
+    assert not bool(whole["user_rows_sampled"]) and whole["user_rows_used"] == 30
+
+
+def test_chunk_working_memory_within_estimate(tmp_path):
+    """The per-logit working memory of a chunk (numpy's allocations, traced) stays within
+    BYTES_PER_LOGIT, which sizes the chunks from --memory."""
+    import tracemalloc
+
+    from precision_lab.analysis.analyze import BYTES_PER_LOGIT, analyze_chunk
+    n, c = 8, 8192
+    path, _, _ = _bf16_file(tmp_path, ".safetensors", n=n, c=c, scale=3.0)
+    cell = {"path": str(path), "sha256": "", "file_rows": n, "stored_format": "bfloat16",
+            "formats": ["bfloat16"], "methods": list(METHODS),
+            "accumulators": ["working", "float32"], "seed": 0, "bits": 100,
+            "truth_block": truth_block(c), "start": 0, "stop": n}
+    analyze_chunk(cell)   # warm: tables, kernels
+    tracemalloc.start()
+    try:
+        analyze_chunk(cell)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= BYTES_PER_LOGIT * n * c, peak / (n * c)
+
+
+def test_analyze_speed_quick(tmp_path, monkeypatch):
+    from precision_lab.experiments import load_experiment
+    from precision_lab.runner import RunConfig, run_experiment
+    from precision_lab.running.sweep import read_table
+    mod = load_experiment("analyze_speed")
+    monkeypatch.setitem(mod.PROFILES, "quick", {**mod.PROFILES["quick"], "shapes": [[4, 64]],
+                                                "repeats": 1, "file_shape": [4, 64]})
+    out = run_experiment("analyze_speed", RunConfig(profile="quick", out=tmp_path, quiet=True,
+                                                    workers=1))
+    df = read_table(out / "results.csv")
+    kinds = set(df["kind"])
+    assert kinds == {"native", "truth", "method", "evaluate", "file"}
+    base = df[df["what"] == "numpy float64 log-sum-exp"]
+    assert (base["times_numpy"] == 1.0).all()
+    assert len(df[df["kind"] == "method"]) == 15    # every bfloat16 variant
+    assert "not estimated" in (out / "summary.md").read_text()

@@ -1,0 +1,38 @@
+"""The compiled rounding kernel is `round_to_format`'s numpy path, bit for bit."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from precision_lab.numerics.fastround import round_compiled
+from precision_lab.numerics.formats import FORMATS, _round_numpy
+
+EDGE = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-320, -1e-320, 5e-324, 1.7976931348623157e308,
+        -1.7976931348623157e308, 65504.0, 65519.99, 65520.0, -65520.0, 2.0 ** -24, 2.0 ** -25,
+        3 * 2.0 ** -26, 2.0 ** -149, 2.0 ** -150, 3 * 2.0 ** -150, 2.0 ** -126, 2.0 ** -14,
+        np.nextafter(2.0 ** -14, 0), 3.4028235677973366e38, 3.4028235e38 * 1.0000001]
+
+
+def _same(a, b):
+    assert np.array_equal(np.isnan(a), np.isnan(b))
+    ok = ~np.isnan(a)
+    np.testing.assert_array_equal(a[ok].view(np.uint64), b[ok].view(np.uint64))
+
+
+@pytest.mark.parametrize("name", ["float16", "bfloat16", "float32"])
+def test_bit_for_bit(name):
+    fmt = FORMATS[name]
+    rng = np.random.default_rng(0)
+    v = _round_numpy(rng.standard_normal(20000) * 100, fmt)
+    half = fmt.ulp(v) / 2
+    xs = [np.array(EDGE),
+          rng.standard_normal(50000) * np.exp2(rng.integers(-160, 140, 50000)),
+          rng.uniform(-1, 1, 50000) * np.exp2(rng.integers(-1074, 1024, 50000)),
+          np.concatenate([v + half, v - half, v, np.nextafter(v + half, 0),
+                          np.nextafter(v + half, np.inf)])]           # ties and their neighbours
+    sub = np.arange(1, 3000) * fmt.min_subnormal / 2                  # subnormal ties
+    xs += [sub, -sub, (rng.standard_normal((40, 30)) * 12)]
+    for x in xs:
+        _same(_round_numpy(x, fmt).ravel(),
+              round_compiled(x, fmt.precision, fmt.emin, fmt.max_finite).ravel())
+    assert round_compiled(xs[-1], fmt.precision, fmt.emin, fmt.max_finite).shape == (40, 30)
