@@ -80,6 +80,10 @@ def test_training_counts_rows_and_compares_the_loss(runs):
     texts = [f["text"] for f in findings]
     last = df[(df["epoch"] == 30) & (df["format"] == "bfloat16") & (df["method"] == "torch")]
     n = int(last["n_target_over_10pct"].iloc[0])
-    assert any(f"`torch` {n}/{int(last['count'].iloc[0])}" in t for t in texts)
+    t1 = mod.last_epoch_table(df).set_index(["format", "variant"])
+    assert t1.loc[("bfloat16", "torch [machine-dependent]"), "rows over 10%"] == \
+        f"{n}/{int(last['count'].iloc[0])}"
+    worst = t1.loc["bfloat16", "rows over 10%"].map(lambda v: int(v.split("/")[0])).max()
+    assert any(t.startswith("bfloat16, epoch 30") and f" to {worst}/" in t for t in texts)
     ok = df[(df["format"] == "float16") & (df["loss_rel_err"] <= 0.01)]
     assert any(f"of the {len(ok)} cases" in t and t.startswith("float16") for t in texts)
