@@ -1,6 +1,7 @@
 """From logits to a tidy DataFrame of gradient errors against the certified gradient."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterable
 
 import numpy as np
@@ -11,7 +12,8 @@ from ..errors import InputError
 from ..numerics.arithmetic import ACCUMULATORS, OWN
 from ..numerics.formats import FORMATS, get_format
 from ..numerics.grad_metrics import grad_error_columns
-from ..numerics.methods import gradient_methods
+from ..numerics.methods import gradient_methods, gradient_options
+from ..numerics.options import REDUCTIONS, LossOptions, check_batch, require_supported
 from ..truth.grad import DEFAULT_BITS, reference_grad_dd
 from .cells import cell_logits, cell_rng
 from .evaluate import evaluate
@@ -27,40 +29,82 @@ def grad_methods() -> list[str]:
 
 def evaluate_grad(logits, targets, formats: Iterable[str] = tuple(FORMATS),
                   methods: Iterable[str] | None = None, accumulators=ACCUMULATORS,
-                  reduction: str = "none", bits: int = DEFAULT_BITS,
-                  cache=None) -> pd.DataFrame:
+                  reduction: str | None = None, bits: int = DEFAULT_BITS,
+                  cache=None, options: LossOptions | None = None) -> pd.DataFrame:
     """Evaluate every (format, backward, accumulator) on a batch.
 
     As `evaluate`: each format first rounds `logits` correctly into itself, and the truth is the
     certified gradient of those rounded inputs (`reference_grad_dd`, cached). `methods` are
     backward labels (`grad_methods()`; default all). Returns one row per (input row, format,
     method, accumulator) with the columns of `grad_error_columns`.
+
+    `options` (a `LossOptions`): the gradient under those training options, of the logits,
+    weights and probability targets as rounded into each format; `reduction` None is the
+    options' own ("none" without options). Default methods: every backward that expresses
+    them (`gradient_options`); a named one that cannot raises InputError naming the option.
+    The target entry of a probability-target row is its largest target's; an ignored row's is
+    column 0 (its truth is exactly 0). Adds `options` (the label) and `kept`.
     """
-    x, t = validate_batch(logits, targets)
+    if options is None:
+        x, t = validate_batch(logits, targets)
+        reduction = "none" if reduction is None else reduction
+    else:
+        x, t = check_batch(logits, targets, options)
+        reduction = options.reduction if reduction is None else reduction
+        if reduction not in REDUCTIONS:
+            raise InputError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
     table = gradient_methods()
-    labels = list(table) if methods is None else list(methods)
+    supported = gradient_options()
+    if methods is None:
+        labels = [m for m in table if options is None or options.used <= supported[m]]
+    else:
+        labels = list(methods)
     unknown = [m for m in labels if m not in table]
     if unknown:
         raise InputError(f"no backward named {unknown[0]!r}; valid: {', '.join(table)}")
+    if options is not None:
+        for label in labels:
+            require_supported(label, supported[label], options)
+    n = len(t)
+    if options is None:
+        kept, tcol = np.ones(n, dtype=bool), t
+    elif options.probabilities:
+        kept, tcol = np.ones(n, dtype=bool), np.argmax(t, axis=1)
+    else:
+        kept = t != options.ignore_index
+        tcol = np.where(kept, t, 0)
     blocks = []
     for fmt in (get_format(f) for f in formats):
         xr = fmt.round(x)
-        hi, lo = reference_grad_dd(xr, t, reduction, bits, cache=cache)
+        extra = {}
+        if options is None:
+            tr = t
+            hi, lo = reference_grad_dd(xr, t, reduction, bits, cache=cache)
+        else:
+            tr = fmt.round(t) if options.probabilities else t
+            o = options if options.weight is None else \
+                replace(options, weight=tuple(fmt.round(options.weight_array).tolist()))
+            hi, lo = reference_grad_dd(xr, tr, reduction, bits, cache=cache, options=o)
+            extra = {"options": o}
         for label in labels:
             method, fn = table[label]
             for acc in method.accumulators(fmt, accumulators):
-                g = fn(xr, t, fmt, None if acc == OWN else acc, reduction)
-                cols = grad_error_columns(g, hi, lo, t)
-                n = len(t)
+                g = fn(xr, tr, fmt, None if acc == OWN else acc, reduction, **extra)
+                cols = grad_error_columns(g, hi, lo, tcol)
                 # 1 - p_t of the rounded inputs, from the certified target entry (-g_t, times N
-                # for the mean)
-                cols["truth_one_minus_p"] = -cols["truth_target"] * (n if reduction == "mean"
-                                                                     else 1)
+                # for the mean); plain cross entropy only
+                cols["truth_one_minus_p"] = (
+                    -cols["truth_target"] * (n if reduction == "mean" else 1)
+                    if options is None else np.full(n, np.nan))
                 blocks.append({"format": [fmt.name] * n, "method": [label] * n,
                                "accumulator": [acc] * n, "row": np.arange(n),
                                "reduction": [reduction] * n, **cols})
-    return pd.DataFrame({k: np.concatenate([np.asarray(b[k]) for b in blocks])
-                         for k in blocks[0]})
+    df = pd.DataFrame({k: np.concatenate([np.asarray(b[k]) for b in blocks])
+                       for k in blocks[0]})
+    if options is not None:
+        df["options"] = options.label()
+        df["kept"] = np.tile(kept, len(df) // n)
+    return df
 
 
 def confident_logits(rows: int, classes: int, confidence: float, rng: np.random.Generator):
@@ -117,7 +161,8 @@ def grad_cell(cell: dict) -> pd.DataFrame:
     """One sweep cell of the gradient experiments -> the aggregated errors of every backward,
     with the cell's parameters as columns. The logits: {kind: "confidence", rows, classes,
     confidence, seed}, or any cell `cells.cell_logits` takes (synthetic or staged); options:
-    formats, reduction ("none"), with_loss (add the loss's median relative error)."""
+    formats, reduction ("none"), with_loss (add the loss's median relative error), options
+    (a dict of `LossOptions` fields: the gradient under them; column `options`, its label)."""
     if cell.get("kind") == "confidence":
         x, t = confident_logits(cell["rows"], cell["classes"], cell["confidence"],
                                 cell_rng(cell))
@@ -125,11 +170,15 @@ def grad_cell(cell: dict) -> pd.DataFrame:
         x, t = cell_logits(cell)
     formats = cell.get("formats", tuple(FORMATS))
     reduction = cell.get("reduction", "none")
-    out = aggregate_grad(evaluate_grad(x, t, formats=formats, reduction=reduction))
+    options = LossOptions(**cell["options"]) if cell.get("options") else None
+    out = aggregate_grad(evaluate_grad(x, t, formats=formats, reduction=reduction,
+                                       options=options))
     if cell.get("with_loss"):
         out = out.merge(loss_errors(x, t, formats, reduction),
                         on=["format", "method", "accumulator"], how="left")
     for k, v in cell.items():
-        if k not in ("formats", "logits_path"):
+        if k not in ("formats", "logits_path", "options"):
             out[k] = v
+    if options is not None:
+        out["options"] = options.label()
     return out

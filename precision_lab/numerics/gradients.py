@@ -20,6 +20,10 @@ one `@backward(...)` (numerics.methods).
                 format) before the 1 is subtracted.
   torch         autograd of F.cross_entropy in the format's torch dtype, on the CPU (or the
                 torch `device` given).
+With `options=LossOptions(...)` each builds the gradient under the training options from its
+own softmax (`numerics.optioned_grad`: p, its p_t - 1, its log-sum-exp) and `reduction` may
+also be "sum"; torch differentiates `optioned.torch_options_loss`. The softmax backwards have
+no log-sum-exp, so no z-loss (InputError from `evaluate_grad`).
 """
 from __future__ import annotations
 
@@ -29,6 +33,12 @@ import torch
 from .arithmetic import WORKING, Arithmetic, accumulator_format
 from .formats import FORMATS, Format
 from .methods import REDUCTIONS, _shifted_exp, backward, online_lse
+from .optioned import torch_options_loss
+from .optioned_grad import Probs, options_backward
+from .options import OPTION_NAMES
+
+ALL = frozenset(OPTION_NAMES)
+NO_LSE = ALL - {"z_loss"}
 
 __all__ = ["textbook", "lse_backward", "fused", "fused_store_first", "torch_grad",
            "wide_format"]
@@ -45,9 +55,18 @@ def _scale(ar: Arithmetic, g, reduction: str):
     return g if reduction == "none" else ar.div(g, float(g.shape[0]))
 
 
-def textbook(x, targets, fmt: Format, accumulator=WORKING, reduction="none", shift=True):
+def textbook(x, targets, fmt: Format, accumulator=WORKING, reduction="none", shift=True,
+             options=None):
     """softmax(x) - onehot(t), each operation rounded to `fmt`."""
     ar = Arithmetic(fmt, accumulator)
+    if options is not None:
+        def probs(ar, y, t):
+            e = _shifted_exp(ar, y)[1] if shift else ar.exp(y)
+            s = ar.sum(e)
+            p = ar.div(e, s[:, None])
+            pm1 = None if t is None else ar.sub(p[np.arange(len(t)), t], 1.0)
+            return Probs(p, pm1, None if shift else ar.log(s))
+        return options_backward(probs, x, targets, options, reduction, ar)
     e = _shifted_exp(ar, x)[1] if shift else ar.exp(x)
     p = ar.div(e, ar.sum(e)[:, None])
     r, t = _onehot_rows(targets)
@@ -68,9 +87,16 @@ def _log1p_lse(ar: Arithmetic, x):
 
 
 def lse_backward(x, targets, fmt: Format, accumulator=WORKING, reduction="none",
-                 lse=_shifted_lse):
+                 lse=_shifted_lse, options=None):
     """exp(x - lse), and expm1(x_t - lse) at the target, in `fmt`."""
     ar = Arithmetic(fmt, accumulator)
+    if options is not None:
+        def probs(ar, y, t):
+            ly = lse(ar, y)
+            d = ar.sub(y, ly[:, None])
+            pm1 = None if t is None else ar.expm1(d[np.arange(len(t)), t])
+            return Probs(ar.exp(d), pm1, ly)
+        return options_backward(probs, x, targets, options, reduction, ar)
     d = ar.sub(x, lse(ar, x)[:, None])
     g = ar.exp(d)
     r, t = _onehot_rows(targets)
@@ -83,9 +109,18 @@ def wide_format(fmt: Format) -> Format:
     return fmt if fmt.precision >= FORMATS["float32"].precision else FORMATS["float32"]
 
 
-def _fused(x, targets, fmt, accumulator, reduction, store_first):
-    saved = online_lse(Arithmetic(accumulator_format(fmt, accumulator)), x)
+def _fused(x, targets, fmt, accumulator, reduction, store_first, options=None):
     w = Arithmetic(wide_format(fmt))
+    if options is not None:
+        def probs(ar, y, t):
+            saved = online_lse(Arithmetic(accumulator_format(fmt, accumulator)), y)
+            p = ar.exp(ar.sub(y, saved[:, None]))
+            pm1 = None if t is None else ar.sub(p[np.arange(len(t)), t], 1.0)
+            return Probs(p, pm1, saved)
+        return fmt.round(options_backward(probs, x, targets, options, reduction, w,
+                                          fmt.round if store_first else None,
+                                          reciprocal=True))
+    saved = online_lse(Arithmetic(accumulator_format(fmt, accumulator)), x)
     p = w.exp(w.sub(x, saved[:, None]))
     if store_first:
         p = fmt.round(p)
@@ -96,50 +131,56 @@ def _fused(x, targets, fmt, accumulator, reduction, store_first):
     return fmt.round(p)
 
 
-@backward("online")
-def fused(x, targets, fmt, accumulator=WORKING, reduction="none"):
+@backward("online", options=ALL)
+def fused(x, targets, fmt, accumulator=WORKING, reduction="none", options=None):
     """The fused kernel's backward from the saved log-sum-exp, in float32, stored in `fmt`."""
-    return _fused(x, targets, fmt, accumulator, reduction, store_first=False)
+    return _fused(x, targets, fmt, accumulator, reduction, False, options)
 
 
-@backward("online", variant="fused_store_first")
-def fused_store_first(x, targets, fmt, accumulator=WORKING, reduction="none"):
+@backward("online", variant="fused_store_first", options=ALL)
+def fused_store_first(x, targets, fmt, accumulator=WORKING, reduction="none", options=None):
     """As `fused`, but softmax rounded to `fmt` before the target's 1 is subtracted."""
-    return _fused(x, targets, fmt, accumulator, reduction, store_first=True)
+    return _fused(x, targets, fmt, accumulator, reduction, True, options)
 
 
-@backward("naive")
-def _naive(x, targets, fmt, accumulator=WORKING, reduction="none"):
-    return textbook(x, targets, fmt, accumulator, reduction, shift=False)
+@backward("naive", options=ALL)
+def _naive(x, targets, fmt, accumulator=WORKING, reduction="none", options=None):
+    return textbook(x, targets, fmt, accumulator, reduction, shift=False, options=options)
 
 
-@backward("softmax_eps")
-@backward("softmax_log")
-def _softmax(x, targets, fmt, accumulator=WORKING, reduction="none"):
-    return textbook(x, targets, fmt, accumulator, reduction)
+@backward("softmax_eps", options=NO_LSE)
+@backward("softmax_log", options=NO_LSE)
+def _softmax(x, targets, fmt, accumulator=WORKING, reduction="none", options=None):
+    return textbook(x, targets, fmt, accumulator, reduction, options=options)
 
 
-@backward("logsumexp")
-@backward("log_softmax")
-def _logsumexp(x, targets, fmt, accumulator=WORKING, reduction="none"):
-    return lse_backward(x, targets, fmt, accumulator, reduction)
+@backward("logsumexp", options=ALL)
+@backward("log_softmax", options=ALL)
+def _logsumexp(x, targets, fmt, accumulator=WORKING, reduction="none", options=None):
+    return lse_backward(x, targets, fmt, accumulator, reduction, options=options)
 
 
-@backward("log1p")
-def _log1p(x, targets, fmt, accumulator=WORKING, reduction="none"):
-    return lse_backward(x, targets, fmt, accumulator, reduction, lse=_log1p_lse)
+@backward("log1p", options=ALL)
+def _log1p(x, targets, fmt, accumulator=WORKING, reduction="none", options=None):
+    return lse_backward(x, targets, fmt, accumulator, reduction, lse=_log1p_lse,
+                        options=options)
 
 
-@backward("torch")
-def torch_grad(x, targets, fmt, accumulator=None, reduction="none", device="cpu"):
+@backward("torch", options=ALL)
+def torch_grad(x, targets, fmt, accumulator=None, reduction="none", device="cpu",
+               options=None):
     """Autograd of F.cross_entropy in fmt's torch dtype on `device`; "none" back-propagates
-    ones (each row's loss depends on its row only, so this is each row's gradient)."""
-    if reduction not in REDUCTIONS:
+    ones (each row's loss depends on its row only, so this is each row's gradient). With
+    `options`: of `optioned.torch_options_loss` (the options passed through)."""
+    if reduction not in REDUCTIONS and not (options is not None and reduction == "sum"):
         raise ValueError(f"unknown reduction {reduction!r}")
     xt = torch.from_numpy(np.asarray(x, dtype=np.float64)).to(device=device,
                                                               dtype=fmt.torch_dtype)
     xt.requires_grad_(True)
-    t = torch.from_numpy(np.asarray(targets).astype(np.int64)).to(device)
-    loss = torch.nn.functional.cross_entropy(xt, t, reduction=reduction)
+    if options is not None:
+        loss = torch_options_loss(xt, targets, options, reduction)
+    else:
+        t = torch.from_numpy(np.asarray(targets).astype(np.int64)).to(device)
+        loss = torch.nn.functional.cross_entropy(xt, t, reduction=reduction)
     loss.backward(torch.ones_like(loss) if reduction == "none" else None)
     return xt.grad.detach().to(device="cpu", dtype=torch.float64).numpy()

@@ -36,7 +36,7 @@ from .optioned import Terms, options_forward, reduce_rows, torch_options
 from .options import OPTION_NAMES, LossOptions, check_batch, require_supported
 
 __all__ = ["Method", "METHODS", "FAMILIES", "ACCUMULATORS", "register", "get_method",
-           "backward", "GRAD_VARIANTS", "gradient_methods", "REDUCTIONS",
+           "backward", "GRAD_VARIANTS", "gradient_methods", "gradient_options", "REDUCTIONS",
            "Arithmetic", "batch_mean", "stable_methods", "bounded_methods"]
 
 # Method families: the colour family of every figure, and what "shifted" means in findings.
@@ -66,6 +66,8 @@ class Method:
     # (losses, fmt) -> the same batch mean as mean_fn, from this method's own per-row losses:
     # lets a batch evaluated in blocks of rows (analyze) form it without the whole batch.
     mean_of_losses: Callable | None = None
+    grad_options: frozenset = field(default_factory=frozenset)  # options `backward` expresses
+    #                                  (called with options=LossOptions: numerics.optioned_grad)
 
     def __call__(self, x, targets, fmt, accumulator=WORKING, options: LossOptions | None = None):
         """Per-row losses of logits `x` (N, C), whose values must already be in `fmt`;
@@ -138,20 +140,26 @@ def register(name: str, formula: str, summary: str, *, family: str = "shifted",
     return deco
 
 
-# Backward variants that are not a method's own gradient: {label: (method name, fn)}.
-GRAD_VARIANTS: dict[str, tuple[str, Callable]] = {}
+# Backward variants that are not a method's own gradient: {label: (method name, fn, options)}.
+GRAD_VARIANTS: dict[str, tuple[str, Callable, frozenset]] = {}
 REDUCTIONS = ("none", "mean")
 
 
-def backward(name: str, variant: str | None = None):
+def backward(name: str, variant: str | None = None, options=()):
     """Declare a gradient of method `name`: its own (fills the record's `backward`), or, with
-    `variant`, another backward of the same forward (listed by `gradient_methods`)."""
+    `variant`, another backward of the same forward (listed by `gradient_methods`). `options`:
+    the training options it expresses when called with `options=LossOptions(...)`."""
+    opts = frozenset(options)
+    unknown = opts - set(OPTION_NAMES)
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)}")
+
     def deco(fn):
         if variant is None:
-            METHODS[name] = replace(get_method(name), backward=fn)
+            METHODS[name] = replace(get_method(name), backward=fn, grad_options=opts)
         else:
             get_method(name)
-            GRAD_VARIANTS[variant] = (name, fn)
+            GRAD_VARIANTS[variant] = (name, fn, opts)
         return fn
     return deco
 
@@ -160,7 +168,14 @@ def gradient_methods() -> dict[str, tuple[Method, Callable]]:
     """{label: (method record, backward fn)}: every method with a backward under its own
     name, then the variants."""
     out = {m.name: (m, m.backward) for m in METHODS.values() if m.backward is not None}
-    out.update({v: (METHODS[name], fn) for v, (name, fn) in GRAD_VARIANTS.items()})
+    out.update({v: (METHODS[name], fn) for v, (name, fn, _) in GRAD_VARIANTS.items()})
+    return out
+
+
+def gradient_options() -> dict[str, frozenset]:
+    """{backward label: the training options it expresses}, in `gradient_methods` order."""
+    out = {m.name: m.grad_options for m in METHODS.values() if m.backward is not None}
+    out.update({v: opts for v, (_, _, opts) in GRAD_VARIANTS.items()})
     return out
 
 

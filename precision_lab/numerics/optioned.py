@@ -34,7 +34,8 @@ import torch
 from .arithmetic import OWN, WORKING, Arithmetic
 from .options import LossOptions
 
-__all__ = ["Terms", "options_forward", "reduce_rows", "torch_options", "softcap_logits"]
+__all__ = ["Terms", "options_forward", "reduce_rows", "torch_options", "torch_options_loss",
+           "softcap_logits"]
 
 
 class Terms(NamedTuple):
@@ -120,17 +121,26 @@ def reduce_rows(losses, targets, fmt, accumulator: str, options: LossOptions,
 
 def torch_options(x, targets, fmt, options: LossOptions, reduction: str | None = None):
     """PyTorch on the CPU in fmt's dtype with the options: per-row losses or the reduction."""
+    xt = torch.from_numpy(np.asarray(x, dtype=np.float64)).to(fmt.torch_dtype)
+    out = torch_options_loss(xt, targets, options, reduction).to(torch.float64).numpy()
+    return out if (options.reduction if reduction is None else reduction) == "none" \
+        else float(out)
+
+
+def torch_options_loss(xt, targets, options: LossOptions, reduction: str | None = None):
+    """The loss under `options` as a torch tensor of the logits tensor `xt` (in its dtype and
+    on its device; differentiable): F.cross_entropy with the options passed through, the
+    soft-cap and the z-loss composed from torch ops in that dtype."""
     reduction = options.reduction if reduction is None else reduction
-    dt = fmt.torch_dtype
-    xt = torch.from_numpy(np.asarray(x, dtype=np.float64)).to(dt)
+    dt, dev = xt.dtype, xt.device
     if options.softcap is not None:
         xt = options.softcap * torch.tanh(xt / options.softcap)
     if options.probabilities:
-        tg = torch.from_numpy(np.asarray(targets, dtype=np.float64)).to(dt)
+        tg = torch.from_numpy(np.asarray(targets, dtype=np.float64)).to(device=dev, dtype=dt)
     else:
-        tg = torch.from_numpy(np.asarray(targets).astype(np.int64))
+        tg = torch.from_numpy(np.asarray(targets).astype(np.int64)).to(dev)
     wt = (None if options.weight is None
-          else torch.tensor(options.weight, dtype=torch.float64).to(dt))
+          else torch.tensor(options.weight, dtype=torch.float64).to(device=dev, dtype=dt))
     kw = {"weight": wt, "label_smoothing": options.label_smoothing}
     if not options.probabilities:
         kw["ignore_index"] = options.ignore_index
@@ -139,7 +149,7 @@ def torch_options(x, targets, fmt, options: LossOptions, reduction: str | None =
         lse = torch.logsumexp(xt, dim=1)
         zl = options.z_loss * (lse * lse)
         if options.probabilities:
-            den = torch.tensor(float(len(tg)), dtype=dt)
+            den = torch.tensor(float(len(tg)), dtype=dt, device=dev)
         else:
             keep = tg != options.ignore_index
             if wt is not None:
@@ -147,8 +157,7 @@ def torch_options(x, targets, fmt, options: LossOptions, reduction: str | None =
                 den = torch.where(keep, wt[tg.clamp(min=0)], 0).sum()
             else:
                 den = keep.sum().to(dt)
-            zl = torch.where(keep, zl, torch.zeros((), dtype=dt))
+            zl = torch.where(keep, zl, torch.zeros((), dtype=dt, device=dev))
         out = out + (zl if reduction == "none" else zl.sum() if reduction == "sum"
                      else zl.sum() / den)
-    out = out.to(torch.float64).numpy()
-    return out if reduction == "none" else float(out)
+    return out

@@ -28,6 +28,13 @@ per logit for float32 rows on one idle core; rows of 16-bit values repeat values
 bfloat16 row of 32768 normal logits costs a fraction of that. The sums prune terms that
 provably do not matter (below 2**-(prec + 8) of the sum they enter).
 
+Training options (`options=LossOptions(...)`, numerics.options: weight, ignore_index, label
+smoothing, probability targets, z-loss, soft-cap): each kept row's entries from
+`truth.grad_options.option_row` (its docstring has the formulas), certified by the same loop,
+converted and cached the same way; ignored rows are exactly 0; "mean" divides by D (the kept
+rows' summed weights, their count, or N for probability targets) and "sum" does not; D = 0
+exactly makes every kept entry IEEE x / 0 (+-inf, or nan for an exact 0).
+
 Non-finite inputs (PyTorch's policy): a nan or a +inf logit makes the row's gradient nan; a
 -inf logit is a masked class (gradient exactly 0); a -inf target gives g_t = -1 and g_i = p_i
 over the other classes; a row with every logit -inf is nan.
@@ -38,6 +45,7 @@ import hashlib
 import math
 import os
 import tempfile
+from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,7 +56,9 @@ from mpmath import mp
 
 from ..data.inputs import validate_batch
 from ..errors import InputError, UncertifiedError
+from ..numerics.options import LossOptions, check_batch
 from ..running.provenance import code_fingerprint
+from . import grad_options
 from .cache import TruthCache, resolve_cache, truth_key
 from .fastref import arbprec
 
@@ -56,13 +66,15 @@ __all__ = ["reference_grad", "reference_grad_dd", "REDUCTIONS", "DEFAULT_BITS"]
 
 DEFAULT_BITS = 100
 DEFAULT_MAX_PREC = 1 << 14
-REDUCTIONS = ("none", "mean")
+REDUCTIONS = ("none", "mean", "sum")
 GRAD_SALT = b"precision_lab.truth.grad.v1"
 # exp(x_i - a) / S < 2**-1076 rounds to 0 in float64 (S >= 1): x_i - a < -1076 ln 2 = -745.8.
 DD_FLOOR = -746.5
 
 
-def _check_reduction(reduction: str) -> str:
+def _check_reduction(reduction: str | None, options: LossOptions | None = None) -> str:
+    if reduction is None:
+        return "none" if options is None else options.reduction
     if reduction not in REDUCTIONS:
         raise InputError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
     return reduction
@@ -127,12 +139,13 @@ def _row(x: np.ndarray, t: int, prec: int, scale, full: bool):
     return _Row(cols[own], idx.reshape(-1)[own], ug, gt)
 
 
-def _certified_row(x, t, bits, max_prec, scale_n, full, row):
+def _certify(make, x, bits, max_prec, row):
+    """`make(prec)` (a `_Row` or "nan") at doubling precisions until every ball carries
+    `bits` + 2 bits relative, or UncertifiedError past `max_prec`."""
     prec = bits + 24 + max(int(x.size).bit_length(), 1)
     while True:
         with arbprec(prec):
-            scale = None if scale_n is None else 1 / arb(scale_n)
-            res = _row(x, t, prec, scale, full)
+            res = make(prec)
         if res == "nan" or all(v.rel_accuracy_bits() >= bits + 2 for v in res.balls()):
             return res, prec
         if prec >= max_prec:
@@ -141,11 +154,56 @@ def _certified_row(x, t, bits, max_prec, scale_n, full, row):
         prec = min(2 * prec, max_prec)
 
 
-def _rows(logits, targets, reduction, bits, max_prec, full):
+def _certified_row(x, t, bits, max_prec, scale_n, full, row):
+    def make(prec):
+        scale = None if scale_n is None else 1 / arb(scale_n)
+        return _row(x, t, prec, scale, full)
+    return _certify(make, x, bits, max_prec, row)
+
+
+def _option_scale(t, kept, w, opt: LossOptions, reduction: str):
+    """(the mean's 1/D as a Fraction or None, D == 0 exactly)."""
+    if reduction != "mean":
+        return None, False
+    if opt.probabilities:
+        d = Fraction(len(t))
+    elif w is None:
+        d = Fraction(int(np.count_nonzero(kept)))
+    else:
+        d = sum((Fraction(v) for v in w[t[kept]].tolist()), Fraction(0))
+    return (None, True) if d == 0 else (1 / d, False)
+
+
+_EMPTY_ROW = _Row(_EMPTY, _EMPTY, [], None)
+
+
+def _option_rows(logits, targets, options, reduction, bits, max_prec):
+    x, t = check_batch(logits, targets, options)
+    w = options.weight_array
+    kept = np.ones(len(t), dtype=bool) if options.probabilities else t != options.ignore_index
+    scale, den_zero = _option_scale(t, kept, w, options, reduction)
+    rows = []
+    for r in range(len(t)):
+        if not kept[r]:
+            rows.append((_EMPTY_ROW, 0))
+            continue
+
+        def make(prec, r=r):
+            res = grad_options.option_row(x[r], t[r], w, options, scale)
+            return res if res == "nan" else _Row(res[0], res[1], res[2], None)
+        rows.append(_certify(make, x[r], bits, max_prec, r))
+    return x, t, rows, den_zero
+
+
+def _rows(logits, targets, reduction, bits, max_prec, full, options=None):
+    """(x, t, [(row, prec)], D == 0) of a batch, with or without options."""
+    reduction = _check_reduction(reduction, options)
+    if options is not None:
+        return _option_rows(logits, targets, options, reduction, bits, max_prec)
     x, t = validate_batch(logits, targets)
-    n = None if _check_reduction(reduction) == "none" else len(t)
+    n = None if reduction != "mean" else len(t)
     return x, t, [_certified_row(x[r], int(t[r]), bits, max_prec, n, full, r)
-                  for r in range(len(t))]
+                  for r in range(len(t))], False
 
 
 def _to_mpf(v: arb):
@@ -154,15 +212,18 @@ def _to_mpf(v: arb):
     return mp.make_mpf(mpmath.libmp.from_man_exp(int(man), int(ex)))
 
 
-def reference_grad(logits, targets, reduction: str = "none", bits: int = DEFAULT_BITS,
-                   max_prec: int = DEFAULT_MAX_PREC) -> np.ndarray:
+def reference_grad(logits, targets, reduction: str | None = None, bits: int = DEFAULT_BITS,
+                   max_prec: int = DEFAULT_MAX_PREC, options: LossOptions | None = None
+                   ) -> np.ndarray:
     """dL/dlogits of the cross entropy of the exact float64 `logits` (N, C) at `targets`.
 
-    `reduction`: "none" (the gradient of each row's loss) or "mean" (of the batch mean: each
-    row's divided by N). Returns an (N, C) object array of `mpmath.mpf`, each within
-    2**-(bits + 1) relative of the true entry (proven by ball arithmetic), exact zeros exact.
+    `reduction`: "none" (the gradient of each row's loss), "mean" (of the batch mean: each
+    row's divided by N) or "sum"; None: "none", or the options' own. `options`: a
+    `LossOptions` (then `targets` are as it says: class indices or (N, C) probabilities).
+    Returns an (N, C) object array of `mpmath.mpf`, each within 2**-(bits + 1) relative of
+    the true entry (proven by ball arithmetic), exact zeros exact.
     """
-    x, t, rows = _rows(logits, targets, reduction, bits, max_prec, full=True)
+    x, t, rows, den_zero = _rows(logits, targets, reduction, bits, max_prec, True, options)
     out = np.full(x.shape, mp.zero, dtype=object)
     for r, (res, _) in enumerate(rows):
         if res == "nan":
@@ -173,6 +234,8 @@ def reference_grad(logits, targets, reduction: str = "none", bits: int = DEFAULT
         out[r, res.cols] = vals[res.idx]
         if res.gt is not None:
             out[r, int(t[r])] = _to_mpf(res.gt)
+        if den_zero and res.cols.size:
+            out[r, :] = [mp.nan if v == 0 else (mp.inf if v > 0 else mp.ninf) for v in out[r]]
     return out
 
 
@@ -190,14 +253,23 @@ def _dd(balls: list, prec: int) -> tuple[np.ndarray, np.ndarray]:
 _CODE: list[str] = []
 
 
-def _key(x, t, bits, reduction) -> str:
+def _key(x, t, bits, reduction, options=None) -> str:
     """The loss truth's key (inputs, bits, the reference's code) salted with this module's own
-    code and the reduction: a changed gradient engine is never served an older result."""
+    code (and grad_options'), the reduction and the options (with probability targets, their
+    bytes): a changed gradient engine is never served an older result."""
     if not _CODE:
-        _CODE.append(code_fingerprint(files=[Path(__file__).resolve()], salt=GRAD_SALT))
+        _CODE.append(code_fingerprint(files=[Path(__file__).resolve(),
+                                             Path(grad_options.__file__).resolve()],
+                                      salt=GRAD_SALT))
     h = hashlib.sha256(_CODE[0].encode())
-    h.update(truth_key(x, t, bits).encode())
+    if options is not None and options.probabilities:
+        h.update(truth_key(x, np.zeros(len(t), dtype=np.int64), bits).encode())
+        h.update(np.ascontiguousarray(t, dtype=np.float64).tobytes())
+    else:
+        h.update(truth_key(x, t, bits).encode())
     h.update(reduction.encode())
+    if options is not None:
+        h.update(repr(options).encode())
     return h.hexdigest()
 
 
@@ -239,22 +311,24 @@ class _GradCache:
                 os.unlink(tmp)
 
 
-def reference_grad_dd(logits, targets, reduction: str = "none", bits: int = DEFAULT_BITS, *,
-                      max_prec: int = DEFAULT_MAX_PREC, cache=None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def reference_grad_dd(logits, targets, reduction: str | None = None, bits: int = DEFAULT_BITS,
+                      *, max_prec: int = DEFAULT_MAX_PREC, cache=None,
+                      options: LossOptions | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The certified gradient as double-double float64 (hi, lo) arrays (N, C); see the
     module docstring for the range where the pair carries every bit. `cache` as in
-    `reference_truth` (None: the default directory, False: none, or a directory)."""
-    x, t = validate_batch(logits, targets)
-    _check_reduction(reduction)
+    `reference_truth` (None: the default directory, False: none, or a directory);
+    `reduction` and `options` as in `reference_grad`."""
+    reduction = _check_reduction(reduction, options)
+    x, t = validate_batch(logits, targets) if options is None else \
+        check_batch(logits, targets, options)
     store = resolve_cache(cache)
     gc = _GradCache(store) if store is not None else None
-    key = _key(x, t, bits, reduction) if gc is not None else None
+    key = _key(x, t, bits, reduction, options) if gc is not None else None
     if gc is not None:
         hit = gc.load(key, x.shape)
         if hit is not None:
             return hit
-    _, _, rows = _rows(x, t, reduction, bits, max_prec, full=False)
+    _, _, rows, den_zero = _rows(x, t, reduction, bits, max_prec, False, options)
     hi = np.zeros(x.shape)
     lo = np.zeros(x.shape)
     for r, (res, prec) in enumerate(rows):
@@ -265,7 +339,11 @@ def reference_grad_dd(logits, targets, reduction: str = "none", bits: int = DEFA
         m = len(res.ug)
         hi[r, res.cols], lo[r, res.cols] = his[:m][res.idx], los[:m][res.idx]
         if res.gt is not None:
-            hi[r, t[r]], lo[r, t[r]] = his[m], los[m]
+            hi[r, int(t[r])], lo[r, int(t[r])] = his[m], los[m]
+        if den_zero and res.cols.size:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                hi[r] = hi[r] / 0.0
+            lo[r] = 0.0
     if gc is not None:
         gc.save(key, hi, lo)
     return hi, lo
