@@ -6,12 +6,13 @@ PY := $(VENV)/bin/python
 
 $(VENV)/.ready: pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q -c requirements.lock -e ".[test,dask]"
+	$(PY) -m pip install -q -c requirements.lock -e ".[test,dask,frameworks]"
 	touch $@
 
 .PHONY: reports test
 reports: $(VENV)/.ready
 	$(VENV)/bin/precision-lab run all --profile full --out reports
+	cp reports/tolerance/tolerance.json precision_lab/analysis/tolerance.json  # precision_lab.tolerance
 	$(VENV)/bin/precision-lab run all --profile quick --out build/quick-reports --quiet
 	$(PY) -m precision_lab.experiments._timings reports build/quick-reports
 

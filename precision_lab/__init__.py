@@ -16,6 +16,7 @@ Layers, bottom to top (a module imports only from layers below it, or its own):
 from .analysis.analyze import Analysis, analyze
 from .analysis.evaluate import evaluate, variants
 from .analysis.evaluate_grad import evaluate_grad, grad_methods
+from .analysis.tolerance import Tolerance, tolerance
 from .data.inputs import load_logits, validate_batch
 from .errors import InputError, UncertifiedError
 from .numerics import gradients  # noqa: F401  (declares every method's backward)
@@ -34,6 +35,6 @@ __all__ = [
     "reference_grad",
     "errors", "aggregate", "evaluate", "variants", "evaluate_grad", "grad_methods",
     "analyze", "Analysis",
-    "validate_batch", "load_logits", "InputError", "LossOptions",
+    "validate_batch", "load_logits", "InputError", "LossOptions", "tolerance", "Tolerance",
 ]
 __version__ = "0.1.0"

@@ -10,6 +10,7 @@ import warnings
 
 from . import runner
 from .analysis import analyze_report, check_grad
+from .analysis import implementations as impls
 from .errors import InputError
 from .experiments import available, load_experiment, measured_timings
 from .numerics.formats import FORMATS
@@ -30,6 +31,13 @@ def _list(args) -> int:
     for m in METHODS.values():
         acc = "accumulator: working | float32" if m.uses_accumulator else "accumulator: its own"
         print(f"  {m.name:<12} {m.formula}\n  {'':<12} {m.summary}; {acc}")
+    print("\nimplementations (library adapters; `check implementation:NAME`, the "
+          "implementations experiment):")
+    for r in impls.IMPLEMENTATIONS.values():
+        missing = r.missing()
+        state = f"needs {', '.join(missing)} (pip install -e .[frameworks])" if missing \
+            else f"{r.device}; {' '.join(r.formats)}"
+        print(f"  {r.name:<20} {r.call}\n  {'':<20} {state}")
     timings = measured_timings()
     print("\nexperiments (precision-lab run NAME --profile PROFILE; wall time as last measured, "
           "on the machine its metadata names):")

@@ -16,6 +16,12 @@ OVERFLOW_LOGIT_REL = 1e-12
 # input lands there, so methods are compared bit for bit with their scalar definitions.
 METHOD_BITWISE = 0.0
 
+# Library cross entropies (analysis.implementations) on well-scaled rows (|logit| <= 8, 10
+# classes): the loss a + log(sum) - x_t is formed at the magnitude of the largest logit, so
+# the error is counted in ulps at max(|loss|, max |x|, 1); 4 of them leave room for one
+# rounding in each of exp, sum, log and the two additions.
+IMPLEMENTATION_ULP = 4.0
+
 # The certified gradient promises this many correct bits relative per entry (truth.grad), and
 # its double-double form 2**-104 relative where the entry is at least 2**-969.
 GRAD_BITS = 100
@@ -25,3 +31,9 @@ GRAD_DD_REL = 2.0 ** -104
 TORCH_F64_REL = 1e-12
 # Precision of the independent mpmath check of the options truth (direct formulas, no tricks).
 OPTIONS_CHECK_PREC = 1500
+
+# Library gradients (analysis.implementations backward adapters) on well-scaled rows: softmax
+# minus one-hot; the exponent x - a (or x - lse) is rounded at the logits' magnitude, so each
+# probability carries a relative error of about u max|x|: norm-wise within 4 u max(1, max|x|)
+# of the certified gradient (exp, sum, division and the subtraction of 1, with room to spare).
+IMPLEMENTATION_GRAD_U = 4.0

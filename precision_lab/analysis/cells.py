@@ -23,8 +23,8 @@ from ..running.storage import atomic_write
 from ..running.sweep import cell_key
 from .evaluate import evaluate
 
-__all__ = ["GROUP", "cell_rng", "cell_logits", "staged_logits", "evaluate_cell", "stage_arrays",
-           "array_digest",
+__all__ = ["GROUP", "representable_rows", "cell_rng", "cell_logits", "staged_logits",
+           "evaluate_cell", "stage_arrays", "array_digest",
            "class_counts_up_to"]
 
 GROUP = ["format", "method", "accumulator", "reduction"]
@@ -137,6 +137,20 @@ def staged_logits(cell: dict) -> tuple[np.ndarray, np.ndarray, dict]:
     return np.ascontiguousarray(x, dtype=np.float64), t, facts
 
 
+def representable_rows(x, truth, fmt) -> np.ndarray:
+    """Rows (bool per row) the format can represent: their logits rounded into `fmt` are finite
+    (or -inf, a masked class), and their true log-sum-exp and loss `truth` (of the rounded
+    logits), rounded to `fmt`, are finite too: where a correct method must return a finite
+    loss."""
+    f = FORMATS[fmt] if isinstance(fmt, str) else fmt
+    xr = f.round(x)
+    a, s, _, _ = lse_terms(xr)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ok = (np.isfinite(xr) | (xr == -np.inf)).all(axis=1)
+        ok &= np.isfinite(f.round(a + np.log1p(s))) & np.isfinite(f.round(truth))
+    return ok
+
+
 def evaluate_with_bound(x, t, cell: dict) -> pd.DataFrame:
     """`evaluate` the batch, aggregate per (format, method, accumulator, reduction), and add:
     max_logit_median and lse_median (medians over rows of max_i x_i and of log sum_i exp x_i,
@@ -157,13 +171,7 @@ def evaluate_with_bound(x, t, cell: dict) -> pd.DataFrame:
     for (fmt, method, acc), g in rows.groupby(["format", "method", "accumulator"], sort=False):
         truth = g["truth"].to_numpy()
         if fmt not in representable:
-            f = FORMATS[fmt]
-            xr = f.round(x)
-            a, s, _, _ = lse_terms(xr)
-            with np.errstate(invalid="ignore", over="ignore"):
-                ok = (np.isfinite(xr) | (xr == -np.inf)).all(axis=1)
-                ok &= np.isfinite(f.round(a + np.log1p(s))) & np.isfinite(f.round(truth))
-            representable[fmt] = ok
+            representable[fmt] = representable_rows(x, truth, fmt)
         rec = {"format": fmt, "method": method, "accumulator": acc, "reduction": "none",
                "loss_median": _median(truth),
                "representable_frac": float(representable[fmt].mean()),

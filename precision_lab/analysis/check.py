@@ -61,6 +61,7 @@ from ..reporting.tables import write_csv
 from ..running.storage import check_writable_dir
 from ..truth.options import certified_option_losses
 from ..truth.reference import reference_loss, reference_mean, to_double_double
+from .implementations import Implementation, get_implementation
 from .isolation import run_isolated
 
 __all__ = ["add_arguments", "cli", "check_implementation", "load_function", "battery",
@@ -127,6 +128,8 @@ def load_function(spec: str) -> Callable:
     modname, fname = spec.split(":")
     if not modname or not fname:
         raise InputError(f"expected MODULE:FUNCTION, got {spec!r}")
+    if modname == "implementation":  # a registered library adapter (analysis.implementations)
+        return get_implementation(fname)
     try:
         if modname.endswith(".py"):
             path = Path(modname)
@@ -501,6 +504,12 @@ def check_implementation(fn, name: str | None = None,
         raise InputError(f"seed must be a non-negative integer, got {seed!r}")
     if isinstance(formats, str) or not list(formats):
         raise InputError(f"formats must be a non-empty list of format names, got {formats!r}")
+    adapter = fn if isinstance(fn, Implementation) else (
+        get_implementation(fn.split(":", 1)[1])
+        if isinstance(fn, str) and fn.startswith("implementation:") else None)
+    if adapter is not None:  # a library adapter: only the formats it supports
+        formats = [f for f in formats if f in adapter.formats]
+        name = name or f"implementation:{adapter.name}"
     if isinstance(fn, str):
         name = name or fn
     elif callable(fn):
@@ -601,7 +610,9 @@ def _verdict(details: pd.DataFrame, impls, fmts) -> pd.DataFrame:
 
 def add_arguments(p) -> None:
     p.add_argument("target", help="MODULE:FUNCTION (or path/to/file.py:FUNCTION) taking "
-                                  "(logits, targets) and returning the mean or per-row losses")
+                                  "(logits, targets) and returning the mean or per-row losses, "
+                                  "or implementation:NAME, a library adapter (precision-lab "
+                                  "list)")
     p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS),
                    metavar="FORMAT", help=f"formats to run in (default: {' '.join(FORMATS)})")
     p.add_argument("--max-ulp", type=_threshold, default=DEFAULT_MAX_ULP,

@@ -25,7 +25,7 @@ from ..numerics.methods import METHODS  # noqa: E402
 from ..running.storage import atomic_write  # noqa: E402
 from ..truth.reference import DEFAULT_BITS  # noqa: E402
 
-__all__ = ["FORMAT_ORDER", "method_color", "variant_style", "variant_label",
+__all__ = ["FORMAT_ORDER", "method_color", "register_colors", "variant_style", "variant_label",
            "variants_in", "formats_in", "format_title", "mark_unit_roundoff", "mark_vline",
            "floored", "legend_handles", "figure_legend", "caption", "plot_error_panels",
            "nonfinite_cmap", "error_cmap", "BOUND_STYLE", "method_style", "FAMILY_GROUPS",
@@ -49,10 +49,21 @@ MARK_STYLE = {"color": "0.45", "linewidth": 0.9}
 LIMIT_STYLE = {"color": "0.82", "linewidth": 0, "zorder": 0}
 
 
+_EXTRA_COLORS: dict[str, str] = {}
+
+
+def register_colors(colors: dict) -> None:
+    """Colours for series that are not registered methods (library implementations): name ->
+    colour, used by `method_color` like a method record's own."""
+    _EXTRA_COLORS.update(colors)
+
+
 def method_color(method: str) -> str:
     """The method's own colour (its record's), the same in every figure of every report."""
     if method in METHODS and METHODS[method].color:
         return METHODS[method].color
+    if method in _EXTRA_COLORS:
+        return _EXTRA_COLORS[method]
     return _SPARE[sum(method.encode()) % len(_SPARE)]
 
 

@@ -24,7 +24,8 @@ REPO_DIR = PACKAGE_DIR.parent
 
 # Every installed distribution whose version can change a number the suite computes.
 NUMERIC_LIBRARIES = ("numpy", "torch", "mpmath", "gmpy2", "python-flint", "pandas", "ml_dtypes",
-                     "scipy", "scikit-learn", "numba")
+                     "scipy", "scikit-learn", "numba", "jax", "jaxlib", "optax",
+                     "tensorflow-cpu")
 
 
 def _version(dist: str) -> str:
