@@ -19,7 +19,9 @@ EXPERIMENTS = ["logit_scale", "class_count", "scale_classes", "trained_logits"]
 REQUIRED = ["format", "method", "distribution", "scale", "classes", "rows", "nonfinite_frac",
             "rel_err_median", "rel_err_max", "ulp_err_median", "ulp_err_max", "bits_err_mean",
             "accumulator", "reduction", "count", "representable_frac",
-            "spurious_nonfinite_frac", "bhh_bound_rel_median", "bhh_within_frac"]
+            "spurious_nonfinite_frac", "bhh_bound_rel_median", "bhh_within_frac",
+            "bhh_checked", "bhh_violations", "bhh_ratio_median", "bhh_ratio_max",
+            "bhh_informative_frac"]
 STABLE = ["logsumexp", "log1p", "torch"]
 
 
@@ -110,6 +112,7 @@ def test_bhh_bound_holds(reports, name):
     rows = df[(df["reduction"] == "none") & df["method"].isin(["logsumexp", "log1p"])]
     checked = rows["bhh_within_frac"].dropna()
     assert len(checked) and (checked == 1).all()
+    assert (rows["bhh_violations"].dropna() == 0).all() and rows["bhh_checked"].sum() > 0
     assert rows[rows["method"] == "torch"]["bhh_within_frac"].isna().all()
 
 

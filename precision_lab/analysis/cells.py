@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ..data.inputs import make_logits
-from ..numerics.bounds import bhh_bound, lse_terms
+from ..numerics import elementary
+from ..numerics.bounds import BHH_CHECK_COLUMNS, bhh_bound, bhh_check, lse_terms
 from ..numerics.formats import FORMATS
 from ..numerics.methods import get_method
 from ..numerics.metrics import aggregate
@@ -147,7 +148,8 @@ def representable_rows(x, truth, fmt) -> np.ndarray:
     a, s, _, _ = lse_terms(xr)
     with np.errstate(invalid="ignore", over="ignore"):
         ok = (np.isfinite(xr) | (xr == -np.inf)).all(axis=1)
-        ok &= np.isfinite(f.round(a + np.log1p(s))) & np.isfinite(f.round(truth))
+        ok &= np.isfinite(f.round(a + elementary.log1p(s, FORMATS["float64"])))
+        ok &= np.isfinite(f.round(truth))
     return ok
 
 
@@ -158,9 +160,13 @@ def evaluate_with_bound(x, t, cell: dict) -> pd.DataFrame:
     representable_frac (fraction of rows whose rounded logits are finite and whose true
     log-sum-exp and loss, rounded to the format, are finite too: where a correct method must
     return a finite loss), spurious_nonfinite_frac (fraction of the rows that are representable
-    yet come out inf or nan: a failure of the method, not of the format), and for the methods the bound applies to
-    (`Method.bound`, per-row losses) bhh_bound_rel_median (median of bound / true loss) and
-    bhh_within_frac (fraction of rows with a finite result whose error is within the bound)."""
+    yet come out inf or nan: a failure of the method, not of the format), and for the
+    methods the bound applies to (`Method.bound`, per-row losses) bhh_bound_rel_median (median
+    of bound / true loss) and the check of the bound (`bounds.bhh_check`): bhh_within_frac
+    (fraction of rows with a finite result whose error is within the bound), bhh_checked,
+    bhh_violations (a non-finite result on a representable row counts as one),
+    bhh_ratio_median, bhh_ratio_max (error / bound) and bhh_informative_frac (share of rows
+    whose bound is below the loss)."""
     kw = {k: cell[k] for k in ("formats", "methods", "accumulators") if k in cell}
     df = evaluate(x, t, **kw)
     agg = aggregate(df, GROUP)
@@ -177,7 +183,7 @@ def evaluate_with_bound(x, t, cell: dict) -> pd.DataFrame:
                "representable_frac": float(representable[fmt].mean()),
                "spurious_nonfinite_frac": float(np.mean(
                    representable[fmt] & ~np.isfinite(g["computed"].to_numpy()))),
-               "bhh_bound_rel_median": np.nan, "bhh_within_frac": np.nan}
+               "bhh_bound_rel_median": np.nan, **dict.fromkeys(BHH_CHECK_COLUMNS, np.nan)}
         form = get_method(method).bound
         if form is not None:
             key = (fmt, acc, form)
@@ -187,16 +193,17 @@ def evaluate_with_bound(x, t, cell: dict) -> pd.DataFrame:
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 rel = b / np.abs(truth)
             rec["bhh_bound_rel_median"] = _median(rel)
-            comp = g["computed"].to_numpy()
-            fin = np.isfinite(comp) & np.isfinite(b)
-            within = g["abs_err"].to_numpy()[fin] <= b[fin]
-            rec["bhh_within_frac"] = float(within.mean()) if fin.any() else np.nan
+            rec.update(bhh_check(g["abs_err"].to_numpy(), g["computed"].to_numpy(), b, truth,
+                                 representable[fmt]))
         extra.append(rec)
     agg = agg.merge(pd.DataFrame(extra), on=GROUP, how="left")
+    for col in ("bhh_checked", "bhh_violations"):   # counts: integers, empty where unchecked
+        agg[col] = agg[col].astype("Int64")
     a, s, _, _ = lse_terms(x)
     with np.errstate(invalid="ignore"):
         agg.insert(len(GROUP), "max_logit_median", _median(np.max(x, axis=1)))
-        agg.insert(len(GROUP) + 1, "lse_median", _median(a + np.log1p(s)))
+        agg.insert(len(GROUP) + 1, "lse_median",
+                   _median(a + elementary.log1p(s, FORMATS["float64"])))
     params = {k: v for k, v in cell.items()
               if k not in ("formats", "methods", "accumulators", "logits_path")}
     for i, (k, v) in enumerate(params.items()):

@@ -36,6 +36,8 @@ def evaluate(logits, targets, formats: Iterable[str] = tuple(FORMATS),
     Returns one row per (input row, format, method, accumulator), with reduction 'none'; with
     `mean`, one more row per (format, method, accumulator) for the batch mean (row = -1).
     `cache`: where certified truths are kept on disk (see `reference_truth`).
+    The `truth` column is the truth rounded to float64: inf where it exceeds float64's range,
+    0 where it is below 2**-1075; the error columns use the exact truth at every magnitude.
     `formats`, `methods`, `accumulators`: non-empty lists of names (a bare string is refused);
     an accumulator that is the working format itself in a format ("float32" in float32 and
     float64) runs as "working" there. Logits may be torch tensors (detached first).
@@ -60,15 +62,16 @@ def evaluate(logits, targets, formats: Iterable[str] = tuple(FORMATS),
 
     for fmt in fmts:
         xr = fmt.round(x)
-        hi, lo, mhi, mlo = reference_truth(xr, t, bits=bits, cache=cache)
+        tr = reference_truth(xr, t, bits=bits, cache=cache)
         for m in meths:
             for acc in variants(m, fmt, accumulators):
                 losses = m(xr, t, fmt, acc)
-                add(fmt, m.name, acc, "none", np.arange(len(t)), losses, hi, lo)
+                add(fmt, m.name, acc, "none", np.arange(len(t)), losses, tr.hi, tr.lo, tr.exp)
                 if mean:
                     mval = m.batch_mean(losses, fmt, acc, x=xr, targets=t)
                     add(fmt, m.name, acc, "mean", np.array([-1]), np.array([mval]),
-                        np.array([mhi]), np.array([mlo]))
+                        np.array([tr.mean_hi]), np.array([tr.mean_lo]),
+                        np.array([tr.mean_exp], dtype=np.int64))
     return pd.DataFrame({k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]})
 
 
@@ -112,10 +115,16 @@ def evaluate_options(logits, targets, options: LossOptions,
     return df
 
 
-def _block(fmt, method, acc, reduction, row, computed, hi, lo) -> dict:
+def _block(fmt, method, acc, reduction, row, computed, hi, lo, exp=None) -> dict:
+    """The frame's columns for one (format, method, accumulator, reduction); the truth is
+    (hi + lo) 2**exp (exp None: 0), its column that rounded to float64 (inf / 0 beyond)."""
     n = len(row)
+    truth = hi
+    if exp is not None:
+        with np.errstate(over="ignore"):
+            truth = np.ldexp(hi, exp)
     return {"format": np.full(n, fmt.name, dtype=object),
             "method": np.full(n, method, dtype=object),
             "accumulator": np.full(n, acc, dtype=object), "row": row,
-            "reduction": np.full(n, reduction, dtype=object), "truth": hi,
-            **error_columns(computed, hi, lo, fmt)}
+            "reduction": np.full(n, reduction, dtype=object), "truth": truth,
+            **error_columns(computed, hi, lo, fmt, exp)}

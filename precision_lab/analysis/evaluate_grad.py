@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..data.inputs import validate_batch
 from ..errors import InputError
+from ..numerics import elementary
 from ..numerics.arithmetic import ACCUMULATORS, OWN
 from ..numerics.formats import FORMATS, get_format
 from ..numerics.grad_metrics import grad_error_columns
@@ -116,8 +117,10 @@ def confident_logits(rows: int, classes: int, confidence: float, rng: np.random.
     t = rng.integers(0, classes, size=rows)
     r = np.arange(rows)
     x[r, t] = -np.inf
-    lse_others = np.log(np.exp(x).sum(axis=1))
-    x[r, t] = np.log(confidence) - np.log1p(-confidence) + lse_others
+    f64 = FORMATS["float64"]  # correctly rounded exp/log: the same logits on every CPU
+    lse_others = elementary.log(elementary.exp(x, f64).sum(axis=1), f64)
+    x[r, t] = (elementary.log(confidence, f64) - elementary.log1p(-confidence, f64)
+               + lse_others)
     return x, t
 
 

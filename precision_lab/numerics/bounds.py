@@ -21,15 +21,23 @@ Extensions, derived the same way (first order; stated so a reader can check them
     relative, rounding error of at most half the smallest subnormal; n of them add
     n * min_subnormal / 2 / (1 + s).
 Rows with a +inf or nan logit have no bound (nan); -inf logits are masked classes (exact zeros).
+The float64 exp and log1p here are correctly rounded (numerics.elementary), so the bound is the
+same on every CPU.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from . import elementary
 from .arithmetic import WORKING, accumulator_format
-from .formats import get_format
+from .formats import FORMATS, get_format
 
-__all__ = ["bhh_bound", "lse_terms"]
+F64 = FORMATS["float64"]
+
+__all__ = ["bhh_bound", "lse_terms", "bhh_check", "BHH_CHECK_COLUMNS"]
+
+BHH_CHECK_COLUMNS = ("bhh_within_frac", "bhh_checked", "bhh_violations", "bhh_ratio_median",
+                     "bhh_ratio_max", "bhh_informative_frac")
 
 
 def lse_terms(x) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -45,7 +53,7 @@ def lse_terms(x) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         k = np.argmax(xm, axis=1)
         diff = xm - a[:, None]
         diff = np.where(finite, diff, -np.inf)
-        e = np.exp(diff)
+        e = elementary.exp(diff, F64)
         e[np.arange(len(k)), k] = 0.0
         s = e.sum(axis=1)
         d = np.where(finite.any(axis=1), a - np.where(finite, x, np.inf).min(axis=1), 0.0)
@@ -76,7 +84,8 @@ def bhh_bound(x, targets, fmt, accumulator: str = WORKING, form: str = "log1p",
     with np.errstate(invalid="ignore", over="ignore"):
         ratio = s / (1.0 + s)
         under = n * fmt.min_subnormal / 2 / (1.0 + s)
-        y = a + np.log1p(s)
+        l1p = elementary.log1p(s, F64)
+        y = a + l1p
         loss = y - x[np.arange(len(t)), t]
         if form == "log1p":
             if mixed:
@@ -85,6 +94,41 @@ def bhh_bound(x, targets, fmt, accumulator: str = WORKING, form: str = "log1p",
                 summed = ratio * (n + d) * u
         else:
             summed = (n - 1.0) * u_acc + mixed * u + ratio * (1.0 + d) * u
-        bound = np.log1p(s) * u + summed + under + u * np.abs(y) + u * np.abs(loss)
+        bound = l1p * u + summed + under + u * np.abs(y) + u * np.abs(loss)
     bad = ~np.all(np.isfinite(x) | (x == -np.inf), axis=1) | ~np.isfinite(bound)
     return np.where(bad, np.nan, bound)
+
+
+def bhh_check(abs_err, computed, bound, truth, representable) -> dict[str, float]:
+    """The bound checked on one cell's rows (arrays of equal length).
+
+    A row is checked where its bound is finite and either the result is finite or the row is
+    representable (the format can hold its inputs, log-sum-exp and loss): there a non-finite
+    result is a violation, not a row to drop. Returns
+      bhh_within_frac      share of the checked rows with a finite result whose error is
+                           within the bound, among the rows with a finite result (as before);
+      bhh_checked          the number of checked rows;
+      bhh_violations       checked rows whose error exceeds the bound, or whose result is
+                           non-finite on a representable row;
+      bhh_ratio_median/max error / bound over the checked rows (inf for a non-finite result;
+                           0 where the error is 0);
+      bhh_informative_frac share of the rows with a finite bound where it says something:
+                           bound < |loss| (the bound relative to the loss below 1).
+    nan where no row qualifies."""
+    abs_err, computed, bound, truth = (np.asarray(a, dtype=np.float64)
+                                       for a in (abs_err, computed, bound, truth))
+    representable = np.asarray(representable, dtype=bool)
+    has_bound = np.isfinite(bound)
+    fin = np.isfinite(computed) & has_bound
+    checked = has_bound & (np.isfinite(computed) | representable)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(abs_err == 0, 0.0, abs_err / bound)
+    ratio = np.where(np.isfinite(computed), ratio, np.inf)[checked]
+    within = abs_err[fin] <= bound[fin]
+    return {"bhh_within_frac": float(within.mean()) if fin.any() else np.nan,
+            "bhh_checked": int(checked.sum()),
+            "bhh_violations": int((ratio > 1).sum()),
+            "bhh_ratio_median": float(np.median(ratio)) if ratio.size else np.nan,
+            "bhh_ratio_max": float(ratio.max()) if ratio.size else np.nan,
+            "bhh_informative_frac": float(np.mean(bound[has_bound] < np.abs(truth[has_bound])))
+            if has_bound.any() else np.nan}

@@ -5,6 +5,14 @@ ulp_err  = abs_err / ulp_fmt(truth), the spacing of the format in truth's binade
 bits_err = log2(1 + |ordinal(computed) - ordinal(RN_fmt(truth))|)  (Herbie); a nan, or an
            infinity where the rounded truth is finite, counts as the format's full width
 outcome  = finite | zero (computed 0, truth not 0) | +inf | -inf | nan
+
+A truth beyond float64's range comes scaled, (hi + lo) 2**exp with 1 <= hi <= 2 (`exp`, int,
+0 elsewhere): its errors are computed in the scaled space, so rel_err, ulp_err, bits_err and
+the outcome are right at every magnitude (a returned 0 against a truth of 5e-435: rel_err 1,
+outcome zero); abs_err is a float64 and overflows to inf (underflows to 0) where the error
+itself leaves float64's range. The format's ulp there is that of the truth's binade (exponent
+unbounded above, the smallest subnormal below), RN_fmt of such a truth is inf (above) or 0
+(below) in every format carried in float64.
 """
 from __future__ import annotations
 
@@ -74,17 +82,40 @@ def _truth_ulp(hi, lo, fmt: Format) -> np.ndarray:
     return np.where(below, ulp / 2, ulp)
 
 
-def errors(computed, hi, lo, fmt) -> pd.DataFrame:
-    """Per-row errors of `computed` (float64 carrying `fmt` values) against truth hi + lo."""
-    return pd.DataFrame(error_columns(computed, hi, lo, fmt))
+def errors(computed, hi, lo, fmt, exp=None) -> pd.DataFrame:
+    """Per-row errors of `computed` (float64 carrying `fmt` values) against truth
+    (hi + lo) 2**exp (exp None: 0)."""
+    return pd.DataFrame(error_columns(computed, hi, lo, fmt, exp))
 
 
-def error_columns(computed, hi, lo, fmt) -> dict[str, np.ndarray]:
-    """The columns of `errors`, as arrays."""
+def _scaled_errors(c, hi, lo, exp, fmt: Format):
+    """abs_err, rel_err, ulp_err, RN_fmt(truth) for truths (hi + lo) 2**exp, exp != 0."""
+    with np.errstate(invalid="ignore", over="ignore", under="ignore", divide="ignore"):
+        cs = np.ldexp(c, -exp)                      # exact but for over/underflow
+        d = np.abs((cs - hi) - lo)
+        d = np.where(np.isinf(cs) & (cs == hi), 0.0, d)
+        rel = np.where(d == 0, 0.0, d / np.abs(hi))
+        absolute = np.ldexp(d, exp)
+        fr, e = np.frexp(np.abs(hi))
+        binade = exp + e - 1 - ((fr == 0.5) & (np.sign(lo) == -np.sign(hi)))
+        quantum = np.maximum(binade - fmt.precision + 1, fmt.emin - fmt.precision + 1)
+        ulp = np.where(d == 0, 0.0, np.ldexp(d, exp - quantum))
+    rounded = np.copysign(np.where(exp > 0, np.inf, 0.0), hi)
+    return absolute, rel, ulp, rounded
+
+
+def error_columns(computed, hi, lo, fmt, exp=None) -> dict[str, np.ndarray]:
+    """The columns of `errors`, as arrays; `exp` the truth's binary exponents (None: all 0)."""
     fmt = get_format(fmt)
     c = np.asarray(computed, dtype=np.float64)
     hi = np.asarray(hi, dtype=np.float64)
     lo = np.asarray(lo, dtype=np.float64)
+    scaled = None
+    if exp is not None:
+        exp = np.broadcast_to(np.asarray(exp, dtype=np.int64), hi.shape)
+        scaled = exp != 0
+        if not scaled.any():
+            scaled = None
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         diff = (c - hi) - lo
         abs_err = np.abs(diff)
@@ -93,6 +124,12 @@ def error_columns(computed, hi, lo, fmt) -> dict[str, np.ndarray]:
         rel_err = np.where(abs_err == 0, 0.0, abs_err / np.abs(hi))
         ulp_err = np.where(abs_err == 0, 0.0, abs_err / _truth_ulp(hi, lo, fmt))
         rounded = round_truth(hi, lo, fmt)
+        if scaled is not None:
+            sa, sr, su, sround = _scaled_errors(c[scaled], hi[scaled], lo[scaled],
+                                                exp[scaled], fmt)
+            abs_err, rel_err, ulp_err = abs_err.copy(), rel_err.copy(), ulp_err.copy()
+            abs_err[scaled], rel_err[scaled], ulp_err[scaled] = sa, sr, su
+            rounded[scaled] = sround
         finite_pair = np.isfinite(c) & np.isfinite(rounded)
         dist = np.abs(ordinal(np.where(finite_pair, c, 0.0), fmt)
                       - ordinal(np.where(finite_pair, rounded, 0.0), fmt)).astype(np.float64)

@@ -2,7 +2,9 @@
 
 An entry is keyed by the SHA-256 of the exact input bytes (the rounded float64 logits, their
 shape, the int64 targets) and the certified bit count. It holds plain float64 arrays (the
-per-row truth and the batch mean as double-double hi/lo pairs) in an .npz read without pickle,
+per-row truth and the batch mean as double-double hi/lo pairs, and their binary exponents
+`exp`, `mean_exp`, exact integers, 0 except beyond float64's range) in an .npz read without
+pickle,
 plus the key itself and a SHA-256 checksum of every stored array (its name, dtype, shape and
 bytes; generic over whatever fields an entry has). On read an entry is trusted only when
   - it can be read without pickle, and its stored key is the key asked for;
@@ -48,7 +50,7 @@ def _code_fingerprint() -> bytes:
 
 
 _CODE = None
-FIELDS = ("hi", "lo", "mean_hi", "mean_lo")
+FIELDS = ("hi", "lo", "mean_hi", "mean_lo", "exp", "mean_exp")
 _OFF = {"off", "0", "none", "false", ""}
 
 
@@ -90,9 +92,16 @@ _SLACK = 2.0 ** -40     # relative: float64 rounding of a - x_t, log C and hi (a
 
 
 def invariant_violation(entry: dict[str, np.ndarray], x: np.ndarray, t: np.ndarray) -> str | None:
-    """None when the truth `entry` (hi, lo, mean_hi, mean_lo) is consistent with the inputs
-    x (N, C) float64 and t (N,), else what is wrong (see the module docstring)."""
+    """None when the truth `entry` (hi, lo, mean_hi, mean_lo; exp, mean_exp where present) is
+    consistent with the inputs x (N, C) float64 and t (N,), else what is wrong (see the module
+    docstring). A truth beyond float64's range ((hi + lo) 2**exp) is checked as float64 does:
+    inf above, 0 below."""
     hi, lo = entry["hi"], entry["lo"]
+    exp = np.asarray(entry.get("exp", np.zeros(len(hi)))).astype(np.int64)
+    with np.errstate(over="ignore"):
+        loss = np.ldexp(hi, exp)
+        mean_loss = float(np.ldexp(float(entry["mean_hi"]),
+                                   int(entry.get("mean_exp", np.float64(0)))))
     n = len(t)
     rows = np.arange(n)
     xt = x[rows, t]
@@ -112,7 +121,7 @@ def invariant_violation(entry: dict[str, np.ndarray], x: np.ndarray, t: np.ndarr
         a = np.where(live, x, -np.inf).max(axis=1)
         lower = a - xt
         upper = lower + np.log(np.count_nonzero(live, axis=1))
-        h = hi[regular]
+        h = loss[regular]
         lo_ok = h >= lower[regular] * (1 - _SLACK)
         up_ok = (h <= upper[regular] * (1 + _SLACK)) | ~np.isfinite(upper[regular])
         fin_ok = np.isfinite(h) | ~np.isfinite(upper[regular]) | (h > np.finfo(float).max / 2)
@@ -124,13 +133,14 @@ def invariant_violation(entry: dict[str, np.ndarray], x: np.ndarray, t: np.ndarr
     fin = np.isfinite(hi)
     if not (np.isfinite(lo) & (~fin | (hi + lo == hi))).all():
         return "a low part is not below half an ulp of its high part"
-    mean_hi = float(entry["mean_hi"])
+    mean_hi = mean_loss
     if want_nan.any():
         ok = math.isnan(mean_hi)
     elif not fin.all():
         ok = mean_hi == math.inf
     else:
-        m = float(np.sum(hi / n))
+        with np.errstate(over="ignore"):
+            m = float(np.sum(loss / n))
         ok = math.isfinite(mean_hi) and abs(mean_hi - m) <= 1e-9 * abs(m) + 1e-300 \
             if math.isfinite(m) else mean_hi >= np.finfo(float).max / (2 * n)
     if not ok:
@@ -200,7 +210,7 @@ class TruthCache:
             return f"missing fields {missing}"
         out = {f: v for f, v in stored.items() if f != "key"}
         for f in FIELDS:
-            want = (n,) if f in ("hi", "lo") else ()
+            want = (n,) if f in ("hi", "lo", "exp") else ()
             if out[f].dtype != np.float64 or out[f].shape != want:
                 return f"field {f} has dtype {out[f].dtype}, shape {out[f].shape}"
         if x is not None and t is not None:
@@ -210,7 +220,9 @@ class TruthCache:
         return out
 
     def store(self, key: str, arrays: dict[str, np.ndarray]) -> None:
-        """Write atomically (`atomic_write`); errors writing are not fatal."""
+        """Write atomically (`atomic_write`); errors writing are not fatal. The exponents
+        `exp` and `mean_exp` default to 0."""
+        arrays = {"exp": np.zeros(np.shape(arrays["hi"])), "mean_exp": np.float64(0), **arrays}
         try:
             content = {"key": np.array(key),
                        **{f: np.asarray(v, dtype=np.float64) if f in FIELDS else np.asarray(v)

@@ -54,6 +54,9 @@ from contextlib import contextmanager
 import numpy as np
 from flint import arb, ctx
 
+from ..numerics import elementary
+from ..numerics.formats import FORMATS
+
 __all__ = ["certified_losses", "special_losses", "arb_to_double_double", "start_prec",
            "Results", "man_exp_to_double_double"]
 
@@ -626,7 +629,7 @@ def _log_fix(w, err_w, tab):
         return np.zeros((nl + 1, 0), dtype=np.int64), np.zeros(0), np.zeros(0, dtype=bool)
     wf = _to_float(w, -fb)
     with np.errstate(divide="ignore", invalid="ignore"):
-        y = np.floor(np.log(wf) * 2.0 ** GRID) - 1.0
+        y = np.floor(elementary.log(wf, FORMATS["float64"]) * 2.0 ** GRID) - 1.0  # any CPU
     big = np.int64(1) << 40
     Y = np.clip(np.nan_to_num(y, nan=0.0), 0, big).astype(np.int64)
     h = (Y + LMASK) >> LO_BITS
@@ -1164,10 +1167,14 @@ def _round_float(man: int, ex: int) -> float:
     m = abs(man)
     # Python's int / int true division is correctly rounded; scale into range first.
     nb = m.bit_length()
-    if ex >= 0:
-        if nb + ex > 1100:
-            return sign * math.inf
-        return sign * float(m << ex)
-    if nb + ex < -1200:
-        return sign * 0.0
-    return sign * (m / (1 << -ex))   # int / int true division is correctly rounded
+    try:
+        if ex >= 0:
+            if nb + ex > 1100:
+                return sign * math.inf
+            return sign * float(m << ex)
+        if nb + ex < -1200:
+            return sign * 0.0
+        return sign * (m / (1 << -ex))   # int / int true division is correctly rounded
+    except OverflowError:                # rounds past float64's largest value
+        return sign * math.inf
+

@@ -34,6 +34,8 @@ from flint import arb
 from mpmath import mp
 
 from ..errors import UncertifiedError
+from ..numerics import elementary
+from ..numerics.formats import FORMATS
 from ..numerics.options import LossOptions, check_batch
 from .fastref import arbprec
 
@@ -123,7 +125,7 @@ def _row(x: np.ndarray, target, w: np.ndarray | None, opt: LossOptions, prec: in
         yu = [cap if v == math.inf else -cap if v == -math.inf else cap * (arb(v) / cap).tanh()
               for v in vals.tolist()]
         with np.errstate(invalid="ignore"):
-            yf = opt.softcap * np.tanh(vals / opt.softcap)   # float estimates, for pruning
+            yf = opt.softcap * elementary.tanh(vals / opt.softcap, FORMATS["float64"])  # pruning
     else:
         yu = [arb(v) for v in vals.tolist()]
         yf = vals

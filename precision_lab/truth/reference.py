@@ -4,7 +4,10 @@ Two backends compute it. `backend="arb"` (the default, via "auto") is `fastref`:
 arithmetic (python-flint) and an exact fixed-point sum, certified by the ball's radius (the
 result provably has `bits` + 1 correct bits); it is tested against the mpmath backend below.
 `reference_truth` returns the truth as double-double arrays and can
-keep it in a disk cache (`cache`).
+keep it in a disk cache (`cache`). A truth beyond float64's range (a loss above 2**1024, or
+below 2**-1075, where hi would be inf or 0) carries a binary exponent: truth = (hi + lo) 2**exp
+with 1 <= hi <= 2 (|exp| capped at 2**52, see `scaled_double_double`); exp is 0 for every
+other row, whose hi and lo are the plain double-double.
 
 mpmath backend (`backend="mpmath"`): each row's loss is evaluated at a working precision p and
 again at p + GUARD_STEP bits; when
@@ -35,11 +38,11 @@ from mpmath import mp
 from ..data.inputs import check_bits, validate_batch
 from ..errors import InputError, UncertifiedError
 from .cache import resolve_cache, truth_key
-from .fastref import FIXED, arb_to_double_double, certified_losses
+from .fastref import BALL, FIXED, arb_to_double_double, certified_losses, man_exp_to_double_double
 from .options import certified_option_losses
 
 __all__ = ["reference_loss", "reference_mean", "UncertifiedError", "to_double_double",
-           "DEFAULT_BITS", "BACKENDS", "Truth", "reference_truth"]
+           "DEFAULT_BITS", "BACKENDS", "Truth", "reference_truth", "scaled_double_double"]
 
 BACKENDS = ("auto", "arb", "mpmath")
 
@@ -163,18 +166,85 @@ def reference_loss(logits, targets, bits: int = DEFAULT_BITS,
     return out
 
 
-class Truth(NamedTuple):
-    """The certified truth of a batch as double-double: per row (hi, lo) and the mean."""
+class _Pairs(NamedTuple):
     hi: np.ndarray
     lo: np.ndarray
     mean_hi: float
     mean_lo: float
 
 
+class Truth(_Pairs):
+    """The certified truth of a batch as double-double: per row (hi, lo) and the mean, each
+    times 2**exp (attributes `exp`, int64 per row, and `mean_exp`: 0 except beyond float64's
+    range; see the module docstring). Unpacks as (hi, lo, mean_hi, mean_lo)."""
+
+    def __new__(cls, hi, lo, mean_hi, mean_lo, exp=None, mean_exp: int = 0):
+        self = super().__new__(cls, hi, lo, mean_hi, mean_lo)
+        self.exp = np.zeros(len(hi), dtype=np.int64) if exp is None else \
+            np.asarray(exp, dtype=np.int64)
+        self.mean_exp = int(mean_exp)
+        return self
+
+
+def _man_exp(v) -> tuple[int, int] | None:
+    """The exact value of an arb midpoint or an mpf as (man, exp), None if not finite."""
+    if isinstance(v, float):
+        return None
+    if isinstance(v, mpmath.mpf):
+        if not mp.isfinite(v):
+            return None
+        sign, man, ex, _ = v._mpf_
+        return (-int(man) if sign else int(man)), int(ex)
+    man, ex = v.mid().man_exp()
+    return int(man), int(ex)
+
+
+EXP_LIMIT = 1 << 52   # |Truth.exp| at most this (exact in float64, as the cache stores it)
+
+
+def scaled_double_double(man: int, ex: int) -> tuple[float, float, int]:
+    """man 2**ex as (hi, lo, e) with (hi + lo) 2**e = it (to 2**-106), 1 <= |hi| <= 2;
+    (0, 0, 0) for 0. Beyond 2**(+-EXP_LIMIT) (a loss like exp(-1e37)) it is recorded as
+    +-2**(+-EXP_LIMIT): every error metric is the same for any truth that far out (a float64
+    result is 0 or inf against it, or off by a factor past float64's range)."""
+    if man == 0:
+        return 0.0, 0.0, 0
+    e = abs(man).bit_length() - 1 + ex
+    if abs(e) > EXP_LIMIT:
+        return math.copysign(1.0, man), 0.0, int(math.copysign(EXP_LIMIT, e))
+    hi, lo = man_exp_to_double_double(man, ex - e)
+    return hi, lo, e
+
+
+def _rescale(hi, lo, values) -> np.ndarray:
+    """Where hi left float64's range (inf or 0) though the value is finite and non-zero, put
+    the value as (hi, lo) 2**exp instead (in place); returns exp (int64)."""
+    exp = np.zeros(len(hi), dtype=np.int64)
+    for i in np.flatnonzero(np.isinf(hi) | (hi == 0)).tolist():
+        me = _man_exp(values(i))
+        if me is not None and me[0] != 0:
+            hi[i], lo[i], exp[i] = scaled_double_double(*me)
+    return exp
+
+
+def _mean_dd(v) -> tuple[float, float, int]:
+    hi, lo = arb_to_double_double(v) if not isinstance(v, mpmath.mpf) else \
+        tuple(float(a[0]) for a in to_double_double([v]))
+    h, lw = np.array([hi]), np.array([lo])
+    e = _rescale(h, lw, lambda i: v)
+    return float(h[0]), float(lw[0]), int(e[0])
+
+
+def _result_value(res, i):
+    """Row i of a `fastref.Results` (an arb ball, or a float nan / inf)."""
+    return res[i] if res.kind[i] in (BALL, FIXED) else math.nan
+
+
 def reference_truth(logits, targets, bits: int = DEFAULT_BITS, *,
                     max_prec: int = DEFAULT_MAX_PREC, backend: str = "auto",
                     cache=None, options=None) -> Truth:
-    """Per-row truth and batch mean of `reference_loss`, as double-double float64 arrays.
+    """Per-row truth and batch mean of `reference_loss`, as double-double float64 arrays
+    (with a binary exponent beyond float64's range: `Truth.exp`, `Truth.mean_exp`).
 
     `cache`: None uses the default disk cache ($PRECISION_LAB_CACHE or
     ~/.cache/precision_lab; see `precision_lab.cache`), False none, or a directory. An entry is
@@ -186,8 +256,9 @@ def reference_truth(logits, targets, bits: int = DEFAULT_BITS, *,
     if options is not None:
         ot = certified_option_losses(logits, targets, options, bits, max_prec)
         hi, lo = to_double_double(ot.rows)
-        mh, ml = to_double_double([ot.mean])
-        return Truth(hi, lo, float(mh[0]), float(ml[0]))
+        exp = _rescale(hi, lo, lambda i: ot.rows[i])
+        mhi, mlo, mexp = _mean_dd(ot.mean)
+        return Truth(hi, lo, mhi, mlo, exp, mexp)
     x, t = _check(logits, targets)
     _check_cap(bits, x.shape[1], max_prec)
     store = resolve_cache(cache)
@@ -195,20 +266,23 @@ def reference_truth(logits, targets, bits: int = DEFAULT_BITS, *,
     if store is not None:
         hit = store.load(key, len(t), x, t)
         if hit is not None:
-            return Truth(hit["hi"], hit["lo"], float(hit["mean_hi"]), float(hit["mean_lo"]))
+            return Truth(hit["hi"], hit["lo"], float(hit["mean_hi"]), float(hit["mean_lo"]),
+                         hit["exp"].astype(np.int64), int(hit["mean_exp"]))
     if _backend(backend) == "arb":
         res = _arb_losses(x, t, bits, max_prec)
         hi, lo = res.double_double()
-        mhi, mlo = arb_to_double_double(res.mean(bits))
+        exp = _rescale(hi, lo, lambda i: _result_value(res, i))
+        mhi, mlo, mexp = _mean_dd(res.mean(bits))
     else:
         losses = reference_loss(x, t, bits=bits, max_prec=max_prec, backend="mpmath")
         hi, lo = to_double_double(losses)
-        mh, ml = to_double_double([reference_mean(losses, bits=bits)])
-        mhi, mlo = float(mh[0]), float(ml[0])
-    truth = Truth(hi, lo, float(mhi), float(mlo))
+        exp = _rescale(hi, lo, lambda i: losses[i])
+        mhi, mlo, mexp = _mean_dd(reference_mean(losses, bits=bits))
+    truth = Truth(hi, lo, float(mhi), float(mlo), exp, mexp)
     if store is not None:
         store.store(key, {"hi": hi, "lo": lo, "mean_hi": np.float64(mhi),
-                          "mean_lo": np.float64(mlo)})
+                          "mean_lo": np.float64(mlo), "exp": exp.astype(np.float64),
+                          "mean_exp": np.float64(mexp)})
     return truth
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 from mpmath import mp
 
 from precision_lab.analysis.evaluate import evaluate
+from precision_lab.numerics import elementary
 from precision_lab.numerics.formats import FORMATS
 from precision_lab.numerics.methods import METHODS
 from precision_lab.reporting.figures import plt
@@ -40,9 +41,10 @@ def compute(params) -> list[dict]:
                      "value": v})
     # Closed form on a dense grid in the logit of p.
     d = np.linspace(-60, 60, 24001)
-    p = 1.0 / (1.0 + np.exp(d))
-    loss = np.log1p(np.exp(d))  # -log p, accurate at both ends
-    rel = np.log1p(EPS / p) / loss
+    f64 = FORMATS["float64"]  # correctly rounded exp/log1p: the same digits on every CPU
+    p = 1.0 / (1.0 + elementary.exp(d, f64))
+    loss = elementary.log1p(elementary.exp(d, f64), f64)  # -log p, accurate at both ends
+    rel = elementary.log1p(EPS / p, f64) / loss
     imin = int(np.argmin(rel))
     recs.append({"item": "closed form", "quantity": "smallest relative bias", "value": rel[imin]})
     recs.append({"item": "closed form", "quantity": "p at smallest relative bias",
@@ -72,11 +74,11 @@ def compute(params) -> list[dict]:
     df = evaluate(x, t, formats=FMT_NAMES, methods=["softmax_eps", "logsumexp"],
                   accumulators=("working",), mean=False)
     for r in df.itertuples(index=False):
-        pt = float(math.exp(-r.truth))
+        pt = float(elementary.exp(-r.truth, FORMATS["float64"]))
         recs.append({"item": f"measured {r.row}", "format": r.format, "method": r.method,
                      "quantity": "relative error", "value": r.rel_err, "text": repr(pt),
                      "argument": pt})
-    pt = np.exp(-df["truth"].to_numpy())
+    pt = elementary.exp(-df["truth"].to_numpy(), FORMATS["float64"])
     central = df[(pt >= 0.01) & (pt <= 0.99)]
     for (fmt, m), s in central.groupby(["format", "method"], sort=False):
         recs.append({"item": "measured summary", "format": fmt, "method": m,

@@ -2,19 +2,21 @@
 0.7437 and not 0."""
 from __future__ import annotations
 
-import math
-
 import mpmath
 import numpy as np
 import pandas as pd
 from mpmath import mp
 
 from precision_lab.analysis.evaluate import evaluate
+from precision_lab.numerics import elementary
+from precision_lab.numerics.formats import FORMATS
 from precision_lab.numerics.methods import METHODS
 from precision_lab.reporting.figures import machine_marked
 from precision_lab.truth.reference import DEFAULT_BITS, reference_loss
 
 from ._common import FMT_NAMES, GT, WRONG_ULP, records, select, value
+
+F64 = FORMATS["float64"]
 
 __all__ = ["QUESTION", "compute", "tables", "describe"]
 
@@ -52,7 +54,8 @@ def compute(params) -> list[dict]:
                      "argument": L})
     for target in (1e-2, 1e-3):
         recs.append({"item": "[0,0,0,L]", "quantity": f"L for a loss of {target:g}",
-                     "value": math.log(3.0 / math.expm1(target)), "argument": target})
+                     "value": float(elementary.log(3.0 / elementary.expm1(target, F64), F64)),
+                     "argument": target})
     return records(QUESTION, recs)
 
 
