@@ -246,4 +246,10 @@ def test_analyze_speed_quick(tmp_path, monkeypatch):
     base = df[df["what"] == "numpy float64 log-sum-exp"]
     assert (base["times_numpy"] == 1.0).all()
     assert len(df[df["kind"] == "method"]) == 15    # every bfloat16 variant
-    assert "not estimated" in (out / "summary.md").read_text()
+    md = (out / "summary.md").read_text()
+    assert "not estimated" in md
+    # the answer first: the headline table, then its figure, then the findings
+    first_table = md.index("**Table ")
+    assert first_table == md.index("**Table analyze_speed:T1.**")
+    assert first_table < md.index("![speed](speed.png)") < md.index("## Findings")
+    assert (out / "speed.png").is_file() and (out / "tables" / "times.tex").is_file()

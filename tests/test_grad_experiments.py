@@ -43,16 +43,33 @@ def test_outputs(runs, name):
     json.dumps(findings)
 
 
+@pytest.mark.parametrize("name", list(TINY))
+def test_summary_opens_with_the_headline_table_and_figure(runs, name):
+    mod, df, findings, out = runs(name)
+    md = (out / "summary.md").read_text()
+    first_table = md.index("**Table ")
+    assert first_table == md.index(f"**Table {name}:T1.**")
+    assert first_table < md.index("![") < md.index("## Findings")
+    doc = json.loads((out / "findings.json").read_text())
+    assert [t["id"] for t in doc["tables"] if t["headline"]] == [f"{name}:T1"]
+    assert all(len(f["text"].split()) <= 40 for f in findings), findings
+    assert all(f["label"] == "figure" or f["link"].startswith("summary.md#") for f in findings)
+
+
 def test_confidence_findings_come_from_the_data(runs):
     mod, df, findings, out = runs("grad_confidence")
     ff = mod.first_failures(df)
     b = ff[(ff["format"] == "bfloat16") & (ff["accumulator"] == "float32")].set_index("method")
     # storing the softmax in bfloat16 fails before the fused kernel that subtracts in float32
     assert b.loc["fused_store_first", "fails_at_p"] < b.loc["online", "fails_at_p"]
-    texts = " ".join(f["text"] for f in findings)
-    assert "bfloat16, C = 16" in texts and "float16, C = 16" in texts
-    p = b.loc["fused_store_first", "fails_at_p"]
-    assert mod._p(p) in texts
+    texts = {f["text"].split(":")[0]: f["text"] for f in findings}
+    assert {"bfloat16, C = 16", "float16, C = 16"} <= set(texts)
+    # the bfloat16 finding: the first failure among the backwards drawn, and the last
+    drawn = b[[(m, a) in set(mod.series_in(ff[ff["format"] == "bfloat16"], "bfloat16"))
+               for m, a in zip(b.index, b["accumulator"])]]
+    text = texts["bfloat16, C = 16"]
+    assert f"from p_t = {mod._p(drawn['fails_at_p'].min())}" in text
+    assert f"`online` (float32 sums) only from {mod._p(b.loc['online', 'fails_at_p'])}" in text
     assert np.isfinite(df["target_rel_median"]).any()
 
 
@@ -63,6 +80,10 @@ def test_training_counts_rows_and_compares_the_loss(runs):
     texts = [f["text"] for f in findings]
     last = df[(df["epoch"] == 30) & (df["format"] == "bfloat16") & (df["method"] == "torch")]
     n = int(last["n_target_over_10pct"].iloc[0])
-    assert any(f"`torch` {n}/{int(last['count'].iloc[0])}" in t for t in texts)
+    t1 = mod.last_epoch_table(df).set_index(["format", "variant"])
+    assert t1.loc[("bfloat16", "torch [machine-dependent]"), "rows over 10%"] == \
+        f"{n}/{int(last['count'].iloc[0])}"
+    worst = t1.loc["bfloat16", "rows over 10%"].map(lambda v: int(v.split("/")[0])).max()
+    assert any(t.startswith("bfloat16, epoch 30") and f" to {worst}/" in t for t in texts)
     ok = df[(df["format"] == "float16") & (df["loss_rel_err"] <= 0.01)]
     assert any(f"of the {len(ok)} cases" in t and t.startswith("float16") for t in texts)

@@ -53,3 +53,15 @@ def test_findings_are_the_data_counted(run):
              & (df["method"] == "logsumexp") & (df["accumulator"] == "working")]
     flushed = int(top[top["setting"] == "softcap 30"]["n_flushed"].iloc[0])
     assert re.search(rf"{flushed}/\d+ soft-capped", next(c for c in cap if c.startswith("float16")))
+
+
+def test_summary_opens_with_the_headline_table_and_figure(run):
+    mod, df, findings, out = run
+    md = (out / "summary.md").read_text()
+    first_table = md.index("**Table ")
+    assert first_table == md.index("**Table grad_options:T1.**")
+    assert first_table < md.index("![confidence_bfloat16]") < md.index("## Findings")
+    t1 = mod.failing_table(df[df["reduction"] == "none"]).set_index("setting")
+    text = next(f["text"] for f in findings if f["text"].startswith("bfloat16: variants"))
+    assert all(f"{s} {t1.loc[s, 'bfloat16']}" in text for s in TINY["settings"])
+    assert all(f["link"].startswith("summary.md#grad_options-t") for f in findings)

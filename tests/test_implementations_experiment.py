@@ -30,9 +30,14 @@ def report(tmp_path_factory):
 
 
 def test_outputs(report):
-    for f in ("results.csv", "summary.md", "summary.tex", "battery.md", "findings.json",
-              "scale.png", "classes.png"):
+    for f in ("results.csv", "summary.md", "summary.tex", "tables/battery.tex",
+              "findings.json", "scale.png", "classes.png"):
         assert (report / f).is_file(), f
+    md = (report / "summary.md").read_text()  # the answer first: headline table, figure
+    first_table = md.index("**Table ")
+    assert first_table == md.index("**Table implementations:T1.**")
+    assert first_table < md.index("![scale](scale.png)") < md.index("## Findings")
+    assert "**Table implementations:T2.**" in md.split("## Adversarial battery")[1]
     df = read_table(report / "results.csv")
     assert set(df["kind"]) == {"scale", "classes", "battery"}
     assert not set(df["method"]) & set(TINY["exclude"])

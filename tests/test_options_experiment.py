@@ -40,9 +40,17 @@ def test_findings_come_from_the_data(ran):
     assert all(len(t.split()) <= 40 for t in texts), [t for t in texts if len(t.split()) > 40]
     over = [t for t in texts if t.startswith("float16, label_smoothing 0.1")]
     assert over and "float32 sums: inf from C = 8192" in over[0]
-    ignored = [t for t in texts if t.startswith("all_ignored (plain)")]
-    assert ignored and "true mean nan" in ignored[0]
+    bt = mod.battery_table(df).set_index(["case", "options"])
+    assert np.isnan(bt.loc[("all_ignored", "plain"), "true reduced"])  # the mean of nothing
+    matched = (bt["methods not matching"] == "-").sum()
+    battery = [t for t in texts if t.startswith("Adversarial battery")]
+    assert battery and f"in {matched}/{len(bt)} cases" in battery[0]
     md = (rep / "summary.md").read_text()
+    first_table = md.index("**Table ")
+    assert first_table == md.index("**Table options:T1.**")
+    assert first_table < md.index("![label_smoothing](label_smoothing.png)") < md.index(
+        "## Findings")
+    assert all(f["link"].startswith("summary.md#options-t") for f in findings)
     for stem in ("label_smoothing", "softcap"):
         assert (rep / f"{stem}.png").is_file() and f"({stem}.png)" in md
     assert "## Adversarial battery" in md and (rep / "summary.tex").is_file()

@@ -105,6 +105,10 @@ def test_experiment_writes_a_table_tolerance_reads(tmp_path):
     d = tmp_path / "tolerance"
     for f in ("summary.md", "summary.tex", "tolerance.json", "tolerance.png", "results.csv"):
         assert (d / f).is_file(), f
+    md = (d / "summary.md").read_text()  # the answer first: headline table, figure, findings
+    first_table = md.index("**Table ")
+    assert first_table == md.index("**Table tolerance:T1.**")
+    assert first_table < md.index("![tolerance](tolerance.png)") < md.index("## Findings")
     data = json.loads((d / "tolerance.json").read_text())
     assert data["generated_by"]["profile"] == "tiny"
     assert len(data["entries"]) == 4  # one (class, scale) range per format

@@ -6,6 +6,7 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from ..data.inputs import check_bits, check_names, validate_batch
 from ..numerics.arithmetic import ACCUMULATORS, check_accumulators
@@ -19,14 +20,14 @@ from ..truth.reference import DEFAULT_BITS, reference_truth, to_double_double
 __all__ = ["evaluate", "variants"]
 
 
-def variants(method, fmt, accumulators=ACCUMULATORS) -> list[str]:
+def variants(method: str, fmt: str, accumulators: Iterable[str] = ACCUMULATORS) -> list[str]:
     """The accumulators a method runs with in a format (`Method.accumulators`)."""
     return get_method(method).accumulators(fmt, accumulators)
 
 
-def evaluate(logits, targets, formats: Iterable[str] = STANDARD_FORMATS,
-             methods: Iterable[str] | None = None, accumulators=ACCUMULATORS,
-             bits: int = DEFAULT_BITS, mean: bool = True, cache=None,
+def evaluate(logits: ArrayLike, targets: ArrayLike, formats: Iterable[str] = STANDARD_FORMATS,
+             methods: Iterable[str] | None = None, accumulators: Iterable[str] = ACCUMULATORS,
+             bits: int = DEFAULT_BITS, mean: bool = True, cache: str | bool | None = None,
              options: LossOptions | None = None) -> pd.DataFrame:
     """Evaluate every (format, method, accumulator) on a batch.
 

@@ -6,6 +6,7 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from ..data.inputs import validate_batch
 from ..errors import InputError
@@ -28,10 +29,11 @@ def grad_methods() -> list[str]:
     return list(gradient_methods())
 
 
-def evaluate_grad(logits, targets, formats: Iterable[str] = STANDARD_FORMATS,
-                  methods: Iterable[str] | None = None, accumulators=ACCUMULATORS,
+def evaluate_grad(logits: ArrayLike, targets: ArrayLike,
+                  formats: Iterable[str] = STANDARD_FORMATS,
+                  methods: Iterable[str] | None = None, accumulators: Iterable[str] = ACCUMULATORS,
                   reduction: str | None = None, bits: int = DEFAULT_BITS,
-                  cache=None, options: LossOptions | None = None) -> pd.DataFrame:
+                  cache: str | bool | None = None, options: LossOptions | None = None) -> pd.DataFrame:
     """Evaluate every (format, backward, accumulator) on a batch.
 
     As `evaluate`: each format first rounds `logits` correctly into itself, and the truth is the

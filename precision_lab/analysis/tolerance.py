@@ -79,7 +79,7 @@ def _key(against: str, reduction: str, quantile: str) -> str:
     return f"{'row' if reduction == 'none' else 'mean'}_{against}_{quantile.replace('.', '')}"
 
 
-def tolerance(fmt, classes: int, scale: float = 1.0, against: str = "truth",
+def tolerance(fmt: str, classes: int, scale: float = 1.0, against: str = "truth",
               reduction: str = "none", quantile: str = "p99.9",
               path: str | None = None) -> Tolerance:
     """The measured tolerance for a cross entropy in `fmt` over `classes` classes with logits

@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import InputError
 from . import files
@@ -131,7 +132,7 @@ def check_names(names, what: str) -> list:
     return out
 
 
-def validate_batch(logits, targets) -> tuple[np.ndarray, np.ndarray]:
+def validate_batch(logits: ArrayLike, targets: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Return (logits as float64 (N, C), targets as int64 (N,)) or raise InputError.
 
     Shapes: logits (N, C) with N >= 1 and C >= 1; a 1-D logits vector is one row (and a
@@ -192,7 +193,7 @@ def validate_batch(logits, targets) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x), t.astype(np.int64)
 
 
-def load_logits(path) -> tuple[np.ndarray, np.ndarray]:
+def load_logits(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read logits and targets from .npy, .npz, .csv, .pt or .safetensors and validate them.
 
     .npz: arrays named `logits` and `targets`. .npy: an (N, C + 1) array whose last column is

@@ -7,7 +7,8 @@ import pandas as pd
 
 from precision_lab.numerics.formats import get_format
 
-__all__ = ["LEVEL", "LOSS_OK", "SERIES", "series_in", "loss_vs_grad_notes", "floors"]
+__all__ = ["LEVEL", "LOSS_OK", "SERIES", "series_in", "loss_vs_grad_notes",
+           "loss_vs_grad_table", "floors"]
 
 LEVEL = 0.1     # a gradient "fails": median relative error above 10%
 LOSS_OK = 0.01  # a loss "within 1%": median relative error at most this
@@ -30,17 +31,25 @@ def series_in(d: pd.DataFrame, fmt: str) -> list[tuple[str, str]]:
     return out
 
 
-def loss_vs_grad_notes(d: pd.DataFrame, what: str, column: str = "target_rel_median"
-                       ) -> list[str]:
+def loss_vs_grad_table(d: pd.DataFrame, what: str, column: str = "target_rel_median"
+                       ) -> pd.DataFrame:
     """Whether an accurate loss means an accurate gradient, counted over the (cell, backward)
     pairs of each 16-bit format: those whose loss is within LOSS_OK, and of them those whose
     gradient `column` passes LEVEL."""
-    notes = []
+    rows = []
     for fmt in [f for f in ("bfloat16", "float16") if f in set(d["format"])]:
         g = d[d["format"] == fmt]
         ok = g[g["loss_rel_err"] <= LOSS_OK]
-        bad = ok[ok[column] > LEVEL]
-        notes.append(f"{fmt}: {len(bad)} of the {len(ok)} cases ({what}, backward) whose loss "
-                     f"is within 1% have a median {column.replace('_median', '')} gradient "
-                     f"error above 10%.")
-    return notes
+        rows.append({"format": fmt, "cases": f"{what}, backward", "loss within 1%": len(ok),
+                     "of them gradient above 10%": int((ok[column] > LEVEL).sum()),
+                     "gradient error": column.replace("_median", "")})
+    return pd.DataFrame(rows)
+
+
+def loss_vs_grad_notes(d: pd.DataFrame, what: str, column: str = "target_rel_median"
+                       ) -> list[str]:
+    """The findings of `loss_vs_grad_table`, one per 16-bit format."""
+    return [f"{r['format']}: {r['of them gradient above 10%']} of the {r['loss within 1%']} "
+            f"cases ({what}, backward) whose loss is within 1% have a median "
+            f"{r['gradient error']} gradient error above 10%."
+            for _, r in loss_vs_grad_table(d, what, column).iterrows()]

@@ -41,9 +41,11 @@ from safetensors.torch import save_file
 from precision_lab.analysis.evaluate import evaluate
 from precision_lab.numerics.formats import FORMATS
 from precision_lab.numerics.methods import METHODS
-from precision_lab.reporting.tables import markdown_table, write_latex, write_markdown
+from precision_lab.reporting.document import report_for
+from precision_lab.reporting.figures import MARK_STYLE, method_color, plt
 from precision_lab.truth.reference import reference_truth
 
+NAME = "analyze_speed"
 TARGETS = {"truth": 10.0, "method": 3.0, "evaluate": 30.0}
 LM_SHAPE = (4096, 128256)
 LM_GOAL_S = 600.0
@@ -155,21 +157,64 @@ def _pivot(d: pd.DataFrame, values: str, suffix: str) -> pd.DataFrame:
     return table.reset_index()
 
 
+# Bar colours: a method in its family's colour (the records'), the rest Okabe-Ito neutrals.
+KIND_COLOR = {"native": "#999999", "truth": "#000000", "evaluate": "#CC79A7"}
+
+
+def _bar_color(what: str, kind: str) -> str:
+    return method_color(what.split(" (")[0]) if kind == "method" else KIND_COLOR.get(kind,
+                                                                                    "#56B4E9")
+
+
+def speed_figure(timed: pd.DataFrame):
+    """One panel per (format, shape): each part's time per logit as a multiple of numpy's, a
+    bar each (methods in their family's colour), its target marked by a black tick."""
+    groups = list(timed.groupby(["format", "rows", "classes"], sort=False))
+    n = len(groups[0][1]) if groups else 1
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups) + 1.6, 0.2 * n + 1.3),
+                             squeeze=False, sharey=True)
+    for ax, ((fmt, r, c), g) in zip(axes[0], groups):
+        y = np.arange(len(g))[::-1]
+        ax.barh(y, g["times_numpy"], color=[_bar_color(w, k) for w, k in
+                                           zip(g["what"], g["kind"])], height=0.7)
+        tg = g["target_times_numpy"].to_numpy(dtype=float)
+        ax.plot(tg, y, "|", color="white", markersize=11, markeredgewidth=3.6)  # a halo
+        ax.plot(tg, y, "|", color="black", markersize=9, markeredgewidth=1.6)
+        ax.set_xscale("log")
+        ax.axvline(1.0, **MARK_STYLE, linestyle=":")
+        ax.set_yticks(y)
+        ax.set_yticklabels(g["what"], fontsize=7)
+        ax.set_title(f"{fmt}, {r} x {c} logits", fontsize=9)
+        ax.set_xlabel("time per logit / numpy float64 log-sum-exp", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle("Each part of an analysis against numpy (lower is faster; tick: target)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
     load = (f"{df['load_avg_1min_before'].iloc[0]:.2f} before, "
             f"{df['load_avg_1min_after'].iloc[0]:.2f} after")
+    rep = report_for(NAME, __doc__, config, out_dir,
+                     truth=f"Medians of {params['repeats']} calls after a warm-up; 1-minute "
+                           f"load average {load} (2 shared cores).")
     timed = df[df["kind"] != "file"]
-    table = _pivot(timed, "times_numpy", " (x numpy)")
-    caption = (f"Time per logit of each part of an analysis, as a multiple of numpy's float64 "
-               f"max-shifted log-sum-exp on the same logits in the same run (lower is "
-               f"faster); medians of {params['repeats']} calls after a warm-up; seed "
-               f"{config.seed}; 1-minute load average {load} (2 shared cores).")
-    notes = []
+    t1 = rep.table(_pivot(timed, "times_numpy", " (x numpy)"), "Time per logit of each part "
+                   "of an analysis, as a multiple of numpy's float64 max-shifted log-sum-exp "
+                   "on the same logits in the same run (lower is faster).", stem="times",
+                   headline=True)
+    rep.figure(speed_figure(timed), "speed", "Time per logit against numpy's, one bar "
+                    "per part (methods in their family's colour; grey native, black the "
+                    "certified truth, purple a whole evaluate), the target as a black tick.",
+                    headline=True)
     for kind, goal in TARGETS.items():
         d = timed[timed["kind"] == kind]
         ok = int(d["within_target"].astype(bool).sum())
-        notes.append(f"{kind}: within {goal:g}x of numpy in {ok} of {len(d)} measurements "
-                     f"(from {d['times_numpy'].min():.3g}x to {d['times_numpy'].max():.3g}x).")
+        rep.finding(f"{kind}: within {goal:g}x of numpy in {ok} of {len(d)} measurements "
+                    f"(from {d['times_numpy'].min():.3g}x to {d['times_numpy'].max():.3g}x).",
+                    t1)
     f = df[df["kind"] == "file"].iloc[0]
     lm = LM_SHAPE[0] * LM_SHAPE[1]
     measured = (int(f["rows"]), int(f["classes"])) == LM_SHAPE
@@ -177,17 +222,23 @@ def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
         whole = f"{f['seconds']:.0f} s (measured)"
     elif f["rows"] * f["classes"] >= 1 << 22:
         whole = (f"{lm / f['logits_per_s']:.0f} s (EXTRAPOLATED linearly from the measured "
-                 f"{int(f['rows'])} x {int(f['classes'])} file, not measured)")
+                 f"file, not measured)")
     else:
         whole = "not estimated (the measured file is too small: start-up dominates)"
-    notes.append(f"Whole file: `precision-lab analyze` on {int(f['rows'])} x "
-                 f"{int(f['classes'])} bfloat16 logits ({int(f['file_bytes'])} bytes) took "
-                 f"{f['seconds']:.1f} s ({f['logits_per_s']:.3g} logits/s, all formats' "
-                 f"default: bfloat16, 15 variants), peak RSS {f['peak_rss_mib']:.0f} MiB. "
-                 f"4096 x 128256: {whole}; goal {LM_GOAL_S:.0f} s.")
-    md = out_dir / "summary.md"
-    write_markdown(table, md, title="Speed of an analysis against native cross entropy",
-                   caption=caption, notes="\n".join(f"- {n}" for n in notes) + "\n\n" +
-                   "Throughput (logits/s):\n\n" + markdown_table(_pivot(timed, "logits_per_s", "")))
-    write_latex(table, out_dir / "summary.tex", caption=caption, label="tab:analyze-speed")
-    return [{"text": n, "link": "summary.md"} for n in notes]
+    rep.section("The whole file")
+    t3 = rep.table(pd.DataFrame([{"rows": int(f["rows"]), "classes": int(f["classes"]),
+                                  "file bytes": int(f["file_bytes"]), "seconds": f["seconds"],
+                                  "logits/s": f["logits_per_s"],
+                                  "peak RSS MiB": f["peak_rss_mib"]}]),
+                   "`precision-lab analyze` on a bfloat16 .safetensors file (a subprocess, "
+                   "its defaults: bfloat16, every variant): wall time and peak resident "
+                   "memory.", stem="whole_file")
+    rep.finding(f"Whole file: `precision-lab analyze` on {int(f['rows'])} x "
+                f"{int(f['classes'])} bfloat16 logits took {f['seconds']:.1f} s "
+                f"({f['logits_per_s']:.3g} logits/s), peak RSS {f['peak_rss_mib']:.0f} MiB.",
+                t3)
+    rep.finding(f"4096 x 128256 bfloat16 (goal {LM_GOAL_S:.0f} s): {whole}.", t3)
+    rep.section("Throughput")
+    rep.table(_pivot(timed, "logits_per_s", ""), "Throughput (logits per second) of each part "
+              "of an analysis.", stem="throughput")
+    return rep.write(out_dir)

@@ -22,9 +22,15 @@ import pandas as pd
 
 from precision_lab.analysis.evaluate_grad import grad_cell
 from precision_lab.numerics.formats import STANDARD_FORMATS
-from precision_lab.reporting.figures import formats_in, plt, save_figure
-from precision_lab.reporting.grad_figures import grad_caption, line_panels
-from precision_lab.reporting.tables import write_latex, write_markdown
+from precision_lab.reporting.document import report_for
+from precision_lab.reporting.figures import (
+    formats_in,
+    machine_marked,
+    variant_label,
+    variants_in,
+    with_variant,
+)
+from precision_lab.reporting.grad_figures import grad_truth, line_panels
 
 from ._grad_common import LEVEL, floors, series_in
 
@@ -66,44 +72,91 @@ def _p(v: float) -> str:
     return f"1 - {1 - v:.0e}" if v > 0.99 else f"{v:g}"
 
 
+def _fails(v: float) -> str:
+    return "never" if v != v else _p(v)
+
+
+def failure_table(ff: pd.DataFrame, fmts) -> pd.DataFrame:
+    """One row per (classes, backward variant), one column per format: the first grid p_t at
+    which the median target-entry error passes 10% ('never'; '-' where not run)."""
+    t = with_variant(ff).assign(fails=ff["fails_at_p"].map(_fails))
+    piv = t.pivot_table(index=["classes", "variant"], columns="format", values="fails",
+                        aggfunc="first", sort=False).reset_index()
+    piv.columns.name = None
+    order = {variant_label(m, a): i for i, (m, a) in enumerate(variants_in(ff))}
+    piv = piv.assign(_v=piv["variant"].map(order)).sort_values(["classes", "_v"], kind="stable")
+    piv = piv.drop(columns="_v").assign(variant=lambda p: p["variant"].map(machine_marked))
+    return piv[["classes", "variant"] + [f for f in fmts if f in piv]].fillna("-")
+
+
+def _first_last(g: pd.DataFrame, fmt: str) -> tuple:
+    """Among the series drawn for `fmt`: (first failures, last failure row, series count)."""
+    keep = set(series_in(g, fmt))
+    g = g[[(m, a) in keep for m, a in zip(g["method"], g["accumulator"])]]
+    failing = g.dropna(subset=["fails_at_p"])
+    if failing.empty:
+        return None, None, len(g)
+    first = failing[failing["fails_at_p"] == failing["fails_at_p"].min()]
+    never = g[g["fails_at_p"].isna()]
+    last = never.iloc[0] if len(never) else failing.loc[failing["fails_at_p"].idxmax()]
+    return first, last, len(g)
+
+
 def findings_for(ff: pd.DataFrame, pmax: float) -> list[str]:
+    """Per class count and format: the first and the last of the drawn backwards whose median
+    target-entry error passes 10%, and at which grid p_t."""
     notes = []
-    for (c, fmt), g in ff[ff["format"].isin(["bfloat16", "float16"])].groupby(
-            ["classes", "format"], sort=False):
-        keep = set(series_in(g, fmt))
-        g = g[[(m, a) in keep for m, a in zip(g["method"], g["accumulator"])]]
-        parts = []
-        for p, h in g.groupby("fails_at_p", dropna=False, sort=True):
-            names = ", ".join(f"`{m}`" for m in h["method"])
-            parts.append(f"never up to {_p(pmax)}: {names}" if p != p else f"{_p(p)}: {names}")
-        notes.append(f"{fmt}, C = {c}: median target-entry error passes 10% at p_t = "
-                     + "; ".join(parts) + ".")
+    for (c, fmt), g in ff.groupby(["classes", "format"], sort=False):
+        first, last, n = _first_last(g, fmt)
+        if first is None:
+            notes.append(f"{fmt}, C = {c}: none of the {n} backwards drawn has a median "
+                         f"target-entry error above 10% up to p_t = {_p(pmax)}.")
+            continue
+        p0 = _p(first["fails_at_p"].iloc[0])
+        if len(first) == n:
+            notes.append(f"{fmt}, C = {c}: median target-entry error passes 10% from p_t = "
+                         f"{p0} for all {n} backwards drawn.")
+            continue
+        names = ", ".join(f"`{m}`" for m in first["method"].head(2))
+        more = f" (+{len(first) - 2})" if len(first) > 2 else ""
+        held = (f"never up to {_p(pmax)}" if last["fails_at_p"] != last["fails_at_p"]
+                else f"only from {_p(last['fails_at_p'])}")
+        acc = " (float32 sums)" if last["accumulator"] == "float32" else ""
+        notes.append(f"{fmt}, C = {c}: median target-entry error passes 10% from p_t = {p0} "
+                     f"for {len(first)}/{n} backwards drawn ({names}{more}); "
+                     f"`{last['method']}`{acc} {held}.")
     return notes
 
 
 def report(df, config, params, out_dir) -> list[dict]:
     d = df[df["reduction"] == "none"]
     fmts = formats_in(d)
-    for c in sorted(d["classes"].unique()):
+    rep = report_for(NAME, __doc__, config, out_dir, truth=grad_truth(fmts))
+    ff = first_failures(d)
+    cs = sorted(d["classes"].unique())
+    n_p = d["confidence"].nunique()
+    t1 = rep.table(failure_table(ff, fmts), f"First requested p_t (of the {n_p} grid values, "
+                   f"p_t = 1 - 10^-k) at which the median over rows of the relative error of "
+                   f"the gradient's target entry passes 10%, per class count C, backward and "
+                   f"format; 'never': not up to the largest p_t, '-': not run.",
+                   stem="first_failure", headline=True)
+    figs = []
+    for c in cs:
         dc = d[d["classes"] == c]
         fig = line_panels(dc, "one_minus_p", "target_rel_median", "format", fmts,
                           {f: series_in(dc, f) for f in fmts}, "1 - p_t (requested)",
                           "median rel. error, target entry",
                           f"Target entry of dL/dx against confidence (C = {c})", hline=LEVEL,
-                          floor=floors(fmts))
-        save_figure(fig, out_dir, f"confidence_C{c}")
-        plt.close(fig)
-    ff = first_failures(d)
-    notes = findings_for(ff, float(d["confidence"].max()))
-    table = ff.assign(fails_at_p=ff["fails_at_p"].map(lambda v: "never" if v != v else _p(v)))
-    cap = (f"First requested p_t at which the median relative error of the gradient's target "
-           f"entry passes 10%. {grad_caption(fmts, config.seed)}")
-    md = out_dir / "summary.md"
-    write_markdown(table, md, title="Gradient confidence: the target entry's cancellation",
-                   caption=cap)
-    write_latex(table, out_dir / "summary.tex", caption=cap, label="tab:grad-confidence")
-    with open(md, "a", encoding="utf-8") as f:
-        f.write("\n## Findings\n\n" + "\n".join(f"- {n}" for n in notes) + "\n\n## Figures\n\n"
-                + "".join(f"![C = {c}](confidence_C{c}.png)\n\n"
-                          for c in sorted(d["classes"].unique())))
-    return [{"text": n, "link": "summary.md"} for n in notes]
+                          floor=floors(fmts), hline_label="10%")
+        figs.append(rep.figure(fig, f"confidence_C{c}", f"Median relative error of the "
+                               f"target entry against 1 - p_t, C = {c}, one panel per format "
+                               f"(float32 sums where a method has them in float16 and "
+                               f"bfloat16); dotted: 10%; errors below u/100, exact ones "
+                               f"included, drawn at u/100.", headline=c == cs[0]))
+    for n in findings_for(ff, float(d["confidence"].max())):
+        rep.finding(n, t1)
+    rep.section("How to read the figures", "One colour per method family (softmax orange, "
+                "shifted blue, library green); line styles tell a family's backwards apart; "
+                "`fused_store_first` is the online method's fused kernel that stores the "
+                "softmax before subtracting 1.")
+    return rep.write(out_dir)

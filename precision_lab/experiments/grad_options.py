@@ -30,9 +30,9 @@ import pandas as pd
 
 from precision_lab.analysis.evaluate_grad import grad_cell
 from precision_lab.numerics.options import LossOptions
-from precision_lab.reporting.figures import formats_in, plt, save_figure
-from precision_lab.reporting.grad_figures import grad_caption, line_panels
-from precision_lab.reporting.tables import write_latex, write_markdown
+from precision_lab.reporting.document import report_for
+from precision_lab.reporting.figures import formats_in
+from precision_lab.reporting.grad_figures import grad_truth, line_panels
 
 from ._grad_common import LEVEL, floors, series_in
 
@@ -148,9 +148,42 @@ def first_failures(d: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _figures(d, out_dir, fmts) -> list[str]:
-    stems = []
+def failing_table(d: pd.DataFrame) -> pd.DataFrame:
+    """One row per setting, one column per format: the (backward, accumulator) variants whose
+    median target-entry error passes LEVEL somewhere on the p_t grid, as k/n."""
+    c = d[d["sweep"] == "confidence"]
+    rows = []
+    for setting in [s for s in SETTINGS if s in set(c["setting"])]:
+        r = {"setting": setting, "options": LossOptions(**SETTINGS[setting]).label()}
+        for fmt in [f for f in FORMATS_RUN if f in set(c["format"])]:
+            g = c[(c["format"] == fmt) & (c["setting"] == setting)]
+            worst = g.groupby(["method", "accumulator"], sort=False)["target_rel_median"].max()
+            r[fmt] = f"{int((worst > LEVEL).sum())}/{len(worst)}"
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def softcap_table(d: pd.DataFrame) -> pd.DataFrame:
+    """At the largest scale, per format: `logsumexp`'s (working sums) median norm-wise error
+    and entries flushed to 0, plain and soft-capped."""
+    s = d[d["sweep"] == "scale"]
+    rows = []
+    if s.empty:
+        return pd.DataFrame(rows)
+    top = s[(s["scale"] == s["scale"].max()) & (s["method"] == "logsumexp")
+            & (s["accumulator"] == "working")]
+    for fmt in [f for f in FORMATS_RUN if f in set(top["format"])]:
+        for setting, r in top[top["format"] == fmt].set_index("setting").iterrows():
+            rows.append({"format": fmt, "setting": setting, "scale": r["scale"],
+                         "classes": int(r["classes"]), "norm-wise error": r["norm_rel_median"],
+                         "entries flushed": f"{int(r['n_flushed'])}/"
+                                            f"{int(r['count']) * int(r['classes'])}"})
+    return pd.DataFrame(rows)
+
+
+def _figures(rep, d, fmts) -> None:
     settings = [s for s in SETTINGS if s in set(d["setting"])]
+    head = "bfloat16" if "bfloat16" in fmts else fmts[0]
     for sweep, x, y, xlabel, ylabel in (
             ("confidence", "one_minus_p", "target_rel_median", "1 - p_t (requested)",
              "median rel. error, target entry"),
@@ -163,30 +196,38 @@ def _figures(d, out_dir, fmts) -> list[str]:
             fig = line_panels(g, x, y, "setting", settings, series_in(g, fmt), xlabel, ylabel,
                               f"dL/dx with training options, {fmt} ({sweep} sweep)",
                               hline=LEVEL if sweep == "confidence" else None,
-                              floor=floors([fmt])[fmt])
-            stem = f"{sweep}_{fmt}"
-            save_figure(fig, out_dir, stem)
-            plt.close(fig)
-            stems.append(stem)
-    return stems
+                              floor=floors([fmt])[fmt],
+                              hline_label="10%" if sweep == "confidence" else None)
+            what = ("the target entry's median relative error against 1 - p_t"
+                    if sweep == "confidence" else
+                    "the median norm-wise relative error against the logit scale s")
+            rep.figure(fig, f"{sweep}_{fmt}", f"{fmt}: {what}, one panel per setting "
+                       f"(float32 sums where a method has them); errors below u/100 drawn at "
+                       f"u/100.", headline=sweep == "confidence" and fmt == head)
 
 
 def report(df, config, params, out_dir) -> list[dict]:
     d = df[df["reduction"] == "none"]
     fmts = [f for f in FORMATS_RUN if f in formats_in(d)]
-    stems = _figures(d, out_dir, fmts)
-    notes = confidence_notes(d) + smoothing_notes(d, params["classes"]) + softcap_notes(d)
-    table = first_failures(d)
-    cap = (f"Confidence sweep (C = {params['classes']}): first requested p_t at which the median "
-           f"relative error of the gradient's target entry passes 10%, and its largest value. "
-           f"{grad_caption(fmts, config.seed)}")
-    md = out_dir / "summary.md"
-    write_markdown(table, md, title="Gradient with training options: label smoothing, z-loss, "
-                   "soft-cap", caption=cap)
-    write_latex(table, out_dir / "summary.tex", caption=cap, label="tab:grad-options")
-    with open(md, "a", encoding="utf-8") as f:
-        f.write("\n## Findings\n\n" + "\n".join(f"- {n}" for n in notes) + "\n\n## Figures\n\n"
-                + "".join(f"![{s}]({s}.png)\n\n" for s in stems)
-                + "Settings: " + "; ".join(f"{k}: {LossOptions(**v).label()}"
-                                           for k, v in SETTINGS.items()) + ".\n")
-    return [{"text": n, "link": "summary.md"} for n in notes]
+    rep = report_for(NAME, __doc__, config, out_dir, truth=grad_truth(fmts))
+    t1 = rep.table(failing_table(d), f"Confidence sweep (C = {params['classes']}, "
+                   f"{params['rows']} rows per p_t): backward variants (method x accumulator) "
+                   f"whose median target-entry error passes 10% somewhere on the p_t grid, per "
+                   f"setting and format.", stem="failing", headline=True)
+    _figures(rep, d, fmts)
+    t2 = rep.table(first_failures(d), f"Confidence sweep (C = {params['classes']}): first "
+                   f"requested p_t at which the median relative error of the gradient's target "
+                   f"entry passes 10%, and its largest value.", stem="first_failure")
+    st = softcap_table(d)
+    t3 = rep.table(st, "Scale sweep, the largest logit scale: `logsumexp`'s (working sums) "
+                   "median norm-wise error and entries flushed to 0, per format and setting.",
+                   stem="softcap") if len(st) else None
+    for n in confidence_notes(d):
+        rep.finding(n, t1)
+    for n in smoothing_notes(d, params["classes"]):
+        rep.finding(n, t2)
+    for n in softcap_notes(d):
+        rep.finding(n, t3)
+    rep.section("Settings", "; ".join(f"{k}: {LossOptions(**v).label()}"
+                                      for k, v in SETTINGS.items()) + ".")
+    return rep.write(out_dir)

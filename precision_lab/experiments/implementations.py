@@ -34,15 +34,13 @@ from precision_lab.analysis import implementations as impls
 from precision_lab.analysis.cells import cell_logits, cell_rng, stage_arrays
 from precision_lab.numerics.formats import FORMATS
 from precision_lab.numerics.metrics import aggregate
+from precision_lab.reporting.document import report_for
 from precision_lab.reporting.figures import (
-    caption,
     formats_in,
     plot_error_panels,
-    plt,
     register_colors,
-    save_figure,
+    truth_sentence,
 )
-from precision_lab.reporting.tables import write_latex, write_markdown
 
 NAME = "implementations"
 
@@ -371,61 +369,48 @@ def report(df, config, params, out_dir) -> list[dict]:
     _colors()
     base = df["baseline"].iloc[0]
     fmts = formats_in(df)
-    cap = caption(fmts, config.seed)
+    rep = report_for(NAME, __doc__, config, out_dir, truth=truth_sentence(fmts))
     d = df[df["reduction"] == "none"]
-    figs = []
+    t1 = rep.table(_summary_table(df, base), f"Each implementation against the certified "
+                   f"truth, pooled over the scale, class count and adversarial cells: results "
+                   f"(rows, or batch means), Herbie's bits of error (non-finite at full width), "
+                   f"the largest finite relative error on the scale and class-count grids (the "
+                   f"battery's confidently correct rows have losses below ulp(1)), non-finite "
+                   f"results on rows the format represents, and rows differing from torch "
+                   f"eager ({base}) with which is closer.", stem="implementations",
+                   headline=True)
     sc = d[d["kind"] == "scale"]
-    if len(sc):
-        fig = _panels(sc, "scale", "logit scale s", "Median relative error of the per-row loss "
-                      "against the logit scale, per implementation")
-        save_figure(fig, out_dir, "scale")
-        plt.close(fig)
-        figs.append("scale")
     cl = d[d["kind"] == "classes"]
-    if len(cl):
-        fig = _panels(cl, "classes", "number of classes C", "Median relative error of the "
-                      "per-row loss against the class count, per implementation",
-                      extra_key="scale")
-        save_figure(fig, out_dir, "classes")
-        plt.close(fig)
-        figs.append("classes")
-    notes = _findings(df, base)
-    table = _summary_table(df, base)
-    tcap = (f"Each implementation against the certified truth, pooled over the scale, class "
-            f"count and adversarial cells: results (rows, or batch means), Herbie's bits of "
-            f"error (non-finite at full width), the largest finite relative error on the scale and "
-            f"class-count grids (the battery's confidently correct rows have losses below "
-            f"ulp(1)), non-finite "
-            f"results on rows the format represents, and rows differing from torch eager "
-            f"({base}) with which is closer. {cap}")
-    md = out_dir / "summary.md"
-    write_markdown(table, md, title="Implementations: other libraries' cross entropy against "
-                   "the certified truth", caption=tcap)
-    write_latex(table, out_dir / "summary.tex", caption=tcap, label="tab:implementations")
+    what = ("Upper row of panels: the torch adapters and the suite's yardstick; lower: the "
+            "other libraries and the yardstick; errors below u/100 drawn at u/100; the strip "
+            "under each panel: the fraction of non-finite rows.")
+    if len(sc):
+        rep.figure(_panels(sc, "scale", "logit scale s", "Median relative error of the per-row "
+                           "loss against the logit scale, per implementation"), "scale",
+                   "Median relative error of the per-row loss against the logit scale s. "
+                   + what, headline=True)
     bt = _battery_table(df)
-    bcap = ("Adversarial battery (16 classes): mean bits of error per row of each "
-            "implementation, with non-finite results on representable rows counted; n/a where "
-            "the library does not support the format.")
-    write_markdown(bt, out_dir / "battery.md", title="Adversarial battery", caption=bcap)
-    write_latex(bt, out_dir / "battery.tex", caption=bcap, label="tab:implementations-battery")
-    shapes = sorted({(int(r), int(c)) for r, c in zip(df["rows"].fillna(0), df["classes"].fillna(0))
-                     if r and c})
-    with open(md, "a", encoding="utf-8") as f:
-        f.write("\n## Findings\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
-        f.write("\n## Figures\n\n" + "".join(f"![{s}]({s}.png)\n\n" for s in figs))
-        f.write("Upper row of panels: the torch adapters and the suite's yardstick; lower: the "
-                "other libraries and the yardstick. Errors below u/100 (exact results) are "
-                "drawn at u/100; the strip under each panel is the fraction of non-finite "
-                "rows.\n\n")
-        f.write("The adversarial battery, case by case: [battery.md](battery.md).\n\n")
-        f.write("## How it was run\n\n")
-        names = sorted(set(df["method"]), key=list(impls.IMPLEMENTATIONS).index)
-        kernels = sorted({k for k in df["kernel"].fillna("") if k}, key=impls.KERNELS.index)
-        f.write(f"Implementations: {', '.join(names)}. ATen CPU kernels run, each in a process "
-                f"of its own: {', '.join(kernels)}. "
-                f"torch.compile: one static graph per (shape, dtype); the grid has "
-                f"{len(shapes)} shapes, so at most {len(shapes) * 4} graphs per process. "
-                f"Gradients: per row, for the implementations with a gradient adapter "
-                f"(torch.compile and scipy have none).\n\n")
-        f.write(f"{cap}\n")
-    return [{"text": n, "link": "summary.md", "label": "table"} for n in notes]
+    rep.section("Adversarial battery")
+    t2 = rep.table(bt, "Adversarial battery (16 classes): mean bits of error per row of each "
+                   "implementation, with non-finite results on representable rows counted; "
+                   "n/a where the library does not support the format.", stem="battery")
+    battery = set(_battery_findings(df))
+    for n in _findings(df, base):
+        rep.finding(n, t2 if n in battery else t1)
+    if len(cl):
+        rep.section("Against the class count")
+        rep.figure(_panels(cl, "classes", "number of classes C", "Median relative error of "
+                           "the per-row loss against the class count, per implementation",
+                           extra_key="scale"), "classes",
+                   "Median relative error of the per-row loss against the class count C. "
+                   + what, headline=not len(sc))
+    shapes = sorted({(int(r), int(c)) for r, c in zip(df["rows"].fillna(0),
+                                                      df["classes"].fillna(0)) if r and c})
+    names = sorted(set(df["method"]), key=list(impls.IMPLEMENTATIONS).index)
+    kernels = sorted({k for k in df["kernel"].fillna("") if k}, key=impls.KERNELS.index)
+    rep.section("How it was run", f"Implementations: {', '.join(names)}. ATen CPU kernels run, "
+                f"each in a process of its own: {', '.join(kernels)}. torch.compile: one "
+                f"static graph per (shape, dtype); the grid has {len(shapes)} shapes, so at "
+                f"most {len(shapes) * 4} graphs per process. Gradients: per row, for the "
+                f"implementations with a gradient adapter (torch.compile and scipy have none).")
+    return rep.write(out_dir)

@@ -34,15 +34,16 @@ from precision_lab.data.inputs import make_logits
 from precision_lab.errors import InputError
 from precision_lab.numerics.metrics import aggregate
 from precision_lab.numerics.options import LossOptions
+from precision_lab.reporting.document import report_for
 from precision_lab.reporting.figures import (
-    caption,
     error_pivot,
+    error_text,
     formats_in,
+    machine_marked,
     plot_error_panels,
-    plt,
-    save_figure,
+    truth_sentence,
 )
-from precision_lab.reporting.tables import write_latex, write_markdown
+from precision_lab.reporting.tables import format_number
 from precision_lab.truth.options import certified_option_losses
 
 NAME = "options"
@@ -227,133 +228,174 @@ def smoothing_overflow_notes(d: pd.DataFrame) -> list[str]:
     return notes
 
 
-def smoothing_mean_notes(d: pd.DataFrame) -> list[str]:
-    """float16 batch means with label smoothing: in which cells torch's (and each emulated
-    method's) mean is non-finite although the true mean is finite, by rows x C."""
+def smoothing_mean_table(d: pd.DataFrame) -> pd.DataFrame:
+    """float16 batch means with label smoothing and a finite true mean: per smoothing and
+    method (torch, logsumexp), the cells whose mean is non-finite and the smallest rows x C
+    among them."""
     g = _sel(d, kind="sweep", option="label_smoothing", format="float16", reduction="mean")
     g = g[g["truth_nonfinite_frac"] == 0]
-    out = []
+    rows = []
     for eps, h in g.groupby("value"):
-        size = h["rows"] * h["classes"]
-        parts = []
         for m in ("torch", "logsumexp"):
-            hm = h[h["method"] == m]
-            bad = hm["spurious_nonfinite_frac"] > 0
-            ncell = hm.drop_duplicates(["rows", "classes", "scale"]).shape[0]
-            nbad = hm[bad].drop_duplicates(["rows", "classes", "scale"]).shape[0]
-            text = f"`{m}` {nbad}/{ncell} cells"
-            if nbad:
-                text += f" (from rows x C = {int(size[hm[bad].index].min())})"
-            parts.append(text)
-        out.append(f"float16 batch mean, label_smoothing {eps:g}, finite truth: non-finite for "
-                   + ", ".join(parts) + "; torch sums the smoothing term over the whole "
-                   "batch in float16 before dividing.")
+            hm = h[h["method"] == m]  # a cell is non-finite when any accumulator's mean is
+            key = ["rows", "classes", "scale"]
+            bad = hm[hm["spurious_nonfinite_frac"] > 0].drop_duplicates(key)
+            rows.append({"label_smoothing": eps, "method": machine_marked(m),
+                         "cells non-finite": f"{len(bad)}/{len(hm.drop_duplicates(key))}",
+                         "from rows x C": (int((bad["rows"] * bad["classes"]).min())
+                                           if len(bad) else np.nan)})
+    return pd.DataFrame(rows, columns=["label_smoothing", "method", "cells non-finite",
+                                       "from rows x C"])
+
+
+def smoothing_mean_notes(mt: pd.DataFrame) -> list[str]:
+    out = []
+    for eps, h in mt.groupby("label_smoothing", sort=False):
+        parts = [f"`{m.split(' [')[0]}` {k} cells" + (f" (from rows x C = {int(r)})"
+                                                      if r == r else "")
+                 for m, k, r in zip(h["method"], h["cells non-finite"], h["from rows x C"])]
+        out.append(f"float16 batch mean, label_smoothing {eps:g}, finite truth: non-finite "
+                   f"for " + ", ".join(parts) + ".")
     return out
 
 
-def fused_notes(d: pd.DataFrame) -> list[str]:
+FORMS = (("online", "fused C lse - sum x"), ("logsumexp", "sum of lse - x"),
+         ("log_softmax", "shifted first"), ("torch", "library"))
+
+
+def fused_table(d: pd.DataFrame) -> pd.DataFrame:
     """The fused smoothing form (online: C lse - sum x) against the sum of lse - x, on logits
-    with a common offset (the `offset_logits` case)."""
+    with a common offset (the `offset_logits` case): median error per format and form."""
     g = _sel(d, kind="battery", case="offset_logits", reduction="none", accumulator="working")
     g = pd.concat([g, _sel(d, kind="battery", case="offset_logits", reduction="none",
                            method="torch")])
+    rows = []
+    for m, what in FORMS:
+        r = {"method": machine_marked(m), "form": what}
+        for fmt in formats_in(g) if len(g) else []:
+            e = g[(g["format"] == fmt) & (g["method"] == m)]
+            r[fmt] = (error_text(e["rel_err_median"].iloc[0], e["nonfinite_frac"].iloc[0],
+                                 e["count"].iloc[0]) if len(e) else "-")
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def fused_notes(ft: pd.DataFrame) -> list[str]:
     out = []
-    forms = (("online", "fused C lse - sum x"), ("logsumexp", "sum of lse - x"),
-             ("log_softmax", "shifted first"), ("torch", ""))
     for fmt in ("float32", "float64"):
-        h = g[g["format"] == fmt]
-        e = {m: h[h["method"] == m]["rel_err_median"] for m, _ in forms}
-        if all(len(v) for v in e.values()):
-            out.append(f"{fmt}, logits {OFFSET:g} + z, label_smoothing 0.1, median error: "
-                       + ", ".join(f"`{m}`" + (f" ({what})" if what else "")
-                                   + f" {e[m].iloc[0]:.2g}" for m, what in forms) + ".")
+        if fmt in ft:
+            e = ft.set_index("form")[fmt]
+            out.append(f"{fmt}, logits {OFFSET:g} + z, label_smoothing 0.1: the fused form "
+                       f"(`online`, C lse - sum x) has median error {e[FORMS[0][1]]}, "
+                       f"shifting first (`log_softmax`) {e[FORMS[2][1]]}.")
     return out
 
 
-def option_effect_notes(d: pd.DataFrame) -> list[str]:
-    """z-loss and soft-cap: `logsumexp`'s median error at the largest C against plain."""
-    out = []
+def option_effect_table(d: pd.DataFrame) -> pd.DataFrame:
+    """z-loss and soft-cap: `logsumexp`'s median error at the largest C (s = 1), with and
+    without the option, per format."""
     base = _sel(d, kind="sweep", option="plain", scale=1.0, method="logsumexp",
                 accumulator="working", reduction="none")
+    rows = []
     if base.empty:
-        return out
+        return pd.DataFrame(rows)
     c = int(base["classes"].max())
     for opt in ("z_loss", "softcap"):
         g = _sel(d, kind="sweep", option=opt, scale=1.0, classes=c, method="logsumexp",
                  accumulator="working", reduction="none")
         for v, h in g.groupby("value"):
-            parts = []
-            for fmt in ("float16", "bfloat16", "float32"):
+            for fmt in formats_in(h):
                 e, b = _sel(h, format=fmt)["rel_err_median"], _sel(base, classes=c,
                                                                   format=fmt)["rel_err_median"]
                 if len(e) and len(b):
-                    parts.append(f"{fmt} {e.iloc[0]:.2g} (plain {b.iloc[0]:.2g})")
-            if parts:
-                out.append(f"{opt} {v:g}, C = {c}, s = 1, `logsumexp` median error: "
-                           + ", ".join(parts) + ".")
+                    rows.append({"option": opt, "value": v, "classes": c, "format": fmt,
+                                 "with option": float(e.iloc[0]), "plain": float(b.iloc[0])})
+    return pd.DataFrame(rows)
+
+
+def option_effect_notes(ot: pd.DataFrame) -> list[str]:
+    out = []
+    if ot.empty:
+        return out
+    for (opt, v), h in ot.groupby(["option", "value"], sort=False):
+        h = h[h["format"].isin(["float16", "bfloat16", "float32"])]
+        out.append(f"{opt} {v:g}, C = {int(h['classes'].iloc[0])}, s = 1, `logsumexp` median "
+                   "error: " + ", ".join(f"{f} {e:.2g} (plain {b:.2g})" for f, e, b in
+                                         zip(h["format"], h["with option"], h["plain"]))
+                   + ".")
     return out
 
 
-def softcap_scale_notes(d: pd.DataFrame) -> list[str]:
-    """At the largest scale: `naive`'s non-finite rows plain and soft-capped."""
+def softcap_scale_table(d: pd.DataFrame) -> pd.DataFrame:
+    """At the largest scale: `naive`'s non-finite rows, plain and soft-capped, per format."""
     g = _sel(d, kind="sweep", method="naive", accumulator="working", reduction="none")
     g = g[g["option"].isin(["plain", "softcap"])]
     if g.empty or g["scale"].max() <= 1.0:
+        return pd.DataFrame()
+    g = g[g["scale"] == g["scale"].max()]
+    return pd.DataFrame({"format": g["format"], "scale": g["scale"], "classes": g["classes"],
+                         "setting": ["plain" if o == "plain" else f"softcap {v:g}"
+                                     for o, v in zip(g["option"], g["value"])],
+                         "rows non-finite": [f"{int(r['n_+inf'] + r['n_nan'])}/{int(r['count'])}"
+                                             for _, r in g.iterrows()]})
+
+
+def softcap_scale_notes(st: pd.DataFrame) -> list[str]:
+    if st.empty:
         return []
-    s = g["scale"].max()
-    g = g[g["scale"] == s]
-    parts = []
-    for fmt in ("float16", "bfloat16", "float32"):
-        h = g[g["format"] == fmt]
-        cells = [f"{'plain' if o == 'plain' else f'cap {v:g}'} "
-                 f"{int(r['n_+inf'] + r['n_nan'])}/{int(r['count'])}"
-                 for o, v, (_, r) in zip(h["option"], h["value"], h.iterrows())]
-        if cells:
-            parts.append(f"{fmt} " + ", ".join(cells))
-    c = int(g["classes"].iloc[0])
-    return [f"`naive` non-finite rows at s = {s:g}, C = {c}: " + "; ".join(parts) + "."]
-
-
-def battery_notes(d: pd.DataFrame) -> list[str]:
-    b = d[d["kind"] == "battery"]
-    out = []
-    for (case, opts), g in b.groupby(["case", "options"], sort=False):
-        rows = g[g["reduction"] == "none"]
-        if case == "offset_logits":
-            continue
-        ok = rows["outcome_match_frac"] == 1
-        bad = sorted({m for m in rows[~ok]["method"]})
-        n = int(rows["count"].iloc[0])
-        tnf = int(round(rows["truth_nonfinite_frac"].iloc[0] * n))
-        red = g[g["reduction"] != "none"]
-        text = f"{case} ({opts}): true loss non-finite on {tnf}/{n} rows"
-        if len(red):
-            text += f", true {red['reduction'].iloc[0]} {red['truth_median'].iloc[0]:.3g}"
-        text += f"; {int(ok.sum())}/{len(rows)} variants match its outcome"
-        if bad:
-            text += " (not: " + ", ".join(f"`{m}`" for m in bad) + ")"
-        lk = g["padding_shift_median"].dropna()
-        if len(lk):
-            text += f"; padding moves the true loss by {lk.iloc[0]:.2g} relative"
-        out.append(text + ".")
-    return out
+    h = st[st["format"].isin(["float16", "bfloat16", "float32"])]
+    parts = "; ".join(f"{f} " + ", ".join(f"{'plain' if s == 'plain' else s.replace('softcap', 'cap')}"
+                                          f" {k}" for s, k in zip(g["setting"], g["rows non-finite"]))
+                      for f, g in h.groupby("format", sort=False))
+    return [f"`naive` non-finite rows at s = {st['scale'].iloc[0]:g}, "
+            f"C = {int(st['classes'].iloc[0])}: {parts}."]
 
 
 def battery_table(d: pd.DataFrame) -> pd.DataFrame:
+    """One row per battery case: the truth's outcome (non-finite rows as counts, the reduced
+    value), how many variants share it, which methods do not, the padding's shift."""
     b = d[d["kind"] == "battery"]
     rows = []
     for (case, opts), g in b.groupby(["case", "options"], sort=False):
         r = g[g["reduction"] == "none"]
         m = g[g["reduction"] != "none"]
+        n = int(r["count"].iloc[0])
+        miss = sorted({x for x in r[r["outcome_match_frac"] != 1]["method"]}
+                      | {x for x in m[m["outcome_match_frac"] != 1]["method"]})
         rows.append({"case": case, "options": opts,
-                     "true rows non-finite": f"{r['truth_nonfinite_frac'].iloc[0]:.0%}",
+                     "true rows non-finite": f"{int(round(r['truth_nonfinite_frac'].iloc[0] * n))}"
+                                             f"/{n}",
                      "variants matching (rows)": f"{int((r['outcome_match_frac'] == 1).sum())}"
                                                  f"/{len(r)}",
                      "variants matching (reduced)": f"{int((m['outcome_match_frac'] == 1).sum())}"
                                                     f"/{len(m)}",
+                     "methods not matching": ", ".join(miss) or "-",
                      "true reduced": m["truth_median"].iloc[0] if len(m) else np.nan,
                      "padding shift": g["padding_shift_median"].iloc[0]})
     return pd.DataFrame(rows)
+
+
+def battery_notes(bt: pd.DataFrame) -> list[str]:
+    """How many battery cases every variant gets right, which methods miss most; the largest
+    padding shift."""
+    if bt.empty:
+        return []
+    ok = bt["methods not matching"] == "-"
+    miss = pd.Series([m for v in bt["methods not matching"] if v != "-"
+                      for m in v.split(", ")]).value_counts()
+    text = (f"Adversarial battery: every variant has the truth's outcome (finite, inf or nan) "
+            f"in {int(ok.sum())}/{len(bt)} cases")
+    if len(miss):
+        text += "; misses: " + ", ".join(f"`{m}` {k}" for m, k in miss.head(3).items())
+    out = [text + "."]
+    pad = bt.dropna(subset=["padding shift"])
+    if len(pad):
+        r = pad.loc[pad["padding shift"].idxmax()]
+        out.append(f"Padded -inf lanes move the true loss by {r['padding shift']:.2g} "
+                   f"(relative, median) under {r['options']}, at most "
+                   f"{pad[pad['options'] == 'plain']['padding shift'].max():.2g} without "
+                   f"options: a soft-cap makes them finite.")
+    return out
 
 
 # ---------------------------------------------------------------------- report -------------
@@ -365,7 +407,7 @@ def _shown(d: pd.DataFrame) -> pd.DataFrame:
     return d[keep]
 
 
-def _figure(d, option, x, out_dir, stem, xlabel, title):
+def _figure(rep, d, option, x, stem, xlabel, headline=False):
     g = d[(d["kind"] == "sweep") & d["option"].isin(["plain", option])]
     if x == "classes":
         g = g[g["scale"] == 1.0]
@@ -373,54 +415,77 @@ def _figure(d, option, x, out_dir, stem, xlabel, title):
         g = g[g["classes"] == g[g["scale"] != 1.0]["classes"].min()]
     g = _shown(g)
     if g.empty:
-        return False
+        return None
     g = g.assign(setting=[("plain" if o == "plain" else f"{o} = {v:g}")
                           for o, v in zip(g["option"], g["value"])])
     settings = list(dict.fromkeys(g.sort_values(["option", "value"])["setting"]))
     settings = ["plain"] + [s for s in settings if s != "plain"]
+    where = "s = 1" if x == "classes" else f"C = {int(g['classes'].iloc[0])}"
     fig = plot_error_panels(g, x=x, row_key="setting", row_values=settings,
-                            row_label=lambda s: s, xlabel=xlabel, bound=False, title=title)
-    save_figure(fig, out_dir, stem)
-    plt.close(fig)
-    return True
+                            row_label=lambda s: s, xlabel=xlabel, bound=False,
+                            title=f"Median relative error of the per-row loss with {option} "
+                                  f"(normal logits, {where}; rows: settings)")
+    return rep.figure(fig, stem, f"Median relative error of the per-row loss against "
+                      f"{xlabel}, plain and with {option} ({where}), one column per format and "
+                      f"accumulator; the strip under each panel: the non-finite fraction.",
+                      headline=headline)
 
 
 def report(df, config, params, out_dir) -> list[dict]:
     fmts = formats_in(df)
-    cap = caption(fmts, config.seed)
+    rep = report_for(NAME, __doc__, config, out_dir, truth=truth_sentence(fmts))
     sweep = df[df["kind"] == "sweep"]
-    figs = []
-    for option, x, stem, xl in (("label_smoothing", "classes", "label_smoothing", "classes C"),
-                                ("z_loss", "classes", "z_loss", "classes C"),
-                                ("softcap", "scale", "softcap", "logit scale s")):
-        if _figure(df, option, x, out_dir, stem, xl,
-                   f"Median relative error of the per-row loss with {option} "
-                   f"(normal logits; rows: settings)"):
-            figs.append(stem)
-    notes = (smoothing_overflow_notes(df) + smoothing_mean_notes(df) + fused_notes(df)
-             + option_effect_notes(df) + softcap_scale_notes(df) + battery_notes(df))
     cs = sorted(sweep["classes"].unique())
     ls = sweep[(sweep["option"].isin(["plain", "label_smoothing"])) & (sweep["scale"] == 1.0)]
     ls = ls.assign(method=[m if o == "plain" else f"{m} [ls {v:g}]"
                            for m, o, v in zip(ls["method"], ls["option"], ls["value"])])
     table = error_pivot(ls[ls["method"].str.startswith(("logsumexp", "online", "torch"))],
                         "classes", cs, lambda c: f"C = {c}")
-    tcap = (f"Median relative error of the per-row loss at s = 1, plain and with label "
-            f"smoothing ([ls eps]), against the class count C. {cap}")
-    md = out_dir / "summary.md"
-    write_markdown(table, md, title="Training options: error of each method with label "
-                   "smoothing, z-loss, soft-cap and adversarial masks", caption=tcap)
-    write_latex(table, out_dir / "summary.tex", caption=tcap, label="tab:options")
-    bt = battery_table(df)
-    with open(md, "a", encoding="utf-8") as f:
-        f.write("\n## Findings\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
-        f.write("\n## Adversarial battery\n\n" + bt.to_markdown(index=False) + "\n\n")
-        f.write("A variant matches when its result has the truth's outcome on every row "
-                "(finite where the truth is finite; the same infinity or nan where it is not). "
-                f"Padding: the last {PADDED_LANES} of {int(params['battery_classes'])} lanes "
-                "at -inf; shift = (true loss with the lanes) / (without them) - 1.\n\n")
-        f.write("## Figures\n\n" + "".join(f"![{s}]({s}.png)\n\n" for s in figs))
-        f.write("Series: " + ", ".join(f"{m} ({a})" for m, a in SHOWN) + ". Errors below u/100 "
-                "are drawn at u/100; the strip under each panel is the non-finite fraction.\n\n")
-        f.write(f"{cap}\n")
-    return [{"text": n, "link": "summary.md", "label": "table"} for n in notes]
+    t1 = rep.table(table, "Median relative error of the per-row loss at s = 1 (normal "
+                   "logits), plain and with label smoothing ([ls eps]), against the class "
+                   "count C; non-finite rows in brackets.", stem="label_smoothing",
+                   headline=True)
+    _figure(rep, df, "label_smoothing", "classes", "label_smoothing", "classes C",
+                 headline=True)
+    for n in smoothing_overflow_notes(df):
+        rep.finding(n, t1)
+    mt, ft = smoothing_mean_table(df), fused_table(df)
+    ot, st, bt = option_effect_table(df), softcap_scale_table(df), battery_table(df)
+    rep.section("Adversarial battery", "A variant matches when its result has the truth's "
+                "outcome on every row (finite where the truth is finite; the same infinity or "
+                f"nan where it is not). Padding: the last {PADDED_LANES} of "
+                f"{int(params['battery_classes'])} lanes at -inf; shift = (true loss with the "
+                "lanes) / (without them) - 1.")
+    tb = rep.table(bt, f"Adversarial battery ({int(params['battery_rows'])} rows of "
+                   f"{int(params['battery_classes'])} normal logits per case): the true "
+                   "outcome, the variants (method x format x accumulator) that share it, the "
+                   "methods that do not; padding shift '-': no padded lanes.", stem="battery",
+                   formats={"padding shift": lambda v: "-" if v != v else format_number(v)})
+    rep.section("Batch means with label smoothing",
+                "torch sums the smoothing term over the whole batch in the format before "
+                "dividing by the batch size.")
+    tm = rep.table(mt, "float16 batch means (reduction='mean') with label smoothing, cells "
+                   "whose true mean is finite: cells with a non-finite mean, and the smallest "
+                   "rows x C among them.", stem="smoothing_mean") if len(mt) else None
+    rep.section("The fused smoothing form")
+    tf = rep.table(ft, f"Median relative error of the per-row loss on logits {OFFSET:g} + z "
+                   f"with label smoothing 0.1 (the offset_logits case), per form and format "
+                   f"(working sums).", stem="fused") if len(ft) else None
+    rep.section("z-loss and soft-cap")
+    to = rep.table(ot, "`logsumexp`'s median relative error of the per-row loss at the largest "
+                   "class count, s = 1, with each option and plain, per format (working sums).",
+                   stem="option_effects") if len(ot) else None
+    ts = rep.table(st, "Unshifted `naive` (working sums) at the largest logit scale: rows "
+                   "whose loss is non-finite, plain and soft-capped.",
+                   stem="naive_softcap") if len(st) else None
+    for notes, ref in ((smoothing_mean_notes(mt), tm), (fused_notes(ft), tf),
+                       (option_effect_notes(ot), to), (softcap_scale_notes(st), ts),
+                       (battery_notes(bt), tb)):
+        for n in notes:
+            rep.finding(n, ref)
+    rep.section("Figures", "Series: " + ", ".join(f"{m} ({a})" for m, a in SHOWN) + ". Errors "
+                "below u/100 are drawn at u/100; the strip under each panel is the "
+                "non-finite fraction.")
+    _figure(rep, df, "z_loss", "classes", "z_loss", "classes C")
+    _figure(rep, df, "softcap", "scale", "softcap", "logit scale s")
+    return rep.write(out_dir)

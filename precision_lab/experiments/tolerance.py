@@ -37,16 +37,17 @@ from precision_lab.analysis import implementations as impls
 from precision_lab.analysis.cells import cell_logits
 from precision_lab.analysis.tolerance import QUANTILES, round_up
 from precision_lab.numerics.formats import get_format
+from precision_lab.reporting.document import report_for
 from precision_lab.reporting.figures import (
     caption,
     format_title,
     formats_in,
     light_log_axis,
+    mark_unit_roundoff,
     panel_grid,
     plt,
-    save_figure,
+    truth_sentence,
 )
-from precision_lab.reporting.tables import write_latex, write_markdown
 from precision_lab.running.provenance import provenance
 from precision_lab.running.storage import atomic_write
 
@@ -228,16 +229,16 @@ def _figure(df: pd.DataFrame):
     fmts = formats_in(d)
     fig, axes = panel_grid(1, len(fmts), 3.4, [2.6], top=0.6, bottom=0.9, sharex=False)
     scales = sorted(d["scale"].unique())
-    cmap = plt.get_cmap("viridis")
+    cmap = plt.get_cmap("cividis")  # colour-blind safe; its pale end left out
     for c, fmt in enumerate(fmts):
         ax = axes[0, c]
         for i, s in enumerate(scales):
             g = d[(d["format"] == fmt) & (d["scale"] == s)]
             q = g.groupby("classes")["e_truth"].apply(lambda v: _q(v.to_numpy(), 0.999))
             ax.plot(q.index, np.maximum(q.to_numpy(), get_format(fmt).unit_roundoff / 100),
-                    marker="o", markersize=3, color=cmap(i / max(1, len(scales) - 1)),
+                    marker="o", markersize=3, color=cmap(0.8 * i / max(1, len(scales) - 1)),
                     label=f"s = {s:g}")
-        ax.axhline(get_format(fmt).unit_roundoff, color="0.45", linestyle="--", linewidth=0.9)
+        mark_unit_roundoff(ax, fmt)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         light_log_axis(ax.yaxis)
@@ -258,19 +259,23 @@ def _figure(df: pd.DataFrame):
 def report(df, config, params, out_dir) -> list[dict]:
     t = table(df, params)
     fmts = formats_in(df)
-    cap = caption(fmts, config.seed)
+    rep = report_for(NAME, __doc__, config, out_dir, truth=truth_sentence(fmts))
     names = sorted({n for col in ("e_truth_by", "e_torch_by") for n in df[col].dropna()})
     how = (f"Measured on normal logits s * z, per row the largest error over the correct "
            f"implementations ({', '.join(names)}; the suite's methods with float32 sums in "
            f"the 16-bit formats only), |computed - truth| / max(|truth|, 1) against the "
            f"certified truth, |computed - torch| / max(|torch|, 1) against torch eager "
            f"({df['baseline'].iloc[0]}) in the same format; rtol = atol = the p99.9 rounded up "
-           f"to two digits; with fewer than 1000 rows (means) p99.9 is the largest. {cap}")
-    shown = _display(t)
-    md = out_dir / "summary.md"
-    write_markdown(shown, md, title="Tolerance: the rtol / atol a cross-entropy test should "
-                   "use", caption=how)
-    write_latex(shown, out_dir / "summary.tex", caption=how, label="tab:tolerance")
+           f"to two digits; with fewer than 1000 rows (means) p99.9 is the largest.")
+    t1 = rep.table(_display(t), "The rtol = atol a cross-entropy test should use, per format, "
+                   "class range and scale range: p99 and p99.9 of the per-row and batch-mean "
+                   "error of correct implementations. " + how, stem="tolerance",
+                   headline=True)
+    rep.figure(_figure(df), "tolerance", "Per-row p99.9 error of the worst correct "
+                    "implementation against the class count, one line per logit scale, one "
+                    "panel per format; dashed: u.", headline=True)
+    for n in _findings(t, df):
+        rep.finding(n, t1)
     gen = provenance()
     data = {"generated_by": {
         "command": f"precision-lab run tolerance --profile {config.profile} --seed "
@@ -278,22 +283,14 @@ def report(df, config, params, out_dir) -> list[dict]:
                    f"precision_lab/analysis/tolerance.json",
         "experiment": NAME, "profile": config.profile, "seed": config.seed,
         "git_commit": gen["git_commit"], "date": gen["date"], "versions": gen["versions"],
-        "kernels": gen["kernels"], "how": how},
+        "kernels": gen["kernels"], "how": f"{how} {caption(fmts, config.seed)}"},
         "entries": t.to_dict(orient="records")}
     with atomic_write(out_dir / "tolerance.json") as f:
         json.dump(data, f, indent=1, allow_nan=True)
         f.write("\n")
-    fig = _figure(df)
-    save_figure(fig, out_dir, "tolerance")
-    plt.close(fig)
-    notes = _findings(t, df)
-    with open(md, "a", encoding="utf-8") as f:
-        f.write("\n## Findings\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
-        f.write("\n## Figures\n\n![tolerance](tolerance.png)\n\n")
-        f.write("## Using it\n\n```python\nimport precision_lab as pl\n"
+    rep.section("Using it", "```python\nimport precision_lab as pl\n"
                 "tol = pl.tolerance(\"bfloat16\", 32000, scale=3.0, against=\"torch\")\n"
-                "torch.testing.assert_close(mine, torch_ref, **tol.kwargs())\n```\n\n"
-                "The numbers are in [tolerance.json](tolerance.json), with the command that "
-                "made them.\n")
-    return [{"text": n, "link": "summary.md", "label": "table"} for n in notes]
-
+                "torch.testing.assert_close(mine, torch_ref, **tol.kwargs())\n```")
+    rep.paragraph("The numbers are in [tolerance.json](tolerance.json), with the command that "
+                  "made them.")
+    return rep.write(out_dir)

@@ -27,11 +27,12 @@ from typing import Callable
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from ..data.inputs import validate_batch
 from ..errors import InputError
 from .arithmetic import ACCUMULATORS, OWN, WORKING, Arithmetic, accumulators_for
-from .formats import get_format
+from .formats import Format, get_format
 from .optioned import Terms, options_forward, reduce_rows, torch_options
 from .options import OPTION_NAMES, LossOptions, check_batch, require_supported
 
@@ -146,7 +147,7 @@ def register(name: str, formula: str, summary: str, *, family: str = "shifted",
              shifted: bool = True, color: str | None = None,
              bound: str | None = None, own_reduction: bool = False,
              mean_fn: Callable | None = None, mean_of_losses: Callable | None = None,
-             unsupported: Callable | None = None):
+             unsupported: Callable | None = None) -> Callable[[Callable], Callable]:
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
 
@@ -217,7 +218,7 @@ def bounded_methods() -> dict[str, str]:
     return {m.name: m.bound for m in METHODS.values() if m.bound is not None}
 
 
-def batch_mean(losses, fmt, accumulator=WORKING) -> float:
+def batch_mean(losses: ArrayLike, fmt: Format | str, accumulator: str = WORKING) -> float:
     """The batch mean of per-row `losses`: a sequential sum in the accumulator, rounded to
     `fmt`, then one rounded division by N."""
     ar = Arithmetic(get_format(fmt), accumulator)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from .formats import Format, get_format, quantum_exponent
 
@@ -88,7 +89,8 @@ def _truth_ulp(hi, lo, fmt: Format) -> np.ndarray:
     return np.where(below, ulp / 2, ulp)
 
 
-def errors(computed, hi, lo, fmt, exp=None) -> pd.DataFrame:
+def errors(computed: ArrayLike, hi: ArrayLike, lo: ArrayLike, fmt: Format | str,
+           exp: ArrayLike | None = None) -> pd.DataFrame:
     """Per-row errors of `computed` (float64 carrying `fmt` values) against truth
     (hi + lo) 2**exp (exp None: 0)."""
     return pd.DataFrame(error_columns(computed, hi, lo, fmt, exp))

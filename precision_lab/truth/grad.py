@@ -53,6 +53,7 @@ import mpmath
 import numpy as np
 from flint import arb
 from mpmath import mp
+from numpy.typing import ArrayLike
 
 from ..data.inputs import validate_batch
 from ..errors import InputError, UncertifiedError
@@ -212,7 +213,7 @@ def _to_mpf(v: arb):
     return mp.make_mpf(mpmath.libmp.from_man_exp(int(man), int(ex)))
 
 
-def reference_grad(logits, targets, reduction: str | None = None, bits: int = DEFAULT_BITS,
+def reference_grad(logits: ArrayLike, targets: ArrayLike, reduction: str | None = None, bits: int = DEFAULT_BITS,
                    max_prec: int = DEFAULT_MAX_PREC, options: LossOptions | None = None
                    ) -> np.ndarray:
     """dL/dlogits of the cross entropy of the exact float64 `logits` (N, C) at `targets`.

@@ -34,9 +34,11 @@ from typing import NamedTuple
 import mpmath
 import numpy as np
 from mpmath import mp
+from numpy.typing import ArrayLike
 
 from ..data.inputs import check_bits, validate_batch
 from ..errors import InputError, UncertifiedError
+from ..numerics.options import LossOptions
 from .cache import resolve_cache, truth_key
 from .fastref import BALL, FIXED, arb_to_double_double, certified_losses, man_exp_to_double_double
 from .options import certified_option_losses
@@ -137,9 +139,9 @@ def _result_to_mpf(res, i):
     return _arb_to_mpf(res[i])
 
 
-def reference_loss(logits, targets, bits: int = DEFAULT_BITS,
+def reference_loss(logits: ArrayLike, targets: ArrayLike, bits: int = DEFAULT_BITS,
                    max_prec: int = DEFAULT_MAX_PREC, backend: str = "auto",
-                   options=None) -> np.ndarray:
+                   options: LossOptions | None = None) -> np.ndarray:
     """Per-row cross entropy of the exact float64 `logits` (N, C) at `targets` (N,).
 
     Returns an object array of `mpmath.mpf`, each with at least `bits` correct bits relative
@@ -286,8 +288,8 @@ def reference_truth(logits, targets, bits: int = DEFAULT_BITS, *,
     return truth
 
 
-def reference_mean(losses, bits: int = DEFAULT_BITS, *, logits=None, targets=None,
-                   options=None):
+def reference_mean(losses: ArrayLike, bits: int = DEFAULT_BITS, *, logits: ArrayLike | None = None,
+                   targets: ArrayLike | None = None, options: LossOptions | None = None) -> mpmath.mpf:
     """Mean of certified per-row losses: a sum of non-negative terms keeps their relative
     accuracy, and the working precision carries `bits` + 32 more bits for the sum and division.
 
@@ -303,7 +305,7 @@ def reference_mean(losses, bits: int = DEFAULT_BITS, *, logits=None, targets=Non
         return mp.fsum(losses) / len(losses)
 
 
-def to_double_double(values) -> tuple[np.ndarray, np.ndarray]:
+def to_double_double(values: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """(hi, lo) float64 arrays with hi = the value rounded to nearest and lo = the rest rounded
     to nearest; hi is +-inf or 0 where the value leaves float64's range."""
     hi = np.empty(len(values))
