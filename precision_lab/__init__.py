@@ -21,7 +21,7 @@ from .data.inputs import load_logits, validate_batch
 from .errors import InputError, UncertifiedError
 from .numerics import gradients  # noqa: F401  (declares every method's backward)
 from .numerics.arithmetic import ACCUMULATORS, Arithmetic
-from .numerics.formats import FORMATS, Format, get_format, round_to_format
+from .numerics.formats import FORMATS, STANDARD_FORMATS, Format, custom_format, get_format, round_to_format
 from .numerics.methods import METHODS, Method, batch_mean, get_method, register
 from .numerics.metrics import aggregate, errors
 from .numerics.options import LossOptions
@@ -29,7 +29,7 @@ from .truth.grad import reference_grad
 from .truth.reference import reference_loss, reference_mean, to_double_double
 
 __all__ = [
-    "FORMATS", "Format", "get_format", "round_to_format",
+    "FORMATS", "STANDARD_FORMATS", "Format", "custom_format", "get_format", "round_to_format",
     "METHODS", "Method", "get_method", "register", "Arithmetic", "ACCUMULATORS", "batch_mean",
     "reference_loss", "reference_mean", "to_double_double", "UncertifiedError",
     "reference_grad",

@@ -20,17 +20,30 @@ __all__ = ["main"]
 
 
 def _list(args) -> int:
-    print("formats:")
-    print(f"  {'name':<9} {'bits':>4} {'unit roundoff':>14} {'max finite':>12} "
-          f"{'min normal':>11} {'min subnormal':>14} {'overflow logit':>15}")
+    print("formats (values carried in float64, every operation rounded to the format):")
+    print(f"  {'name':<14} {'bits':>4} {'p':>3} {'emin':>5} {'emax':>5} {'unit roundoff':>13} "
+          f"{'max finite':>11} {'min normal':>10} {'min subnormal':>13} {'overflow logit':>14} "
+          f"{'overflow':>8} {'NaN codes':>9}  dtypes")
     for f in FORMATS.values():
-        print(f"  {f.name:<9} {f.precision:>4} {f.unit_roundoff:>14.4g} {f.max_finite:>12.5g} "
-              f"{f.min_normal:>11.4g} {f.min_subnormal:>14.4g} {f.overflow_logit:>15.6g}")
+        dtypes = ", ".join(d for d in (f"numpy {f.dtype}" if f.dtype is not None else "",
+                                       f"{f.torch_dtype}" if f.torch_dtype is not None else "")
+                           if d) or "none (float64 carrier)"
+        print(f"  {f.name:<14} {f.bits:>4} {f.precision:>3} {f.emin:>5} {f.emax:>5} "
+              f"{f.unit_roundoff:>13.4g} {f.max_finite:>11.5g} {f.min_normal:>10.4g} "
+              f"{f.min_subnormal:>13.4g} {f.overflow_logit:>14.6g} {f.overflow:>8} "
+              f"{f.nan_encodings:>9}  {dtypes}")
+    print("  any other: --formats p=P,emin=EMIN,emax=EMAX[,overflow=saturate][,round=sr]"
+          "[,seed=N] (emin defaults to 1 - emax),\n  or NAME,round=sr / NAME,overflow=saturate; "
+          "reports name it p5_emin-14_emax15, float16_sr, float8_e4m3fn_sat.\n  "
+          "float8_e4m3fn overflows to NaN (ml_dtypes; OCP's non-saturating mode); "
+          "float8_e4m3fn_sat saturates to 448 (torch's cast).")
     print("\nmethods (every operation rounded to the working format; sums sequential, in the "
           "working format or float32):")
     for m in METHODS.values():
         acc = "accumulator: working | float32" if m.uses_accumulator else "accumulator: its own"
-        print(f"  {m.name:<12} {m.formula}\n  {'':<12} {m.summary}; {acc}")
+        runs = "" if m.unsupported is None else "; runs in " + ", ".join(
+            f.name for f in FORMATS.values() if m.runs_in(f))
+        print(f"  {m.name:<12} {m.formula}\n  {'':<12} {m.summary}; {acc}{runs}")
     print("\nimplementations (library adapters; `check implementation:NAME`, the "
           "implementations experiment):")
     for r in impls.IMPLEMENTATIONS.values():

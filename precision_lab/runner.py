@@ -9,6 +9,10 @@ An experiment module provides
                           with `reporting.document.report_for(NAME, __doc__, config, out_dir)`
                           (tables with ids NAME:T<n>, the headline table and figure first,
                           findings linked to them) and return its `write(out_dir)`.
+Formats: `--formats` (RunConfig.formats), else a profile's "formats" entry, else every
+experiment's default (the standard four), reach the experiment's sweep cells (`RunConfig.sweep`
+sets them in every cell); an experiment whose formats are its own grid says so with
+`TAKES_FORMATS = False` and refuses the option.
 The runner adds metadata.json (provenance, seed, profile, wall time, peak memory) and rebuilds
 the reports index, REPORTS/README.md, from every experiment's findings.json.
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shlex
@@ -41,6 +46,7 @@ from .analysis.cells import evaluate_cell
 from .data.inputs import load_logits
 from .errors import InputError
 from .experiments import available, load_experiment
+from .numerics.formats import get_format
 from .reporting.document import doc_head
 from .reporting.index import write_index
 from .reporting.tables import write_csv
@@ -64,6 +70,7 @@ class RunConfig:
     scheduler: str | None = None
     logits_file: Path | None = None
     quiet: bool = False
+    formats: tuple | None = None  # format names or spellings (numerics.formats.get_format)
     command: str | None = None  # the command line that started this run, for provenance
     user_logits: tuple | None = field(default=None, repr=False)
 
@@ -75,6 +82,12 @@ class RunConfig:
             raise InputError(f"--seed must be a non-negative integer, got {self.seed!r}")
         if not isinstance(self.profile, str) or not self.profile:
             raise InputError(f"--profile must be a profile name, got {self.profile!r}")
+        if self.formats is not None:
+            if isinstance(self.formats, str):
+                self.formats = (self.formats,)
+            self.formats = tuple(get_format(f).name for f in self.formats)  # stable names
+            if not self.formats:
+                raise InputError("--formats needs at least one format")
         if isinstance(self.out, str) and not self.out.strip():
             raise InputError("--out is empty; give a directory (--out . for this one)")
         self.out = Path(self.out)
@@ -86,7 +99,10 @@ class RunConfig:
 
     def sweep(self, name: str, cells, fn=evaluate_cell):
         """Run an experiment's grid cells with this run's checkpoints, workers, scheduler and
-        progress setting; the staged-array digests (part of the cells' keys only) dropped."""
+        progress setting; the staged-array digests (part of the cells' keys only) dropped.
+        With `formats`, every cell evaluates those formats (over any the cell names)."""
+        if self.formats is not None:
+            cells = [{**c, "formats": list(self.formats)} for c in cells]
         df = run_cells(cells, fn, checkpoint_dir=self.checkpoint_dir(name), workers=self.workers,
                        scheduler=self.scheduler, quiet=self.quiet, desc=name)
         return df.drop(columns=["logits_digest"], errors="ignore")
@@ -105,9 +121,18 @@ def _check_profile(name: str, module, profile: str) -> dict:
 
 
 
+def _check_formats(name: str, module, config: RunConfig) -> None:
+    if config.formats is not None and not getattr(module, "TAKES_FORMATS", True):
+        raise InputError(f"{name} takes no --formats: "
+                         f"{getattr(module, 'FORMATS_NOTE', 'its formats are part of its design')}")
+
+
 def run_experiment(name: str, config: RunConfig) -> Path:
     module = load_experiment(name)
     params = _check_profile(name, module, config.profile)
+    _check_formats(name, module, config)
+    if config.formats is None and "formats" in params:
+        config = dataclasses.replace(config, formats=tuple(params["formats"]))
     out = Path(config.out)
     final = out / name
     with exclusive(out / f".{name}.lock", f"another run of {name} is writing to {out}; wait "
@@ -126,6 +151,7 @@ def run_experiment(name: str, config: RunConfig) -> Path:
                            command=config.command or command_line(name, config),
                            workers=config.workers, scheduler=config.scheduler,
                            logits_file=str(config.logits_file) if config.logits_file else None,
+                           formats=list(config.formats) if config.formats else None,
                            wall_time_s=round(wall, 2), **peak_memory_mib(), params=params)
             replace_dir(staging, final)
         for d in ckpts:
@@ -159,6 +185,8 @@ def command_line(name: str, config: RunConfig) -> str:
         parts += ["--workers", str(config.workers)]
     if config.logits_file is not None:
         parts += ["--logits-file", str(config.logits_file)]
+    if config.formats is not None:
+        parts += ["--formats", *config.formats]
     return shlex.join(parts)
 
 def add_arguments(p: argparse.ArgumentParser, with_name: bool = True) -> None:
@@ -185,6 +213,11 @@ def add_arguments(p: argparse.ArgumentParser, with_name: bool = True) -> None:
                    help="your own logits and targets (.npy, .npz or .csv) (default: none, "
                         "synthetic logits)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
+    p.add_argument("--formats", nargs="+", default=None, metavar="FORMAT",
+                   help="formats to evaluate (default: the profile's, else float16 bfloat16 "
+                        "float32 float64): names from `precision-lab list`, or "
+                        "p=P,emin=EMIN,emax=EMAX[,overflow=saturate][,round=sr][,seed=N], or "
+                        "NAME,round=sr")
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
@@ -193,13 +226,21 @@ def _interrupt(signum, frame):
 def cli(args) -> int:
     config = RunConfig(profile=args.profile, seed=args.seed, out=args.out, workers=args.workers,
                        scheduler=args.scheduler, logits_file=args.logits_file, quiet=args.quiet,
+                       formats=getattr(args, "formats", None),
                        command=os.environ.get(COMMAND_ENV) or getattr(args, "command_line", None))
     if config.command is None:
         config.command = command_line(args.name, config)
     names = available() if args.name == "all" else [args.name]
+    if args.name == "all" and config.formats is not None:
+        skip = [n for n in names if not getattr(load_experiment(n), "TAKES_FORMATS", True)]
+        if skip:
+            print(f"--formats: skipping {', '.join(skip)} (they take no --formats)",
+                  file=sys.stderr)
+        names = [n for n in names if n not in skip]
     for name in names:  # every name, profile and option checked before anything runs
         module = load_experiment(name)
         _check_profile(name, module, config.profile)
+        _check_formats(name, module, config)
         if config.logits_file is not None and not getattr(module, "ACCEPTS_LOGITS_FILE", False):
             takers = [n for n in available()
                       if getattr(load_experiment(n), "ACCEPTS_LOGITS_FILE", False)]
@@ -241,6 +282,8 @@ def _each_in_own_process(names, args) -> int:
             opts += [flag, str(value)]
     if args.quiet:
         opts.append("--quiet")
+    if getattr(args, "formats", None):
+        opts += ["--formats", *args.formats]
     typed = getattr(args, "command_line", None) or command_line("all", RunConfig(
         profile=args.profile, seed=args.seed, out=args.out, workers=args.workers))
     env = {**os.environ, COMMAND_ENV: typed}

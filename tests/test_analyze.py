@@ -83,6 +83,8 @@ def test_batch_mean_matches_evaluate(tmp_path):
 def test_torch_mean_of_losses_is_its_mean():
     m = METHODS["torch"]
     for name, fmt in FORMATS.items():
+        if not m.runs_in(fmt):  # no torch kernel (float8) or dtype (tf32)
+            continue
         x, t = _batch(n=257, c=33, scale=30.0, seed=5)
         xr = fmt.round(x)
         losses = m(xr, t, fmt)

@@ -11,7 +11,7 @@ import pytest
 from precision_lab.analysis.cells import cell_logits, evaluate_cell, stage_arrays
 from precision_lab.experiments import load_experiment
 from precision_lab.numerics.bounds import bhh_bound
-from precision_lab.numerics.formats import FORMATS
+from precision_lab.numerics.formats import FORMATS, STANDARD_FORMATS
 from precision_lab.runner import RunConfig, run_experiment
 from precision_lab.running.sweep import read_table
 
@@ -47,7 +47,7 @@ def test_outputs_and_schema(reports, name):
     assert pngs and pngs == sorted(p.stem for p in d.glob("*.pdf"))
     df = _results(reports, name)
     assert not set(REQUIRED) - set(df.columns)
-    assert set(df["format"]) == set(FORMATS)
+    assert set(df["format"]) == set(STANDARD_FORMATS)
     assert set(df["reduction"]) == {"none", "mean"}
     assert (df[df["reduction"] == "mean"]["count"] == 1).all()
     # float32 sums only as a variant of the 16-bit formats

@@ -30,6 +30,8 @@ IDS = list(CASES)
 @pytest.mark.parametrize("i", range(len(CASES)), ids=IDS)
 def test_torch_gives_nan(i):
     for fmt in FORMATS.values():
+        if not METHODS["torch"].runs_in(fmt):  # no torch kernel (float8) or dtype (tf32)
+            continue
         v = torch.nn.functional.cross_entropy(torch.tensor(X[i:i + 1]).to(fmt.torch_dtype),
                                               torch.tensor(T[i:i + 1]))
         assert torch.isnan(v), fmt.name

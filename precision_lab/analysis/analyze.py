@@ -32,7 +32,7 @@ from ..data.inputs import load_logits, validate_batch
 from ..errors import InputError
 from ..numerics.arithmetic import ACCUMULATORS, check_accumulators
 from ..numerics.bounds import bhh_bound, lse_terms
-from ..numerics.formats import FORMATS, get_format
+from ..numerics.formats import STANDARD_FORMATS, get_format
 from ..numerics.methods import METHODS, get_method
 from ..numerics.metrics import aggregate, error_columns
 from ..running.sweep import run_cells
@@ -316,7 +316,7 @@ def analyze(path, formats=None, methods=None, accumulators=ACCUMULATORS, rows: i
     p = Path(path)
     info = files.file_info(p, csv_reader=_csv_reader)
     if formats is None or len(list(formats)) == 0:
-        formats = [info.stored_format] if info.stored_format else list(FORMATS)
+        formats = [info.stored_format] if info.stored_format else list(STANDARD_FORMATS)
     formats = [get_format(f).name for f in formats]
     methods = [get_method(m).name for m in (methods or list(METHODS))]
     accumulators = list(check_accumulators(accumulators))

@@ -276,7 +276,9 @@ def add_arguments(p) -> None:
     p.add_argument("file", type=Path, help="logits and targets: .npz, .npy, .csv, .pt or "
                    ".safetensors")
     p.add_argument("--formats", nargs="+", default=None,
-                   help="formats (default: the file's own dtype if it is one, else all)")
+                   help="formats (default: the file's own dtype if it is one, else float16 "
+                        "bfloat16 float32 float64); names from `precision-lab list` or "
+                        "p=P,emin=EMIN,emax=EMAX[,round=sr]")
     p.add_argument("--methods", nargs="+", default=None, help="methods (default: all)")
     p.add_argument("--out", type=Path, default=None,
                    help="report directory (default: analysis/<file stem>)")

@@ -52,7 +52,7 @@ import torch
 from ..data.inputs import check_array
 from ..errors import InputError
 from ..numerics.arithmetic import accumulators_for
-from ..numerics.formats import FORMATS, Format, get_format
+from ..numerics.formats import STANDARD_FORMATS, Format, get_format
 from ..numerics.methods import METHODS, batch_mean
 from ..numerics.metrics import errors as rel_errors
 from ..numerics.metrics import ulps_at_max1
@@ -193,7 +193,8 @@ def _option_kwargs(names, options: LossOptions, kind: str, fmt: Format) -> dict:
         v = getattr(options, n)
         if n == "weight":
             w = fmt.round(options.weight_array)
-            v = torch.from_numpy(w).to(fmt.torch_dtype) if kind == "torch" else fmt.cast(w)
+            v = (torch.from_numpy(w).to(fmt.torch_dtype or torch.float64) if kind == "torch"
+                 else w if fmt.dtype is None else fmt.cast(w))
         out[n] = v
     return out
 
@@ -224,15 +225,20 @@ def _as_float64(out) -> np.ndarray:
 
 
 def _inputs(kind: str, xr: np.ndarray, t: np.ndarray, fmt: Format):
+    """The logits in fmt's dtype; a format without one (tf32, custom) as float64 carrying
+    its values."""
     if t.ndim == 2:  # probability targets, in the logits' format
         tp = fmt.round(t)
         if kind == "torch":
-            dt = fmt.torch_dtype
+            dt = fmt.torch_dtype or torch.float64
             return torch.from_numpy(xr).to(dt), torch.from_numpy(tp).to(dt)
+        if fmt.dtype is None:
+            return xr.copy(), tp
         return fmt.cast(xr), fmt.cast(tp)
     if kind == "torch":
-        return torch.from_numpy(xr).to(fmt.torch_dtype), torch.from_numpy(t.astype(np.int64))
-    return fmt.cast(xr), t.astype(np.int64)
+        return (torch.from_numpy(xr).to(fmt.torch_dtype or torch.float64),
+                torch.from_numpy(t.astype(np.int64)))
+    return (xr.copy() if fmt.dtype is None else fmt.cast(xr)), t.astype(np.int64)
 
 
 def detect(fn, options: LossOptions | None = None) -> tuple[str, str]:
@@ -291,7 +297,7 @@ def _mixed_errors(c, hi, lo, fmt: Format, relative: bool) -> tuple[np.ndarray, n
         ulp[np.isnan(c)] = np.inf
         return ulp, e["bits_err"].to_numpy()
     ulp = ulps_at_max1(c, hi, fmt, lo=lo)
-    bits = np.minimum(np.log2(1.0 + ulp), 8.0 * fmt.dtype.itemsize)
+    bits = np.minimum(np.log2(1.0 + ulp), float(fmt.bits))
     return ulp, bits
 
 
@@ -445,19 +451,24 @@ def _baselines(xr, t, fmt, options: LossOptions | None = None
             for method in ("torch", "logsumexp"):
                 m, o = METHODS[method], _options_in(options, fmt)
                 acc = accumulators_for(fmt)[-1]
+                if not m.runs_in(fmt):
+                    continue  # torch has no kernel for this format: no baseline
                 tt = fmt.round(t) if options.probabilities else t.copy()
                 losses = m(xr.copy(), tt, fmt, acc, options=o)
                 out[method] = {"per-row": losses,
                                "mean": np.array([m.reduce(losses, fmt, acc, xr.copy(), tt, o,
                                                           red)])}
             return out
-        tl = METHODS["torch"](xr.copy(), t.copy(), fmt)
-        tm = METHODS["torch"].batch_mean(None, fmt, x=xr.copy(), targets=t.copy())
+        out = {}
+        if METHODS["torch"].runs_in(fmt):  # else no torch baseline in this format
+            tl = METHODS["torch"](xr.copy(), t.copy(), fmt)
+            tm = METHODS["torch"].batch_mean(None, fmt, x=xr.copy(), targets=t.copy())
+            out["torch"] = {"per-row": tl, "mean": np.array([tm])}
         acc = accumulators_for(fmt)[-1]  # float32 sums for the narrower formats
         ll = METHODS["logsumexp"](xr.copy(), t.copy(), fmt, acc)
         lm = batch_mean(ll, fmt, acc)
-    return {"torch": {"per-row": tl, "mean": np.array([tm])},
-            "logsumexp": {"per-row": ll, "mean": np.array([lm])}}
+    out["logsumexp"] = {"per-row": ll, "mean": np.array([lm])}
+    return out
 
 
 def _cell(a: np.ndarray) -> str:
@@ -482,7 +493,7 @@ def _number(v, what: str, *, positive: bool = False, allow_none: bool = True):
 
 
 def check_implementation(fn, name: str | None = None,
-                         formats: Iterable[str] = tuple(FORMATS),
+                         formats: Iterable[str] = STANDARD_FORMATS,
                          max_ulp: float | None = DEFAULT_MAX_ULP, max_bits: float | None = None,
                          relative: bool = False, seed: int = 0, baselines: bool = True,
                          cases: list[Case] | None = None,
@@ -547,7 +558,7 @@ def check_implementation(fn, name: str | None = None,
         for impl, (val, err) in impls.items():
             if val is None:
                 val = np.full(len(th), np.nan)
-                ulp, bits = np.full(len(th), np.inf), np.full(len(th), 8.0 * fmt.dtype.itemsize)
+                ulp, bits = np.full(len(th), np.inf), np.full(len(th), float(fmt.bits))
             else:
                 ulp, bits = _mixed_errors(val, th, tl, fmt, relative)
             for i in range(len(th)):
@@ -613,8 +624,9 @@ def add_arguments(p) -> None:
                                   "(logits, targets) and returning the mean or per-row losses, "
                                   "or implementation:NAME, a library adapter (precision-lab "
                                   "list)")
-    p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=list(FORMATS),
-                   metavar="FORMAT", help=f"formats to run in (default: {' '.join(FORMATS)})")
+    p.add_argument("--formats", nargs="+", default=list(STANDARD_FORMATS), metavar="FORMAT",
+                   help=f"formats to run in (default: {' '.join(STANDARD_FORMATS)}; any name "
+                        f"of `precision-lab list` or p=P,emin=EMIN,emax=EMAX[,round=sr])")
     p.add_argument("--max-ulp", type=_threshold, default=DEFAULT_MAX_ULP,
                    help=f"fail a case whose error passes this many ULPs (default "
                         f"{DEFAULT_MAX_ULP:g}; 'off' turns it off)")

@@ -10,7 +10,7 @@ from numpy.typing import ArrayLike
 
 from ..data.inputs import check_bits, check_names, validate_batch
 from ..numerics.arithmetic import ACCUMULATORS, check_accumulators
-from ..numerics.formats import FORMATS, get_format
+from ..numerics.formats import STANDARD_FORMATS, get_format
 from ..numerics.methods import METHODS, get_method
 from ..numerics.metrics import error_columns
 from ..numerics.options import LossOptions, check_batch
@@ -25,7 +25,7 @@ def variants(method: str, fmt: str, accumulators: Iterable[str] = ACCUMULATORS) 
     return get_method(method).accumulators(fmt, accumulators)
 
 
-def evaluate(logits: ArrayLike, targets: ArrayLike, formats: Iterable[str] = tuple(FORMATS),
+def evaluate(logits: ArrayLike, targets: ArrayLike, formats: Iterable[str] = STANDARD_FORMATS,
              methods: Iterable[str] | None = None, accumulators: Iterable[str] = ACCUMULATORS,
              bits: int = DEFAULT_BITS, mean: bool = True, cache: str | bool | None = None,
              options: LossOptions | None = None) -> pd.DataFrame:
@@ -77,7 +77,7 @@ def evaluate(logits: ArrayLike, targets: ArrayLike, formats: Iterable[str] = tup
 
 
 def evaluate_options(logits, targets, options: LossOptions,
-                     formats: Iterable[str] = tuple(FORMATS), methods: Iterable[str] | None = None,
+                     formats: Iterable[str] = STANDARD_FORMATS, methods: Iterable[str] | None = None,
                      accumulators=ACCUMULATORS, bits: int = DEFAULT_BITS,
                      mean: bool = True) -> pd.DataFrame:
     """`evaluate` under training options: the same columns, plus `options` (its label).

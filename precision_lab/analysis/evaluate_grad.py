@@ -12,7 +12,7 @@ from ..data.inputs import validate_batch
 from ..errors import InputError
 from ..numerics import elementary
 from ..numerics.arithmetic import ACCUMULATORS, OWN
-from ..numerics.formats import FORMATS, get_format
+from ..numerics.formats import FORMATS, STANDARD_FORMATS, get_format
 from ..numerics.grad_metrics import grad_error_columns
 from ..numerics.methods import gradient_methods, gradient_options
 from ..numerics.options import REDUCTIONS, LossOptions, check_batch, require_supported
@@ -29,7 +29,8 @@ def grad_methods() -> list[str]:
     return list(gradient_methods())
 
 
-def evaluate_grad(logits: ArrayLike, targets: ArrayLike, formats: Iterable[str] = tuple(FORMATS),
+def evaluate_grad(logits: ArrayLike, targets: ArrayLike,
+                  formats: Iterable[str] = STANDARD_FORMATS,
                   methods: Iterable[str] | None = None, accumulators: Iterable[str] = ACCUMULATORS,
                   reduction: str | None = None, bits: int = DEFAULT_BITS,
                   cache: str | bool | None = None, options: LossOptions | None = None) -> pd.DataFrame:
@@ -172,7 +173,7 @@ def grad_cell(cell: dict) -> pd.DataFrame:
                                 cell_rng(cell))
     else:
         x, t = cell_logits(cell)
-    formats = cell.get("formats", tuple(FORMATS))
+    formats = cell.get("formats", STANDARD_FORMATS)
     reduction = cell.get("reduction", "none")
     options = LossOptions(**cell["options"]) if cell.get("options") else None
     out = aggregate_grad(evaluate_grad(x, t, formats=formats, reduction=reduction,

@@ -65,7 +65,7 @@ import torch
 from ..data.inputs import validate_batch
 from ..errors import InputError
 from ..numerics.arithmetic import ACCUMULATORS, OWN
-from ..numerics.formats import FORMATS, get_format
+from ..numerics.formats import FORMATS, STANDARD_FORMATS, get_format
 from ..numerics.grad_metrics import grad_error_columns
 from ..numerics.methods import Method, get_method
 from ..truth.grad import reference_grad_dd
@@ -78,7 +78,7 @@ __all__ = ["Implementation", "IMPLEMENTATIONS", "register_implementation", "get_
            "register_cuda_implementations", "baseline", "YARDSTICK", "close_workers",
            "evaluate_implementations", "evaluate_implementation_grads"]
 
-ALL_FORMATS = tuple(FORMATS)
+ALL_FORMATS = STANDARD_FORMATS  # the adapters run in the standard formats
 KERNELS = ("default", "avx2", "avx512")  # ATEN_CPU_CAPABILITY values, narrowest first
 
 

@@ -59,7 +59,9 @@ PROFILES = {
     "quick": {"exponents": [1, 4, 8, 11, 14], "scales": [0.01, 1.0, 10.0],
               "min_rows": 2, "max_rows": 16, "max_logits": 1 << 12, "user_scales": [1.0]},
     "full": {"exponents": list(range(1, 19)), "scales": [0.01, 0.1, 1.0, 10.0, 100.0],
-             "min_rows": 8, "max_rows": 128, "max_logits": 1 << 19, "user_scales": [1.0]},
+             "min_rows": 8, "max_rows": 128, "max_logits": 1 << 19, "user_scales": [1.0],
+             "formats": ["float16", "bfloat16", "float32", "float64", "float8_e5m2",
+                         "float8_e4m3fn"]},
 }
 
 

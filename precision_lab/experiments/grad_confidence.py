@@ -21,7 +21,7 @@ from __future__ import annotations
 import pandas as pd
 
 from precision_lab.analysis.evaluate_grad import grad_cell
-from precision_lab.numerics.formats import FORMATS
+from precision_lab.numerics.formats import STANDARD_FORMATS
 from precision_lab.reporting.document import report_for
 from precision_lab.reporting.figures import (
     formats_in,
@@ -49,7 +49,7 @@ def confidences(params) -> list[float]:
 
 def run(config, params) -> pd.DataFrame:
     cells = [{"kind": "confidence", "rows": params["rows"], "classes": c, "confidence": p,
-              "seed": config.seed, "formats": list(FORMATS)}
+              "seed": config.seed, "formats": list(STANDARD_FORMATS)}
              for c in params["classes"] for p in confidences(params)]
     df = config.sweep(NAME, cells, fn=grad_cell)
     return df.assign(one_minus_p=1 - df["confidence"])

@@ -19,7 +19,7 @@ from __future__ import annotations
 import pandas as pd
 
 from precision_lab.analysis.evaluate_grad import grad_cell
-from precision_lab.numerics.formats import FORMATS
+from precision_lab.numerics.formats import STANDARD_FORMATS
 from precision_lab.reporting.document import report_for
 from precision_lab.reporting.figures import error_pivot, formats_in
 from precision_lab.reporting.grad_figures import grad_truth, line_panels
@@ -37,7 +37,7 @@ PROFILES = {
 
 def run(config, params) -> pd.DataFrame:
     cells = [{"distribution": "normal", "rows": params["rows"], "classes": c, "scale": float(s),
-              "seed": config.seed, "formats": list(FORMATS), "with_loss": True}
+              "seed": config.seed, "formats": list(STANDARD_FORMATS), "with_loss": True}
              for c in params["classes"] for s in params["scales"]]
     return config.sweep(NAME, cells, fn=grad_cell)
 

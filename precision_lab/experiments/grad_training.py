@@ -22,7 +22,7 @@ import pandas as pd
 from precision_lab.analysis.cells import stage_arrays
 from precision_lab.analysis.evaluate_grad import grad_cell
 from precision_lab.data.trained import train_digits
-from precision_lab.numerics.formats import FORMATS
+from precision_lab.numerics.formats import STANDARD_FORMATS
 from precision_lab.reporting.document import report_for
 from precision_lab.reporting.figures import formats_in, machine_marked, variant_label
 from precision_lab.reporting.grad_figures import grad_truth, line_panels
@@ -43,7 +43,7 @@ def run(config, params) -> pd.DataFrame:
     ckpt = config.checkpoint_dir(NAME)
     cells = [{"distribution": "digits_mlp", "epoch": sn.epoch, "rows": len(sn.targets),
               "seed": config.seed, "reduction": "mean", "with_loss": True,
-              "formats": list(FORMATS), "max_abs_logit": sn.max_abs_logit,
+              "formats": list(STANDARD_FORMATS), "max_abs_logit": sn.max_abs_logit,
               "test_accuracy": sn.test_accuracy,
               **stage_arrays(ckpt, f"epoch{sn.epoch}", sn.logits, sn.targets)}
              for sn in snaps]

@@ -75,7 +75,9 @@ PROFILES = {
               "scales": [0.01, 1.0, 4.0, 10.0, 30.0, 100.0, 1000.0, 1e5], "user_rows": 16},
     "full": {"distributions": ["normal", "uniform", "peaked"],
              "classes": {10: 64, 1000: 16, 32000: 4},
-             "scales": scale_grid(4, 16), "user_rows": 64},
+             "scales": scale_grid(4, 16), "user_rows": 64,
+             "formats": ["float16", "bfloat16", "float32", "float64", "float8_e5m2",
+                         "float8_e4m3fn"]},
 }
 
 

@@ -35,7 +35,7 @@ import mpmath
 import numpy as np
 import pandas as pd
 
-from precision_lab.numerics.formats import FORMATS
+from precision_lab.numerics.formats import STANDARD_FORMATS, get_format
 from precision_lab.reporting.document import report_for
 from precision_lab.reporting.figures import plt
 from precision_lab.truth.reference import DEFAULT_BITS, reference_truth
@@ -45,10 +45,10 @@ NAME = "reference_speed"
 GOAL = 40.0
 
 PROFILES = {
-    "quick": {"classes": [10, 1000], "scales": [1.0, 1000.0], "formats": list(FORMATS),
+    "quick": {"classes": [10, 1000], "scales": [1.0, 1000.0], "formats": list(STANDARD_FORMATS),
               "logits": 20_000, "repeats": 3, "mpmath_sample": 2_000, "bits": DEFAULT_BITS},
     "full": {"classes": [10, 1000, 32000, 262144], "scales": [1.0, 10.0, 1000.0],
-             "formats": list(FORMATS), "logits": 1 << 20, "repeats": 3,
+             "formats": list(STANDARD_FORMATS), "logits": 1 << 20, "repeats": 3,
              "mpmath_sample": 20_000, "bits": DEFAULT_BITS},
 }
 
@@ -88,7 +88,7 @@ def numpy_lse(x: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 def _cell(fmt: str, c: int, scale: float, cfg: dict, rng: np.random.Generator) -> dict:
     n = max(1, cfg["logits"] // c)
-    x = FORMATS[fmt].round(scale * rng.standard_normal((n, c)))
+    x = get_format(fmt).round(scale * rng.standard_normal((n, c)))
     t = rng.integers(0, c, n)
     bits = cfg["bits"]
     reps = cfg["repeats"]
@@ -129,7 +129,7 @@ def run(config, params) -> pd.DataFrame:
     after another in this process (never beside workers), each with its own seeded batch."""
     from tqdm.auto import tqdm
     cells = [(f, c, s) for c in params["classes"] for s in params["scales"]
-             for f in params["formats"]]
+             for f in (config.formats or params["formats"])]
     rows = []
     load_before = os.getloadavg()[0]
     for i, (f, c, s) in enumerate(tqdm(cells, desc="reference_speed", unit="cell",
@@ -142,12 +142,17 @@ def run(config, params) -> pd.DataFrame:
     return df
 
 
+def _formats(df: pd.DataFrame) -> list[str]:
+    """The formats measured (the profile's, or --formats), in run order."""
+    return list(dict.fromkeys(df["format"]))
+
+
 def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
     met = int(df["goal_met"].sum())
     missed = df[~df["goal_met"].astype(bool)]
     med = float(df["speedup_vs_mpmath"].median())
     table = df.pivot_table(index=["classes", "scale"], columns="format",
-                           values="speedup_vs_mpmath", sort=False)[params["formats"]]
+                           values="speedup_vs_mpmath", sort=False)[_formats(df)]
     table = table.reset_index()
     load = (f"{df['load_avg_1min_before'].iloc[0]:.2f} before, "
             f"{df['load_avg_1min_after'].iloc[0]:.2f} after")
@@ -159,9 +164,9 @@ def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
                    f"mpmath loop at the same precision, per format; medians of "
                    f"{params['repeats']} repeats; {int(df['logits'].iloc[0])} logits per cell "
                    f"(machine-dependent: a timing).", stem="speedup", headline=True)
-    fig, axes = plt.subplots(1, len(params["formats"]), figsize=(4 * len(params["formats"]), 3.4),
+    fig, axes = plt.subplots(1, len(_formats(df)), figsize=(4 * len(_formats(df)), 3.4),
                              sharey=True, constrained_layout=True, squeeze=False)
-    for ax, f in zip(axes[0], params["formats"]):
+    for ax, f in zip(axes[0], _formats(df)):
         for s in params["scales"]:
             d = df[(df["format"] == f) & (df["scale"] == s)]
             ax.plot(d["classes"], d["speedup_vs_mpmath"], marker="o", label=f"scale {s:g}")

@@ -6,9 +6,12 @@ y = a + log1p(s) with a = x_k = max_i x_i and s = sum_{i != k} exp(x_i - a), to 
 
     |yhat - y| <= [log(1 + s) + (s / (1 + s)) (n + max_i |a - x_i|)] u + u |y|,
 
-n the number of terms (classes) and u the unit roundoff of the working format; the last term is
-the rounding of the final addition a + log1p(s). The cross-entropy loss y - x_t adds one more
-rounding, u |loss|. `bhh_bound` returns the bound on the computed *loss*.
+n the number of terms (classes) and u the unit roundoff of the working format (for stochastic
+rounding, whose one rounding errs by up to an ulp, u is replaced by 2u:
+`Format.max_rel_error`; the bound then holds with certainty, where SR's probabilistic error is
+far smaller); the last term is the rounding of the final addition a + log1p(s). The
+cross-entropy loss y - x_t adds one more rounding, u |loss|. `bhh_bound` returns the bound on
+the computed *loss*.
 
 Extensions, derived the same way (first order; stated so a reader can check them):
   * a wider accumulator (float32 partial sums for float16/bfloat16): the n summation errors
@@ -77,8 +80,8 @@ def bhh_bound(x, targets, fmt, accumulator: str = WORKING, form: str = "log1p",
     if x.ndim == 1:
         x = x[None, :]
     t = np.asarray(targets, dtype=np.int64).reshape(-1)
-    u = fmt.unit_roundoff
-    u_acc = accumulator_format(fmt, accumulator).unit_roundoff
+    u = fmt.max_rel_error  # u; 2u (an ulp) for stochastic rounding, which may round away
+    u_acc = accumulator_format(fmt, accumulator).max_rel_error
     mixed = 1.0 if u_acc < u else 0.0
     a, s, n, d = lse_terms(x) if terms is None else terms
     with np.errstate(invalid="ignore", over="ignore"):
@@ -90,8 +93,8 @@ def bhh_bound(x, targets, fmt, accumulator: str = WORKING, form: str = "log1p",
         if form == "log1p":
             if mixed:
                 summed = ratio * (n * u_acc + (2.0 + d) * u)
-            else:
-                summed = ratio * (n + d) * u
+            else:  # n u_acc: u_acc = 2u for stochastically rounded sums ("working_sr")
+                summed = ratio * (n * u_acc + d * u)
         else:
             summed = (n - 1.0) * u_acc + mixed * u + ratio * (1.0 + d) * u
         bound = l1p * u + summed + under + u * np.abs(y) + u * np.abs(loss)

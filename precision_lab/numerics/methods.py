@@ -38,7 +38,8 @@ from .options import OPTION_NAMES, LossOptions, check_batch, require_supported
 
 __all__ = ["Method", "METHODS", "FAMILIES", "ACCUMULATORS", "register", "get_method",
            "backward", "GRAD_VARIANTS", "gradient_methods", "gradient_options", "REDUCTIONS",
-           "Arithmetic", "batch_mean", "stable_methods", "bounded_methods"]
+           "Arithmetic", "batch_mean", "stable_methods", "bounded_methods",
+           "torch_unsupported"]
 
 # Method families: the colour family of every figure, and what "shifted" means in findings.
 # Colours (on the records): the Okabe-Ito colour-blind-safe palette, one colour per family:
@@ -69,15 +70,27 @@ class Method:
     mean_of_losses: Callable | None = None
     grad_options: frozenset = field(default_factory=frozenset)  # options `backward` expresses
     #                                  (called with options=LossOptions: numerics.optioned_grad)
+    # (fmt) -> None if it runs in fmt, else the reason it cannot (None: runs in every format)
+    unsupported: Callable | None = None
 
     def __call__(self, x, targets, fmt, accumulator=WORKING, options: LossOptions | None = None):
         """Per-row losses of logits `x` (N, C), whose values must already be in `fmt`;
         with `options`, reduction "none" under them (numerics.options)."""
         fmt = get_format(fmt)
+        self.require_runs_in(fmt)
         if options is not None:
             return self.loss(x, targets, fmt, accumulator, options, "none")
         x, targets = validate_batch(x, targets)
         return self.fn(x, targets, fmt, accumulator)
+
+    def runs_in(self, fmt) -> bool:
+        return not (self.unsupported and self.unsupported(get_format(fmt)))
+
+    def require_runs_in(self, fmt) -> None:
+        """InputError saying why this method cannot run in `fmt` (torch in float8, tf32, ...)."""
+        why = self.unsupported(fmt) if self.unsupported else None
+        if why:
+            raise InputError(f"method {self.name} cannot run in {fmt.name}: {why}")
 
     def loss(self, x, targets, fmt, accumulator=WORKING, options: LossOptions | None = None,
              reduction: str | None = None):
@@ -86,6 +99,7 @@ class Method:
         InputError names any option in use that this method cannot express."""
         options = LossOptions() if options is None else options
         fmt = get_format(fmt)
+        self.require_runs_in(fmt)
         require_supported(self.name, self.options, options)
         if self.with_options is None:
             raise InputError(f"method {self.name!r} cannot express training options")
@@ -97,7 +111,9 @@ class Method:
         return not self.own_reduction
 
     def accumulators(self, fmt, requested=ACCUMULATORS) -> list[str]:
-        """The accumulators this method runs with in `fmt`."""
+        """The accumulators this method runs with in `fmt` (none if it cannot run in it)."""
+        if not self.runs_in(fmt):
+            return []
         return [OWN] if self.own_reduction else accumulators_for(fmt, requested)
 
     def batch_mean(self, losses, fmt, accumulator=WORKING, x=None, targets=None,
@@ -130,14 +146,15 @@ METHODS: dict[str, Method] = {}
 def register(name: str, formula: str, summary: str, *, family: str = "shifted",
              shifted: bool = True, color: str | None = None,
              bound: str | None = None, own_reduction: bool = False,
-             mean_fn: Callable | None = None, mean_of_losses: Callable | None = None
-             ) -> Callable[[Callable], Callable]:
+             mean_fn: Callable | None = None, mean_of_losses: Callable | None = None,
+             unsupported: Callable | None = None) -> Callable[[Callable], Callable]:
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
 
     def deco(fn):
         METHODS[name] = Method(name, fn, formula, summary, family, shifted, color, bound,
-                               own_reduction, mean_fn, mean_of_losses=mean_of_losses)
+                               own_reduction, mean_fn, mean_of_losses=mean_of_losses,
+                               unsupported=unsupported)
         return fn
     return deco
 
@@ -328,9 +345,33 @@ def _online_ms(ar: Arithmetic, x):
           "lanes, the sum rounded to the format, for 16-bit formats)",
           family="library", shifted=True, color="#009E73", own_reduction=True,
           mean_fn=lambda x, t, fmt: _torch_ce(x, t, fmt, "mean"),
-          mean_of_losses=lambda losses, fmt: _torch_mean_of_losses(losses, fmt))
+          mean_of_losses=lambda losses, fmt: _torch_mean_of_losses(losses, fmt),
+          unsupported=lambda fmt: torch_unsupported(fmt))
 def torch_ce(x, targets, fmt, accumulator=None):
     return _torch_ce(x, targets, fmt, "none")
+
+
+_TORCH_PROBE: dict = {}
+
+
+def torch_unsupported(fmt) -> str | None:
+    """Why torch's CPU cross_entropy cannot run in `fmt` (None if it can): no torch dtype
+    (tf32, custom formats), a rounding torch does not do (stochastic, saturating), or no CPU
+    kernel for the dtype (float8: probed once per dtype)."""
+    if fmt.torch_dtype is None:
+        return "torch has no dtype for it"
+    if fmt.rounding != "nearest" or not fmt.native:
+        return f"torch rounds to nearest in {fmt.torch_dtype} (not {fmt.name}'s arithmetic)"
+    if fmt.torch_dtype not in _TORCH_PROBE:
+        try:
+            torch.nn.functional.cross_entropy(torch.zeros((1, 2), dtype=fmt.torch_dtype),
+                                              torch.zeros(1, dtype=torch.int64))
+            _TORCH_PROBE[fmt.torch_dtype] = None
+        except (NotImplementedError, RuntimeError) as exc:
+            _TORCH_PROBE[fmt.torch_dtype] = (f"torch {torch.__version__} has no CPU kernel "
+                                             f"for {fmt.torch_dtype} "
+                                             f"({str(exc).splitlines()[0][:80]})")
+    return _TORCH_PROBE[fmt.torch_dtype]
 
 
 def _torch_mean_of_losses(losses, fmt):

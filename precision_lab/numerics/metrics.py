@@ -20,23 +20,29 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from .formats import Format, get_format
+from .formats import Format, get_format, quantum_exponent
 
 __all__ = ["errors", "round_truth", "ordinal", "OUTCOMES", "NONFINITE", "aggregate",
            "ulps_at_max1"]
 
 OUTCOMES = ("finite", "zero", "+inf", "-inf", "nan")
 NONFINITE = ("+inf", "-inf", "nan")
-_UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 def ordinal(v, fmt: Format) -> np.ndarray:
-    """Integer position (int64) of each format value on the number line, 0 at +-0: adjacent
-    values of the format differ by 1, so ordinal differences count the values in between."""
-    bits = fmt.cast(v).view(_UINT[fmt.dtype.itemsize]).astype(np.uint64)
-    sign = np.uint64(1) << np.uint64(8 * fmt.dtype.itemsize - 1)
-    mag = (bits & ~sign).astype(np.int64)
-    return np.where((bits & sign) != 0, -mag, mag)
+    """Integer position (int64) of each finite format value on the number line, 0 at +-0:
+    adjacent values of the format differ by 1, so ordinal differences count the values in
+    between. Computed from the value (any format, with or without a storage dtype): a value
+    m * 2**q with integer significand m and the format's spacing 2**q at it sits at
+    (binade - emin) * 2**(p-1) + m, which is the magnitude of its bit pattern in IEEE and OCP
+    encodings. `v` is rounded to the format first; non-finite values give 0."""
+    x = fmt.round(np.asarray(v, dtype=np.float64))
+    a = np.where(np.isfinite(x), np.abs(x), 0.0)
+    q = quantum_exponent(a, fmt)
+    m = np.ldexp(a, -q).astype(np.int64)  # integer significand, < 2**p
+    binade = q - (fmt.emin - fmt.precision + 1)  # 0 for subnormals and the first binade
+    mag = np.where(a == 0, 0, binade.astype(np.int64) * (1 << (fmt.precision - 1)) + m)
+    return np.where(np.signbit(x), -mag, mag)
 
 
 def round_truth(hi, lo, fmt: Format) -> np.ndarray:
@@ -47,7 +53,7 @@ def round_truth(hi, lo, fmt: Format) -> np.ndarray:
     """
     hi = np.asarray(hi, dtype=np.float64)
     lo = np.asarray(lo, dtype=np.float64)
-    if fmt.precision >= 53:
+    if fmt.is_float64:
         return hi.copy()
     r = fmt.round(hi)
     with np.errstate(invalid="ignore"):
@@ -136,7 +142,7 @@ def error_columns(computed, hi, lo, fmt, exp=None) -> dict[str, np.ndarray]:
         dist = np.abs(ordinal(np.where(finite_pair, c, 0.0), fmt)
                       - ordinal(np.where(finite_pair, rounded, 0.0), fmt)).astype(np.float64)
         bits = np.log2(1.0 + dist)
-        full = float(8 * fmt.dtype.itemsize)
+        full = float(fmt.bits)
         bits = np.where(finite_pair, bits, np.where(c == rounded, 0.0, full))
     outcome = np.full(c.shape, "finite", dtype=object)
     outcome[(c == 0) & (hi != 0)] = "zero"

@@ -34,7 +34,7 @@ __all__ = ["FORMAT_ORDER", "method_color", "register_colors", "variant_style", "
            "legend_rows", "light_log_axis", "machine_marked", "heatmap_grid", "heatmap_columns",
            "save_figure", "truth_sentence", "error_panels_legend"]
 
-FORMAT_ORDER = tuple(FORMATS)  # float16, bfloat16, float32, float64
+FORMAT_ORDER = tuple(FORMATS)  # float16, bfloat16, float32, float64, float8s, tf32
 
 _SPARE = ["#7f7f7f", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
 

@@ -55,6 +55,9 @@ __all__ = ["PROFILES", "QUESTIONS", "run", "report"]
 
 NAME = "seed_questions"
 
+TAKES_FORMATS = False
+FORMATS_NOTE = "its questions are about float16, bfloat16, float32 and float64"
+
 PROFILES = {
     "quick": {"grid_per_octave": 8, "grid_max_log2": 20, "p_points": 161, "qa_batches": 100,
               "check": False, "capabilities": True},

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from precision_lab.analysis.check import DEFAULT_MAX_ULP
-from precision_lab.numerics.formats import FORMATS
+from precision_lab.numerics.formats import STANDARD_FORMATS
 from precision_lab.truth.reference import DEFAULT_BITS
 
 __all__ = ["EPS", "BLOG_SEED", "QA_SEED", "WRONG_ULP", "FMT_NAMES", "COLS", "GT", "records",
@@ -17,7 +17,7 @@ EPS = 1e-7
 BLOG_SEED = 42
 QA_SEED = 0
 WRONG_ULP = DEFAULT_MAX_ULP
-FMT_NAMES = list(FORMATS)
+FMT_NAMES = list(STANDARD_FORMATS)
 # results.csv: one row per number; `argument` (added) is the row's numeric argument.
 COLS = ["question", "item", "format", "method", "quantity", "value", "text", "argument"]
 GT = f"ground truth: certified, at least {DEFAULT_BITS} correct bits"
