@@ -1,14 +1,6 @@
 """Running experiments: load one by name, run a profile, write its report directory.
 
-An experiment module provides
-  __doc__                 the question, the data, the method, what the report concludes;
-  PROFILES                {"quick": {...}, "full": {...}}: the parameters of each profile;
-  run(config, params)     -> pandas.DataFrame, the tidy results (written as results.csv);
-  report(df, config, params, out_dir) -> list of findings, each {"text": ..., "link": ...}:
-                          writes summary.md, summary.tex and figures into out_dir; build them
-                          with `reporting.document.report_for(NAME, __doc__, config, out_dir)`
-                          (tables with ids NAME:T<n>, the headline table and figure first,
-                          findings linked to them) and return its `write(out_dir)`.
+An experiment module follows the protocol in `precision_lab.experiments` (its docstring).
 Formats: `--formats` (RunConfig.formats), else a profile's "formats" entry, else every
 experiment's default (the standard four), reach the experiment's sweep cells (`RunConfig.sweep`
 sets them in every cell); an experiment whose formats are its own grid says so with

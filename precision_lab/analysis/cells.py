@@ -18,7 +18,7 @@ from ..data.inputs import make_logits
 from ..numerics import elementary
 from ..numerics.bounds import BHH_CHECK_COLUMNS, bhh_bound, bhh_check, lse_terms
 from ..numerics.formats import FORMATS
-from ..numerics.methods import get_method
+from ..numerics.methods import bounded_methods, get_method
 from ..numerics.metrics import aggregate
 from ..running.storage import atomic_write
 from ..running.sweep import cell_key
@@ -221,3 +221,33 @@ def evaluate_cell(cell: dict) -> pd.DataFrame:
     for k, v in facts.items():
         agg[k] = v
     return agg
+
+
+def bhh_summary(df: pd.DataFrame) -> dict | None:
+    """The BHH check over a sweep's cells (per-row reduction, methods a bound covers): rows
+    checked, violations (a non-finite result on a representable row counts as one), the
+    median over cells of error/bound and its largest value, and the cells where the bound
+    says something (median bound/|loss| below 1). None where no row was checked."""
+    d = df[(df["reduction"] == "none") & df["method"].isin(list(bounded_methods()))
+           & (df["bhh_checked"].fillna(0) > 0)]
+    if not len(d):
+        return None
+    by_format = d.groupby("format", sort=False)["bhh_violations"].sum()
+    return {"checked": int(d["bhh_checked"].sum()), "violations": int(d["bhh_violations"].sum()),
+            "worst_format": str(by_format.idxmax()), "worst_violations": int(by_format.max()),
+            "ratio_median": float(np.median(d["bhh_ratio_median"])),
+            "ratio_max": float(d["bhh_ratio_max"].max()),
+            "informative_cells": int((d["bhh_bound_rel_median"] < 1).sum()), "cells": len(d)}
+
+
+def bhh_sentence(summary: dict, scope: str) -> str:
+    """One finding from `bhh_summary`, scoped (e.g. "C <= 32000, s <= 1e5")."""
+    worst = (f", {summary['worst_violations']} of them in {summary['worst_format']}"
+             if summary["violations"] else "")
+    top = "inf (a non-finite result)" if summary["ratio_max"] == np.inf else \
+        f"{summary['ratio_max']:.2g}"
+    return (f"BHH bound ({scope}): {summary['violations']}/{summary['checked']} checked "
+            f"`log1p`/`logsumexp` rows violate it (non-finite results on representable rows "
+            f"count){worst}; error/bound median {summary['ratio_median']:.2g}, max {top}; "
+            f"informative (bound < loss) in {summary['informative_cells']}/{summary['cells']} "
+            f"cells.")

@@ -445,26 +445,26 @@ def _jax_grad_fn(kind: str, reduction: str):
     return jax.jit(jax.grad(total))
 
 
+def _jax_inputs(x, targets, fmt):
+    """Logits in fmt's jax dtype (exact: x carries fmt values) and int64 targets, on the CPU."""
+    jax = _jax()
+    jnp = jax.numpy
+    dev = jax.devices("cpu")[0]
+    xj = jax.device_put(jnp.asarray(x, dtype=jnp.float64).astype(_JNP_DTYPE[fmt.name]), dev)
+    return xj, jax.device_put(jnp.asarray(targets, dtype=jnp.int64), dev)
+
+
 def _jax_grad(kind: str):
     def fn(x, targets, fmt, reduction):
-        jax = _jax()
-        jnp = jax.numpy
-        dev = jax.devices("cpu")[0]
-        xj = jax.device_put(jnp.asarray(x, dtype=jnp.float64).astype(_JNP_DTYPE[fmt.name]), dev)
-        tj = jax.device_put(jnp.asarray(targets, dtype=jnp.int64), dev)
-        return np.asarray(_jax_grad_fn(kind, reduction)(xj, tj).astype(jnp.float64))
+        g = _jax_grad_fn(kind, reduction)(*_jax_inputs(x, targets, fmt))
+        return np.asarray(g.astype(_jax().numpy.float64))
     return fn
 
 
 def _jax_adapter(kind: str):
     def fn(x, targets, fmt, reduction):
-        jax = _jax()
-        jnp = jax.numpy
-        dev = jax.devices("cpu")[0]
-        xj = jax.device_put(jnp.asarray(x, dtype=jnp.float64).astype(_JNP_DTYPE[fmt.name]), dev)
-        tj = jax.device_put(jnp.asarray(targets, dtype=jnp.int64), dev)
-        losses, mean = _jax_fn(kind)(xj, tj)
-        return np.asarray((mean if reduction == "mean" else losses).astype(jnp.float64))
+        losses, mean = _jax_fn(kind)(*_jax_inputs(x, targets, fmt))
+        return np.asarray((mean if reduction == "mean" else losses).astype(_jax().numpy.float64))
     return fn
 
 

@@ -24,7 +24,6 @@ Conclusions: generated from the data into summary.md.
 """
 from __future__ import annotations
 
-import gc
 import os
 import resource
 import subprocess
@@ -43,6 +42,7 @@ from precision_lab.numerics.formats import FORMATS
 from precision_lab.numerics.methods import METHODS
 from precision_lab.reporting.document import report_for
 from precision_lab.reporting.figures import MARK_STYLE, method_color, plt
+from precision_lab.running.provenance import median_time
 from precision_lab.truth.reference import reference_truth
 
 NAME = "analyze_speed"
@@ -56,21 +56,6 @@ PROFILES = {
     "full": {"shapes": [[64, 32000], [16, 128256]], "formats": ["bfloat16", "float32"],
              "scale": 3.0, "repeats": 3, "file_shape": [512, 128256]},
 }
-
-
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        gc.disable()
-        try:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        finally:
-            gc.enable()
-    return float(np.median(times))
 
 
 def numpy_lse(x: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -101,7 +86,7 @@ def _timings(fmt_name: str, n: int, c: int, params: dict, rng) -> list[dict]:
     torch.set_num_threads(1)
     try:
         for what, kind, fn in jobs:
-            s = _median_time(fn, reps)
+            s = median_time(fn, reps, warmup=True)
             rows.append({"format": fmt_name, "rows": n, "classes": c, "what": what,
                          "kind": kind, "seconds": s, "logits_per_s": x.size / s})
     finally:

@@ -38,9 +38,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from precision_lab.analysis.cells import bhh_sentence, bhh_summary
 from precision_lab.analysis.grid import rows_for, user_cells
 from precision_lab.numerics.formats import FORMATS, get_format
-from precision_lab.numerics.methods import bounded_methods, stable_methods
+from precision_lab.numerics.methods import stable_methods
 from precision_lab.reporting.document import report_for
 from precision_lab.reporting.figures import (
     error_panels_legend,
@@ -183,13 +184,9 @@ def _findings(rep, df, t1, naive, overflow, f1) -> None:
     else:
         rep.finding("Every shifted method returns a finite loss for every representable row, "
                     "at every class count and scale of this grid.", f1)
-    lp = d[d["method"].isin(list(bounded_methods())) & d["bhh_within_frac"].notna()]
-    if len(lp):
-        fin = (lp["count"] * (1 - lp["nonfinite_frac"])).round()
-        inside = int((lp["bhh_within_frac"] * fin).round().sum())
-        rep.finding(f"The Blanchard-Higham-Higham bound holds for {inside}/{int(fin.sum())} "
-                    f"finite `log1p` and `logsumexp` losses; its n u term grows linearly "
-                    f"with C.", f1)
+    bhh = bhh_summary(d)
+    if bhh is not None:
+        rep.finding(bhh_sentence(bhh, f"C <= {d['classes'].max()}"), f1)
 
 
 def _columns(cs: list) -> list:

@@ -36,9 +36,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from precision_lab.analysis.cells import bhh_sentence, bhh_summary
 from precision_lab.analysis.grid import user_cells
 from precision_lab.numerics.formats import get_format
-from precision_lab.numerics.methods import bounded_methods
 from precision_lab.reporting.document import report_for
 from precision_lab.reporting.figures import (
     crossing,
@@ -276,13 +276,9 @@ def _findings(rep, df, fb, t1, t2, t3, fig) -> None:
                         f"{len(bad)}/{len(stable)} cells, e.g. {worst['method']} "
                         f"({worst['accumulator']}) in {worst['format']} at s = "
                         f"{worst['scale']:g}, C = {worst['classes']}.", t1)
-    lp = d[(d["method"].isin(list(bounded_methods()))) & d["bhh_within_frac"].notna()]
-    if len(lp):
-        total = (lp["count"] * (1 - lp["nonfinite_frac"])).round()
-        inside = int((lp["bhh_within_frac"] * total).round().sum())
-        rep.finding(f"The Blanchard-Higham-Higham first-order bound holds for "
-                    f"{inside}/{int(total.sum())} finite `log1p` and `logsumexp` losses "
-                    f"(C <= {c_max}, s <= {s_max:g}).", fig or t1)
+    bhh = bhh_summary(d)
+    if bhh is not None:
+        rep.finding(bhh_sentence(bhh, f"C <= {c_max}, s <= {s_max:g}"), fig or t1)
     se = d[(d["method"] == "softmax_eps") & (d["accumulator"] != "float32")
            & (d["nonfinite_frac"] < 1)]
     if len(se):

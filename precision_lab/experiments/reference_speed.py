@@ -25,7 +25,6 @@ others miss it).
 """
 from __future__ import annotations
 
-import gc
 import math
 import os
 import sys
@@ -38,6 +37,7 @@ import pandas as pd
 from precision_lab.numerics.formats import STANDARD_FORMATS, get_format
 from precision_lab.reporting.document import report_for
 from precision_lab.reporting.figures import plt
+from precision_lab.running.provenance import median_time
 from precision_lab.truth.reference import DEFAULT_BITS, reference_truth
 
 NAME = "reference_speed"
@@ -51,22 +51,6 @@ PROFILES = {
              "formats": list(STANDARD_FORMATS), "logits": 1 << 20, "repeats": 3,
              "mpmath_sample": 20_000, "bits": DEFAULT_BITS},
 }
-
-
-def _median_time(fn, repeats: int) -> float:
-    """Median wall time of `repeats` calls, garbage collection paused while timing (as timeit
-    does), so a collection of an earlier cell's objects is not charged to this one."""
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        gc.disable()
-        try:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        finally:
-            gc.enable()
-    return float(np.median(times))
 
 
 def plain_mpmath(x: np.ndarray, t: np.ndarray, prec: int) -> list:
@@ -99,7 +83,7 @@ def _cell(fmt: str, c: int, scale: float, cfg: dict, rng: np.random.Generator) -
     t0 = time.perf_counter()
     ours()
     cold = time.perf_counter() - t0
-    t_ref = _median_time(ours, reps)
+    t_ref = median_time(ours, reps)
 
     prec = bits + 24 + int(math.log2(max(c, 2)))
     sample = cfg["mpmath_sample"]
@@ -108,8 +92,8 @@ def _cell(fmt: str, c: int, scale: float, cfg: dict, rng: np.random.Generator) -
     else:
         k = min(n, -(-sample // c))
         xs, ts = x[:k], t[:k]
-    t_mp = _median_time(lambda: plain_mpmath(xs, ts, prec), reps)
-    t_np = _median_time(lambda: numpy_lse(x, t), max(reps, 5))
+    t_mp = median_time(lambda: plain_mpmath(xs, ts, prec), reps)
+    t_np = median_time(lambda: numpy_lse(x, t), max(reps, 5))
 
     ref_rate = x.size / t_ref
     mp_rate = xs.size / t_mp

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import gc
 import hashlib
 import importlib.metadata
 import json
@@ -10,13 +11,15 @@ import os
 import pickle
 import platform
 import resource
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .storage import atomic_write
 
-__all__ = ["provenance", "write_metadata", "peak_memory_mib", "code_fingerprint", "PACKAGE_DIR",
+__all__ = ["median_time", "provenance", "write_metadata", "peak_memory_mib", "code_fingerprint", "PACKAGE_DIR",
            "NUMERIC_LIBRARIES", "kernels", "library_versions", "git_commit"]
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -149,3 +152,22 @@ def peak_memory_mib() -> dict:
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"peak_memory_mib": round(max(own, children), 1), "peak_memory_main_mib": round(own, 1),
             "peak_memory_largest_worker_mib": round(children, 1)}
+
+
+def median_time(fn, repeats: int, warmup: bool = False) -> float:
+    """Median wall time of `repeats` calls of `fn` (after one untimed call if `warmup`), garbage
+    collection paused while timing (as timeit does), so a collection of an earlier cell's
+    objects is not charged to this one. Benchmarks report it beside the machine's load."""
+    if warmup:
+        fn()
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        gc.disable()
+        try:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        finally:
+            gc.enable()
+    return float(statistics.median(times))
