@@ -15,6 +15,7 @@ from precision_lab.cli import main
 from precision_lab.data import files
 from precision_lab.numerics.formats import FORMATS
 from precision_lab.numerics.methods import METHODS
+from precision_lab.numerics.options import LossOptions
 
 
 @pytest.fixture(autouse=True)
@@ -174,6 +175,84 @@ def test_cli(tmp_path, capsys):
         assert main(["analyze", *args, "--out", str(tmp_path / "x"), "--quiet"]) == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and "\n" not in err
+
+
+def _sorted(df):
+    return df.sort_values(["method", "accumulator", "row"], kind="mergesort")
+
+
+def test_label_smoothing_changes_the_truth_and_matches_evaluate(tmp_path):
+    x, t = _batch(n=20, c=7, scale=6.0, seed=5)
+    x16 = x.astype(np.float16)
+    path = tmp_path / "s.npz"
+    np.savez(path, logits=x16, targets=t)
+    o = LossOptions(label_smoothing=0.1)
+    a = analyze(path, methods=["naive", "logsumexp", "torch"], options=o)
+    plain = analyze(path, methods=["naive", "logsumexp", "torch"])
+    assert not np.array_equal(a.rows["truth"].to_numpy(), plain.rows["truth"].to_numpy())
+    ref = evaluate(x16.astype(np.float64), t, formats=["float16"],
+                   methods=["naive", "logsumexp", "torch"], options=o)
+    mine, r = _sorted(a.rows), _sorted(ref[ref["reduction"] == "none"])
+    for col in ("computed", "truth", "outcome"):
+        np.testing.assert_array_equal(mine[col].to_numpy(), r[col].to_numpy())
+    # the mean: the same truth; the same value for the methods that sum their rows
+    m = a.means.set_index(["method", "accumulator"])
+    rm = ref[ref["reduction"] == "mean"].set_index(["method", "accumulator"])
+    np.testing.assert_array_equal(m.loc[rm.index, "truth"].to_numpy(), rm["truth"].to_numpy())
+    own = rm.index.get_level_values(0) != "torch"
+    np.testing.assert_array_equal(m.loc[rm.index[own], "computed"].to_numpy(),
+                                  rm.loc[own, "computed"].to_numpy())
+    write_report(a, tmp_path / "rep")
+    meta = json.loads((tmp_path / "rep" / "metadata.json").read_text())
+    assert meta["options"]["label_smoothing"] == 0.1
+    assert "training options: label" in (tmp_path / "rep" / "summary.tex").read_text()
+    assert "Training options: label_smoothing=0.1" in \
+        (tmp_path / "rep" / "summary.md").read_text()
+
+
+def test_ignore_index_rows_are_counted(tmp_path, capsys):
+    x, t = _batch(n=16, c=5, scale=4.0, seed=2)
+    t[[1, 4, 9]] = -100
+    path = tmp_path / "ign.safetensors"
+    save_file({"logits": torch.from_numpy(x).to(torch.float32),
+               "targets": torch.from_numpy(t)}, str(path))
+    with pytest.raises(InputError, match="ignore_index"):
+        analyze(path)                      # without the option, a negative target is refused
+    out = tmp_path / "rep"
+    assert main(["analyze", str(path), "--out", str(out), "--quiet", "--methods", "naive",
+                 "torch", "--ignore-index", "-100", "--reduction", "sum"]) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["rows_ignored"] == 3 and meta["options"]["reduction"] == "sum"
+    assert "3 of the 16 analysed rows have target ignore_index" in \
+        (out / "summary.md").read_text()
+    a = analyze(path, methods=["naive"], options=LossOptions(reduction="sum"))
+    assert a.n_ignored == 3
+    ign = a.rows[a.rows["ignored"]]
+    assert sorted(ign["row"].unique()) == [1, 4, 9]
+    assert (ign["computed"] == 0).all() and (ign["truth"] == 0).all()
+    x32 = torch.from_numpy(x).to(torch.float32).double().numpy()
+    ref = evaluate(x32, t, formats=["float32"], methods=["naive"],
+                   options=LossOptions(reduction="sum"))
+    np.testing.assert_array_equal(a.means["truth"].to_numpy(),
+                                  ref.loc[ref["reduction"] == "sum", "truth"].to_numpy())
+    assert list(a.means["reduction"]) == ["sum"]
+
+
+def test_unsupported_method_skipped_or_refused(tmp_path, capsys):
+    x, t = _batch(n=6, c=4, scale=3.0)
+    path = tmp_path / "z.npz"
+    np.savez(path, logits=x.astype(np.float32), targets=t)
+    capsys.readouterr()
+    assert main(["analyze", str(path), "--out", str(tmp_path / "x"), "--quiet", "--z-loss",
+                 "1e-4", "--methods", "softmax_eps"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "softmax_eps" in err and "z_loss" in err and "\n" not in err
+    a = analyze(path, options=LossOptions(z_loss=1e-4))
+    assert set(a.skipped) == {"softmax_eps", "softmax_log"}
+    assert "z_loss" in a.skipped["softmax_eps"] and "softmax_eps" not in a.methods
+    write_report(a, tmp_path / "rep")
+    assert "Skipped: softmax_eps (cannot express z_loss" in \
+        (tmp_path / "rep" / "summary.md").read_text()
 
 
 def test_bad_files(tmp_path):

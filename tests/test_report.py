@@ -2,6 +2,7 @@
 never disagree with its table; an experiment interrupted anywhere resumes from its checkpoints."""
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import sys
@@ -194,6 +195,40 @@ def test_index_ignores_hidden_directories(tmp_path):
     (tmp_path / ".x.staging").mkdir()
     (tmp_path / ".x.staging" / "findings.json").write_text('{"name": "x", "findings": []}')
     assert "[x]" not in index.write_index(tmp_path).read_text()
+
+
+def test_index_temporary_file_is_not_among_outs_entries(tmp_path, monkeypatch):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "findings.json").write_text('{"name": "x", "title": "X", '
+                                                  '"findings": []}')
+    before = sorted(os.listdir(tmp_path))
+    real, seen = index.atomic_write, []
+
+    @contextlib.contextmanager
+    def spy(path, *args, **kwargs):
+        with real(path, *args, **kwargs) as f:
+            seen.append(sorted((n, (path.parent / n).is_dir())  # OUT while the index is
+                               for n in os.listdir(path.parent)))  # written
+
+            yield f
+
+    monkeypatch.setattr(index, "atomic_write", spy)
+    index.write_index(tmp_path)
+    new = [(n, is_dir) for n, is_dir in seen[0] if n not in before]
+    assert len(new) == 1 and new[0][0].startswith(".index.") and new[0][1]  # a hidden dir
+    assert not _leftovers(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == sorted(before + ["README.md"])
+
+    @contextlib.contextmanager
+    def crash(path, *args, **kwargs):
+        with real(path, *args, **kwargs):
+            raise RuntimeError("killed mid-write")
+            yield
+
+    monkeypatch.setattr(index, "atomic_write", crash)
+    with pytest.raises(RuntimeError):
+        index.write_index(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == sorted(before + ["README.md"])  # nothing left
 
 
 def test_two_runs_into_one_out_are_refused(fake, tmp_path):

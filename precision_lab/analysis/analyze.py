@@ -15,12 +15,25 @@ from its per-row losses exactly as F.cross_entropy forms it (`Method.mean_of_los
 certified truth is computed on fixed blocks of rows (`truth_block`, aligned to the analysed
 rows, independent of the chunking: the engine's path, though never its guarantee, depends on
 the rows it is given together); chunks are whole numbers of these blocks.
+
+Training options (`options=`, a `numerics.options.LossOptions`; CLI: the flags `check` takes):
+every row's loss is the method's reduction-"none" loss under the options (`Method(options=)`),
+against the certified truth under them (`truth.options`, computed on the same fixed blocks),
+the logits' and weights' values rounded into each format first, as `evaluate(options=)` does.
+Rows whose target equals `ignore_index` are kept, counted and marked `ignored` (their loss is 0
+in torch's semantics). The batch reduction (the options' own; "mean" when it is "none") is
+formed from every method's per-row losses by `numerics.optioned.reduce_rows` (a sequential sum
+in the accumulator, then the division by the kept rows' weight) -- for torch too, whose own
+kernel would need the whole batch at once; its truth is the exact sum of the per-row truths
+over the exact denominator. The BHH bound covers plain cross entropy only: none is checked
+under options. Methods that cannot express an option in use are skipped (named with the reason
+in the report), unless named in `methods` (InputError).
 """
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import mpmath
@@ -28,15 +41,18 @@ import numpy as np
 import pandas as pd
 
 from ..data import files
-from ..data.inputs import load_logits, validate_batch
+from ..data.inputs import load_logits, read_csv, validate_batch
 from ..errors import InputError
 from ..numerics.arithmetic import ACCUMULATORS, check_accumulators
 from ..numerics.bounds import bhh_bound, lse_terms
 from ..numerics.formats import STANDARD_FORMATS, get_format
 from ..numerics.methods import METHODS, get_method
 from ..numerics.metrics import aggregate, error_columns
+from ..numerics.optioned import reduce_rows
+from ..numerics.options import LossOptions, check_batch, require_supported
 from ..running.sweep import run_cells
 from ..truth.fastref import CHUNK, ROWS
+from ..truth.options import certified_option_losses
 from ..truth.reference import DEFAULT_BITS, reference_truth, to_double_double
 from .cells import GROUP, _median
 
@@ -99,6 +115,26 @@ def _csv_reader(p):
     return load_logits(p)
 
 
+def _csv_raw(p):
+    """A .csv's logits and raw targets (validated per chunk, under the options)."""
+    a = read_csv(p)
+    if a.ndim != 2 or a.shape[1] < 2:
+        raise InputError(f"{p}: a .csv needs the logits then the target on each line")
+    return a[:, :-1], a[:, -1]
+
+
+def _cell_options(cell: dict) -> LossOptions | None:
+    o = cell.get("options")
+    return None if o is None else LossOptions(**o)
+
+
+def _in_format(options: LossOptions | None, fmt) -> LossOptions | None:
+    """The options with their weights rounded into the format (as `evaluate(options=)`)."""
+    if options is None or options.weight is None:
+        return options
+    return replace(options, weight=tuple(fmt.round(options.weight_array).tolist()))
+
+
 def _variants(formats, methods, accumulators):
     out = []
     for f in formats:
@@ -110,8 +146,11 @@ def _variants(formats, methods, accumulators):
 
 def _read_chunk(cell: dict):
     index = sample_index(int(cell["file_rows"]), cell.get("sample_rows"), int(cell["seed"]))
+    opts = _cell_options(cell)
+    ign = None if opts is None else opts.ignore_index
     x, t = files.read_rows(cell["path"], int(cell["start"]), int(cell["stop"]), index,
-                           csv_reader=_csv_reader)
+                           csv_reader=_csv_reader if opts is None else _csv_raw,
+                           ignore_index=ign)
     rows = np.arange(cell["start"], cell["stop"]) if index is None else \
         index[cell["start"]:cell["stop"]]
     c = x.shape[1] if x.ndim == 2 else 0
@@ -119,12 +158,15 @@ def _read_chunk(cell: dict):
     if np.issubdtype(t.dtype, np.number):
         with np.errstate(invalid="ignore"):
             bad = ~((t >= 0) & (t < c))
+            if ign is not None:
+                bad &= t != ign
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise InputError(f"{cell['path']}: target {t[i].item()} of row {int(rows[i])} is "
-                             f"out of range [0, {c}) for {c} classes")
+                             f"out of range [0, {c}) for {c} classes"
+                             + ("" if ign is None else f" and not ignore_index ({ign})"))
     try:
-        x, t = validate_batch(x, t)
+        x, t = validate_batch(x, t) if opts is None else check_batch(x, t, opts)
     except InputError as exc:
         raise InputError(f"{cell['path']} (rows {int(rows[0])}..{int(rows[-1])}): {exc}") \
             from None
@@ -141,7 +183,21 @@ def _truth(xr, t, bits, block):
     return np.concatenate(his), np.concatenate(los)
 
 
-def _row_stats(fmt, xr, t, hi, lo) -> dict:
+def _option_truth(xr, t, options: LossOptions, bits, block):
+    """Certified per-row truth under `options` (reduction "none"), in the same fixed blocks."""
+    his, los = [], []
+    for s in range(0, len(t), block):
+        h, lo_ = to_double_double(certified_option_losses(xr[s:s + block], t[s:s + block],
+                                                          options, bits).rows)
+        his.append(np.asarray(h, dtype=np.float64))
+        los.append(np.asarray(lo_, dtype=np.float64))
+    return np.concatenate(his), np.concatenate(los)
+
+
+def _row_stats(fmt, xr, t, hi, lo, loss=None) -> dict:
+    """Row statistics from the plain certified truth (hi + lo: lse = x_t + it); `loss`: the
+    row's true loss where it is another (training options)."""
+    loss = hi if loss is None else loss
     n, c = xr.shape
     ar = np.arange(n)
     xt = xr[ar, t]
@@ -151,9 +207,9 @@ def _row_stats(fmt, xr, t, hi, lo) -> dict:
         lse = (xt + hi) + lo          # the certified log-sum-exp (loss + x_t), in float64
         lse = np.where(np.isnan(hi), np.nan, lse)
         ok = (np.isfinite(xr) | (xr == -np.inf)).all(axis=1)
-        ok &= np.isfinite(fmt.round(lse)) & np.isfinite(fmt.round(hi))
+        ok &= np.isfinite(fmt.round(lse)) & np.isfinite(fmt.round(loss))
     return {"target": t, "target_logit": xt, "max_logit": np.max(xr, axis=1), "top2_gap": gap,
-            "lse": lse, "loss": hi, "representable": ok}
+            "lse": lse, "loss": loss, "representable": ok}
 
 
 def analyze_chunk(cell: dict) -> pd.DataFrame:
@@ -161,6 +217,7 @@ def analyze_chunk(cell: dict) -> pd.DataFrame:
     computed loss, the certified truth (truth_hi + truth_lo), the BHH bound (nan where none
     applies) and the row's statistics in that format."""
     x, t, rows = _read_chunk(cell)
+    opts = _cell_options(cell)
     stored = cell.get("stored_format")
     bits = int(cell.get("bits", DEFAULT_BITS))
     accs = tuple(cell["accumulators"])
@@ -168,21 +225,33 @@ def analyze_chunk(cell: dict) -> pd.DataFrame:
     for fname in cell["formats"]:
         fmt = get_format(fname)
         xr = x if fname == stored else fmt.round(x)  # stored values are already exact in fmt
-        hi, lo = _truth(xr, t, bits, int(cell["truth_block"]))
-        stats = _row_stats(fmt, xr, t, hi, lo)
+        o = _in_format(opts, fmt)
+        block = int(cell["truth_block"])
+        extra = {}
+        if o is None:
+            hi, lo = _truth(xr, t, bits, block)
+            stats = _row_stats(fmt, xr, t, hi, lo)
+        else:  # the plain truth of each row (its lse; target 0 where ignored), then the loss
+            keep = t != o.ignore_index
+            phi, plo = _truth(xr, np.where(keep, t, 0), bits, block)
+            hi, lo = _option_truth(xr, t, o, bits, block)
+            stats = {**_row_stats(fmt, xr, np.where(keep, t, 0), phi, plo, hi), "target": t}
+            extra = {"ignored": ~keep}
         bounds: dict = {}
-        terms = lse_terms(xr) if any(get_method(m).bound for m in cell["methods"]) else None
+        bhh = o is None and any(get_method(m).bound for m in cell["methods"])
+        terms = lse_terms(xr) if bhh else None
         for mname in cell["methods"]:
             m = get_method(mname)
             for acc in m.accumulators(fmt, accs):
-                if m.bound is not None and (acc, m.bound) not in bounds:
+                if bhh and m.bound is not None and (acc, m.bound) not in bounds:
                     bounds[(acc, m.bound)] = bhh_bound(xr, t, fmt, acc, m.bound, terms)
-                b = bounds[(acc, m.bound)] if m.bound is not None else np.full(len(t), np.nan)
+                b = bounds[(acc, m.bound)] if (acc, m.bound) in bounds else \
+                    np.full(len(t), np.nan)
                 n = len(t)
                 blocks.append(pd.DataFrame({
                     "format": [fname] * n, "method": [mname] * n, "accumulator": [acc] * n,
-                    "row": rows, "computed": m(xr, t, fmt, acc), "truth_hi": hi,
-                    "truth_lo": lo, "bhh_bound": b, **stats}))
+                    "row": rows, "computed": m(xr, t, fmt, acc, options=o), "truth_hi": hi,
+                    "truth_lo": lo, "bhh_bound": b, **stats, **extra}))
         del xr
     return pd.concat(blocks, ignore_index=True)
 
@@ -203,6 +272,20 @@ class Analysis:
     chunks: list[tuple[int, int]]
     memory: int
     meta: dict = field(default_factory=dict)
+    options: LossOptions | None = None   # the training options (None: plain cross entropy)
+    skipped: dict = field(default_factory=dict)  # {method: why} under the options
+
+    @property
+    def reduction(self) -> str:
+        """The batch reduction reported: "mean", or the options' "sum"."""
+        return "sum" if self.options is not None and self.options.reduction == "sum" else "mean"
+
+    @property
+    def n_ignored(self) -> int:
+        """Analysed rows whose target is ignore_index (0 without options)."""
+        if "ignored" not in self.rows:
+            return 0
+        return int(self.rows.drop_duplicates("row")["ignored"].sum())
 
     @property
     def n_rows(self) -> int:
@@ -230,6 +313,55 @@ def _certified_mean(hi, lo) -> tuple[float, float]:
         mean = total / len(hi)
     h, lo_ = to_double_double([mean])
     return float(h[0]), float(lo_[0])
+
+
+def _certified_option_reduction(hi, lo, den) -> tuple[float, float]:
+    """The exact sum of per-row double-double truths (`den` None: "sum"), or that sum over the
+    exact float sum `den` ("mean", at 64 bits beyond the truths'); IEEE specials as torch."""
+    hi = np.asarray(hi, dtype=np.float64)
+    if not np.isfinite(hi).all():
+        with np.errstate(all="ignore"):
+            total = np.sum(hi[~np.isfinite(hi)])         # inf + -inf = nan
+            return float(total if den is None else total / np.float64(float(den))), 0.0
+    with mpmath.workprec(DEFAULT_BITS + 64 + len(hi).bit_length() + 1100):
+        total = mpmath.fsum([mpmath.mpf(float(v)) for v in hi] +
+                            [mpmath.mpf(float(v)) for v in lo])
+    if den is not None and den == 0:
+        return (math.nan if total == 0 else math.copysign(math.inf, float(total))), 0.0
+    if den is not None:
+        with mpmath.workprec(DEFAULT_BITS + 64):
+            total = total / den
+    h, lo_ = to_double_double([total])
+    return float(h[0]), float(lo_[0])
+
+
+def _option_denominator(targets, options: LossOptions):
+    """D of the options' "mean": the kept rows' count, or the exact sum of their (rounded)
+    weights."""
+    keep = targets != options.ignore_index
+    if options.weight is None:
+        return int(np.count_nonzero(keep))
+    w = options.weight_array[np.where(keep, targets, 0)][keep]
+    with mpmath.workprec(1100 + 64 + len(w).bit_length()):
+        return mpmath.fsum([mpmath.mpf(float(v)) for v in w])
+
+
+def _option_means(df: pd.DataFrame, options: LossOptions) -> pd.DataFrame:
+    red = "sum" if options.reduction == "sum" else "mean"
+    recs = []
+    for (fname, mname, acc), g in df.groupby(["format", "method", "accumulator"], sort=False):
+        fmt = get_format(fname)
+        o = _in_format(options, fmt)
+        tg = g["target"].to_numpy().astype(np.int64)
+        mval = reduce_rows(g["computed"].to_numpy(), tg, fmt, acc, o, red)
+        den = None if red == "sum" else _option_denominator(tg, o)
+        mhi, mlo = _certified_option_reduction(g["truth_hi"].to_numpy(),
+                                               g["truth_lo"].to_numpy(), den)
+        recs.append({"format": fname, "method": mname, "accumulator": acc, "reduction": red,
+                     "row": -1, "truth": mhi, "truth_lo": mlo,
+                     **{k: v[0] for k, v in error_columns(np.array([mval]), np.array([mhi]),
+                                                          np.array([mlo]), fmt).items()}})
+    return pd.DataFrame(recs)
 
 
 def _batch_means(df: pd.DataFrame) -> pd.DataFrame:
@@ -305,20 +437,45 @@ def _results(rows: pd.DataFrame, means: pd.DataFrame, n: int, file_rows: int) ->
 def analyze(path, formats=None, methods=None, accumulators=ACCUMULATORS, rows: int | None = None,
             seed: int = 0, memory=DEFAULT_MEMORY, workers: int | None = 1,
             scheduler: str | None = None, quiet: bool = True, checkpoint_dir=None,
-            bits: int = DEFAULT_BITS, block: int | None = None) -> Analysis:
+            bits: int = DEFAULT_BITS, block: int | None = None,
+            options: LossOptions | None = None) -> Analysis:
     """Analyse every row of the logits file `path` (or, with `rows`, a seeded sample of that
     many rows, kept in file order) in each of `formats` (default: the format the logits are
     stored in when they are one, else all), with every method of `methods` (default: all) and
     accumulator, against the certified truth. `memory` (bytes or '2GiB') bounds the working
     memory of the chunks running at once; `workers` / `scheduler` as for the experiments.
     `block`: rows per certified-truth evaluation (default `truth_block(classes)`); the results
-    are the same bytes for every chunking and worker count at one `block`."""
+    are the same bytes for every chunking and worker count at one `block`.
+    `options` (a `LossOptions`): the training options (module docstring); methods that cannot
+    express them are skipped (`Analysis.skipped`), or refused when named in `methods`."""
+    if options is not None and not isinstance(options, LossOptions):
+        raise InputError(f"options must be a LossOptions, got {type(options).__name__}")
+    if options is not None and options.probabilities:
+        raise InputError("analyze reads class-index targets from the file; probability "
+                         "targets (probabilities=True) are not supported")
     p = Path(path)
-    info = files.file_info(p, csv_reader=_csv_reader)
+    info = files.file_info(p, csv_reader=_csv_reader if options is None else _csv_raw)
     if formats is None or len(list(formats)) == 0:
         formats = [info.stored_format] if info.stored_format else list(STANDARD_FORMATS)
     formats = [get_format(f).name for f in formats]
-    methods = [get_method(m).name for m in (methods or list(METHODS))]
+    skipped: dict = {}
+    if options is None:
+        methods = [get_method(m).name for m in (methods or list(METHODS))]
+    else:
+        if options.weight is not None and len(options.weight) != info.classes:
+            raise InputError(f"weight has {len(options.weight)} entries for the file's "
+                             f"{info.classes} classes")
+        if methods:
+            methods = [get_method(m).name for m in methods]
+            for m in methods:
+                require_supported(m, get_method(m).options, options)
+        else:
+            for m in METHODS.values():
+                missing = sorted(options.used - m.options)
+                if missing:
+                    skipped[m.name] = (f"cannot express {', '.join(missing)} (it supports: "
+                                       f"{', '.join(sorted(m.options)) or 'none'})")
+            methods = [m for m in METHODS if m not in skipped]
     accumulators = list(check_accumulators(accumulators))
     if rows is not None and (isinstance(rows, bool) or not isinstance(rows, (int, np.integer))
                              or rows < 1):
@@ -340,6 +497,8 @@ def analyze(path, formats=None, methods=None, accumulators=ACCUMULATORS, rows: i
             "truth_block": block}
     if index is not None:
         base["sample_rows"] = int(rows)
+    if options is not None:
+        base["options"] = asdict(options)
     cells = [{**base, "start": s, "stop": e} for s, e in chunks]
     raw = run_cells(cells, analyze_chunk, checkpoint_dir=checkpoint_dir, workers=workers,
                     scheduler=scheduler, quiet=quiet, desc=f"analyze {p.name}")
@@ -348,10 +507,11 @@ def analyze(path, formats=None, methods=None, accumulators=ACCUMULATORS, rows: i
     key = [order[v] for v in zip(raw["format"], raw["method"], raw["accumulator"])]
     raw = raw.assign(_k=key).sort_values(["_k", "row"], kind="mergesort").drop(columns="_k")
     raw = raw.reset_index(drop=True)
-    means = _batch_means(raw)
+    means = _batch_means(raw) if options is None else _option_means(raw, options)
     per_row = _with_errors(raw)
     results = _results(per_row, means, n, info.rows)
     return Analysis(str(p), info, sha, formats, methods, per_row, results, means,
                     None if index is None else int(rows), int(seed), chunks, memory,
                     meta={"truth_block": block, "chunk_rows": chunks[0][1] - chunks[0][0],
-                          "n_chunks": len(chunks), "workers": workers, "scheduler": scheduler})
+                          "n_chunks": len(chunks), "workers": workers, "scheduler": scheduler},
+                    options=options, skipped=skipped)

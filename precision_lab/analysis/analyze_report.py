@@ -11,6 +11,7 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from ..reporting.tables import markdown_table, write_csv, write_latex
 from ..running.provenance import peak_memory_mib, write_metadata
 from ..running.storage import atomic_write, exclusive, recover_dir, replace_dir
 from .analyze import QUANTILE_METHOD, ROW_STATS, Analysis, analyze
+from .option_args import add_option_arguments, options_from_args
 
 __all__ = ["findings", "write_report", "add_arguments", "cli", "error_table", "row_stat_table",
            "worst_rows",
@@ -140,6 +142,8 @@ def findings(a: Analysis) -> list[str]:
     out.append(f"Analysed {how}, as stored ({a.info.stored_format or 'not one of the formats'}"
                f"; {a.info.classes} classes), with no rescaling, in "
                f"{', '.join(a.formats)}.")
+    if a.options is not None:
+        out.append(_options_finding(a))
     for fname in a.formats:
         fmt = get_format(fname)
         d = a.rows[a.rows["format"] == fname]
@@ -173,12 +177,36 @@ def findings(a: Analysis) -> list[str]:
                        f" in {fname} on {w} of {k} rows with a finite result and bound.")
         mt = mean_table(a, fname)
         ok = mt[(mt["outcome"] == "finite") & (mt["ulp error"] <= 1.0)]
-        out.append(f"Batch mean in {fname}: true value {mt['truth'].iloc[0]:.6g}; {len(ok)} of "
+        out.append(f"Batch {a.reduction} in {fname}: true value {mt['truth'].iloc[0]:.6g}; {len(ok)} of "
                    f"{len(mt)} variants give it within 1 ULP"
                    + ("" if len(mt[mt["outcome"] != "finite"]) == 0 else
                       "; non-finite: " + ", ".join(mt.loc[mt["outcome"] != "finite", "method"]))
                    + ".")
     return out
+
+
+def _options_caption(a: Analysis) -> str:
+    return "" if a.options is None else f", training options: {a.options.label()}"
+
+
+def _options_finding(a: Analysis) -> str:
+    """The training options, the ignored rows (each variant's loss on them, counted) and the
+    methods left out."""
+    text = (f"Training options: {a.options.label()} (torch's semantics, "
+            f"precision_lab.numerics.options); truth and methods under them, the batch "
+            f"reduction '{a.reduction}' formed from each method's per-row losses.")
+    k = a.n_ignored
+    text += f" {k} of the {a.n_rows} analysed rows have target ignore_index " \
+            f"({a.options.ignore_index}) and are ignored (loss 0)"
+    if k:
+        d = a.rows[a.rows["ignored"].astype(bool)]
+        zero = d.groupby(["format", "method", "accumulator"], sort=False)["computed"].apply(
+            lambda v: bool((v.to_numpy() == 0).all()))
+        text += f"; {int(zero.sum())} of {len(zero)} variants give 0 on every one of them"
+    text += "."
+    if a.skipped:
+        text += " Skipped: " + "; ".join(f"{m} ({why})" for m, why in a.skipped.items()) + "."
+    return text
 
 
 def _figure(a: Analysis, out_dir: Path) -> None:
@@ -213,7 +241,13 @@ def _summary(a: Analysis, notes: list[str]) -> str:
              f"{a.meta.get('chunk_rows')} rows (memory budget {a.memory / 2**20:.0f} MiB). "
              "Ground truth: the certified loss (at least 100 correct bits) of the logits as "
              "held in each format. Quantiles are observed values (the smallest with at least "
-             "that fraction of rows at or below it).\n",
+             "that fraction of rows at or below it)."
+             + ("" if a.options is None else
+                f" Training options: {a.options.label()}; {a.n_ignored} row(s) ignored"
+                + ("" if not a.skipped else "; skipped: " + "; ".join(
+                    f"{m} ({why})" for m, why in a.skipped.items()))
+                + ". The BHH bound covers plain cross entropy only: not checked here.")
+             + "\n",
              "## Findings\n", "\n".join(f"- {t}" for t in notes) + "\n"]
     for fname in a.formats:
         parts += [f"## {fname}\n",
@@ -224,7 +258,8 @@ def _summary(a: Analysis, notes: list[str]) -> str:
                   f"\nRow statistics ({fname} values):\n", markdown_table(row_stat_table(a, fname)),
                   f"\nWorst {WORST} rows (largest error over the methods):\n",
                   markdown_table(worst_rows(a, fname)),
-                  "\nBatch mean (reduction='mean'):\n", markdown_table(mean_table(a, fname))]
+                  f"\nBatch {a.reduction} (reduction='{a.reduction}'):\n",
+                  markdown_table(mean_table(a, fname))]
     parts.append("\n## Figure\n\n![error](error.png)\n")
     return "\n".join(parts)
 
@@ -248,7 +283,8 @@ def write_report(a: Analysis, out_dir, wall_time_s: float | None = None) -> Path
                 f.write(_summary(a, notes))
             first = a.formats[0]
             write_latex(error_table(a, first), staging / "summary.tex",
-                        caption=f"Errors of each method on {Path(a.path).name} in {first}",
+                        caption=f"Errors of each method on {Path(a.path).name} in {first}"
+                                f"{_options_caption(a)}",
                         label="tab:analyze")
             with atomic_write(staging / "findings.json") as f:
                 json.dump({"name": final.name, "title": f"Analysis of {Path(a.path).name}",
@@ -262,6 +298,8 @@ def write_report(a: Analysis, out_dir, wall_time_s: float | None = None) -> Path
                            sampled=bool(a.sample_rows), sample_seed=a.seed if a.sample_rows
                            else None, formats=a.formats, methods=a.methods,
                            memory_budget_bytes=a.memory, chunks=len(a.chunks), **a.meta,
+                           options=None if a.options is None else asdict(a.options),
+                           rows_ignored=a.n_ignored, skipped_methods=a.skipped,
                            wall_time_s=None if wall_time_s is None else round(wall_time_s, 2),
                            **peak_memory_mib())
         except BaseException:
@@ -290,6 +328,9 @@ def add_arguments(p) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     p.add_argument("--scheduler", default=None, help="a Dask distributed scheduler address")
     p.add_argument("--quiet", action="store_true", help="no progress bar or closing line")
+    add_option_arguments(p, "training options (torch's names; see "
+                            "precision_lab.numerics.options): the truth and the methods "
+                            "under them; a target equal to --ignore-index is an ignored row")
 
 
 def cli(args) -> int:
@@ -300,7 +341,8 @@ def cli(args) -> int:
     a = analyze(args.file, formats=args.formats, methods=args.methods, rows=args.rows,
                 seed=args.seed, memory=args.memory, workers=args.workers,
                 scheduler=args.scheduler, quiet=args.quiet,
-                checkpoint_dir=out.parent / ".checkpoints" / f"analyze-{out.name}")
+                checkpoint_dir=out.parent / ".checkpoints" / f"analyze-{out.name}",
+                options=options_from_args(args))
     final = write_report(a, out, wall_time_s=time.perf_counter() - start)
     if not args.quiet:
         print(f"analyze: {a.n_rows} rows of {Path(args.file).name} -> {final} in "

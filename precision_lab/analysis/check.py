@@ -63,6 +63,7 @@ from ..truth.options import certified_option_losses
 from ..truth.reference import reference_loss, reference_mean, to_double_double
 from .implementations import Implementation, get_implementation
 from .isolation import run_isolated
+from .option_args import add_option_arguments, options_from_args
 
 __all__ = ["add_arguments", "cli", "check_implementation", "load_function", "battery",
            "CheckResult", "DEFAULT_MAX_ULP", "DEFAULT_TIMEOUT", "SCALES"]
@@ -641,25 +642,10 @@ def add_arguments(p) -> None:
     p.add_argument("--details", type=Path, default=None,
                    help="write every case's inputs (rounded logits, target), computed value, "
                         "truth and error to this CSV")
-    o = p.add_argument_group("training options (passed to the function as keywords, torch's "
-                             "names; see precision_lab.numerics.options)")
-    o.add_argument("--label-smoothing", type=float, default=None, metavar="EPS")
-    o.add_argument("--z-loss", type=float, default=None, metavar="COEF")
-    o.add_argument("--softcap", type=float, default=None, metavar="C")
-    o.add_argument("--ignore-index", type=int, default=None, metavar="I")
-    o.add_argument("--reduction", choices=["mean", "sum"], default=None)
+    o = add_option_arguments(p, "training options (passed to the function as keywords, "
+                             "torch's names; see precision_lab.numerics.options)")
     o.add_argument("--probabilities", action="store_true",
                    help="call it with (N, C) probability targets")
-
-
-def options_from_args(args) -> LossOptions | None:
-    """The LossOptions the CLI flags ask for, or None when none is given."""
-    kw = {k: getattr(args, k, None) for k in ("label_smoothing", "z_loss", "softcap",
-                                               "ignore_index", "reduction")}
-    kw = {k: v for k, v in kw.items() if v is not None}
-    if getattr(args, "probabilities", False):
-        kw["probabilities"] = True
-    return LossOptions(**kw) if kw else None
 
 
 def _threshold(s: str):

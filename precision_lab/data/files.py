@@ -39,8 +39,8 @@ _TORCH_FORMATS = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.fl
                   torch.float64: "float64"}
 _NUMPY_FORMATS = {np.dtype(np.float16): "float16", np.dtype(np.float32): "float32",
                   np.dtype(np.float64): "float64"}
-IGNORED_TARGET_HINT = ("negative targets (-100-style ignored entries) are not supported yet: "
-                       "ignore_index comes with the training options")
+IGNORED_TARGET_HINT = ("negative targets (-100-style ignored entries) are refused unless they "
+                       "equal the training option ignore_index (analyze --ignore-index I)")
 
 
 @dataclass(frozen=True)
@@ -191,29 +191,34 @@ def _to_float64(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _targets(t) -> np.ndarray:
+def _targets(t, ignore_index: int | None = None) -> np.ndarray:
+    """Raw targets; negative ones are refused unless they equal `ignore_index` (training
+    options: such rows are ignored)."""
     if isinstance(t, torch.Tensor):
         if t.dtype == torch.bool:
             raise InputError("targets must be integer class indices, got booleans")
         t = t.numpy()
     t = np.asarray(t)
-    if t.dtype != np.bool_ and np.issubdtype(t.dtype, np.number) and np.any(t < 0):
+    if t.dtype != np.bool_ and np.issubdtype(t.dtype, np.number) and \
+            np.any((t < 0) & (t != (0 if ignore_index is None else ignore_index))):
         raise InputError(IGNORED_TARGET_HINT)
     return t
 
 
-def read_rows(path, start: int, stop: int, index=None, csv_reader=None):
+def read_rows(path, start: int, stop: int, index=None, csv_reader=None,
+              ignore_index: int | None = None):
     """Rows [start, stop) of the file (or, with `index`, rows index[start:stop]) as float64
-    logits (exact) and raw targets. Maps the file where the format allows."""
-    return _named(_rows, Path(path), start, stop, index, csv_reader)
+    logits (exact) and raw targets (a negative target only if it is `ignore_index`). Maps the
+    file where the format allows."""
+    return _named(_rows, Path(path), start, stop, index, csv_reader, ignore_index)
 
 
-def _rows(p: Path, start: int, stop: int, index, csv_reader):
+def _rows(p: Path, start: int, stop: int, index, csv_reader, ignore_index=None):
     s = _suffix(p)
     sel = slice(start, stop) if index is None else np.asarray(index)[start:stop]
     if s == ".npy":
         a = np.load(p, mmap_mode="r", allow_pickle=False)[sel]
-        return _to_float64(a[:, :-1]), _targets(a[:, -1])
+        return _to_float64(a[:, :-1]), _targets(a[:, -1], ignore_index)
     if s == ".safetensors":
         with safe_open(str(p), framework="pt") as f:
             if index is None:
@@ -222,17 +227,17 @@ def _rows(p: Path, start: int, stop: int, index, csv_reader):
             else:
                 x = torch.stack([f.get_slice("logits")[int(i):int(i) + 1][0] for i in sel])
                 t = f.get_tensor("targets")[torch.as_tensor(sel)]
-        return _to_float64(x), _targets(t)
+        return _to_float64(x), _targets(t, ignore_index)
     if s == ".pt":
         x, t = _open_pt(*_stat(p))
         sel_t = sel if index is None else torch.as_tensor(sel)
-        return _to_float64(x[sel_t]), _targets(t[sel_t])
+        return _to_float64(x[sel_t]), _targets(t[sel_t], ignore_index)
     if s == ".npz":
         x, t = _open_npz(*_stat(p))
-        return _to_float64(x[sel]), _targets(t[sel])
+        return _to_float64(x[sel]), _targets(t[sel], ignore_index)
     if s == ".csv":
         x, t = csv_reader(p)
-        return _to_float64(x[sel]), _targets(t[sel])
+        return _to_float64(x[sel]), _targets(t[sel], ignore_index)
     raise InputError(f"unsupported file type {s!r}")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..running.storage import atomic_write
+from ..running.storage import atomic_write, scratch_dir
 
 __all__ = ["write_index", "cite_line"]
 
@@ -73,6 +73,8 @@ def write_index(out) -> Path:
             lines += ["", cite]
     lines.append("")
     path = out / "README.md"
-    with atomic_write(path) as f:
+    # the temporary file lives in a hidden scratch directory (removed on every exit), not
+    # among OUT's entries, where a user listing OUT would see it
+    with scratch_dir(out, ".index.") as tmp, atomic_write(path, tmp_dir=tmp) as f:
         f.write("\n".join(lines))
     return path

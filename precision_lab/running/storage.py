@@ -15,7 +15,8 @@ from pathlib import Path
 
 from ..errors import InputError
 
-__all__ = ["atomic_write", "exclusive", "replace_dir", "recover_dir", "check_writable_dir"]
+__all__ = ["atomic_write", "scratch_dir", "exclusive", "replace_dir", "recover_dir",
+           "check_writable_dir"]
 
 
 def _umask() -> int:
@@ -50,8 +51,23 @@ def check_writable_dir(path, what: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode: str = "w"):
-    """Open a temporary file beside `path`; on success move it over `path`.
+def scratch_dir(parent, prefix: str):
+    """A fresh hidden directory in `parent` (named `prefix` + random), removed with all it
+    holds when the block ends, on an exception too: a place on `parent`'s filesystem for
+    temporary files that must not appear among `parent`'s own entries."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode: str = "w", tmp_dir=None):
+    """Open a temporary file beside `path` (or in `tmp_dir`, a directory on the same
+    filesystem, e.g. a `scratch_dir`); on success move it over `path`.
 
     The data is flushed to disk before the rename, so after a crash `path` holds either its
     old contents or the new ones, never a part. An exception inside the block leaves `path`
@@ -59,7 +75,8 @@ def atomic_write(path, mode: str = "w"):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent if tmp_dir is None else tmp_dir,
+                               prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8",
                                                              "newline": ""})) as f:
