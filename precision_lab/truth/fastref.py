@@ -56,6 +56,7 @@ from flint import arb, ctx
 
 from ..numerics import elementary
 from ..numerics.formats import FORMATS
+from . import fastref_kernels
 
 __all__ = ["certified_losses", "special_losses", "arb_to_double_double", "start_prec",
            "Results", "man_exp_to_double_double"]
@@ -278,6 +279,7 @@ TINY_K = 900                 # losses below 2**-900: double-doubles converted ex
 ROWS = 16384                  # rows per pass of the per-row part
 MAX_NL = 24                  # up to 624 fraction bits (beyond, `arb` only)
 ECHUNK = 1 << 15             # logits per pass of the per-logit part (cache-sized temporaries)
+USE_KERNEL = True            # the per-logit part by `fastref_kernels` (False: numpy, the same bits)
 LOG2 = math.log(2.0)
 
 
@@ -718,6 +720,57 @@ def _vec(x, t, bits, p, out, idx):
     else:
         xr, br, tm, xtr, leadr, tr = x[rows], b[rows], tmax[rows], xt[rows], lead[rows], t[rows]
     cutoff = (fb + 8) * LOG2 + math.log(max(c, 2)) + 1.0
+    sums = _term_sums_compiled if USE_KERNEL else _term_sums
+    s, n_all, n_off, pruned, b_on, b_off = sums(tab, xr, br, tm, xtr, leadr, tr, cutoff)
+    _norm(s)
+    err_s = SAFE * (b_on * (n_all - n_off) + b_off * n_off + pruned)
+    sf = _to_float(s, -fb)
+    kk = np.zeros(nr, dtype=np.int64)
+    res = np.zeros((nl + 3, nr), dtype=np.int64)
+    err = np.zeros(nr)
+    good = np.ones(nr, dtype=bool)
+    # Target is the maximum: loss = log1p(Z), Z = S exp(b - a) = Zm 2**-k; loss = Z c for
+    # small Z (filled in here), else log(1 + Z) below.
+    mx = np.flatnonzero(tm)
+    wl_cols, wl, err_wl = np.zeros(0, dtype=np.int64), np.zeros((nl + 1, 0), np.int64), []
+    if mx.size:
+        wl_cols, wl, err_wl = _max_rows(tab, bits, a[rows][mx], br[mx], s[:, mx], sf[mx],
+                                        err_s[mx], res, err, kk, good, mx)
+    # One `_log_fix` for log S (target below the maximum) and log(1 + Z).
+    nm = np.flatnonzero(~tm)
+    lam, el, okl = _log_fix(np.concatenate([s[:, nm], wl], axis=1),
+                            np.concatenate([err_s[nm], err_wl]), tab)
+    res[:nl + 1, wl_cols] = lam[:, nm.size:]
+    err[wl_cols] = el[nm.size:]
+    good[wl_cols] = okl[nm.size:]
+    # Target below the maximum: loss = log S + (b - x_t) > ln 2.
+    if nm.size:
+        v = _int_to_limbs((br[nm] * 4096.0).astype(np.int64), fb - HI_BITS, nl + 3)
+        v[:nl + 1] += lam[:, :nm.size]
+        sc = np.ldexp(np.abs(xtr[nm]), fb)
+        pos = xtr[nm] >= 0
+        mag = _from_float(np.where(pos, np.floor(sc), np.ceil(sc)), nl + 2)
+        v[:nl + 2] += np.where(pos, -mag, mag)               # - floor(x_t 2**fb)
+        res[:, nm] = _norm(v)
+        err[nm] = el[:nm.size] + 1.0
+        good[nm] = okl[:nm.size]
+    val = _to_float(res, -fb)
+    cert = good & (res[-1] >= 0) & (np.ldexp(err, -fb) <= val * 2.0 ** -(bits + 2) * (1 - 2.0 ** -30))
+    out.put_fixed(idx[rows[cert]], res[:, cert], kk[cert], fb, err[cert])
+    failed[rows[~cert]] = True
+    return failed, ~sup
+
+
+
+def _term_sums(tab, xr, br, tm, xtr, leadr, tr, cutoff):
+    """The per-logit part of `_vec`, numpy path: per row the sum of the kept logits' terms
+    exp(x - b) 2**fb (nl + 1 int64 limbs, not normalised; exact sums of limbs < 2**27), in
+    chunks of ECHUNK kept logits (or whole rows, for short rows with every logit kept), and
+    (n_all, n_off, pruned, b_on, b_off): per row the terms counted, those off the grid, whether
+    any live logit was dropped; the largest error bound (units) of an on-grid and of an
+    off-grid term. `_term_sums_compiled` is the same, fused."""
+    nr, c = xr.shape
+    nl = tab.nl
     with np.errstate(invalid="ignore"):
         keep = (xr - leadr[:, None]) >= -cutoff - 1.0      # -inf (masked) fails
     full = c <= ECHUNK // 8 and bool(keep.all())   # all kept, short rows: whole rows
@@ -768,43 +821,125 @@ def _vec(x, t, bits, p, out, idx):
             starts = np.flatnonzero(np.r_[True, r_[1:] != r_[:-1]])
             s[:nl, r_[starts]] += np.add.reduceat(tv, starts, axis=1)
             n_all += np.bincount(r_, minlength=nr)
-    _norm(s)
-    err_s = SAFE * (b_on * (n_all - n_off) + b_off * n_off + pruned)
-    sf = _to_float(s, -fb)
-    kk = np.zeros(nr, dtype=np.int64)
-    res = np.zeros((nl + 3, nr), dtype=np.int64)
-    err = np.zeros(nr)
-    good = np.ones(nr, dtype=bool)
-    # Target is the maximum: loss = log1p(Z), Z = S exp(b - a) = Zm 2**-k; loss = Z c for
-    # small Z (filled in here), else log(1 + Z) below.
-    mx = np.flatnonzero(tm)
-    wl_cols, wl, err_wl = np.zeros(0, dtype=np.int64), np.zeros((nl + 1, 0), np.int64), []
-    if mx.size:
-        wl_cols, wl, err_wl = _max_rows(tab, bits, a[rows][mx], br[mx], s[:, mx], sf[mx],
-                                        err_s[mx], res, err, kk, good, mx)
-    # One `_log_fix` for log S (target below the maximum) and log(1 + Z).
-    nm = np.flatnonzero(~tm)
-    lam, el, okl = _log_fix(np.concatenate([s[:, nm], wl], axis=1),
-                            np.concatenate([err_s[nm], err_wl]), tab)
-    res[:nl + 1, wl_cols] = lam[:, nm.size:]
-    err[wl_cols] = el[nm.size:]
-    good[wl_cols] = okl[nm.size:]
-    # Target below the maximum: loss = log S + (b - x_t) > ln 2.
-    if nm.size:
-        v = _int_to_limbs((br[nm] * 4096.0).astype(np.int64), fb - HI_BITS, nl + 3)
-        v[:nl + 1] += lam[:, :nm.size]
-        sc = np.ldexp(np.abs(xtr[nm]), fb)
-        pos = xtr[nm] >= 0
-        mag = _from_float(np.where(pos, np.floor(sc), np.ceil(sc)), nl + 2)
-        v[:nl + 2] += np.where(pos, -mag, mag)               # - floor(x_t 2**fb)
-        res[:, nm] = _norm(v)
-        err[nm] = el[:nm.size] + 1.0
-        good[nm] = okl[:nm.size]
-    val = _to_float(res, -fb)
-    cert = good & (res[-1] >= 0) & (np.ldexp(err, -fb) <= val * 2.0 ** -(bits + 2) * (1 - 2.0 ** -30))
-    out.put_fixed(idx[rows[cert]], res[:, cert], kk[cert], fb, err[cert])
-    failed[rows[~cert]] = True
-    return failed, ~sup
+    return s, n_all, n_off, pruned, b_on, b_off
+
+
+
+class _ShapeTab:
+    """Zero tables of a `_FixTables`'s shapes, for `_term_bounds`: `_terms`'s error bounds
+    depend on limb counts and on its choices only, never on the values."""
+
+    def __init__(self, nl: int):
+        self.nl, self.fb = nl, R * nl
+        self.ah = np.zeros((nl, (HI_SPREAD >> 9) + 1), dtype=np.int64)
+        self._bh = np.zeros((nl, 512), dtype=np.int64)
+        self.hi = np.zeros((nl, 1), dtype=np.int32)
+        self.a1 = np.zeros((nl, 1 << 9), dtype=np.int64)
+        self.b0 = np.zeros((nl, 1 << 10), dtype=np.int64)
+        self.lo = np.zeros((nl, 2), dtype=np.int32)
+
+
+_BOUNDS: dict[tuple, tuple[float, float]] = {}
+
+
+def _term_bounds(nl: int, spread: bool, offall: bool, prod: bool, anyoff: bool):
+    """(b1, b2) as `_terms` returns them for a chunk with these choices (largest h >=
+    HI_SPREAD; every logit off the grid; more than a quarter of l nonzero; any logit off the
+    grid): `_terms` itself, run on four logits of zero tables that make the same choices."""
+    key = (nl, spread, offall, prod and not offall, anyoff)
+    if key not in _BOUNDS:
+        tab = _ShapeTab(nl)
+        kx = -(-(tab.fb - GRID) // R)
+        h = np.full(4, HI_SPREAD if spread else 0, dtype=np.int64)
+        l = np.full(4, 1 if prod else 0, dtype=np.int64)
+        off = (np.arange(4) if offall else np.arange(1) if anyoff else np.zeros(0, np.int64))
+        xl = np.zeros((kx, off.size), dtype=np.int64) if off.size else None
+        xfl = np.zeros(off.size) if off.size else None
+        _, b1, b2 = _terms(tab, h, l, xl, xfl, off)
+        _BOUNDS[key] = (b1, b2)
+    return _BOUNDS[key]
+
+
+def _kernel_tables(tab: _FixTables) -> tuple:
+    """`tab`'s tables one entry per row (entries x limbs, contiguous) for the kernels; kept on
+    `tab` and rebuilt when its T_hi table has grown."""
+    kt = getattr(tab, "_kt", None)
+    if kt is None or kt[0] != tab.hi.shape[1]:
+        lot = kt[2] if kt is not None else np.ascontiguousarray(tab.lo.T)
+        a1t = kt[5] if kt is not None else np.ascontiguousarray(tab.a1.T)
+        b0t = kt[6] if kt is not None else np.ascontiguousarray(tab.b0.T)
+        kt = (tab.hi.shape[1], np.ascontiguousarray(tab.hi.T), lot,
+              np.ascontiguousarray(tab.ah.T), np.ascontiguousarray(tab._bh.T), a1t, b0t)
+        tab._kt = kt
+    return kt[1:]
+
+
+def _off_constants(tab: _FixTables) -> tuple:
+    """`_frac_limbs` and `_expm1_fix`'s constants for the kernel: kx, ke, the first k of the
+    float64 tail, k! (as numpy converts it), the tail's scaling fb - 31 k, and
+    divmod(fb - 31, R)."""
+    nl, fb = tab.nl, tab.fb
+    kx = -(-(fb - GRID) // R)
+    ke = min(nl, -(-(fb - 30) // R))
+    k = 2
+    while math.ldexp(1.0, fb - 31 * k) / math.factorial(k) >= 2.0 ** 44:
+        k += 1
+    qf, rf = divmod(fb - GRID, R)
+    return kx, ke, k, float(np.float64(math.factorial(k))), fb - 31 * k, qf, rf
+
+
+def _term_sums_compiled(tab, xr, br, tm, xtr, leadr, tr, cutoff):
+    """`_term_sums` by `fastref_kernels`: `scan` replays the numpy path's chunks (their sizes,
+    largest h, off-grid and nonzero-l counts), from which each chunk's choices and bounds
+    follow as in `_terms` (the bounds by `_term_bounds`, i.e. by `_terms`); `sums` adds each
+    term into its row's int64 limbs by the same integer steps. Same limbs, same bounds."""
+    nr, c = xr.shape
+    nl = tab.nl
+    xr = np.ascontiguousarray(xr, dtype=np.float64)
+    thr = -cutoff - 1.0
+    step = max(1, ECHUNK // c)
+    do_full = c <= ECHUNK // 8
+    tmi = np.ascontiguousarray(tm, dtype=np.bool_)
+    tri = np.ascontiguousarray(tr, dtype=np.int64)
+    nkb = np.zeros(nr, dtype=np.int64)
+    nfin = np.zeros(nr, dtype=np.int64)
+    noff_p = np.zeros(nr, dtype=np.int64)
+    noff_f = np.zeros(nr, dtype=np.int64)
+    ncp = -(-(nr * c) // ECHUNK) + 1
+    ncf = -(-nr // step) if do_full else 1
+    cst = np.zeros((4, ncp), dtype=np.int64)
+    fst = np.zeros((4, ncf), dtype=np.int64)
+    with np.errstate(invalid="ignore"):
+        npos = fastref_kernels.scan(xr, br, leadr, tmi, tri, thr, ECHUNK, step, do_full, nkb,
+                                    nfin, noff_p, noff_f, cst[0], cst[1], cst[2], cst[3],
+                                    fst[0], fst[1], fst[2], fst[3])
+    full = do_full and bool((nkb == c).all())
+    if full:
+        st, n_off = fst, noff_f
+    else:
+        st, n_off = cst[:, :-(-npos // ECHUNK)], noff_p
+    n_all = (nkb - tm).astype(np.float64)
+    pruned = nkb - tm < nfin - tm
+    m, hmax, noff, nzl = st
+    spread = hmax >= HI_SPREAD
+    offall = noff == m
+    prod = nzl > m // 4
+    b_on = b_off = 0.0
+    for key in set(zip(spread.tolist(), offall.tolist(), prod.tolist(), (noff > 0).tolist())):
+        b1, b2 = _term_bounds(nl, *key)
+        b_on = max(b_on, b1)
+        b_off = max(b_off, b2 if key[3] else 0.0)
+    out = np.zeros((nr, nl), dtype=np.int64)
+    if m.size:
+        tab.ensure_hi(int(hmax.max()) + 1)
+        hit, lot, aht, bht, a1t, b0t = _kernel_tables(tab)
+        kx, ke, kend, facf, tsh, qf, rf = _off_constants(tab)
+        fastref_kernels.sums(xr, xr.view(np.uint64), br, leadr, tmi, tri, thr, ECHUNK, step,
+                             full, spread, prod & ~offall, nl, hit, lot, aht, bht, a1t, b0t,
+                             tab.fb, kx, ke, kend, facf, tsh, qf, rf, 0, out)
+    s = np.zeros((nl + 1, nr), dtype=np.int64)
+    s[:nl] = out.T
+    return s, n_all, n_off.astype(np.float64), pruned, b_on, b_off
 
 
 def _max_rows(tab, bits, av, bv, s, sf, err_s, res, err, kk, good, cols):

@@ -1,0 +1,368 @@
+"""Compiled (numba) kernels for `fastref._vec`'s per-logit part: the same integer limb
+arithmetic, operation for operation, fused per logit, without (N C, nl) temporaries.
+
+What they compute. `_vec` sums, per row, T(x) = exp(x - b) 2**fb over the kept logits, in
+nl limbs of R = 26 bits (int64, exact sums). The numpy path does it in chunks (ECHUNK kept
+logits in row-major order, or whole rows for short rows with every logit kept) and, per
+chunk, chooses how each factor of a term is formed (`fastref._terms`): T_hi[h] from the big
+table or as A[h >> 9] B[h & 511] ("spread": the chunk's largest h is >= HI_SPREAD), and
+1 + T_lo[l] from the big table or from a1[l >> 10], b0[l & 1023] ("product": more than a
+quarter of the chunk's l nonzero); logits off the 2**-31 grid always by `_g_off`. The
+factors differ by a few units between the two ways (a floor of an exact product against a
+truncated product), so the kernels replay the same chunks:
+
+* `scan` (one pass over the rows): per row the kept counts and off-grid counts, per chunk
+  (of both chunkings) its size, largest h, off-grid count and nonzero-l count, from which
+  `fastref` derives each chunk's choices exactly as `_terms` does, and the error bounds from
+  `_terms` itself (so they are the numpy path's bounds, float for float).
+* `sums` (a second pass): per kept logit the term, by the same integer steps as `_terms`,
+  `_mul` (partial products with i + j <= drop - 2 skipped, then carried), `_g_off`,
+  `_expm1_fix` (its float64 tail by the same IEEE operations in the same order: no fastmath,
+  no libm call but ldexp and floor, which are exact here), `_frac_limbs`; the nl limbs added
+  into the row's int64 sums. Integer sums are exact and associative, so the row sums are the
+  numpy path's, bit for bit.
+* With `cache_bits` > 0 (logits of a format with few distinct values: float16, bfloat16,
+  float8s), equal logits of one row and one chunk share one term: a direct-mapped cache
+  keyed by the float64's bits holds (value, count); an evicted or final entry adds
+  count x its term (limbs < 2**27, counts < 2**27: products < 2**54, the row sums stay below
+  2**63). The term is a function of the value within a chunk, so the sums are unchanged.
+
+Formats: logits float64 in, everything else int64 limbs (tables int32 / int64); the only
+float64 arithmetic is `_frac_limbs` and `_expm1_fix`'s (exact scalings, floors, and the
+series tail whose float64 error `_expm1_fix` bounds), replayed exactly.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+R = 26
+RMASK = (1 << R) - 1
+GRID = 31
+LO_BITS = 19
+LMASK = (1 << LO_BITS) - 1
+TWO31 = 2.0 ** 31
+TWOM31 = 2.0 ** -31
+NINF = -np.inf
+
+__all__ = ["scan", "sums"]
+
+
+@numba.njit(cache=True, nogil=True)
+def scan(x, b, lead, tm, t, thr, echunk, step, do_full, nkb, nfin, noff_p, noff_f,
+         c_m, c_hmax, c_off, c_nzl, f_m, f_hmax, f_off, f_nzl):
+    """One pass over the rows (x: (n, c) float64, C-contiguous). Per row: nkb (kept,
+    (x - lead) >= thr, before one copy of the maximum is removed), nfin (x != -inf), noff_p
+    (kept off-grid logits, without the maximum's copy), noff_f (off-grid logits of the row
+    with the maximum's copy replaced by lead: the whole-rows chunking). Per chunk of ECHUNK
+    kept logits (c_*) and, if do_full, per chunk of `step` whole rows (f_*): count, largest h,
+    off-grid count, count of l != 0. Returns the number of kept logits."""
+    n, c = x.shape
+    pos = 0
+    for i in range(n):
+        bg = b[i] * TWO31
+        ld = lead[i]
+        ti = t[i] if tm[i] else -1
+        kb = 0
+        fin = 0
+        op = 0
+        of = 0
+        fc = i // step
+        for j in range(c):
+            v = x[i, j]
+            if v != NINF:
+                fin += 1
+            keep = (v - ld) >= thr            # -inf (a masked class) is never kept
+            if not keep:
+                continue                      # (and the whole-rows chunking is then unused)
+            kb += 1
+            keep_p = True
+            if j == ti:
+                v = ld                        # the maximum's copy: only in whole-rows chunks
+                keep_p = False
+            xs = v * TWO31
+            fl = np.floor(xs)
+            off = xs != fl
+            d = np.int64(fl - bg)
+            h = -(d >> LO_BITS)
+            lz = (d & LMASK) != 0
+            if do_full:
+                f_m[fc] += 1
+                if h > f_hmax[fc]:
+                    f_hmax[fc] = h
+                if off:
+                    f_off[fc] += 1
+                    of += 1
+                if lz:
+                    f_nzl[fc] += 1
+            if keep_p:
+                ch = pos // echunk
+                pos += 1
+                c_m[ch] += 1
+                if h > c_hmax[ch]:
+                    c_hmax[ch] = h
+                if off:
+                    c_off[ch] += 1
+                    op += 1
+                if lz:
+                    c_nzl[ch] += 1
+        nkb[i] = kb
+        nfin[i] = fin
+        noff_p[i] = op
+        noff_f[i] = of
+    return pos
+
+
+@numba.njit(cache=True, nogil=True)
+def _mul(a, ka, b, kb, drop, acc, res):
+    """`fastref._mul`: res[:k] = (a b / 2**(R drop)) rounded down with the partial products
+    i + j <= drop - 2 skipped, k = ka + kb - drop (k < 1: one zero limb); returns k."""
+    k = ka + kb - drop
+    if k < 1:
+        res[0] = 0
+        return 1
+    for q in range(k + 1):
+        acc[q] = 0
+    for i in range(ka):
+        j0 = drop - 1 - i
+        if j0 < 0:
+            j0 = 0
+        if j0 >= kb:
+            continue
+        p0 = i + j0 - (drop - 1)
+        ai = a[i]
+        for j in range(j0, kb):
+            acc[p0 + j - j0] += ai * b[j]
+    for q in range(k):
+        cq = acc[q] >> R
+        acc[q] &= RMASK
+        acc[q + 1] += cq
+    for q in range(k):
+        res[q] = acc[q + 1]
+    return k
+
+
+@numba.njit(cache=True, nogil=True)
+def _from_float(v, k, out):
+    """`fastref._from_float`: floor(v) for float64 v >= 0 as k limbs (exact)."""
+    w = np.floor(v)
+    for j in range(k - 1, 0, -1):
+        s = np.ldexp(1.0, R * j)
+        q = np.floor(w * (1.0 / s))
+        out[j] = np.int64(q)
+        w = w - q * s
+    out[0] = np.int64(w)
+
+
+@numba.njit(cache=True, nogil=True)
+def _g_off(xv, xs, fl, l, nl, fb, kx, ke, kend, facf, tsh, qf, rf, a1t, b0t,
+           xl, e, term, pr, acc, be, f, af, g):
+    """`fastref._frac_limbs`, `_expm1_fix` and `_g_off` for one off-grid logit: g (nl limbs,
+    below 5 2**R, not normalised) = exp(l 2**-31) (1 + expm1(x_f)) - 1 in units 2**-fb."""
+    # _frac_limbs: x_f = x - fl 2**-31 as floor(x_f 2**fb) (kx limbs) and as float64
+    frac = xs - fl
+    _from_float(np.ldexp(frac, fb - GRID), kx, xl)
+    xf = frac * TWOM31
+    if xs < 0 and xs > -0.5:            # tiny negative x: x_f = 2**-31 - |x|
+        vv = np.ceil(np.ldexp(-xv, fb))
+        _from_float(vv, kx, term)
+        for j in range(kx):
+            acc[j] = -term[j]
+        acc[kx] = 0
+        acc[qf] += np.int64(1) << rf
+        for j in range(kx):
+            cq = acc[j] >> R
+            acc[j] &= RMASK
+            acc[j + 1] += cq
+        for j in range(kx):
+            xl[j] = acc[j]
+        xf = (1.0 + xs) * TWOM31
+    # _expm1_fix: x + x**2/2 + ... in limbs while a term can exceed 2**44 units, the rest in
+    # float64 (the same operations as the numpy path, in the same order)
+    for j in range(ke + 1):
+        e[j] = 0
+    for j in range(kx):
+        e[j] = xl[j]
+        term[j] = xl[j]
+    kt = kx
+    for k in range(2, kend):
+        kp = _mul(term, kt, xl, kx, nl, acc, pr)
+        if k & (k - 1):                  # _div_small
+            rem = np.int64(0)
+            for j in range(kp - 1, -1, -1):
+                cur = (rem << R) + pr[j]
+                qq = cur // k
+                term[j] = qq
+                rem = cur - qq * k
+        else:                            # _shr by log2 k
+            s = 0
+            while (1 << s) < k:
+                s += 1
+            for j in range(kp):
+                term[j] = pr[j] >> s
+            for j in range(kp - 1):
+                term[j] |= (pr[j + 1] << (R - s)) & RMASK
+        kt = kp
+        for j in range(kt):
+            e[j] += term[j]
+    u = xf * TWO31
+    fk = 1.0 + u * TWOM31 / (kend + 1) * (1.0 + u * TWOM31 / (kend + 2))
+    pw = u
+    for _ in range(kend - 1):
+        pw = pw * u
+    tail = np.int64(np.floor(np.ldexp(pw * (fk / facf), tsh)))
+    e[0] += tail & RMASK
+    e[1] += tail >> R
+    for j in range(ke):
+        cq = e[j] >> R
+        e[j] &= RMASK
+        e[j + 1] += cq
+    # _g_off: f = b0 + e + b0 e, g = a1 + f + a1 f
+    b0 = b0t[l & 1023]
+    kbe = _mul(b0, nl, e, ke, nl, acc, be)
+    for j in range(nl):
+        f[j] = b0[j]
+    for j in range(ke):
+        f[j] += e[j]
+    for j in range(kbe):
+        f[j] += be[j]
+    a1 = a1t[l >> 10]
+    _mul(a1, nl, f, nl, nl, acc, af)
+    for j in range(nl):
+        g[j] = a1[j] + f[j] + af[j]
+
+
+@numba.njit(cache=True, nogil=True)
+def _slot_term(v, bg, nl, spread, prod, hit, lot, aht, bht, a1t, b0t, fb, kx, ke, kend,
+               facf, tsh, qf, rf, th, g, p, acc, xl, e, term, pr, be, f, af, tv):
+    """`fastref._terms` for one logit v (its chunk's choices spread, prod): tv[:nl] = the
+    term's nl limbs (below 2**27, not normalised)."""
+    xs = v * TWO31
+    fl = np.floor(xs)
+    d = np.int64(fl - bg)
+    h = -(d >> LO_BITS)
+    l = d & LMASK
+    if spread:
+        _mul(aht[h >> 9], nl, bht[h & 511], nl, nl, acc, th)
+    else:
+        hr = hit[h]
+        for j in range(nl):
+            th[j] = hr[j]
+    if xs != fl:
+        _g_off(v, xs, fl, l, nl, fb, kx, ke, kend, facf, tsh, qf, rf, a1t, b0t,
+               xl, e, term, pr, acc, be, f, af, g)
+    elif prod:
+        a1 = a1t[l >> 10]
+        b0 = b0t[l & 1023]
+        _mul(a1, nl, b0, nl, nl, acc, p)
+        for j in range(nl):
+            g[j] = a1[j] + b0[j] + p[j]
+    else:
+        lr = lot[l]
+        for j in range(nl):
+            g[j] = lr[j]
+    nz = False
+    for j in range(nl):
+        if g[j] != 0:
+            nz = True
+    if nz:
+        _mul(th, nl, g, nl, nl, acc, p)
+        for j in range(nl):
+            tv[j] = th[j] + p[j]
+    else:                                # th g = 0: every partial product is 0
+        for j in range(nl):
+            tv[j] = th[j]
+
+
+@numba.njit(cache=True, nogil=True)
+def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, hit, lot,
+         aht, bht, a1t, b0t, fb, kx, ke, kend, facf, tsh, qf, rf, cache_bits, s):
+    """Per row i, s[i, :nl] += the terms of its kept logits (`scan`'s chunks and the choices
+    per chunk c_spread, c_prod), as `fastref._vec`'s numpy loop; cache_bits > 0: equal
+    values of a row and chunk share one term (see the module docstring)."""
+    n, c = x.shape
+    th = np.zeros(64, np.int64)
+    g = np.zeros(64, np.int64)
+    p = np.zeros(64, np.int64)
+    acc = np.zeros(64, np.int64)
+    xl = np.zeros(64, np.int64)
+    e = np.zeros(64, np.int64)
+    term = np.zeros(64, np.int64)
+    pr = np.zeros(64, np.int64)
+    be = np.zeros(64, np.int64)
+    f = np.zeros(64, np.int64)
+    af = np.zeros(64, np.int64)
+    tv = np.zeros(64, np.int64)
+    nslot = 1 << cache_bits
+    keys = np.zeros(nslot, np.uint64)
+    vals = np.zeros(nslot, np.float64)
+    cnts = np.zeros(nslot, np.int64)
+    used = np.zeros(nslot, np.int64)
+    smask = np.uint64(nslot - 1)
+    pos = 0
+    for i in range(n):
+        bg = b[i] * TWO31
+        ld = lead[i]
+        ti = t[i] if tm[i] else -1
+        si = s[i]
+        cur = -1
+        nused = 0
+        for j in range(c):
+            v = x[i, j]
+            if j == ti:
+                continue                     # one copy of the maximum is the 1
+            if full:
+                ch = i // step
+            else:
+                if not ((v - ld) >= thr):
+                    continue
+                ch = pos // echunk
+                pos += 1
+            if cache_bits == 0:
+                _slot_term(v, bg, nl, c_spread[ch], c_prod[ch], hit, lot, aht, bht, a1t,
+                           b0t, fb, kx, ke, kend, facf, tsh, qf, rf, th, g, p, acc, xl, e,
+                           term, pr, be, f, af, tv)
+                for q in range(nl):
+                    si[q] += tv[q]
+                continue
+            if ch != cur:                    # a new chunk: flush the cache
+                for u in range(nused):
+                    k = used[u]
+                    _slot_term(vals[k], bg, nl, c_spread[cur], c_prod[cur], hit, lot, aht,
+                               bht, a1t, b0t, fb, kx, ke, kend, facf, tsh, qf, rf, th, g, p,
+                               acc, xl, e, term, pr, be, f, af, tv)
+                    m = cnts[k]
+                    for q in range(nl):
+                        si[q] += m * tv[q]
+                    cnts[k] = 0
+                nused = 0
+                cur = ch
+            key = xb[i, j]
+            k = np.int64(((key ^ (key >> np.uint64(29))) * np.uint64(0x9E3779B97F4A7C15)
+                          >> np.uint64(64 - cache_bits)) & smask)
+            if cnts[k] != 0 and keys[k] == key:
+                cnts[k] += 1
+                continue
+            if cnts[k] != 0:                 # evict
+                _slot_term(vals[k], bg, nl, c_spread[ch], c_prod[ch], hit, lot, aht, bht,
+                           a1t, b0t, fb, kx, ke, kend, facf, tsh, qf, rf, th, g, p, acc, xl,
+                           e, term, pr, be, f, af, tv)
+                m = cnts[k]
+                for q in range(nl):
+                    si[q] += m * tv[q]
+            else:
+                used[nused] = k
+                nused += 1
+            keys[k] = key
+            vals[k] = v
+            cnts[k] = 1
+        if cache_bits:
+            for u in range(nused):
+                k = used[u]
+                _slot_term(vals[k], bg, nl, c_spread[cur], c_prod[cur], hit, lot, aht, bht,
+                           a1t, b0t, fb, kx, ke, kend, facf, tsh, qf, rf, th, g, p, acc, xl,
+                           e, term, pr, be, f, af, tv)
+                m = cnts[k]
+                for q in range(nl):
+                    si[q] += m * tv[q]
+                cnts[k] = 0
