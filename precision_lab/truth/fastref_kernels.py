@@ -113,36 +113,36 @@ def scan(x, b, lead, tm, t, thr, echunk, step, do_full, nkb, nfin, noff_p, noff_
     return pos
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _mul(a, ka, b, kb, drop, acc, res):
     """`fastref._mul`: res[:k] = (a b / 2**(R drop)) rounded down with the partial products
-    i + j <= drop - 2 skipped, k = ka + kb - drop (k < 1: one zero limb); returns k."""
+    i + j <= drop - 2 skipped, k = ka + kb - drop (k < 1: one zero limb); returns k. The
+    same sums per position (exact integers, so in any order) and the same carries."""
     k = ka + kb - drop
     if k < 1:
         res[0] = 0
         return 1
-    for q in range(k + 1):
-        acc[q] = 0
-    for i in range(ka):
-        j0 = drop - 1 - i
-        if j0 < 0:
-            j0 = 0
-        if j0 >= kb:
-            continue
-        p0 = i + j0 - (drop - 1)
-        ai = a[i]
-        for j in range(j0, kb):
-            acc[p0 + j - j0] += ai * b[j]
-    for q in range(k):
-        cq = acc[q] >> R
-        acc[q] &= RMASK
-        acc[q + 1] += cq
-    for q in range(k):
-        res[q] = acc[q + 1]
+    carry = 0
+    for p in range(k + 1):               # position p: the products i + j = p + drop - 1
+        sm = carry
+        q = p + drop - 1
+        i0 = q - kb + 1
+        if i0 < 0:
+            i0 = 0
+        i1 = q
+        if i1 > ka - 1:
+            i1 = ka - 1
+        for i in range(i0, i1 + 1):
+            sm += a[i] * b[q - i]
+        if p == k:
+            res[p - 1] = sm              # the top limb keeps the carries
+        elif p > 0:
+            res[p - 1] = sm & RMASK
+        carry = sm >> R
     return k
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _from_float(v, k, out):
     """`fastref._from_float`: floor(v) for float64 v >= 0 as k limbs (exact)."""
     w = np.floor(v)
@@ -218,60 +218,20 @@ def _g_off(xv, xs, fl, l, nl, fb, kx, ke, kend, facf, tsh, qf, rf, a1t, b0t,
         e[j] &= RMASK
         e[j + 1] += cq
     # _g_off: f = b0 + e + b0 e, g = a1 + f + a1 f
-    b0 = b0t[l & 1023]
-    kbe = _mul(b0, nl, e, ke, nl, acc, be)
+    lb = l & 1023
     for j in range(nl):
-        f[j] = b0[j]
+        f[j] = b0t[lb, j]
+    kbe = _mul(f, nl, e, ke, nl, acc, be)
     for j in range(ke):
         f[j] += e[j]
     for j in range(kbe):
         f[j] += be[j]
-    a1 = a1t[l >> 10]
-    _mul(a1, nl, f, nl, nl, acc, af)
+    la = l >> 10
     for j in range(nl):
-        g[j] = a1[j] + f[j] + af[j]
-
-
-@numba.njit(cache=True, nogil=True)
-def _slot_term(v, bg, nl, spread, prod, hit, lot, aht, bht, a1t, b0t, fb, kx, ke, kend,
-               facf, tsh, qf, rf, th, g, p, acc, xl, e, term, pr, be, f, af, tv):
-    """`fastref._terms` for one logit v (its chunk's choices spread, prod): tv[:nl] = the
-    term's nl limbs (below 2**27, not normalised)."""
-    xs = v * TWO31
-    fl = np.floor(xs)
-    d = np.int64(fl - bg)
-    h = -(d >> LO_BITS)
-    l = d & LMASK
-    if spread:
-        _mul(aht[h >> 9], nl, bht[h & 511], nl, nl, acc, th)
-    else:
-        hr = hit[h]
-        for j in range(nl):
-            th[j] = hr[j]
-    if xs != fl:
-        _g_off(v, xs, fl, l, nl, fb, kx, ke, kend, facf, tsh, qf, rf, a1t, b0t,
-               xl, e, term, pr, acc, be, f, af, g)
-    elif prod:
-        a1 = a1t[l >> 10]
-        b0 = b0t[l & 1023]
-        _mul(a1, nl, b0, nl, nl, acc, p)
-        for j in range(nl):
-            g[j] = a1[j] + b0[j] + p[j]
-    else:
-        lr = lot[l]
-        for j in range(nl):
-            g[j] = lr[j]
-    nz = False
+        g[j] = a1t[la, j]
+    _mul(g, nl, f, nl, nl, acc, af)
     for j in range(nl):
-        if g[j] != 0:
-            nz = True
-    if nz:
-        _mul(th, nl, g, nl, nl, acc, p)
-        for j in range(nl):
-            tv[j] = th[j] + p[j]
-    else:                                # th g = 0: every partial product is 0
-        for j in range(nl):
-            tv[j] = th[j]
+        g[j] = g[j] + f[j] + af[j]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -293,20 +253,11 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
     f = np.zeros(64, np.int64)
     af = np.zeros(64, np.int64)
     tv = np.zeros(64, np.int64)
-    nslot = 1 << cache_bits
-    keys = np.zeros(nslot, np.uint64)
-    vals = np.zeros(nslot, np.float64)
-    cnts = np.zeros(nslot, np.int64)
-    used = np.zeros(nslot, np.int64)
-    smask = np.uint64(nslot - 1)
     pos = 0
     for i in range(n):
         bg = b[i] * TWO31
         ld = lead[i]
         ti = t[i] if tm[i] else -1
-        si = s[i]
-        cur = -1
-        nused = 0
         for j in range(c):
             v = x[i, j]
             if j == ti:
@@ -318,51 +269,46 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                     continue
                 ch = pos // echunk
                 pos += 1
-            if cache_bits == 0:
-                _slot_term(v, bg, nl, c_spread[ch], c_prod[ch], hit, lot, aht, bht, a1t,
-                           b0t, fb, kx, ke, kend, facf, tsh, qf, rf, th, g, p, acc, xl, e,
-                           term, pr, be, f, af, tv)
-                for q in range(nl):
-                    si[q] += tv[q]
-                continue
-            if ch != cur:                    # a new chunk: flush the cache
-                for u in range(nused):
-                    k = used[u]
-                    _slot_term(vals[k], bg, nl, c_spread[cur], c_prod[cur], hit, lot, aht,
-                               bht, a1t, b0t, fb, kx, ke, kend, facf, tsh, qf, rf, th, g, p,
-                               acc, xl, e, term, pr, be, f, af, tv)
-                    m = cnts[k]
-                    for q in range(nl):
-                        si[q] += m * tv[q]
-                    cnts[k] = 0
-                nused = 0
-                cur = ch
-            key = xb[i, j]
-            k = np.int64(((key ^ (key >> np.uint64(29))) * np.uint64(0x9E3779B97F4A7C15)
-                          >> np.uint64(64 - cache_bits)) & smask)
-            if cnts[k] != 0 and keys[k] == key:
-                cnts[k] += 1
-                continue
-            if cnts[k] != 0:                 # evict
-                _slot_term(vals[k], bg, nl, c_spread[ch], c_prod[ch], hit, lot, aht, bht,
-                           a1t, b0t, fb, kx, ke, kend, facf, tsh, qf, rf, th, g, p, acc, xl,
-                           e, term, pr, be, f, af, tv)
-                m = cnts[k]
-                for q in range(nl):
-                    si[q] += m * tv[q]
+            xs = v * TWO31
+            fl = np.floor(xs)
+            d = np.int64(fl - bg)
+            h = -(d >> LO_BITS)
+            l = d & LMASK
+            if c_spread[ch]:
+                ha = h >> 9
+                hb = h & 511
+                for jj in range(nl):
+                    p[jj] = aht[ha, jj]
+                    g[jj] = bht[hb, jj]
+                _mul(p, nl, g, nl, nl, acc, th)
             else:
-                used[nused] = k
-                nused += 1
-            keys[k] = key
-            vals[k] = v
-            cnts[k] = 1
-        if cache_bits:
-            for u in range(nused):
-                k = used[u]
-                _slot_term(vals[k], bg, nl, c_spread[cur], c_prod[cur], hit, lot, aht, bht,
-                           a1t, b0t, fb, kx, ke, kend, facf, tsh, qf, rf, th, g, p, acc, xl,
-                           e, term, pr, be, f, af, tv)
-                m = cnts[k]
-                for q in range(nl):
-                    si[q] += m * tv[q]
-                cnts[k] = 0
+                for jj in range(nl):
+                    th[jj] = hit[h, jj]
+            if xs != fl:
+                _g_off(v, xs, fl, l, nl, fb, kx, ke, kend, facf, tsh, qf, rf, a1t, b0t,
+                       xl, e, term, pr, acc, be, f, af, g)
+            elif c_prod[ch]:
+                la = l >> 10
+                lb = l & 1023
+                for jj in range(nl):
+                    f[jj] = a1t[la, jj]
+                    af[jj] = b0t[lb, jj]
+                _mul(f, nl, af, nl, nl, acc, p)
+                for jj in range(nl):
+                    g[jj] = f[jj] + af[jj] + p[jj]
+            else:
+                for jj in range(nl):
+                    g[jj] = lot[l, jj]
+            nz = False
+            for jj in range(nl):
+                if g[jj] != 0:
+                    nz = True
+            if nz:
+                _mul(th, nl, g, nl, nl, acc, p)
+                for jj in range(nl):
+                    tv[jj] = th[jj] + p[jj]
+            else:                                # th g = 0: every partial product is 0
+                for jj in range(nl):
+                    tv[jj] = th[jj]
+            for q in range(nl):
+                s[i, q] += tv[q]
