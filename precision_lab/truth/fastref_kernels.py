@@ -143,28 +143,48 @@ def _mul(a, ka, b, kb, drop, acc, res):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _mul5(a, b, res):
+    """`_mul(a, 5, b, 5, 5, ...)` written out (nl = 5, the usual limb count): the products of
+    positions 0 .. 4 (i + j = 4 .. 8), then the carries; the same integers."""
+    a0, a1, a2, a3, a4 = a[0], a[1], a[2], a[3], a[4]
+    b0, b1, b2, b3, b4 = b[0], b[1], b[2], b[3], b[4]
+    s0 = a0 * b4 + a1 * b3 + a2 * b2 + a3 * b1 + a4 * b0
+    s1 = a1 * b4 + a2 * b3 + a3 * b2 + a4 * b1 + (s0 >> R)
+    s2 = a2 * b4 + a3 * b3 + a4 * b2 + (s1 >> R)
+    s3 = a3 * b4 + a4 * b3 + (s2 >> R)
+    s4 = a4 * b4 + (s3 >> R)
+    res[0] = s1 & RMASK
+    res[1] = s2 & RMASK
+    res[2] = s3 & RMASK
+    res[3] = s4 & RMASK
+    res[4] = s4 >> R
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _from_float(v, k, out):
     """`fastref._from_float`: floor(v) for float64 v >= 0 as k limbs (exact)."""
     w = np.floor(v)
     for j in range(k - 1, 0, -1):
-        s = np.ldexp(1.0, R * j)
+        s = 1.0
+        for _ in range(j):
+            s *= 67108864.0              # 2**(R j), exactly
         q = np.floor(w * (1.0 / s))
         out[j] = np.int64(q)
         w = w - q * s
     out[0] = np.int64(w)
 
 
-@numba.njit(cache=True, nogil=True)
-def _g_off(xv, xs, fl, l, nl, fb, kx, ke, kend, facf, tsh, qf, rf, a1t, b0t,
+@numba.njit(cache=True, nogil=True, inline="always")
+def _g_off(xv, xs, fl, l, nl, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf, a1t, b0t,
            xl, e, term, pr, acc, be, f, af, g):
     """`fastref._frac_limbs`, `_expm1_fix` and `_g_off` for one off-grid logit: g (nl limbs,
     below 5 2**R, not normalised) = exp(l 2**-31) (1 + expm1(x_f)) - 1 in units 2**-fb."""
     # _frac_limbs: x_f = x - fl 2**-31 as floor(x_f 2**fb) (kx limbs) and as float64
     frac = xs - fl
-    _from_float(np.ldexp(frac, fb - GRID), kx, xl)
+    _from_float(frac * p_x, kx, xl)       # = ldexp(frac, fb - 31): exact
     xf = frac * TWOM31
     if xs < 0 and xs > -0.5:            # tiny negative x: x_f = 2**-31 - |x|
-        vv = np.ceil(np.ldexp(-xv, fb))
+        vv = np.ceil(-xv * p_fb)            # = ldexp(-x, fb): exact
         _from_float(vv, kx, term)
         for j in range(kx):
             acc[j] = -term[j]
@@ -210,7 +230,7 @@ def _g_off(xv, xs, fl, l, nl, fb, kx, ke, kend, facf, tsh, qf, rf, a1t, b0t,
     pw = u
     for _ in range(kend - 1):
         pw = pw * u
-    tail = np.int64(np.floor(np.ldexp(pw * (fk / facf), tsh)))
+    tail = np.int64(np.floor(pw * (fk / facf) * p_t))   # = ldexp(., tsh): one rounding
     e[0] += tail & RMASK
     e[1] += tail >> R
     for j in range(ke):
@@ -229,7 +249,10 @@ def _g_off(xv, xs, fl, l, nl, fb, kx, ke, kend, facf, tsh, qf, rf, a1t, b0t,
     la = l >> 10
     for j in range(nl):
         g[j] = a1t[la, j]
-    _mul(g, nl, f, nl, nl, acc, af)
+    if nl == 5:
+        _mul5(g, f, af)
+    else:
+        _mul(g, nl, f, nl, nl, acc, af)
     for j in range(nl):
         g[j] = g[j] + f[j] + af[j]
 
@@ -240,6 +263,9 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
     """Per row i, s[i, :nl] += the terms of its kept logits (`scan`'s chunks and the choices
     per chunk c_spread, c_prod), as `fastref._vec`'s numpy loop; cache_bits > 0: equal
     values of a row and chunk share one term (see the module docstring)."""
+    p_x = np.ldexp(1.0, fb - GRID)
+    p_fb = np.ldexp(1.0, fb)
+    p_t = np.ldexp(1.0, tsh)
     n, c = x.shape
     th = np.zeros(64, np.int64)
     g = np.zeros(64, np.int64)
@@ -280,12 +306,12 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                 for jj in range(nl):
                     p[jj] = aht[ha, jj]
                     g[jj] = bht[hb, jj]
-                _mul(p, nl, g, nl, nl, acc, th)
+                _mul5(p, g, th) if nl == 5 else _mul(p, nl, g, nl, nl, acc, th)
             else:
                 for jj in range(nl):
                     th[jj] = hit[h, jj]
             if xs != fl:
-                _g_off(v, xs, fl, l, nl, fb, kx, ke, kend, facf, tsh, qf, rf, a1t, b0t,
+                _g_off(v, xs, fl, l, nl, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf, a1t, b0t,
                        xl, e, term, pr, acc, be, f, af, g)
             elif c_prod[ch]:
                 la = l >> 10
@@ -293,7 +319,7 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                 for jj in range(nl):
                     f[jj] = a1t[la, jj]
                     af[jj] = b0t[lb, jj]
-                _mul(f, nl, af, nl, nl, acc, p)
+                _mul5(f, af, p) if nl == 5 else _mul(f, nl, af, nl, nl, acc, p)
                 for jj in range(nl):
                     g[jj] = f[jj] + af[jj] + p[jj]
             else:
@@ -304,7 +330,7 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                 if g[jj] != 0:
                     nz = True
             if nz:
-                _mul(th, nl, g, nl, nl, acc, p)
+                _mul5(th, g, p) if nl == 5 else _mul(th, nl, g, nl, nl, acc, p)
                 for jj in range(nl):
                     tv[jj] = th[jj] + p[jj]
             else:                                # th g = 0: every partial product is 0

@@ -1,0 +1,134 @@
+"""The compiled per-logit sums (`fastref_kernels`, `fastref.USE_KERNEL`) against the numpy path
+they mirror (`fastref._term_sums`): the same limbs, the same radii, the same double-doubles,
+bit for bit, on every route (formats, wide and short rows, masked classes, target-is-max
+rows, off-grid float64 logits, tiny and huge scales, rows that go to `arb`)."""
+import numpy as np
+import pytest
+
+from precision_lab.numerics.formats import get_format
+from precision_lab.truth import fastref
+
+
+def _run(monkeypatch, x, t, kernel, bits=100):
+    monkeypatch.setattr(fastref, "USE_KERNEL", kernel)
+    return fastref.certified_losses(np.asarray(x, dtype=np.float64), np.asarray(t), bits,
+                                    1 << 15)
+
+
+def _same(a, b):
+    assert np.array_equal(a.kind, b.kind)
+    assert np.array_equal(a.block, b.block) and np.array_equal(a.pos, b.pos)
+    assert len(a.blocks) == len(b.blocks)
+    for (v1, k1, f1, r1), (v2, k2, f2, r2) in zip(a.blocks, b.blocks):
+        assert f1 == f2
+        assert np.array_equal(v1, v2) and np.array_equal(k1, k2)
+        assert np.array_equal(r1.view(np.uint64), r2.view(np.uint64))   # radii, bit for bit
+    assert a.balls.keys() == b.balls.keys()
+    for i in a.balls:
+        assert a.balls[i].mid() == b.balls[i].mid() and a.balls[i].rad() == b.balls[i].rad()
+    h1, l1 = a.double_double()
+    h2, l2 = b.double_double()
+    assert np.array_equal(h1.view(np.uint64), h2.view(np.uint64))
+    assert np.array_equal(l1.view(np.uint64), l2.view(np.uint64))
+
+
+def _check(monkeypatch, x, t, bits=100):
+    a = _run(monkeypatch, x, t, False, bits)
+    b = _run(monkeypatch, x, t, True, bits)
+    _same(a, b)
+    return b
+
+
+FORMATS = ["float16", "bfloat16", "float32", "float64", "float8_e5m2", "float8_e4m3fn"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("shape", [(40, 10), (6, 1000), (2, 40000)])
+def test_random_rows_every_format(monkeypatch, fmt, shape):
+    rng = np.random.default_rng([11, *shape, FORMATS.index(fmt)])
+    n, c = shape
+    for scale in (1e-3, 1.0, 10.0, 300.0):
+        x = get_format(fmt).round(scale * rng.standard_normal((n, c)))
+        t = rng.integers(0, c, n)
+        _check(monkeypatch, x, t)
+
+
+def test_masked_classes_and_target_is_max(monkeypatch):
+    rng = np.random.default_rng(5)
+    for c in (12, 3000, 33000):
+        n = 8
+        x = get_format("bfloat16").round(3 * rng.standard_normal((n, c)))
+        x[rng.random((n, c)) < 0.3] = -np.inf          # masked classes
+        t = rng.integers(0, c, n)
+        x[0, t[0]] = np.inf * -1                         # masked target: +inf loss
+        mx = np.nanmax(np.where(np.isfinite(x), x, -np.inf), axis=1)
+        x[1:4, t[1:4]] = mx[1:4] + 0.5                   # target is the maximum
+        x[4, t[4]] = mx[4]                               # target ties the maximum
+        x[5] = -np.inf
+        x[5, t[5]] = 1.0                                 # the target is the only live class
+        _check(monkeypatch, x, t)
+
+
+def test_short_rows_all_kept_whole_row_chunks(monkeypatch):
+    rng = np.random.default_rng(6)
+    for fmt in ("float16", "float32", "float64"):
+        x = get_format(fmt).round(2 * rng.standard_normal((5000, 7)))
+        t = rng.integers(0, 7, 5000)
+        x[::3, 0] = 50.0
+        t[::3] = 0                                        # target is the maximum
+        _check(monkeypatch, x, t)
+
+
+def test_off_grid_float64_and_edge_values(monkeypatch):
+    rng = np.random.default_rng(7)
+    c = 64
+    x = rng.standard_normal((30, c))
+    x[0, :8] = [-1e-12, -2.0 ** -40, -5e-324, 0.0, -0.0, 2.0 ** -33, -2.0 ** -32, 1e-300]
+    x[1] = rng.standard_normal(c) * 1e-9              # all tiny: every logit off the grid
+    x[2] = np.round(rng.standard_normal(c) * 2 ** 20) / 2 ** 20   # on the grid
+    x[3] = -rng.random(c) * 2e-10                     # tiny negatives
+    t = rng.integers(0, c, 30)
+    _check(monkeypatch, x, t)
+
+
+def test_huge_and_small_scales_and_arb_rows(monkeypatch):
+    rng = np.random.default_rng(8)
+    c = 300
+    x = rng.standard_normal((12, c))
+    x[0] *= 1e4
+    x[1] *= 1e-7
+    x[2] += 2.0 ** 41                                 # |lead| >= 2**40: the arb path
+    x[3, 5] = 2.0 ** 45
+    x[4] = x[4] * 1e3 + 1e12
+    x[5, :] = 7.25                                    # all equal
+    x[6, :150] = 1e6                                  # a wide gap
+    t = rng.integers(0, c, 12)
+    t[6] = 3                                          # target is the maximum, gap 1e6
+    _check(monkeypatch, x, t)
+
+
+def test_more_limbs_generic_multiplication(monkeypatch):
+    """bits = 200 (nl = 10): the kernel's general `_mul`, not the nl = 5 one."""
+    rng = np.random.default_rng(9)
+    for fmt in ("bfloat16", "float32", "float64"):
+        x = get_format(fmt).round(3 * rng.standard_normal((4, 5000)))
+        t = rng.integers(0, 5000, 4)
+        x[0, t[0]] = 20.0
+        _check(monkeypatch, x, t, bits=200)
+
+
+def test_bounds_are_the_numpy_paths():
+    """`_term_bounds` (shape tables) returns what `_terms` returns on the real tables."""
+    tab = fastref._fix_tables(5)
+    tab.ensure_hi(fastref.HI_SPREAD + 1)
+    kx = -(-(tab.fb - fastref.GRID) // fastref.R)
+    for spread in (False, True):
+        for prod in (False, True):
+            for offs in (0, 1, 4):
+                h = np.full(4, fastref.HI_SPREAD if spread else 3, dtype=np.int64)
+                l = np.full(4, 5 if prod else 0, dtype=np.int64)
+                off = np.arange(offs)
+                xl = np.zeros((kx, offs), dtype=np.int64) if offs else None
+                xf = np.zeros(offs) if offs else None
+                _, b1, b2 = fastref._terms(tab, h, l, xl, xf, off)
+                assert fastref._term_bounds(5, spread, offs == 4, prod, offs > 0) == (b1, b2)
