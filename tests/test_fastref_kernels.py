@@ -132,3 +132,19 @@ def test_bounds_are_the_numpy_paths():
                 xf = np.zeros(offs) if offs else None
                 _, b1, b2 = fastref._terms(tab, h, l, xl, xf, off)
                 assert fastref._term_bounds(5, spread, offs == 4, prod, offs > 0) == (b1, b2)
+
+
+@pytest.mark.parametrize("bits_cache", [0, 3, 14])
+def test_value_cache_any_size(monkeypatch, bits_cache):
+    """The per-row value cache (on, tiny so that slots collide and spill, or off) changes
+    nothing: equal values of a chunk share one term, the integer sums are exact."""
+    monkeypatch.setattr(fastref, "_cache_bits", lambda xr: bits_cache)
+    rng = np.random.default_rng(10)
+    for fmt in ("bfloat16", "float16", "float32", "float64", "float8_e4m3fn"):
+        x = get_format(fmt).round(3 * rng.standard_normal((5, 34000)))
+        t = rng.integers(0, 34000, 5)
+        x[0, t[0]] = 40.0
+        x[1, ::7] = -np.inf
+        _check(monkeypatch, x, t)
+        y = get_format(fmt).round(2 * rng.standard_normal((300, 9)))
+        _check(monkeypatch, y, rng.integers(0, 9, 300))

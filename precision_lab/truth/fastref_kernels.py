@@ -279,62 +279,115 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
     f = np.zeros(64, np.int64)
     af = np.zeros(64, np.int64)
     tv = np.zeros(64, np.int64)
+    nslot = 1 << cache_bits
+    keys = np.zeros(nslot, np.uint64)
+    vals = np.zeros(nslot, np.float64)
+    cnts = np.zeros(nslot, np.int64)
+    used = np.zeros(nslot, np.int64)
+    ovf = np.zeros(c, np.float64)
+    smask = nslot - 1
     pos = 0
     for i in range(n):
         bg = b[i] * TWO31
         ld = lead[i]
         ti = t[i] if tm[i] else -1
-        for j in range(c):
+        cur = -1
+        nused = 0
+        novf = 0
+        for j in range(c + 1):               # j = c: the end of the row (a last flush)
+            ch = -2
+            if j < c:
+                v = x[i, j]
+                if j == ti:
+                    continue                 # one copy of the maximum is the 1
+                if full:
+                    ch = i // step
+                else:
+                    if not ((v - ld) >= thr):
+                        continue
+                    ch = pos // echunk
+                    pos += 1
+            if ch != cur:                    # a new chunk (or the row's end): the pending terms
+                for u in range(nused + novf):
+                    if u < nused:
+                        sl = used[u]
+                        v = vals[sl]
+                        mcount = cnts[sl]
+                        cnts[sl] = 0
+                    else:
+                        v = ovf[u - nused]
+                        mcount = 1
+                    ch0 = cur
+                    xs = v * TWO31
+                    fl = np.floor(xs)
+                    d = np.int64(fl - bg)
+                    h = -(d >> LO_BITS)
+                    l = d & LMASK
+                    if c_spread[ch0]:
+                        ha = h >> 9
+                        hb = h & 511
+                        for jj in range(nl):
+                            p[jj] = aht[ha, jj]
+                            g[jj] = bht[hb, jj]
+                        _mul5(p, g, th) if nl == 5 else _mul(p, nl, g, nl, nl, acc, th)
+                    else:
+                        for jj in range(nl):
+                            th[jj] = hit[h, jj]
+                    if xs != fl:
+                        _g_off(v, xs, fl, l, nl, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf, a1t, b0t,
+                               xl, e, term, pr, acc, be, f, af, g)
+                    elif c_prod[ch0]:
+                        la = l >> 10
+                        lb = l & 1023
+                        for jj in range(nl):
+                            f[jj] = a1t[la, jj]
+                            af[jj] = b0t[lb, jj]
+                        _mul5(f, af, p) if nl == 5 else _mul(f, nl, af, nl, nl, acc, p)
+                        for jj in range(nl):
+                            g[jj] = f[jj] + af[jj] + p[jj]
+                    else:
+                        for jj in range(nl):
+                            g[jj] = lot[l, jj]
+                    nz = False
+                    for jj in range(nl):
+                        if g[jj] != 0:
+                            nz = True
+                    if nz:
+                        _mul5(th, g, p) if nl == 5 else _mul(th, nl, g, nl, nl, acc, p)
+                        for jj in range(nl):
+                            tv[jj] = th[jj] + p[jj]
+                    else:                                # th g = 0: every partial product is 0
+                        for jj in range(nl):
+                            tv[jj] = th[jj]
+
+                    for q in range(nl):
+                        s[i, q] += mcount * tv[q]
+                nused = 0
+                novf = 0
+                cur = ch
+            if j == c:
+                break
             v = x[i, j]
-            if j == ti:
-                continue                     # one copy of the maximum is the 1
-            if full:
-                ch = i // step
-            else:
-                if not ((v - ld) >= thr):
+            if cache_bits:                   # equal values share a slot (linear probing)
+                key = xb[i, j]
+                sl = np.int64((key * np.uint64(0x9E3779B97F4A7C15))
+                              >> np.uint64(64 - cache_bits))
+                placed = False
+                for _ in range(8):
+                    if cnts[sl] == 0:
+                        used[nused] = sl
+                        nused += 1
+                        keys[sl] = key
+                        vals[sl] = v
+                        cnts[sl] = 1
+                        placed = True
+                        break
+                    if keys[sl] == key:
+                        cnts[sl] += 1
+                        placed = True
+                        break
+                    sl = (sl + 1) & smask
+                if placed:
                     continue
-                ch = pos // echunk
-                pos += 1
-            xs = v * TWO31
-            fl = np.floor(xs)
-            d = np.int64(fl - bg)
-            h = -(d >> LO_BITS)
-            l = d & LMASK
-            if c_spread[ch]:
-                ha = h >> 9
-                hb = h & 511
-                for jj in range(nl):
-                    p[jj] = aht[ha, jj]
-                    g[jj] = bht[hb, jj]
-                _mul5(p, g, th) if nl == 5 else _mul(p, nl, g, nl, nl, acc, th)
-            else:
-                for jj in range(nl):
-                    th[jj] = hit[h, jj]
-            if xs != fl:
-                _g_off(v, xs, fl, l, nl, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf, a1t, b0t,
-                       xl, e, term, pr, acc, be, f, af, g)
-            elif c_prod[ch]:
-                la = l >> 10
-                lb = l & 1023
-                for jj in range(nl):
-                    f[jj] = a1t[la, jj]
-                    af[jj] = b0t[lb, jj]
-                _mul5(f, af, p) if nl == 5 else _mul(f, nl, af, nl, nl, acc, p)
-                for jj in range(nl):
-                    g[jj] = f[jj] + af[jj] + p[jj]
-            else:
-                for jj in range(nl):
-                    g[jj] = lot[l, jj]
-            nz = False
-            for jj in range(nl):
-                if g[jj] != 0:
-                    nz = True
-            if nz:
-                _mul5(th, g, p) if nl == 5 else _mul(th, nl, g, nl, nl, acc, p)
-                for jj in range(nl):
-                    tv[jj] = th[jj] + p[jj]
-            else:                                # th g = 0: every partial product is 0
-                for jj in range(nl):
-                    tv[jj] = th[jj]
-            for q in range(nl):
-                s[i, q] += tv[q]
+            ovf[novf] = v
+            novf += 1
