@@ -24,7 +24,12 @@ are added up (as float64 upper bounds, inflated by 2**-20) into a radius per row
   entries (T_hi[h] = A[h >> 9] B[h & 511], 1 + T_lo[l] = (1 + a1[l >> 10]) (1 + b0[l & 1023])):
   a cache miss costs more than a product. Per logit this is within ~20 to ~120 units
   depending on the path (each bound computed from the path's roundings); per row the terms
-  are summed exactly (int64 limb sums).
+  are summed exactly (int64 limb sums). This per-logit part runs compiled (`USE_KERNEL`:
+  `fastref_kernels.scan` replays the numpy path's chunks and their choices, `sums` the same
+  integer steps per logit, fused, with no (N C, nl) temporaries); the numpy path
+  (`_term_sums`) stays callable, and both give the same limbs and the same bounds (the
+  kernel's bounds are `_terms`'s own, by `_term_bounds`), so every result and radius is the
+  same bit for bit (tests/test_fastref_kernels.py).
 * log S (`_log_fix`): y = Y 2**-31 a little below log S from float64, exp(-y) from the tables,
   rho = S exp(-y) - 1 with |rho| < 2**-29.5 (checked), log S = y + log1p(rho), the series by
   Horner in limbs.
@@ -889,14 +894,15 @@ def _off_constants(tab: _FixTables) -> tuple:
 
 
 def _cache_bits(xr: np.ndarray) -> int:
-    """log2 of the kernel's per-row value cache: 2**14 slots where a sample of the first row
-    has under half distinct values (float16, bfloat16, float8 logits in long rows), else 0
-    (none). Only a matter of speed: the sums are the same either way."""
+    """log2 of the kernel's per-row value cache: 2**14 slots for long rows whose first row
+    starts with values of at most 12 significant bits (float16, bfloat16, float8 logits: few
+    distinct values), else 0 (none). Only a matter of speed: the sums are the same either
+    way."""
     c = xr.shape[1]
-    if c < 256 or xr.shape[0] == 0:
+    if c < 2048 or xr.shape[0] == 0:
         return 0
-    sample = xr[0, :4096]
-    return 14 if 2 * np.unique(sample).size < sample.size else 0
+    few = (xr[0, :4096].view(np.uint64) & np.uint64((1 << 41) - 1)) == 0   # <= 12 bits
+    return 14 if bool(few.all()) else 0
 
 
 def _term_sums_compiled(tab, xr, br, tm, xtr, leadr, tr, cutoff):

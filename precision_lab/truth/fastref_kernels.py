@@ -22,10 +22,14 @@ truncated product), so the kernels replay the same chunks:
   into the row's int64 sums. Integer sums are exact and associative, so the row sums are the
   numpy path's, bit for bit.
 * With `cache_bits` > 0 (logits of a format with few distinct values: float16, bfloat16,
-  float8s), equal logits of one row and one chunk share one term: a direct-mapped cache
-  keyed by the float64's bits holds (value, count); an evicted or final entry adds
-  count x its term (limbs < 2**27, counts < 2**27: products < 2**54, the row sums stay below
-  2**63). The term is a function of the value within a chunk, so the sums are unchanged.
+  float8s), equal logits of one row and one chunk share one term: a hash table keyed by the
+  float64's bits (8 linear probes; a value that finds no slot is kept apart, counted once
+  per occurrence) holds (value, count); at the chunk's or the row's end each entry adds
+  count x its term (limbs < 2**27, counts < 2**27: products < 2**54, a row's sums stay
+  below C 2**27 < 2**63). The term is a function of the value within a chunk, so the sums
+  are unchanged.
+* For nl = 5 (the limb count of the default 100 bits) the products are written out
+  (`_mul5`, `_mul445`, `_mul545`): the same partial products, the same carries.
 
 Formats: logits float64 in, everything else int64 limbs (tables int32 / int64); the only
 float64 arithmetic is `_frac_limbs` and `_expm1_fix`'s (exact scalings, floors, and the
@@ -161,6 +165,36 @@ def _mul5(a, b, res):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _mul445(a, b, res):
+    """`_mul(a, 4, b, 4, 5, ...)` written out (x_f's square, nl = 5): 3 limbs."""
+    a1, a2, a3 = a[1], a[2], a[3]
+    b1, b2, b3 = b[1], b[2], b[3]
+    s0 = a1 * b3 + a2 * b2 + a3 * b1
+    s1 = a2 * b3 + a3 * b2 + (s0 >> R)
+    s2 = a3 * b3 + (s1 >> R)
+    res[0] = s1 & RMASK
+    res[1] = s2 & RMASK
+    res[2] = s2 >> R
+    return 3
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mul545(a, b, res):
+    """`_mul(a, 5, b, 4, 5, ...)` written out (b0 expm1(x_f), nl = 5): 4 limbs."""
+    a1, a2, a3, a4 = a[1], a[2], a[3], a[4]
+    b0, b1, b2, b3 = b[0], b[1], b[2], b[3]
+    s0 = a1 * b3 + a2 * b2 + a3 * b1 + a4 * b0
+    s1 = a2 * b3 + a3 * b2 + a4 * b1 + (s0 >> R)
+    s2 = a3 * b3 + a4 * b2 + (s1 >> R)
+    s3 = a4 * b3 + (s2 >> R)
+    res[0] = s1 & RMASK
+    res[1] = s2 & RMASK
+    res[2] = s3 & RMASK
+    res[3] = s3 >> R
+    return 4
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _from_float(v, k, out):
     """`fastref._from_float`: floor(v) for float64 v >= 0 as k limbs (exact)."""
     w = np.floor(v)
@@ -206,7 +240,10 @@ def _g_off(xv, xs, fl, l, nl, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf, a1t, b
         term[j] = xl[j]
     kt = kx
     for k in range(2, kend):
-        kp = _mul(term, kt, xl, kx, nl, acc, pr)
+        if nl == 5 and kt == 4 and kx == 4:
+            kp = _mul445(term, xl, pr)
+        else:
+            kp = _mul(term, kt, xl, kx, nl, acc, pr)
         if k & (k - 1):                  # _div_small
             rem = np.int64(0)
             for j in range(kp - 1, -1, -1):
@@ -241,7 +278,10 @@ def _g_off(xv, xs, fl, l, nl, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf, a1t, b
     lb = l & 1023
     for j in range(nl):
         f[j] = b0t[lb, j]
-    kbe = _mul(f, nl, e, ke, nl, acc, be)
+    if nl == 5 and ke == 4:
+        kbe = _mul545(f, e, be)
+    else:
+        kbe = _mul(f, nl, e, ke, nl, acc, be)
     for j in range(ke):
         f[j] += e[j]
     for j in range(kbe):
