@@ -41,7 +41,7 @@ from contextvars import ContextVar
 import numpy as np
 
 from ..errors import InputError
-from . import elementary
+from . import elementary, fastelem
 from .formats import (
     FORMATS,
     NEAREST,
@@ -165,7 +165,9 @@ class Arithmetic:
                 return self.round(_LIBM[name](v))
         # stochastic rounding: the correctly rounded float64 value, rounded stochastically
         target = FORMATS["float64"] if self.fmt.rounding == STOCHASTIC else self.fmt
-        if self.elementary == "correct":
+        if self.elementary == "correct" and target is self.fmt:
+            out = fastelem.compute(name, v, target)  # the same bits, compiled (fastelem)
+        elif self.elementary == "correct":
             out = elementary.compute(name, v, target)[0]
         else:
             out = elementary.reference(name, v, target)
@@ -238,12 +240,13 @@ class Arithmetic:
             return total
         return self.round(total)
 
-    def _sequential_sum(self, v: np.ndarray, acc_fmt: Format) -> np.ndarray:
+    def _sequential_sum(self, v: np.ndarray, acc_fmt: Format, compiled: bool = True) -> np.ndarray:
         """s_k = round(s_{k-1} + v_k) along the last axis, one rounding per partial sum.
 
         The loop inlines `round_to_format` / `round_stochastic` (the tests check it against
-        them): where every term has one sign the partial sums are monotone, so an overflow at
-        any step is one at the end and is applied there. Stochastic bits of step k: keyed by
+        them; round to nearest at p <= 25 runs compiled, fastelem.sequential_sum, the same
+        steps; `compiled=False` runs this loop): where every term has one sign the partial
+        sums are monotone, so an overflow at any step is one at the end and is applied there. Stochastic bits of step k: keyed by
         the row's terms (`row_keys`), drawn for every step at once."""
         self.ops += 1
         p, qmin = acc_fmt.precision, acc_fmt.emin - acc_fmt.precision + 1
@@ -251,6 +254,8 @@ class Arithmetic:
         wide = p > 25 and not stochastic  # ties need the exact residual
         with np.errstate(invalid="ignore"):
             one_sign = bool(np.all(v >= 0) or np.all(v <= 0))
+        if compiled and not (wide or stochastic) and v.shape[-1] > 0:
+            return fastelem.sequential_sum(v, acc_fmt, one_sign)  # this loop, compiled
         if stochastic:
             u = uniform53(keyed_bits(acc_fmt.seed, self.ops, np.arange(v.shape[-1]),
                                      row_keys(v)[..., None]))
