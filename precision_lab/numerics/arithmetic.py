@@ -246,8 +246,8 @@ class Arithmetic:
         The loop inlines `round_to_format` / `round_stochastic` (the tests check it against
         them; round to nearest at p <= 25 runs compiled, fastelem.sequential_sum, the same
         steps; `compiled=False` runs this loop): where every term has one sign the partial
-        sums are monotone, so an overflow at any step is one at the end and is applied there. Stochastic bits of step k: keyed by
-        the row's terms (`row_keys`), drawn for every step at once."""
+        sums are monotone, so an overflow at any step is one at the end and is applied there.
+        Stochastic bits of step k: keyed by the row's terms (`row_keys`), drawn for every step at once."""
         self.ops += 1
         p, qmin = acc_fmt.precision, acc_fmt.emin - acc_fmt.precision + 1
         stochastic = acc_fmt.rounding == STOCHASTIC
