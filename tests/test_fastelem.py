@@ -177,3 +177,27 @@ def test_bfloat16_accumulate_is_float32_then_bfloat16():
     ok = ~np.isnan(ref)
     assert np.array_equal(np.isnan(s), ~ok)
     assert np.array_equal(raw(s[ok]), raw(ref[ok]))
+
+
+@pytest.mark.parametrize("name", ["bfloat16", "float16", "float8_e5m2", "float8_e4m3fn",
+                                  "float32"])
+def test_compiled_accumulate_is_numpy_accumulate(name):
+    """fastelem.accumulate_native is numpy's add.accumulate in the dtype, bit for bit, or
+    declines (None: non-finite inputs or sums, inputs that are not values of the format)."""
+    fmt = FORMATS[name]
+    rng = np.random.default_rng(6)
+    rows = _sum_inputs(fmt, rng) + [rng.normal(0, 3, (3, 100)),
+                                    np.array([NAN_PAYLOAD.tolist() + [1.0] * 98])]
+    declined = 0
+    for v in rows:
+        with np.errstate(over="ignore", invalid="ignore"):
+            ref = np.add.accumulate(v.astype(fmt.dtype), axis=-1)[..., -1].astype(np.float64)
+        got = fe.accumulate_native(v, fmt)
+        if got is None:
+            declined += 1
+            continue
+        assert np.array_equal(raw(got), raw(ref)), name
+    assert declined < len(rows)
+    ar = Arithmetic(fmt)
+    v = fmt.round(rng.normal(0, 3, (13, 257)))
+    assert np.array_equal(raw(ar.sum(v)), raw(fe.accumulate_native(v, fmt)))

@@ -314,3 +314,111 @@ def sequential_sum(v: np.ndarray, fmt, one_sign: bool) -> np.ndarray:
     _sum_kernel(v2, out, int(fmt.precision), int(fmt.emin - fmt.precision + 1),
                 float(fmt.max_finite), _OVERFLOW[fmt.overflow], bool(one_sign))
     return out.reshape(lead)
+
+
+# --- numpy's add.accumulate in a native dtype, compiled ----------------------------------------
+
+_BLOCK = 8                   # rows summed side by side (independent chains: instruction-level
+#                              parallelism; each row's order of additions is unchanged)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _round_bits(s, p, min_normal, qmin, max_finite):
+    """Round float64 s to p bits, nearest-even (fastround's steps), quantum at least 2**qmin:
+    +-inf past max_finite."""
+    if s != s or s == 0.0 or math.isinf(s):
+        return s
+    if abs(s) >= min_normal:
+        shift = np.uint64(53 - p)
+        half = (np.uint64(1) << (shift - np.uint64(1))) - np.uint64(1)
+        b = _bits(s)
+        r = _float((b + half + ((b >> shift) & np.uint64(1))) & ~((np.uint64(1) << shift)
+                                                                  - np.uint64(1)))
+        return math.copysign(np.inf, s) if abs(r) > max_finite else r
+    _, e = math.frexp(s)
+    q = max(e - p, qmin)
+    y = math.ldexp(np.rint(math.ldexp(s, -q)), q)
+    return math.copysign(np.inf, s) if abs(y) > max_finite else y
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _is_value(x, low, p, min_normal, qmin, max_finite):
+    """x is a finite value of the format (a normal one: no bits below its last place)."""
+    if abs(x) >= min_normal:
+        return (_bits(x) & low) == np.uint64(0) and abs(x) <= max_finite
+    return _round_bits(x, p, min_normal, qmin, max_finite) == x
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate_native(v, out, p, min_normal, qmin, max_finite):
+    """Row sums of v (N, C), every partial sum correctly rounded to the format (p bits,
+    quantum at least 2**qmin): s = t + v_k in float64 (exact or within 2**-53; 53 >= 2p + 2,
+    so the rounding of it to p bits is the correct rounding of the exact sum; the rounding is
+    fastround's, tested equal to round_to_format). Returns False (out unusable) where an input
+    is not a finite value of the format or a sum is not finite: the caller then runs numpy
+    (whose nan and overflow encodings it keeps)."""
+    n, c = v.shape
+    shift = np.uint64(53 - p)
+    low = (np.uint64(1) << shift) - np.uint64(1)
+    half = (np.uint64(1) << (shift - np.uint64(1))) - np.uint64(1)
+    t = np.empty(_BLOCK)
+    for r0 in range(0, n, _BLOCK):
+        nb = min(_BLOCK, n - r0)
+        for b in range(nb):
+            x = v[r0 + b, 0]
+            if not _is_value(x, low, p, min_normal, qmin, max_finite):
+                return False
+            t[b] = x
+        for k in range(1, c):
+            for b in range(nb):
+                x = v[r0 + b, k]
+                if not _is_value(x, low, p, min_normal, qmin, max_finite):
+                    return False
+                y = t[b] + x
+                if abs(y) >= min_normal:       # and finite: inputs and partial sums are
+                    bb = _bits(y)
+                    y = _float((bb + half + ((bb >> shift) & np.uint64(1))) & ~low)
+                    if abs(y) > max_finite:
+                        return False
+                else:
+                    y = _round_bits(y, p, min_normal, qmin, max_finite)
+                t[b] = y
+        for b in range(nb):
+            out[r0 + b] = t[b]
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate_float32(v, out):
+    """numpy's add.accumulate(v.astype(float32)) along rows, last column: float32 casts and
+    float32 additions (the same IEEE operations), rows side by side. Returns False where a
+    sum is not finite (numpy's nan encodings are its own: the caller runs numpy)."""
+    n, c = v.shape
+    t = np.empty(_BLOCK, dtype=np.float32)
+    for r0 in range(0, n, _BLOCK):
+        nb = min(_BLOCK, n - r0)
+        for b in range(nb):
+            t[b] = np.float32(v[r0 + b, 0])
+        for k in range(1, c):
+            for b in range(nb):
+                t[b] = t[b] + np.float32(v[r0 + b, k])
+        for b in range(nb):
+            if math.isinf(t[b]) or t[b] != t[b]:
+                return False
+            out[r0 + b] = np.float64(t[b])
+    return True
+
+
+def accumulate_native(v: np.ndarray, fmt):
+    """`np.add.accumulate(v.astype(fmt.dtype), axis=-1)[..., -1]` as float64, compiled, for
+    float32 and the native formats of p <= 25; None where the compiled path declines (then
+    numpy's is to run)."""
+    lead = v.shape[:-1]
+    v2 = np.ascontiguousarray(v, dtype=np.float64).reshape(-1, v.shape[-1])
+    out = np.empty(v2.shape[0])
+    if fmt.name == "float32":
+        return out.reshape(lead) if _accumulate_float32(v2, out) else None
+    if _accumulate_native(v2, out, int(fmt.precision), float(fmt.min_normal),
+                          int(fmt.emin - fmt.precision + 1), float(fmt.max_finite)):
+        return out.reshape(lead)
+    return None
