@@ -201,3 +201,36 @@ def test_compiled_accumulate_is_numpy_accumulate(name):
     ar = Arithmetic(fmt)
     v = fmt.round(rng.normal(0, 3, (13, 257)))
     assert np.array_equal(raw(ar.sum(v)), raw(fe.accumulate_native(v, fmt)))
+
+
+# --- the online method's block-at-once pass ---------------------------------------------------
+
+@pytest.mark.parametrize("name", ["bfloat16", "float16", "float32", "float64", "tf32",
+                                  "float8_e4m3fn", "float8_e5m2", "float16_sat",
+                                  "p=30,emin=-60,emax=60"])
+def test_online_blocks_is_the_block_loop(name):
+    """methods._online_ms_blocks (every block's elementwise work at once) gives the loop's
+    bits: row lengths below, at and past multiples of the block, +-inf and nan logits,
+    overflowing sums, every accumulator."""
+    from precision_lab.numerics import methods as me
+    from precision_lab.numerics.arithmetic import accumulators_for
+    fmt = get_format(name)
+    rng = np.random.default_rng(8)
+    b = me.ONLINE_BLOCK
+    for c in (1, 5, b, b + 1, 3 * b, 3 * b + 77):
+        x = fmt.round(rng.normal(0, 4, (6, c)))
+        x[1] = fmt.round(rng.normal(0, 1, c) + np.log(fmt.max_finite))   # sums overflow
+        x[2, 0] = np.inf
+        x[3, -1] = -np.inf
+        x[4, c // 2] = np.nan
+        x[5] = -np.inf
+        for acc in accumulators_for(fmt):
+            ar = Arithmetic(fmt, acc)
+            assert me._online_vectorisable(ar)
+            m1, s1 = me._online_ms_blocks(ar, x)
+            m2, s2 = me._online_ms_loop(Arithmetic(fmt, acc), x)
+            assert np.array_equal(raw(m1), raw(m2)) and np.array_equal(raw(s1), raw(s2)), \
+                (name, c, acc)
+    assert not me._online_vectorisable(Arithmetic(get_format("float16,round=sr")))
+    assert not me._online_vectorisable(Arithmetic(FORMATS["float16"], "working_sr"))
+    assert not me._online_vectorisable(Arithmetic(FORMATS["float16"], elementary="libm"))
