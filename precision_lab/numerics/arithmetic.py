@@ -41,7 +41,7 @@ from contextvars import ContextVar
 import numpy as np
 
 from ..errors import InputError
-from . import elementary, fastelem
+from . import elementary, fastelem, fastround
 from .formats import (
     FORMATS,
     NEAREST,
@@ -165,16 +165,14 @@ class Arithmetic:
                 return self.round(_LIBM[name](v))
         # stochastic rounding: the correctly rounded float64 value, rounded stochastically
         target = FORMATS["float64"] if self.fmt.rounding == STOCHASTIC else self.fmt
-        if self.elementary == "correct" and target is self.fmt:
-            out = fastelem.compute(name, v, target)  # the same bits, compiled (fastelem)
-        elif self.elementary == "correct":
-            out = elementary.compute(name, v, target)[0]
+        if self.elementary == "correct":  # elementary.compute's bits, compiled (fastelem)
+            out = fastelem.compute(name, v, target)
         else:
             out = elementary.reference(name, v, target)
         if target is not self.fmt:
             return self.round(out)
-        inf = np.isinf(out)
-        if inf.any():  # an overflow (or an infinite result) as the format's rounding treats it
+        if fastelem.any_inf(out):  # an overflow (or an infinite result) as the format's
+            inf = np.isinf(out)    # rounding treats it
             with np.errstate(over="ignore"):
                 beyond = np.ldexp(1.0, self.fmt.emax + 1)
             out = self.round(np.where(inf, np.copysign(beyond, out), out))
@@ -200,6 +198,11 @@ class Arithmetic:
             return self.round(*self._add_exact(a, b, self.fmt))
 
     def sub(self, a, b):
+        fmt = self.fmt
+        if (fmt.rounding == NEAREST and fmt.precision <= 25 and fmt.overflow == "inf"
+                and _fusable(a, b)):
+            self.ops += 1                      # as self.round would count it
+            return fastround.sub_compiled(a, b, fmt.precision, fmt.emin, fmt.max_finite)
         with np.errstate(invalid="ignore", over="ignore"):
             return self.round(*self._add_exact(a, np.negative(b), self.fmt))
 
@@ -285,6 +288,14 @@ class Arithmetic:
             if one_sign:
                 total = overflow_to_format(total, total, acc_fmt)
         return total
+
+
+def _fusable(a, b) -> bool:
+    """a (N, C) and b (N, 1) or (N, C), both float64 arrays: what fastround.sub_compiled
+    takes (the subtraction and its one rounding in one pass, the same bits)."""
+    return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.ndim == 2
+            and b.ndim == 2 and a.dtype == np.float64 and b.dtype == np.float64
+            and b.shape[0] == a.shape[0] and b.shape[1] in (1, a.shape[1]) and a.size > 0)
 
 
 def _split(a: np.ndarray):

@@ -37,13 +37,12 @@ import threading
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
 from . import elementary
+from .fastround import _bits, _float
 
-__all__ = ["compute", "table_size", "TABLE_MAX", "sequential_sum", "exp_compiled"]
+__all__ = ["compute", "table_size", "TABLE_MAX", "sequential_sum", "exp_compiled",
+           "accumulate_native", "any_inf"]
 
 TABLE_MAX = 1 << 20          # entries of the largest table built (tf32: 540,677; 4.3 MB)
 _TABLES: dict = {}
@@ -130,22 +129,6 @@ _L1, _L2, _L3, _INV_L = elementary._L1, elementary._L2, elementary._L3, elementa
 _EXP_BOUND = elementary.BOUNDS["exp"]
 _EB = elementary.EXP_BITS
 _NM = (1 << elementary.EXP_BITS) - 1
-
-
-@intrinsic
-def _bits(typingctx, x):
-    """The bits of float64 x as uint64 (a register bitcast)."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-    return types.uint64(types.float64), codegen
-
-
-@intrinsic
-def _float(typingctx, b):
-    """The float64 whose bits are uint64 b."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-    return types.float64(types.uint64), codegen
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -265,6 +248,19 @@ def compute(name: str, x, fmt) -> np.ndarray:
     if name == "exp":
         return exp_compiled(x, fmt)
     return elementary.compute(name, x, fmt)[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _any_inf(x):
+    for i in range(x.size):
+        if math.isinf(x[i]):
+            return True
+    return False
+
+
+def any_inf(x: np.ndarray) -> bool:
+    """np.isinf(x).any(), in one pass without a temporary."""
+    return bool(_any_inf(np.ascontiguousarray(x, dtype=np.float64).reshape(-1)))
 
 
 @numba.njit(cache=True, nogil=True)

@@ -20,8 +20,11 @@ import math
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
-__all__ = ["round_compiled", "MIN_SIZE"]
+__all__ = ["round_compiled", "sub_compiled", "MIN_SIZE"]
 
 MIN_SIZE = 1            # every non-empty array (even a few values: numpy's path costs more)
 _MAGIC = 4503599627370496.0  # 2**52
@@ -65,3 +68,78 @@ def round_compiled(x: np.ndarray, precision: int, emin: int, max_finite: float) 
     _kernel(flat, flat.view(np.uint64), out, out.view(np.uint64), int(precision),
             int(emin - precision + 1), float(max_finite), float(2.0 ** emin))
     return out.reshape(np.shape(x))
+
+
+@intrinsic
+def _bits(typingctx, x):
+    """The bits of float64 x as uint64 (a register bitcast)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+    return types.uint64(types.float64), codegen
+
+
+@intrinsic
+def _float(typingctx, b):
+    """The float64 whose bits are uint64 b."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(types.uint64), codegen
+
+
+_SIGN = np.uint64(1 << 63)
+_QUIET = np.uint64(1 << 51)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sub_kernel(a, b, out, p, qmin, max_finite, min_normal):
+    """out = round(a + (-b)) for a (N, C), b (N, 1) or (N, C): numpy's np.add(a, np.negative(b))
+    then `_kernel`'s rounding, element by element. NaN as numpy's add makes it on x86: a's
+    (quieted) if a is nan, else -b's (quieted)."""
+    shift = np.uint64(53 - p)
+    half = (np.uint64(1) << (shift - np.uint64(1))) - np.uint64(1)
+    mask = ~((np.uint64(1) << shift) - np.uint64(1))
+    one = np.uint64(1)
+    n, c = a.shape
+    bcol = b.shape[1] != 1
+    for i in range(n):
+        bi = b[i, 0]
+        for k in range(c):
+            x = a[i, k]
+            y = b[i, k] if bcol else bi
+            if x != x or y != y:
+                if x == x:          # -b's nan, quieted (LLVM may turn a + (-b) into a - b)
+                    bb = b[i, k] if bcol else bi
+                    out[i, k] = _float((_bits(bb) ^ _SIGN) | _QUIET)
+                else:
+                    out[i, k] = x - y   # a's nan, quieted (the first operand's)
+                continue
+            v = x - y
+            if v == 0.0 or math.isinf(v):
+                out[i, k] = v
+                continue
+            if abs(v) >= min_normal:
+                bits = _bits(v)
+                w = _float((bits + half + ((bits >> shift) & one)) & mask)
+                out[i, k] = math.copysign(math.inf, v) if abs(w) > max_finite else w
+                continue
+            _, e = math.frexp(v)
+            q = max(e - p, qmin)
+            s = math.ldexp(v, -q)
+            r2 = math.copysign((abs(s) + _MAGIC) - _MAGIC, s)
+            z = math.ldexp(r2, q)
+            if abs(z) > max_finite:
+                z = math.copysign(math.inf, v)
+            out[i, k] = z
+
+
+def sub_compiled(a: np.ndarray, b: np.ndarray, precision: int, emin: int,
+                 max_finite: float) -> np.ndarray:
+    """`round_to_format(np.add(a, np.negative(b)))` for float64 a (N, C) and b (N, 1) or
+    (N, C), a format of precision <= 25 (one rounding of the float64 difference), overflow
+    to +-inf; float64 (N, C) out."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    b = np.ascontiguousarray(b, dtype=np.float64)
+    out = np.empty_like(a)
+    _sub_kernel(a, b, out, int(precision), int(emin - precision + 1), float(max_finite),
+                float(2.0 ** emin))
+    return out
