@@ -139,78 +139,101 @@ def _pow2(q):
     return normal if q >= -1022 else sub
 
 
+_CH = 512                    # elements per chunk of the compiled exp (scratch in L1)
+
+
 @numba.njit(cache=True, nogil=True)
 def _exp_kernel(x, out, amb, th_, tl_, thh_, thl_, l1, l2, l3, inv_l, bound, p, emin,
                 max_finite):
     """out[i] = exp(x[i]) rounded into the format (p, emin, max_finite); amb[i] where the
     rounding is uncertain (then out[i] is to be recomputed). Returns the number uncertain.
-    Branch-free (selects), so that the loop vectorises; elements outside [-746, 710] are
-    evaluated at 0 and their results replaced."""
+    Per chunk: the argument reduction, the table loads, then the rest, each a loop of its
+    own without branches (selects), so that the two arithmetic loops vectorise; elements
+    outside [-746, 710] are evaluated at 0 and their results replaced."""
     n_amb = 0
     qmin = emin - p + 1
-    for i in range(x.size):
-        x0 = x[i]
-        inside = x0 >= -746.0 and x0 <= 710.0
-        v = x0 if inside else 0.0
-        # _exp_dd
-        n = (v * inv_l + _MAGIC) - _MAGIC
-        r0 = v - n * l1
-        b2 = -(n * l2)
-        s = r0 + b2
-        bb = s - r0
-        rl = (r0 - (s - bb)) + (b2 - bb)
-        rh = s
-        b2 = rl - n * l3
-        s = rh + b2
-        bb = s - rh
-        rl = (rh - (s - bb)) + (b2 - bb)
-        rh = s
-        ni = np.int64(n)
-        j = ni & _NM
-        m = (ni - j) >> _EB
-        th = th_[j]
-        tl = tl_[j]
-        pp = rh * rh * (0.5 + rh * (_C6 + rh * (_C24 + rh * _C120)))
-        ap = rh * th
-        t = _SPLIT * rh
-        rhh = t - (t - rh)
-        rhl = rh - rhh
-        bh = thh_[j]
-        bl = thl_[j]
-        al = ((rhh * bh - ap) + rhh * bl + rhl * bh) + rhl * bl
-        sh = th + ap
-        bb = sh - th
-        sl = (th - (sh - bb)) + (ap - bb)
-        lo = sl + (al + (th * (rl + pp) + (tl + tl * rh)))
-        hi = sh + lo
-        lo = lo - (hi - sh)
-        # _round(hi, lo, m, fmt, bound); hi > 1/2 here, so frexp(hi) comes from its bits:
-        # fr == 0.5 exactly where its fraction bits are zero
-        neg = hi < 0
-        sgn = -1.0 if neg else 1.0
-        ah = hi * sgn
-        al = lo * sgn
-        hb = _bits(ah)
-        e = np.int64((hb >> np.uint64(52)) & np.uint64(0x7FF)) - 1022
-        fr_half = (hb & np.uint64(_FRAC)) == np.uint64(0)
-        big = e - 1 + m - (1 if (fr_half and al < 0) else 0)
-        qe = max(big - p + 1, qmin)
-        sc = m - qe                  # in [-1022, 1023]: 2**sc is a normal double, and
-        s2 = _pow2(sc)               # ldexp(y, sc) = y * 2**sc, both one correct rounding
-        shh = ah * s2
-        sll = al * s2
-        n0 = np.floor(shh)
-        f = (shh - n0) + sll
-        fl = np.floor(f)
-        a = inside and abs(f - (fl + 0.5)) <= 2.0 * bound * shh + 2.0 ** -50
-        amb[i] = a
-        n_amb += 1 if a else 0
-        nn = n0 + fl + (1.0 if f - fl > 0.5 else 0.0)
-        val = nn * _pow2(qe)         # = ldexp(nn, qe): exact, or inf past float64's range
-        val = np.inf if val > max_finite else val
-        res = sgn * val
-        special = np.inf if x0 > 710.0 else (0.0 if x0 < -746.0 else np.nan)
-        out[i] = res if inside else special
+    rh_ = np.empty(_CH)
+    rl_ = np.empty(_CH)
+    m_ = np.empty(_CH, dtype=np.int64)
+    j_ = np.empty(_CH, dtype=np.int64)
+    th = np.empty(_CH)
+    tl = np.empty(_CH)
+    bh = np.empty(_CH)
+    bl = np.empty(_CH)
+    for c0 in range(0, x.size, _CH):
+        nc = min(_CH, x.size - c0)
+        for i in range(nc):                  # _exp_dd: the argument reduction
+            x0 = x[c0 + i]
+            inside = x0 >= -746.0 and x0 <= 710.0
+            v = x0 if inside else 0.0
+            n = (v * inv_l + _MAGIC) - _MAGIC
+            r0 = v - n * l1
+            b2 = -(n * l2)
+            s = r0 + b2
+            bb = s - r0
+            rl = (r0 - (s - bb)) + (b2 - bb)
+            rh = s
+            b2 = rl - n * l3
+            s = rh + b2
+            bb = s - rh
+            rl_[i] = (rh - (s - bb)) + (b2 - bb)
+            rh_[i] = s
+            ni = np.int64(n)
+            jj = ni & _NM
+            j_[i] = jj
+            m_[i] = (ni - jj) >> _EB
+        for i in range(nc):                  # the table loads
+            jj = j_[i]
+            th[i] = th_[jj]
+            tl[i] = tl_[jj]
+            bh[i] = thh_[jj]
+            bl[i] = thl_[jj]
+        for i in range(nc):                  # the rest of _exp_dd, then _round
+            x0 = x[c0 + i]
+            inside = x0 >= -746.0 and x0 <= 710.0
+            rh = rh_[i]
+            rl = rl_[i]
+            m = m_[i]
+            t_h = th[i]
+            pp = rh * rh * (0.5 + rh * (_C6 + rh * (_C24 + rh * _C120)))
+            ap = rh * t_h
+            t = _SPLIT * rh
+            rhh = t - (t - rh)
+            rhl = rh - rhh
+            al = ((rhh * bh[i] - ap) + rhh * bl[i] + rhl * bh[i]) + rhl * bl[i]
+            sh = t_h + ap
+            bb = sh - t_h
+            sl = (t_h - (sh - bb)) + (ap - bb)
+            lo = sl + (al + (t_h * (rl + pp) + (tl[i] + tl[i] * rh)))
+            hi = sh + lo
+            lo = lo - (hi - sh)
+            # _round(hi, lo, m, fmt, bound); hi > 1/2 here, so frexp(hi) comes from its
+            # bits: fr == 0.5 exactly where its fraction bits are zero
+            neg = hi < 0
+            sgn = -1.0 if neg else 1.0
+            ah = hi * sgn
+            al = lo * sgn
+            hb = _bits(ah)
+            e = np.int64((hb >> np.uint64(52)) & np.uint64(0x7FF)) - 1022
+            fr_half = (hb & np.uint64(_FRAC)) == np.uint64(0)
+            big = e - 1 + m - (1 if (fr_half and al < 0) else 0)
+            qe = max(big - p + 1, qmin)
+            sc = m - qe              # in [-1022, 1023]: 2**sc is a normal double, and
+            s2 = _pow2(sc)           # ldexp(y, sc) = y * 2**sc, both one correct rounding
+            shh = ah * s2
+            sll = al * s2
+            n0 = np.floor(shh)
+            f = (shh - n0) + sll
+            fl = np.floor(f)
+            a = inside and abs(f - (fl + 0.5)) <= 2.0 * bound * shh + 2.0 ** -50
+            amb[c0 + i] = a
+            n_amb += 1 if a else 0
+            nn = n0 + fl + (1.0 if f - fl > 0.5 else 0.0)
+            val = nn * _pow2(qe)     # = ldexp(nn, qe): exact, or inf past float64's range
+            val = np.inf if val > max_finite else val
+            res = sgn * val
+            special = np.inf if x0 > 710.0 else (0.0 if x0 < -746.0 else np.nan)
+            out[c0 + i] = res if inside else special
     return n_amb
 
 
