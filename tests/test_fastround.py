@@ -60,3 +60,23 @@ def test_fused_subtraction_is_add_negative_then_round(name):
         np.testing.assert_array_equal(got.view(np.uint64), ref.view(np.uint64))
         np.testing.assert_array_equal(Arithmetic(fmt).sub(a, b).view(np.uint64),
                                       ref.view(np.uint64))
+
+
+@pytest.mark.parametrize("name", ["float16", "bfloat16", "float32", "float8_e5m2"])
+def test_scaled_sum_is_rounded_products_and_sums(name):
+    """fastround.scaled_sum_compiled is the loop s = round(round(s scale) + term) with
+    round_compiled, bit for bit (edge values, subnormals, overflow, nan)."""
+    from precision_lab.numerics.fastround import scaled_sum_compiled
+    fmt = FORMATS[name]
+    rng = np.random.default_rng(2)
+    edge = np.resize(np.array(EDGE), (5, 40))
+    scale = np.concatenate([_round_numpy(rng.uniform(0, 1, (6, 40)), fmt), np.abs(edge)])
+    term = np.concatenate([_round_numpy(rng.uniform(0, 1, (6, 40)) * np.exp2(
+        rng.integers(-30, 18, (6, 40))), fmt), _round_numpy(edge[::-1] * 0.75, fmt)])
+    s = np.zeros(len(scale))
+    args = (fmt.precision, fmt.emin, fmt.max_finite)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for b in range(scale.shape[1]):
+            s = round_compiled(round_compiled(s * scale[:, b], *args) + term[:, b], *args)
+    got = scaled_sum_compiled(scale, term, *args)
+    _same(got, s)

@@ -143,3 +143,47 @@ def sub_compiled(a: np.ndarray, b: np.ndarray, precision: int, emin: int,
     _sub_kernel(a, b, out, int(precision), int(emin - precision + 1), float(max_finite),
                 float(2.0 ** emin))
     return out
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _round1(v, p, qmin, max_finite, min_normal):
+    """`_kernel`'s rounding of one value."""
+    if v != v or v == 0.0 or math.isinf(v):
+        return v
+    if abs(v) >= min_normal:
+        shift = np.uint64(53 - p)
+        half = (np.uint64(1) << (shift - np.uint64(1))) - np.uint64(1)
+        mask = ~((np.uint64(1) << shift) - np.uint64(1))
+        b = _bits(v)
+        w = _float((b + half + ((b >> shift) & np.uint64(1))) & mask)
+        return math.copysign(math.inf, v) if abs(w) > max_finite else w
+    _, e = math.frexp(v)
+    q = max(e - p, qmin)
+    s = math.ldexp(v, -q)
+    r = math.copysign((abs(s) + _MAGIC) - _MAGIC, s)
+    y = math.ldexp(r, q)
+    return math.copysign(math.inf, v) if abs(y) > max_finite else y
+
+
+@numba.njit(cache=True, nogil=True)
+def _scaled_sum_kernel(scale, term, out, p, qmin, max_finite, min_normal):
+    n, nb = scale.shape
+    for i in range(n):
+        s = 0.0
+        for b in range(nb):
+            s = _round1(_round1(s * scale[i, b], p, qmin, max_finite, min_normal)
+                        + term[i, b], p, qmin, max_finite, min_normal)
+        out[i] = s
+
+
+def scaled_sum_compiled(scale: np.ndarray, term: np.ndarray, precision: int, emin: int,
+                        max_finite: float) -> np.ndarray:
+    """Per row i, s = 0 then s = round(round(s scale[i, b]) + term[i, b]) for each column b:
+    the online softmax's running sum, each product and sum (float64) rounded once to a
+    format of precision <= 25 overflowing to +-inf, as round_compiled rounds; float64 (N,)."""
+    scale = np.ascontiguousarray(scale, dtype=np.float64)
+    term = np.ascontiguousarray(term, dtype=np.float64)
+    out = np.empty(scale.shape[0])
+    _scaled_sum_kernel(scale, term, out, int(precision), int(emin - precision + 1),
+                       float(max_finite), float(2.0 ** emin))
+    return out

@@ -31,6 +31,7 @@ from numpy.typing import ArrayLike
 
 from ..data.inputs import validate_batch
 from ..errors import InputError
+from . import fastround
 from .arithmetic import ACCUMULATORS, OWN, WORKING, Arithmetic, accumulators_for
 from .formats import NEAREST, Format, get_format
 from .optioned import Terms, options_forward, reduce_rows, torch_options
@@ -365,6 +366,12 @@ def _online_ms_blocks(ar: Arithmetic, x):
     with np.errstate(invalid="ignore"):  # -inf - -inf on the first block: its scale is 0
         scale_old = np.where(old == -np.inf, 0.0, ar.exp(ar.sub(old, new)))
     term = ar.round(sb * ar.exp(ar.sub(mb, new)))
+    fmt = ar.fmt
+    if fmt.precision <= 25 and fmt.overflow == "inf":  # one rounding of each float64 result
+        ar.ops += 2 * mb.shape[1]                        # as the loop below counts them
+        s = fastround.scaled_sum_compiled(scale_old, term, fmt.precision, fmt.emin,
+                                          fmt.max_finite)
+        return new[:, -1], s
     s = np.zeros(n)
     for b in range(mb.shape[1]):
         s = ar.add(ar.round(s * scale_old[:, b]), term[:, b])
