@@ -2,7 +2,13 @@
 the working format, and sums accumulated sequentially in a chosen accumulator.
 
 exp, log, log1p, expm1 and tanh are correctly rounded into the format (numerics.elementary: the
-same bits on every CPU). `elementary` names the variant: "correct" (the default), "libm"
+same bits on every CPU; evaluated through numerics.fastelem, its compiled paths with the same
+bits: table look-ups for narrow formats, a compiled exp for wide ones). Compiled kernels
+beside the numpy paths they mirror, each tested equal to it: `sub` (fastround.sub_compiled:
+the difference and its rounding in one pass), sums in a native format (fastelem's
+`accumulate_native`: numpy's add.accumulate in float32 or the narrow dtype, rows side by side)
+and the sequential loop of round-to-nearest accumulators of p <= 25 (fastelem's
+`sequential_sum`). `elementary` names the variant: "correct" (the default), "libm"
 (numpy's float64 functions rounded once to the format: within an ulp of float64, and
 machine-dependent, since numpy picks SIMD kernels by CPU), or "mpmath" (the pure-Python
 reference path, slow; for cross-checks). `elementary_variant(name)` sets the default within a
