@@ -1,5 +1,7 @@
 """A compiled (numba) kernel for `formats.round_to_format`: the same one correct rounding,
-bit for bit, in one pass without numpy's five float64 temporaries.
+bit for bit, without numpy's five float64 temporaries: a branch-free (vectorised) pass for values
+whose magnitude is in [min_normal, DBL_MAX], then, where there are others, a second pass
+for them.
 
 Per value v of magnitude at least the format's smallest normal: the float64 bits rounded at
 the format's last place, ties to even, by integer arithmetic (b + half - 1 + lsb, low bits
@@ -28,46 +30,8 @@ __all__ = ["round_compiled", "sub_compiled", "MIN_SIZE"]
 
 MIN_SIZE = 1            # every non-empty array (even a few values: numpy's path costs more)
 _MAGIC = 4503599627370496.0  # 2**52
-
-
-@numba.njit(cache=True, nogil=True)
-def _kernel(x, bits, out, obits, p, qmin, max_finite, min_normal):
-    shift = np.uint64(53 - p)
-    half = (np.uint64(1) << (shift - np.uint64(1))) - np.uint64(1)
-    mask = ~((np.uint64(1) << shift) - np.uint64(1))
-    one = np.uint64(1)
-    for i in range(x.size):
-        v = x[i]
-        if v != v or v == 0.0 or math.isinf(v):
-            out[i] = v
-            continue
-        if abs(v) >= min_normal:
-            # a normal result: round the float64 bits at the format's last place, ties to
-            # even (a carry into the exponent is the next binade, as it should be)
-            b = bits[i]
-            r = (b + half + ((b >> shift) & one)) & mask
-            obits[i] = r
-            if abs(out[i]) > max_finite:
-                out[i] = math.copysign(math.inf, v)
-            continue
-        _, e = math.frexp(v)
-        q = max(e - p, qmin)
-        s = math.ldexp(v, -q)
-        r = math.copysign((abs(s) + _MAGIC) - _MAGIC, s)
-        y = math.ldexp(r, q)
-        if abs(y) > max_finite:
-            y = math.copysign(math.inf, v)
-        out[i] = y
-
-
-def round_compiled(x: np.ndarray, precision: int, emin: int, max_finite: float) -> np.ndarray:
-    """`round_to_format` of float64 `x` for a format of `precision` < 53 bits (float64 out,
-    the shape of x)."""
-    flat = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
-    out = np.empty_like(flat)
-    _kernel(flat, flat.view(np.uint64), out, out.view(np.uint64), int(precision),
-            int(emin - precision + 1), float(max_finite), float(2.0 ** emin))
-    return out.reshape(np.shape(x))
+_SIGN = np.uint64(1 << 63)
+_DBL_MAX = 1.7976931348623157e308
 
 
 @intrinsic
@@ -86,7 +50,53 @@ def _float(typingctx, b):
     return types.float64(types.uint64), codegen
 
 
-_SIGN = np.uint64(1 << 63)
+@numba.njit(cache=True, nogil=True)
+def _kernel(x, bits, out, p, qmin, max_finite, min_normal):
+    shift = np.uint64(53 - p)
+    half = (np.uint64(1) << (shift - np.uint64(1))) - np.uint64(1)
+    mask = ~((np.uint64(1) << shift) - np.uint64(1))
+    one = np.uint64(1)
+    n_slow = 0
+    for i in range(x.size):
+        # a normal result: round the float64 bits at the format's last place, ties to even
+        # (a carry into the exponent is the next binade, as it should be); branch-free so
+        # that the loop vectorises; the other values are redone below
+        v = x[i]
+        av = abs(v)
+        b = bits[i]
+        w = _float((b + half + ((b >> shift) & one)) & mask)
+        out[i] = math.copysign(math.inf, v) if abs(w) > max_finite else w
+        n_slow += 0 if (av >= min_normal and av <= _DBL_MAX) else 1
+    if n_slow == 0:
+        return
+    for i in range(x.size):
+        v = x[i]
+        av = abs(v)
+        if av >= min_normal and av <= _DBL_MAX:
+            continue
+        if v != v or v == 0.0 or math.isinf(v):
+            out[i] = v
+            continue
+        _, e = math.frexp(v)
+        q = max(e - p, qmin)
+        s = math.ldexp(v, -q)
+        r = math.copysign((abs(s) + _MAGIC) - _MAGIC, s)
+        y = math.ldexp(r, q)
+        if abs(y) > max_finite:
+            y = math.copysign(math.inf, v)
+        out[i] = y
+
+
+def round_compiled(x: np.ndarray, precision: int, emin: int, max_finite: float) -> np.ndarray:
+    """`round_to_format` of float64 `x` for a format of `precision` < 53 bits (float64 out,
+    the shape of x)."""
+    flat = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    out = np.empty_like(flat)
+    _kernel(flat, flat.view(np.uint64), out, int(precision),
+            int(emin - precision + 1), float(max_finite), float(2.0 ** emin))
+    return out.reshape(np.shape(x))
+
+
 _QUIET = np.uint64(1 << 51)
 
 
@@ -101,26 +111,37 @@ def _sub_kernel(a, b, out, p, qmin, max_finite, min_normal):
     one = np.uint64(1)
     n, c = a.shape
     bcol = b.shape[1] != 1
+    slow = np.empty(c, dtype=np.bool_)
     for i in range(n):
         bi = b[i, 0]
-        for k in range(c):
+        n_slow = 0
+        for k in range(c):          # normal finite differences: branch-free, vectorises
+            y = b[i, k] if bcol else bi
+            v = a[i, k] - y
+            av = abs(v)
+            bits = _bits(v)
+            w = _float((bits + half + ((bits >> shift) & one)) & mask)
+            w = math.copysign(math.inf, v) if abs(w) > max_finite else w
+            fast = av >= min_normal and av <= _DBL_MAX
+            out[i, k] = w
+            slow[k] = not fast
+            n_slow += 0 if fast else 1
+        if n_slow == 0:
+            continue
+        for k in range(c):          # the others: nan, zero, inf, subnormal-range results
+            if not slow[k]:
+                continue
             x = a[i, k]
             y = b[i, k] if bcol else bi
             if x != x or y != y:
                 if x == x:          # -b's nan, quieted (LLVM may turn a + (-b) into a - b)
-                    bb = b[i, k] if bcol else bi
-                    out[i, k] = _float((_bits(bb) ^ _SIGN) | _QUIET)
+                    out[i, k] = _float((_bits(y) ^ _SIGN) | _QUIET)
                 else:
                     out[i, k] = x - y   # a's nan, quieted (the first operand's)
                 continue
             v = x - y
             if v == 0.0 or math.isinf(v):
                 out[i, k] = v
-                continue
-            if abs(v) >= min_normal:
-                bits = _bits(v)
-                w = _float((bits + half + ((bits >> shift) & one)) & mask)
-                out[i, k] = math.copysign(math.inf, v) if abs(w) > max_finite else w
                 continue
             _, e = math.frexp(v)
             q = max(e - p, qmin)
