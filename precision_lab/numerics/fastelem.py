@@ -380,20 +380,25 @@ def _accumulate_native(v, out, p, min_normal, qmin, max_finite):
     shift = np.uint64(53 - p)
     low = (np.uint64(1) << shift) - np.uint64(1)
     half = (np.uint64(1) << (shift - np.uint64(1))) - np.uint64(1)
+    flat = v.reshape(-1)
+    odd = 0                     # inputs not normal values of the format: branch-free count
+    for i in range(flat.size):
+        x = flat[i]
+        ax = abs(x)
+        ok = ax >= min_normal and ax <= max_finite and (_bits(x) & low) == np.uint64(0)
+        odd += 0 if ok else 1
+    if odd:                     # zeros and subnormals are values too: check the others
+        for i in range(flat.size):
+            if not _is_value(flat[i], low, p, min_normal, qmin, max_finite):
+                return False
     t = np.empty(_BLOCK)
     for r0 in range(0, n, _BLOCK):
         nb = min(_BLOCK, n - r0)
         for b in range(nb):
-            x = v[r0 + b, 0]
-            if not _is_value(x, low, p, min_normal, qmin, max_finite):
-                return False
-            t[b] = x
+            t[b] = v[r0 + b, 0]
         for k in range(1, c):
             for b in range(nb):
-                x = v[r0 + b, k]
-                if not _is_value(x, low, p, min_normal, qmin, max_finite):
-                    return False
-                y = t[b] + x
+                y = t[b] + v[r0 + b, k]
                 if abs(y) >= min_normal:       # and finite: inputs and partial sums are
                     bb = _bits(y)
                     y = _float((bb + half + ((bb >> shift) & np.uint64(1))) & ~low)
