@@ -1,6 +1,8 @@
 """One entry point from logits to a tidy DataFrame of errors against the certified truth."""
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import replace
 from typing import Iterable
 
@@ -17,12 +19,30 @@ from ..numerics.options import LossOptions, check_batch
 from ..truth.options import certified_option_losses
 from ..truth.reference import DEFAULT_BITS, reference_truth, to_double_double
 
-__all__ = ["evaluate", "variants"]
+__all__ = ["evaluate", "variants", "frozen", "reading_frozen"]
 
 
 def variants(method: str, fmt: str, accumulators: Iterable[str] = ACCUMULATORS) -> list[str]:
     """The accumulators a method runs with in a format (`Method.accumulators`)."""
     return get_method(method).accumulators(fmt, accumulators)
+
+
+def frozen(a: np.ndarray) -> np.ndarray:
+    """A read-only view of `a` (the array itself is untouched): `check_array`, and so every
+    method's and the truth's `validate_batch`, takes it without a copy."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+@contextlib.contextmanager
+def reading_frozen():
+    """Around methods given `frozen` logits: torch's from_numpy warns that a read-only array
+    could be written through a tensor; the torch method only reads it (and casts it, a copy)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable",
+                                category=UserWarning)
+        yield
 
 
 def evaluate(logits: ArrayLike, targets: ArrayLike, formats: Iterable[str] = STANDARD_FORMATS,
@@ -62,18 +82,25 @@ def evaluate(logits: ArrayLike, targets: ArrayLike, formats: Iterable[str] = STA
         blocks.append(_block(*args))
 
     for fmt in fmts:
-        xr = fmt.round(x)
+        xr = frozen(fmt.round(x))   # validated once here: the methods' own checks copy nothing
         tr = reference_truth(xr, t, bits=bits, cache=cache)
-        for m in meths:
-            for acc in variants(m, fmt, accumulators):
-                losses = m(xr, t, fmt, acc)
-                add(fmt, m.name, acc, "none", np.arange(len(t)), losses, tr.hi, tr.lo, tr.exp)
-                if mean:
-                    mval = m.batch_mean(losses, fmt, acc, x=xr, targets=t)
-                    add(fmt, m.name, acc, "mean", np.array([-1]), np.array([mval]),
-                        np.array([tr.mean_hi]), np.array([tr.mean_lo]),
-                        np.array([tr.mean_exp], dtype=np.int64))
+        with reading_frozen():
+            _run_methods(add, fmt, meths, accumulators, xr, t, tr, mean)
     return pd.DataFrame({k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]})
+
+
+def _run_methods(add, fmt, meths, accumulators, xr, t, tr, mean) -> None:
+    """Every variant of `meths` in `fmt` on the rounded logits `xr`: its per-row block and,
+    with `mean`, its batch mean's."""
+    for m in meths:
+        for acc in variants(m, fmt, accumulators):
+            losses = m(xr, t, fmt, acc)
+            add(fmt, m.name, acc, "none", np.arange(len(t)), losses, tr.hi, tr.lo, tr.exp)
+            if mean:
+                mval = m.batch_mean(losses, fmt, acc, x=xr, targets=t)
+                add(fmt, m.name, acc, "mean", np.array([-1]), np.array([mval]),
+                    np.array([tr.mean_hi]), np.array([tr.mean_lo]),
+                    np.array([tr.mean_exp], dtype=np.int64))
 
 
 def evaluate_options(logits, targets, options: LossOptions,

@@ -62,6 +62,10 @@ def check_array(a, what: str = "logits", dtype=np.float64) -> np.ndarray:
     an integer past 2**53 that float64 cannot hold, or a finite value past float64's range
     (a longdouble or a huge Python integer), is refused; longdouble values inside the range
     are rounded to the nearest float64. With `dtype=None` returns the numeric array as given.
+    A read-only float64 array comes back as it is (a view of the caller's array, never a copy:
+    no one can write through it, so no copy is needed; `evaluate` and `analyze` freeze their
+    rounded logits this way, so the methods' own `validate_batch` of them copies nothing); any
+    other input comes back as a fresh array.
     """
     if isinstance(a, np.ma.MaskedArray):
         raise InputError(f"{what}: masked arrays are not accepted (the mask would be dropped); "
@@ -92,6 +96,8 @@ def check_array(a, what: str = "logits", dtype=np.float64) -> np.ndarray:
             raise InputError(f"{what} must be real numbers, got raw {dt} values") from None
     if dtype is None:
         return arr
+    if dt == np.float64 and not arr.flags.writeable and dtype == np.float64:
+        return arr   # already exact float64 that nobody can write through: no copy needed
     if dt.kind in "iu":
         if arr.size and (arr.max() > _EXACT_INT or arr.min() < -_EXACT_INT):
             big = arr[(arr > _EXACT_INT) | (arr < -_EXACT_INT)]
