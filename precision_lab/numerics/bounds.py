@@ -130,7 +130,8 @@ def _row_exp_16bit(x: np.ndarray, a: np.ndarray) -> np.ndarray | None:
     present = [np.flatnonzero(np.bincount(codes[r], minlength=_CODES)) for r in range(n)]
     row = np.repeat(np.arange(n), [len(p) for p in present])
     vals = table[np.concatenate(present)]
-    diff = np.where(np.isfinite(vals), vals - a[row], -np.inf)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.where(np.isfinite(vals), vals - a[row], -np.inf)
     terms = elementary.exp(diff, F64)
     out = np.empty((n, c))
     lut = np.zeros(_CODES)
