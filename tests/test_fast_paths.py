@@ -102,15 +102,25 @@ def _thawed(monkeypatch):
     monkeypatch.setattr(analyze_mod, "frozen", lambda a: np.array(a))
     monkeypatch.setattr(analyze_mod, "lse_terms", bounds.lse_terms_direct)
     monkeypatch.setattr(analyze_mod, "top2_gap", top2_gap_partition)
+    monkeypatch.setattr(evaluate_mod, "_block", _block_per_variant)
+
+
+def _block_per_variant(fmt, parts):
+    """The frame's columns formed variant by variant (`_block_one`), then joined."""
+    blocks = [evaluate_mod._block_one(fmt, *p) for p in parts]
+    return {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
 
 
 @pytest.mark.parametrize("fmt", ["bfloat16", "float8_e5m2", "float16"])
 def test_evaluate_frame_identical_without_the_shortcuts(fmt, monkeypatch):
     x, t = _adversarial(9, 4100, fmt, seed=2)
-    fast = evaluate(x, t, formats=[fmt, "float32"])
+    x[8, :] = -1.7e308   # in float64, a true loss past float64's range (scaled: exp != 0)
+    x[8, 0], t[8] = 1.7e308, 1
+    fast = evaluate(x, t, formats=[fmt, "float64"])
+    assert (evaluate_mod.reference_truth(x, t, cache=False).exp != 0).any()
     with monkeypatch.context() as mp:
         _thawed(mp)
-        slow = evaluate(x, t, formats=[fmt, "float32"])
+        slow = evaluate(x, t, formats=[fmt, "float64"])
     pd.testing.assert_frame_equal(fast, slow, check_exact=True)
 
 
