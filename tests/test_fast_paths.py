@@ -116,7 +116,9 @@ def test_evaluate_frame_identical_without_the_shortcuts(fmt, monkeypatch):
     x, t = _adversarial(9, 4100, fmt, seed=2)
     x[8, :] = -1.7e308   # in float64, a true loss past float64's range (scaled: exp != 0)
     x[8, 0], t[8] = 1.7e308, 1
+    before = x.copy()
     fast = evaluate(x, t, formats=[fmt, "float64"])
+    assert x.flags.writeable and _same_bits(x, before)   # the caller's array untouched
     assert (evaluate_mod.reference_truth(x, t, cache=False).exp != 0).any()
     with monkeypatch.context() as mp:
         _thawed(mp)

@@ -73,6 +73,8 @@ def evaluate(logits: ArrayLike, targets: ArrayLike, formats: Iterable[str] = STA
     if options is not None:
         return evaluate_options(logits, targets, options, formats, methods, accumulators,
                                 bits, mean)
+    if isinstance(logits, np.ndarray) and logits.dtype == np.float64:
+        logits = frozen(logits)     # only read (rounded into each format): no copy of it
     x, t = validate_batch(logits, targets)
     fmts = [get_format(f) for f in formats]
     meths = [get_method(m) for m in (tuple(METHODS) if methods is None else methods)]
