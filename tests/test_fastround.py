@@ -36,3 +36,47 @@ def test_bit_for_bit(name):
         _same(_round_numpy(x, fmt).ravel(),
               round_compiled(x, fmt.precision, fmt.emin, fmt.max_finite).ravel())
     assert round_compiled(xs[-1], fmt.precision, fmt.emin, fmt.max_finite).shape == (40, 30)
+
+
+@pytest.mark.parametrize("name", ["float16", "bfloat16", "float32", "float8_e5m2", "tf32"])
+def test_fused_subtraction_is_add_negative_then_round(name):
+    """fastround.sub_compiled is round_to_format(np.add(a, np.negative(b))), bit for bit (nan
+    payloads and signs included), for b a column and b the same shape."""
+    from precision_lab.numerics.arithmetic import Arithmetic
+    from precision_lab.numerics.fastround import sub_compiled
+    fmt = FORMATS[name]
+    rng = np.random.default_rng(1)
+    nanp = np.array([0x7FF0000000000001, 0xFFF8000000000123], dtype=np.uint64).view(np.float64)
+    edge = np.concatenate([EDGE, nanp])
+    a = np.concatenate([rng.standard_normal((6, 300)) * np.exp2(rng.integers(-160, 140,
+                                                                              (6, 300))),
+                        np.resize(edge, (1, 300)), np.resize(edge[::-1], (1, 300))])
+    a = np.concatenate([a, _round_numpy(a, fmt)])
+    for b in (np.resize(edge, (16, 1)), _round_numpy(a[:, :1] * 1.5, fmt), a[::-1].copy(),
+              np.resize(edge, (16, 300))):
+        with np.errstate(invalid="ignore", over="ignore"):
+            ref = _round_numpy(np.add(a, np.negative(b)), fmt)
+        got = sub_compiled(a, b, fmt.precision, fmt.emin, fmt.max_finite)
+        np.testing.assert_array_equal(got.view(np.uint64), ref.view(np.uint64))
+        np.testing.assert_array_equal(Arithmetic(fmt).sub(a, b).view(np.uint64),
+                                      ref.view(np.uint64))
+
+
+@pytest.mark.parametrize("name", ["float16", "bfloat16", "float32", "float8_e5m2"])
+def test_scaled_sum_is_rounded_products_and_sums(name):
+    """fastround.scaled_sum_compiled is the loop s = round(round(s scale) + term) with
+    round_compiled, bit for bit (edge values, subnormals, overflow, nan)."""
+    from precision_lab.numerics.fastround import scaled_sum_compiled
+    fmt = FORMATS[name]
+    rng = np.random.default_rng(2)
+    edge = np.resize(np.array(EDGE), (5, 40))
+    scale = np.concatenate([_round_numpy(rng.uniform(0, 1, (6, 40)), fmt), np.abs(edge)])
+    term = np.concatenate([_round_numpy(rng.uniform(0, 1, (6, 40)) * np.exp2(
+        rng.integers(-30, 18, (6, 40))), fmt), _round_numpy(edge[::-1] * 0.75, fmt)])
+    s = np.zeros(len(scale))
+    args = (fmt.precision, fmt.emin, fmt.max_finite)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for b in range(scale.shape[1]):
+            s = round_compiled(round_compiled(s * scale[:, b], *args) + term[:, b], *args)
+    got = scaled_sum_compiled(scale, term, *args)
+    _same(got, s)

@@ -2,7 +2,13 @@
 the working format, and sums accumulated sequentially in a chosen accumulator.
 
 exp, log, log1p, expm1 and tanh are correctly rounded into the format (numerics.elementary: the
-same bits on every CPU). `elementary` names the variant: "correct" (the default), "libm"
+same bits on every CPU; evaluated through numerics.fastelem, its compiled paths with the same
+bits: table look-ups for narrow formats, a compiled exp for wide ones). Compiled kernels
+beside the numpy paths they mirror, each tested equal to it: `sub` (fastround.sub_compiled:
+the difference and its rounding in one pass), sums in a native format (fastelem's
+`accumulate_native`: numpy's add.accumulate in float32 or the narrow dtype, rows side by side)
+and the sequential loop of round-to-nearest accumulators of p <= 25 (fastelem's
+`sequential_sum`). `elementary` names the variant: "correct" (the default), "libm"
 (numpy's float64 functions rounded once to the format: within an ulp of float64, and
 machine-dependent, since numpy picks SIMD kernels by CPU), or "mpmath" (the pure-Python
 reference path, slow; for cross-checks). `elementary_variant(name)` sets the default within a
@@ -41,7 +47,7 @@ from contextvars import ContextVar
 import numpy as np
 
 from ..errors import InputError
-from . import elementary
+from . import elementary, fastelem, fastround
 from .formats import (
     FORMATS,
     NEAREST,
@@ -165,14 +171,14 @@ class Arithmetic:
                 return self.round(_LIBM[name](v))
         # stochastic rounding: the correctly rounded float64 value, rounded stochastically
         target = FORMATS["float64"] if self.fmt.rounding == STOCHASTIC else self.fmt
-        if self.elementary == "correct":
-            out = elementary.compute(name, v, target)[0]
+        if self.elementary == "correct":  # elementary.compute's bits, compiled (fastelem)
+            out = fastelem.compute(name, v, target)
         else:
             out = elementary.reference(name, v, target)
         if target is not self.fmt:
             return self.round(out)
-        inf = np.isinf(out)
-        if inf.any():  # an overflow (or an infinite result) as the format's rounding treats it
+        if fastelem.any_inf(out):  # an overflow (or an infinite result) as the format's
+            inf = np.isinf(out)    # rounding treats it
             with np.errstate(over="ignore"):
                 beyond = np.ldexp(1.0, self.fmt.emax + 1)
             out = self.round(np.where(inf, np.copysign(beyond, out), out))
@@ -198,6 +204,11 @@ class Arithmetic:
             return self.round(*self._add_exact(a, b, self.fmt))
 
     def sub(self, a, b):
+        fmt = self.fmt
+        if (fmt.rounding == NEAREST and fmt.precision <= 25 and fmt.overflow == "inf"
+                and _fusable(a, b)):
+            self.ops += 1                      # as self.round would count it
+            return fastround.sub_compiled(a, b, fmt.precision, fmt.emin, fmt.max_finite)
         with np.errstate(invalid="ignore", over="ignore"):
             return self.round(*self._add_exact(a, np.negative(b), self.fmt))
 
@@ -228,29 +239,37 @@ class Arithmetic:
         if acc_fmt.native and acc_fmt.rounding == NEAREST:
             # numpy's add.accumulate is strictly sequential and rounds each partial sum to its
             # dtype (unlike add.reduce, which sums float16 pairwise in float32); tests check
-            # this, and that every pair of float8 values adds correctly rounded.
-            with np.errstate(over="ignore", invalid="ignore"):
-                partial = np.add.accumulate(v.astype(acc_fmt.dtype), axis=-1)
-            total = partial[..., -1].astype(np.float64)
+            # this, and that every pair of float8 values adds correctly rounded. Compiled
+            # (fastelem.accumulate_native: the same sums, rows side by side) where it can.
+            total = None
+            if acc_fmt.precision <= 25 and v.shape[-1] > 0:
+                total = fastelem.accumulate_native(v, acc_fmt)
+            if total is None:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    partial = np.add.accumulate(v.astype(acc_fmt.dtype), axis=-1)
+                total = partial[..., -1].astype(np.float64)
         else:
             total = self._sequential_sum(v, acc_fmt)
         if acc_fmt is self.fmt:
             return total
         return self.round(total)
 
-    def _sequential_sum(self, v: np.ndarray, acc_fmt: Format) -> np.ndarray:
+    def _sequential_sum(self, v: np.ndarray, acc_fmt: Format, compiled: bool = True) -> np.ndarray:
         """s_k = round(s_{k-1} + v_k) along the last axis, one rounding per partial sum.
 
         The loop inlines `round_to_format` / `round_stochastic` (the tests check it against
-        them): where every term has one sign the partial sums are monotone, so an overflow at
-        any step is one at the end and is applied there. Stochastic bits of step k: keyed by
-        the row's terms (`row_keys`), drawn for every step at once."""
+        them; round to nearest at p <= 25 runs compiled, fastelem.sequential_sum, the same
+        steps; `compiled=False` runs this loop): where every term has one sign the partial
+        sums are monotone, so an overflow at any step is one at the end and is applied there.
+        Stochastic bits of step k: keyed by the row's terms (`row_keys`), drawn for every step at once."""
         self.ops += 1
         p, qmin = acc_fmt.precision, acc_fmt.emin - acc_fmt.precision + 1
         stochastic = acc_fmt.rounding == STOCHASTIC
         wide = p > 25 and not stochastic  # ties need the exact residual
         with np.errstate(invalid="ignore"):
             one_sign = bool(np.all(v >= 0) or np.all(v <= 0))
+        if compiled and not (wide or stochastic) and v.shape[-1] > 0:
+            return fastelem.sequential_sum(v, acc_fmt, one_sign)  # this loop, compiled
         if stochastic:
             u = uniform53(keyed_bits(acc_fmt.seed, self.ops, np.arange(v.shape[-1]),
                                      row_keys(v)[..., None]))
@@ -275,6 +294,14 @@ class Arithmetic:
             if one_sign:
                 total = overflow_to_format(total, total, acc_fmt)
         return total
+
+
+def _fusable(a, b) -> bool:
+    """a (N, C) and b (N, 1) or (N, C), both float64 arrays: what fastround.sub_compiled
+    takes (the subtraction and its one rounding in one pass, the same bits)."""
+    return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.ndim == 2
+            and b.ndim == 2 and a.dtype == np.float64 and b.dtype == np.float64
+            and b.shape[0] == a.shape[0] and b.shape[1] in (1, a.shape[1]) and a.size > 0)
 
 
 def _split(a: np.ndarray):

@@ -54,6 +54,11 @@ format carried in float64); log: x < 0 -> nan, +-0 -> -inf, +inf -> inf, 1 -> 0;
 -> nan, -1 -> -inf, +inf -> inf, +-0 -> +-0; expm1: +-0 -> +-0, x > 710 -> inf, x < -746 ->
 -1; tanh: +-0 -> +-0, |x| >= 40 -> +-1 (1 - tanh|x| < 2**-114).
 
+Speed: `Arithmetic` calls these through numerics.fastelem, which returns `compute`'s bits
+faster: a table of `compute` itself on every value of a narrow format (bfloat16, float16,
+float8s, tf32), a numba port of `_exp_dd` and `_round` for the exp of wide ones (its uncertain
+elements settled here); tests/test_fastelem.py checks both against `compute`.
+
 `reference(name, x, fmt)` is an independent pure-Python path (mpmath at rising precision,
 exact rational rounding) for cross-checks; it is slow (per element).
 """

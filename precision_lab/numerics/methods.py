@@ -31,8 +31,9 @@ from numpy.typing import ArrayLike
 
 from ..data.inputs import validate_batch
 from ..errors import InputError
+from . import fastround
 from .arithmetic import ACCUMULATORS, OWN, WORKING, Arithmetic, accumulators_for
-from .formats import Format, get_format
+from .formats import NEAREST, Format, get_format
 from .optioned import Terms, options_forward, reduce_rows, torch_options
 from .options import OPTION_NAMES, LossOptions, check_batch, require_supported
 
@@ -326,6 +327,59 @@ def online_lse(ar: Arithmetic, x):
 
 def _online_ms(ar: Arithmetic, x):
     """The online softmax's running (max, sum) after the last block."""
+    if _online_vectorisable(ar) and x.shape[1] > 0:
+        return _online_ms_blocks(ar, x)
+    return _online_ms_loop(ar, x)
+
+
+def _online_vectorisable(ar: Arithmetic) -> bool:
+    """The block-at-once form gives the same bits: every operation is elementwise and rounds
+    to nearest (so no rounding depends on the operation's sequence number, as stochastic
+    rounding's bits do), and the elementary functions are the correctly rounded ones (libm's
+    may depend on where an element falls in numpy's SIMD lanes)."""
+    return (ar.fmt.rounding == NEAREST and ar.acc_fmt.rounding == NEAREST
+            and ar.elementary == "correct")
+
+
+def _online_ms_blocks(ar: Arithmetic, x):
+    """`_online_ms_loop` with each step's elementwise work done for every block at once: the
+    block maxima and sums (the sums sequential within each block, as there), the running
+    maxima (a running max is exact), both scales; only s's recurrence stays a loop over blocks,
+    the same two rounded operations per step."""
+    n, c = x.shape
+    full = c // ONLINE_BLOCK * ONLINE_BLOCK
+    mbs, sbs = [], []
+    if full:
+        xb = x[:, :full].reshape(n, -1, ONLINE_BLOCK)
+        mb = np.max(xb, axis=2)
+        mbs.append(mb)
+        sbs.append(ar.sum(ar.exp(ar.sub(xb, mb[:, :, None]))))
+    if full < c:
+        mb, eb = _shifted_exp(ar, x[:, full:])
+        mbs.append(mb[:, None])
+        sbs.append(ar.sum(eb)[:, None])
+    mb = np.concatenate(mbs, axis=1)
+    sb = np.concatenate(sbs, axis=1)
+    new = np.maximum.accumulate(np.concatenate([np.full((n, 1), -np.inf), mb], axis=1),
+                                axis=1)
+    old, new = new[:, :-1], new[:, 1:]
+    with np.errstate(invalid="ignore"):  # -inf - -inf on the first block: its scale is 0
+        scale_old = np.where(old == -np.inf, 0.0, ar.exp(ar.sub(old, new)))
+    term = ar.round(sb * ar.exp(ar.sub(mb, new)))
+    fmt = ar.fmt
+    if fmt.precision <= 25 and fmt.overflow == "inf":  # one rounding of each float64 result
+        ar.ops += 2 * mb.shape[1]                        # as the loop below counts them
+        s = fastround.scaled_sum_compiled(scale_old, term, fmt.precision, fmt.emin,
+                                          fmt.max_finite)
+        return new[:, -1], s
+    s = np.zeros(n)
+    for b in range(mb.shape[1]):
+        s = ar.add(ar.round(s * scale_old[:, b]), term[:, b])
+    return new[:, -1], s
+
+
+def _online_ms_loop(ar: Arithmetic, x):
+    """The online pass, block by block (the definition `_online_ms_blocks` matches)."""
     n = x.shape[0]
     m = np.full(n, -np.inf)
     s = np.zeros(n)

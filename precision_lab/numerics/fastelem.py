@@ -1,0 +1,448 @@
+"""Compiled (numba) paths for `elementary.compute`: the same correctly rounded results, bit for
+bit, much faster.
+
+`compute(name, x, fmt)` returns exactly `elementary.compute(name, x, fmt)[0]`:
+
+  narrow formats (at most TABLE_MAX tabulated inputs: bfloat16, float16, the float8s, tf32,
+  small custom formats): a TABLE LOOK-UP. For (function, format) the table is built once,
+  lazily, by calling `elementary.compute` itself on every float64 of the set S = {+-m 2**e:
+  m has at most p bits, e in [emin - p + 1, emax]} (every value of the format is in S), plus
+  +-0, +-inf and nan; so each entry is the correctly rounded result by construction. A float64
+  input is looked up from its bits alone (sign, float64 exponent, top p - 1 fraction bits)
+  when it is in S (its other fraction bits zero, its exponent in range) or special; any other
+  input goes through `elementary.compute`. The table is exactly `elementary.compute` on S,
+  so the output is the same bits whatever the input.
+
+  wide formats (float32, float64, custom ones beyond the table): exp is `elementary._exp_dd`
+  and `elementary._round` ported to a per-element numba kernel: the same IEEE +, -, *
+  operations in the same order (numba without fastmath neither reassociates nor contracts
+  into FMAs), the same tables and constants, the same rounding test; the elements whose
+  rounding is uncertain (within the error bound of a midpoint: a fraction ~2**-16 for float64,
+  far fewer for float32) are recomputed by `elementary.compute`, which settles them with arb.
+  Correct rounding is unique, so these agree with the numpy path bit for bit; the tests check
+  it on adversarial inputs, random values of every binade, specials, subnormal results and
+  overflow. The other functions of wide formats (log, log1p, expm1, tanh; per-row work in the
+  methods) use `elementary.compute` unchanged.
+
+`sequential_sum(v, fmt, one_sign)`: the round-to-nearest sequential sum of
+`Arithmetic._sequential_sum` for formats of p <= 25 (float64 partial sums rounded once to the
+format, double rounding being innocuous at 53 >= 2p + 2), compiled: per row, s = t + v_k in
+float64, rounded by the frexp / ldexp / round-half-even steps of the numpy loop, the format's
+overflow applied at every step (or at the end where every term has one sign, as there).
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+import numba
+import numpy as np
+
+from . import elementary
+from .fastround import _bits, _float
+
+__all__ = ["compute", "table_size", "TABLE_MAX", "sequential_sum", "exp_compiled",
+           "accumulate_native", "any_inf"]
+
+TABLE_MAX = 1 << 20          # entries of the largest table built (tf32: 540,677; 4.3 MB)
+_TABLES: dict = {}
+_LOCK = threading.Lock()
+_FRAC = (1 << 52) - 1
+
+
+def table_size(fmt) -> int:
+    """Entries of `fmt`'s table: both signs of every (exponent, top p - 1 bits) pair of S,
+    then +0, -0, +inf, -inf, nan."""
+    return 2 * (fmt.emax - fmt.emin + fmt.precision) * (1 << (fmt.precision - 1)) + 5
+
+
+def _key(fmt):
+    return (fmt.precision, fmt.emin, fmt.emax, fmt.max_finite)
+
+
+def _inputs(fmt) -> np.ndarray:
+    """The float64 inputs of the table, in index order: sign s, exponent e in
+    [emin - p + 1, emax], top fraction bits j: index (s * n_e + (e - elo)) 2**(p-1) + j."""
+    p = fmt.precision
+    elo = fmt.emin - p + 1
+    ne = fmt.emax - elo + 1
+    e = np.arange(ne, dtype=np.uint64) + np.uint64(elo + 1023)
+    j = np.arange(1 << (p - 1), dtype=np.uint64) << np.uint64(53 - p)
+    mag = ((e[:, None] << np.uint64(52)) | j[None, :]).reshape(-1)
+    bits = np.concatenate([mag, mag | np.uint64(1 << 63)])
+    x = bits.view(np.float64)
+    return np.concatenate([x, [0.0, -0.0, np.inf, -np.inf, np.nan]])
+
+
+def _table(name: str, fmt) -> np.ndarray:
+    key = (name, _key(fmt))
+    tab = _TABLES.get(key)
+    if tab is None:
+        with _LOCK:
+            tab = _TABLES.get(key)
+            if tab is None:
+                tab = np.ascontiguousarray(elementary.compute(name, _inputs(fmt), fmt)[0])
+                tab.setflags(write=False)
+                _TABLES[key] = tab
+    return tab
+
+
+@numba.njit(cache=True, nogil=True)
+def _lookup(bits, obits, miss, table, p, elo, ehi):
+    """obits[i] = the table's bits for input bits[i]; miss[i] where the input is not in S.
+    Returns the number of misses."""
+    shift = np.uint64(53 - p)
+    low = (np.uint64(1) << shift) - np.uint64(1)
+    frac = np.uint64(_FRAC)
+    ne = ehi - elo + 1
+    half = ne << (p - 1)
+    special = 2 * half
+    misses = 0
+    for i in range(bits.size):
+        b = bits[i]
+        neg = b >> np.uint64(63)
+        ebits = np.int64((b >> np.uint64(52)) & np.uint64(0x7FF))
+        f = b & frac
+        if ebits == 0x7FF:
+            k = special + 4 if f != np.uint64(0) else special + 2 + np.int64(neg)
+        elif ebits == 0 and f == np.uint64(0):
+            k = special + np.int64(neg)
+        else:
+            e = ebits - 1023
+            if e < elo or e > ehi or (f & low) != np.uint64(0):
+                miss[i] = True
+                misses += 1
+                continue
+            k = np.int64(neg) * half + ((e - elo) << (p - 1)) + np.int64(f >> shift)
+        obits[i] = table[k]
+    return misses
+
+
+# --- exp of wide formats: elementary._exp_dd and elementary._round, per element --------------
+
+_SPLIT = 134217729.0
+_C6, _C24, _C120 = 1 / 6, 1 / 24, 1 / 120
+_MAGIC = 6755399441055744.0  # 1.5 * 2**52: (y + M) - M = rint(y) for |y| < 2**51
+_TH, _TL = elementary._TH, elementary._TL
+_THH, _THL = elementary._TH_SPLIT
+_L1, _L2, _L3, _INV_L = elementary._L1, elementary._L2, elementary._L3, elementary._INV_L
+_EXP_BOUND = elementary.BOUNDS["exp"]
+_EB = elementary.EXP_BITS
+_NM = (1 << elementary.EXP_BITS) - 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pow2(q):
+    """2.0**q exactly, -1074 <= q <= 1023 (from its bits)."""
+    normal = _float(np.uint64(max(q, -1022) + 1023) << np.uint64(52))
+    sub = _float(np.uint64(1) << np.uint64(min(max(q + 1074, 0), 63)))
+    return normal if q >= -1022 else sub
+
+
+_CH = 512                    # elements per chunk of the compiled exp (scratch in L1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _exp_kernel(x, out, amb, th_, tl_, thh_, thl_, l1, l2, l3, inv_l, bound, p, emin,
+                max_finite):
+    """out[i] = exp(x[i]) rounded into the format (p, emin, max_finite); amb[i] where the
+    rounding is uncertain (then out[i] is to be recomputed). Returns the number uncertain.
+    Per chunk: the argument reduction, the table loads, then the rest, each a loop of its
+    own without branches (selects), so that the two arithmetic loops vectorise; elements
+    outside [-746, 710] are evaluated at 0 and their results replaced."""
+    n_amb = 0
+    qmin = emin - p + 1
+    rh_ = np.empty(_CH)
+    rl_ = np.empty(_CH)
+    m_ = np.empty(_CH, dtype=np.int64)
+    j_ = np.empty(_CH, dtype=np.int64)
+    th = np.empty(_CH)
+    tl = np.empty(_CH)
+    bh = np.empty(_CH)
+    bl = np.empty(_CH)
+    for c0 in range(0, x.size, _CH):
+        nc = min(_CH, x.size - c0)
+        for i in range(nc):                  # _exp_dd: the argument reduction
+            x0 = x[c0 + i]
+            inside = x0 >= -746.0 and x0 <= 710.0
+            v = x0 if inside else 0.0
+            n = (v * inv_l + _MAGIC) - _MAGIC
+            r0 = v - n * l1
+            b2 = -(n * l2)
+            s = r0 + b2
+            bb = s - r0
+            rl = (r0 - (s - bb)) + (b2 - bb)
+            rh = s
+            b2 = rl - n * l3
+            s = rh + b2
+            bb = s - rh
+            rl_[i] = (rh - (s - bb)) + (b2 - bb)
+            rh_[i] = s
+            ni = np.int64(n)
+            jj = ni & _NM
+            j_[i] = jj
+            m_[i] = (ni - jj) >> _EB
+        for i in range(nc):                  # the table loads
+            jj = j_[i]
+            th[i] = th_[jj]
+            tl[i] = tl_[jj]
+            bh[i] = thh_[jj]
+            bl[i] = thl_[jj]
+        for i in range(nc):                  # the rest of _exp_dd, then _round
+            x0 = x[c0 + i]
+            inside = x0 >= -746.0 and x0 <= 710.0
+            rh = rh_[i]
+            rl = rl_[i]
+            m = m_[i]
+            t_h = th[i]
+            pp = rh * rh * (0.5 + rh * (_C6 + rh * (_C24 + rh * _C120)))
+            ap = rh * t_h
+            t = _SPLIT * rh
+            rhh = t - (t - rh)
+            rhl = rh - rhh
+            al = ((rhh * bh[i] - ap) + rhh * bl[i] + rhl * bh[i]) + rhl * bl[i]
+            sh = t_h + ap
+            bb = sh - t_h
+            sl = (t_h - (sh - bb)) + (ap - bb)
+            lo = sl + (al + (t_h * (rl + pp) + (tl[i] + tl[i] * rh)))
+            hi = sh + lo
+            lo = lo - (hi - sh)
+            # _round(hi, lo, m, fmt, bound); hi > 1/2 here, so frexp(hi) comes from its
+            # bits: fr == 0.5 exactly where its fraction bits are zero
+            neg = hi < 0
+            sgn = -1.0 if neg else 1.0
+            ah = hi * sgn
+            al = lo * sgn
+            hb = _bits(ah)
+            e = np.int64((hb >> np.uint64(52)) & np.uint64(0x7FF)) - 1022
+            fr_half = (hb & np.uint64(_FRAC)) == np.uint64(0)
+            big = e - 1 + m - (1 if (fr_half and al < 0) else 0)
+            qe = max(big - p + 1, qmin)
+            sc = m - qe              # in [-1022, 1023]: 2**sc is a normal double, and
+            s2 = _pow2(sc)           # ldexp(y, sc) = y * 2**sc, both one correct rounding
+            shh = ah * s2
+            sll = al * s2
+            n0 = np.floor(shh)
+            f = (shh - n0) + sll
+            fl = np.floor(f)
+            a = inside and abs(f - (fl + 0.5)) <= 2.0 * bound * shh + 2.0 ** -50
+            amb[c0 + i] = a
+            n_amb += 1 if a else 0
+            nn = n0 + fl + (1.0 if f - fl > 0.5 else 0.0)
+            val = nn * _pow2(qe)     # = ldexp(nn, qe): exact, or inf past float64's range
+            val = np.inf if val > max_finite else val
+            res = sgn * val
+            special = np.inf if x0 > 710.0 else (0.0 if x0 < -746.0 else np.nan)
+            out[c0 + i] = res if inside else special
+    return n_amb
+
+
+def exp_compiled(x: np.ndarray, fmt) -> np.ndarray:
+    """exp correctly rounded into fmt by the compiled port of the double-double evaluation,
+    uncertain elements settled by `elementary.compute` (float64 of x's shape)."""
+    flat = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    out = np.empty_like(flat)
+    amb = np.zeros(flat.size, dtype=np.bool_)
+    if _exp_kernel(flat, out, amb, _TH, _TL, _THH, _THL, _L1, _L2, _L3, _INV_L, _EXP_BOUND,
+                   int(fmt.precision), int(fmt.emin), float(fmt.max_finite)):
+        idx = np.flatnonzero(amb)
+        out[idx] = elementary.compute("exp", flat[idx], fmt)[0]
+    return out.reshape(np.shape(x))
+
+
+def compute(name: str, x, fmt) -> np.ndarray:
+    """`elementary.compute(name, x, fmt)[0]`, bit for bit: a table look-up for narrow formats,
+    the compiled exp for wide ones, `elementary.compute` otherwise."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0 or name not in elementary.FUNCTIONS:
+        return elementary.compute(name, x, fmt)[0]
+    elementary.check_format(fmt)
+    if table_size(fmt) <= TABLE_MAX:
+        tab = _table(name, fmt)
+        flat = np.ascontiguousarray(x).reshape(-1)
+        out = np.empty_like(flat)
+        miss = np.zeros(flat.size, dtype=np.bool_)
+        p = int(fmt.precision)
+        if _lookup(flat.view(np.uint64), out.view(np.uint64), miss, tab.view(np.uint64), p,
+                   int(fmt.emin - p + 1), int(fmt.emax)):
+            idx = np.flatnonzero(miss)
+            out[idx] = elementary.compute(name, flat[idx], fmt)[0]
+        return out.reshape(x.shape)
+    if name == "exp":
+        return exp_compiled(x, fmt)
+    return elementary.compute(name, x, fmt)[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _any_inf(x):
+    for i in range(x.size):
+        if math.isinf(x[i]):
+            return True
+    return False
+
+
+def any_inf(x: np.ndarray) -> bool:
+    """np.isinf(x).any(), in one pass without a temporary."""
+    return bool(_any_inf(np.ascontiguousarray(x, dtype=np.float64).reshape(-1)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _sum_kernel(v, out, p, qmin, max_finite, overflow, one_sign):
+    """Rows of v (N, C): s = t + v_k, t = round(s) (frexp / ldexp / rint steps); overflow:
+    0 inf, 1 nan, 2 saturate (overflow_to_format), per step or, if one_sign, at the end."""
+    for r in range(v.shape[0]):
+        t = v[r, 0]
+        for k in range(1, v.shape[1]):
+            s = t + v[r, k]
+            if s != s or s == 0.0 or math.isinf(s):
+                y = s           # frexp of 0, inf, nan: ldexp(rint(s 2**-q), q) is s
+            else:
+                _, e = math.frexp(s)
+                q = max(e - p, qmin)
+                y = math.ldexp(np.rint(math.ldexp(s, -q)), q)
+            if not one_sign:
+                y = _overflow(y, s, max_finite, overflow)
+            t = y
+        if one_sign:
+            t = _overflow(t, t, max_finite, overflow)
+        out[r] = t
+
+
+@numba.njit(cache=True, nogil=True)
+def _overflow(y, x, max_finite, overflow):
+    if abs(y) > max_finite:     # false for nan
+        if overflow == 0:
+            if not math.isinf(x) and x == x:
+                return math.copysign(np.inf, x)
+            return y
+        if overflow == 1:
+            return np.nan
+        return math.copysign(max_finite, x)
+    return y
+
+
+_OVERFLOW = {"inf": 0, "nan": 1, "saturate": 2}
+
+
+def sequential_sum(v: np.ndarray, fmt, one_sign: bool) -> np.ndarray:
+    """Round-to-nearest sequential sums of the rows of float64 `v` (..., C) in fmt (p <= 25),
+    as `Arithmetic._sequential_sum`'s loop (float64 of v's leading shape)."""
+    lead = v.shape[:-1]
+    v2 = np.ascontiguousarray(v, dtype=np.float64).reshape(-1, v.shape[-1])
+    out = np.empty(v2.shape[0])
+    _sum_kernel(v2, out, int(fmt.precision), int(fmt.emin - fmt.precision + 1),
+                float(fmt.max_finite), _OVERFLOW[fmt.overflow], bool(one_sign))
+    return out.reshape(lead)
+
+
+# --- numpy's add.accumulate in a native dtype, compiled ----------------------------------------
+
+_BLOCK = 8                   # rows summed side by side (independent chains: instruction-level
+#                              parallelism; each row's order of additions is unchanged)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _round_bits(s, p, min_normal, qmin, max_finite):
+    """Round float64 s to p bits, nearest-even (fastround's steps), quantum at least 2**qmin:
+    +-inf past max_finite."""
+    if s != s or s == 0.0 or math.isinf(s):
+        return s
+    if abs(s) >= min_normal:
+        shift = np.uint64(53 - p)
+        half = (np.uint64(1) << (shift - np.uint64(1))) - np.uint64(1)
+        b = _bits(s)
+        r = _float((b + half + ((b >> shift) & np.uint64(1))) & ~((np.uint64(1) << shift)
+                                                                  - np.uint64(1)))
+        return math.copysign(np.inf, s) if abs(r) > max_finite else r
+    _, e = math.frexp(s)
+    q = max(e - p, qmin)
+    y = math.ldexp(np.rint(math.ldexp(s, -q)), q)
+    return math.copysign(np.inf, s) if abs(y) > max_finite else y
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _is_value(x, low, p, min_normal, qmin, max_finite):
+    """x is a finite value of the format (a normal one: no bits below its last place)."""
+    if abs(x) >= min_normal:
+        return (_bits(x) & low) == np.uint64(0) and abs(x) <= max_finite
+    return _round_bits(x, p, min_normal, qmin, max_finite) == x
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate_native(v, out, p, min_normal, qmin, max_finite):
+    """Row sums of v (N, C), every partial sum correctly rounded to the format (p bits,
+    quantum at least 2**qmin): s = t + v_k in float64 (exact or within 2**-53; 53 >= 2p + 2,
+    so the rounding of it to p bits is the correct rounding of the exact sum; the rounding is
+    fastround's, tested equal to round_to_format). Returns False (out unusable) where an input
+    is not a finite value of the format or a sum is not finite: the caller then runs numpy
+    (whose nan and overflow encodings it keeps)."""
+    n, c = v.shape
+    shift = np.uint64(53 - p)
+    low = (np.uint64(1) << shift) - np.uint64(1)
+    half = (np.uint64(1) << (shift - np.uint64(1))) - np.uint64(1)
+    flat = v.reshape(-1)
+    odd = 0                     # inputs not normal values of the format: branch-free count
+    for i in range(flat.size):
+        x = flat[i]
+        ax = abs(x)
+        ok = ax >= min_normal and ax <= max_finite and (_bits(x) & low) == np.uint64(0)
+        odd += 0 if ok else 1
+    if odd:                     # zeros and subnormals are values too: check the others
+        for i in range(flat.size):
+            if not _is_value(flat[i], low, p, min_normal, qmin, max_finite):
+                return False
+    t = np.empty(_BLOCK)
+    for r0 in range(0, n, _BLOCK):
+        nb = min(_BLOCK, n - r0)
+        for b in range(nb):
+            t[b] = v[r0 + b, 0]
+        for k in range(1, c):
+            for b in range(nb):
+                y = t[b] + v[r0 + b, k]
+                if abs(y) >= min_normal:       # and finite: inputs and partial sums are
+                    bb = _bits(y)
+                    y = _float((bb + half + ((bb >> shift) & np.uint64(1))) & ~low)
+                    if abs(y) > max_finite:
+                        return False
+                else:
+                    y = _round_bits(y, p, min_normal, qmin, max_finite)
+                t[b] = y
+        for b in range(nb):
+            out[r0 + b] = t[b]
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate_float32(v, out):
+    """numpy's add.accumulate(v.astype(float32)) along rows, last column: float32 casts and
+    float32 additions (the same IEEE operations), rows side by side. Returns False where a
+    sum is not finite (numpy's nan encodings are its own: the caller runs numpy)."""
+    n, c = v.shape
+    t = np.empty(_BLOCK, dtype=np.float32)
+    for r0 in range(0, n, _BLOCK):
+        nb = min(_BLOCK, n - r0)
+        for b in range(nb):
+            t[b] = np.float32(v[r0 + b, 0])
+        for k in range(1, c):
+            for b in range(nb):
+                t[b] = t[b] + np.float32(v[r0 + b, k])
+        for b in range(nb):
+            if math.isinf(t[b]) or t[b] != t[b]:
+                return False
+            out[r0 + b] = np.float64(t[b])
+    return True
+
+
+def accumulate_native(v: np.ndarray, fmt):
+    """`np.add.accumulate(v.astype(fmt.dtype), axis=-1)[..., -1]` as float64, compiled, for
+    float32 and the native formats of p <= 25; None where the compiled path declines (then
+    numpy's is to run)."""
+    lead = v.shape[:-1]
+    v2 = np.ascontiguousarray(v, dtype=np.float64).reshape(-1, v.shape[-1])
+    out = np.empty(v2.shape[0])
+    if fmt.name == "float32":
+        return out.reshape(lead) if _accumulate_float32(v2, out) else None
+    if _accumulate_native(v2, out, int(fmt.precision), float(fmt.min_normal),
+                          int(fmt.emin - fmt.precision + 1), float(fmt.max_finite)):
+        return out.reshape(lead)
+    return None
