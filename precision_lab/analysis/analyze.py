@@ -55,10 +55,11 @@ from ..truth.fastref import CHUNK, ROWS
 from ..truth.options import certified_option_losses
 from ..truth.reference import DEFAULT_BITS, reference_truth, to_double_double
 from .cells import GROUP, _median
+from .evaluate import frozen, reading_frozen
 
 __all__ = ["analyze", "Analysis", "analyze_chunk", "parse_memory", "truth_block",
-           "sample_index", "plan_chunks", "BYTES_PER_LOGIT", "DEFAULT_MEMORY", "ROW_STATS",
-           "QUANTILE_METHOD"]
+           "sample_index", "plan_chunks", "top2_gap", "top2_gap_partition", "BYTES_PER_LOGIT",
+           "DEFAULT_MEMORY", "ROW_STATS", "QUANTILE_METHOD"]
 
 # Peak working memory of one chunk per logit (float64 logits, the rounded copy, the methods'
 # float64 temporaries, the certified engine's): numpy's traced allocations measure ~197 bytes
@@ -165,8 +166,8 @@ def _read_chunk(cell: dict):
             raise InputError(f"{cell['path']}: target {t[i].item()} of row {int(rows[i])} is "
                              f"out of range [0, {c}) for {c} classes"
                              + ("" if ign is None else f" and not ignore_index ({ign})"))
-    try:
-        x, t = validate_batch(x, t) if opts is None else check_batch(x, t, opts)
+    try:   # x is the reader's own fresh array: frozen, the check copies nothing
+        x, t = validate_batch(frozen(x), t) if opts is None else check_batch(x, t, opts)
     except InputError as exc:
         raise InputError(f"{cell['path']} (rows {int(rows[0])}..{int(rows[-1])}): {exc}") \
             from None
@@ -194,6 +195,39 @@ def _option_truth(xr, t, options: LossOptions, bits, block):
     return np.concatenate(his), np.concatenate(los)
 
 
+def top2_gap(x: np.ndarray) -> np.ndarray:
+    """Per row, the largest value minus the second largest (a repeated maximum: 0; nan where
+    the row has a nan or is a single class, or the two are both +inf or both -inf): the
+    difference of the last two of `np.partition(x, C - 2)` (`top2_gap_partition`, which it
+    equals bit for bit), from one maximum, one argmax and one more maximum (float64)."""
+    n, c = x.shape
+    if c < 2:
+        return np.full(n, np.nan)
+    rows = np.arange(n)
+    with np.errstate(invalid="ignore", over="ignore"):
+        first = x.max(axis=1)              # nan if the row has one: so is the partition's top
+        rest = np.array(x)
+        rest[rows, np.argmax(x, axis=1)] = -np.inf   # one copy of the maximum out
+        second = rest.max(axis=1)
+        gap = first - second
+    # top two both zeros: their order in the partition (so the sign of the zero gap) is the
+    # partition's own, so those rows (rare) take it from the partition itself
+    tie = (first == 0) & (second == 0)
+    if tie.any():
+        gap[tie] = top2_gap_partition(x[tie])
+    return gap
+
+
+def top2_gap_partition(x: np.ndarray) -> np.ndarray:
+    """`top2_gap` by a partial sort (the definition it mirrors)."""
+    n, c = x.shape
+    if c < 2:
+        return np.full(n, np.nan)
+    top = np.partition(x, c - 2, axis=1)[:, -2:]
+    with np.errstate(invalid="ignore", over="ignore"):
+        return top[:, 1] - top[:, 0]
+
+
 def _row_stats(fmt, xr, t, hi, lo, loss=None) -> dict:
     """Row statistics from the plain certified truth (hi + lo: lse = x_t + it); `loss`: the
     row's true loss where it is another (training options)."""
@@ -201,15 +235,20 @@ def _row_stats(fmt, xr, t, hi, lo, loss=None) -> dict:
     n, c = xr.shape
     ar = np.arange(n)
     xt = xr[ar, t]
-    top = np.partition(xr, c - 2, axis=1)[:, -2:] if c >= 2 else None
     with np.errstate(invalid="ignore", over="ignore"):
-        gap = top[:, 1] - top[:, 0] if top is not None else np.full(n, np.nan)
+        gap = top2_gap(xr)
         lse = (xt + hi) + lo          # the certified log-sum-exp (loss + x_t), in float64
         lse = np.where(np.isnan(hi), np.nan, lse)
         ok = (np.isfinite(xr) | (xr == -np.inf)).all(axis=1)
         ok &= np.isfinite(fmt.round(lse)) & np.isfinite(fmt.round(loss))
     return {"target": t, "target_logit": xt, "max_logit": np.max(xr, axis=1), "top2_gap": gap,
             "lse": lse, "loss": loss, "representable": ok}
+
+
+def _run(m, xr, t, fmt, acc, options):
+    """The method's per-row losses of the frozen logits `xr`."""
+    with reading_frozen():
+        return m(xr, t, fmt, acc, options=options)
 
 
 def analyze_chunk(cell: dict) -> pd.DataFrame:
@@ -224,7 +263,9 @@ def analyze_chunk(cell: dict) -> pd.DataFrame:
     blocks = []
     for fname in cell["formats"]:
         fmt = get_format(fname)
-        xr = x if fname == stored else fmt.round(x)  # stored values are already exact in fmt
+        # stored values are already exact in fmt; read-only, so that no method's own check
+        # of them copies them
+        xr = frozen(x if fname == stored else fmt.round(x))
         o = _in_format(opts, fmt)
         block = int(cell["truth_block"])
         extra = {}
@@ -250,7 +291,7 @@ def analyze_chunk(cell: dict) -> pd.DataFrame:
                 n = len(t)
                 blocks.append(pd.DataFrame({
                     "format": [fname] * n, "method": [mname] * n, "accumulator": [acc] * n,
-                    "row": rows, "computed": m(xr, t, fmt, acc, options=o), "truth_hi": hi,
+                    "row": rows, "computed": _run(m, xr, t, fmt, acc, o), "truth_hi": hi,
                     "truth_lo": lo, "bhh_bound": b, **stats, **extra}))
         del xr
     return pd.concat(blocks, ignore_index=True)

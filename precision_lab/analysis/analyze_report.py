@@ -85,8 +85,10 @@ def worst_rows(a: Analysis, fmt: str, k: int = WORST) -> pd.DataFrame:
     for col, name in (("target", "target"), ("max_logit", "largest logit"),
                       ("top2_gap", "top-2 gap"), ("lse", "lse"), ("truth", "true loss")):
         out[name] = base.loc[out["row"], col].to_numpy()
+    # dropna=False: a row where every variant gives nan (a nan logit, every class masked) is
+    # among the worst and must stay in the table
     vals = d.pivot_table(index="row", columns=["method", "accumulator"], values="computed",
-                         aggfunc="first", sort=False)
+                         aggfunc="first", sort=False, dropna=False)
     for (m, c) in dict.fromkeys(zip(d["method"], d["accumulator"])):
         out[_label(m, c)] = vals.loc[out["row"], (m, c)].to_numpy()
     return out

@@ -1,6 +1,8 @@
 """One entry point from logits to a tidy DataFrame of errors against the certified truth."""
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import replace
 from typing import Iterable
 
@@ -17,12 +19,30 @@ from ..numerics.options import LossOptions, check_batch
 from ..truth.options import certified_option_losses
 from ..truth.reference import DEFAULT_BITS, reference_truth, to_double_double
 
-__all__ = ["evaluate", "variants"]
+__all__ = ["evaluate", "variants", "frozen", "reading_frozen"]
 
 
 def variants(method: str, fmt: str, accumulators: Iterable[str] = ACCUMULATORS) -> list[str]:
     """The accumulators a method runs with in a format (`Method.accumulators`)."""
     return get_method(method).accumulators(fmt, accumulators)
+
+
+def frozen(a: np.ndarray) -> np.ndarray:
+    """A read-only view of `a` (the array itself is untouched): `check_array`, and so every
+    method's and the truth's `validate_batch`, takes it without a copy."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+@contextlib.contextmanager
+def reading_frozen():
+    """Around methods given `frozen` logits: torch's from_numpy warns that a read-only array
+    could be written through a tensor; the torch method only reads it (and casts it, a copy)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable",
+                                category=UserWarning)
+        yield
 
 
 def evaluate(logits: ArrayLike, targets: ArrayLike, formats: Iterable[str] = STANDARD_FORMATS,
@@ -53,27 +73,38 @@ def evaluate(logits: ArrayLike, targets: ArrayLike, formats: Iterable[str] = STA
     if options is not None:
         return evaluate_options(logits, targets, options, formats, methods, accumulators,
                                 bits, mean)
+    if isinstance(logits, np.ndarray) and logits.dtype == np.float64:
+        logits = frozen(logits)     # only read (rounded into each format): no copy of it
     x, t = validate_batch(logits, targets)
     fmts = [get_format(f) for f in formats]
     meths = [get_method(m) for m in (tuple(METHODS) if methods is None else methods)]
-    blocks = []
-
-    def add(*args):
-        blocks.append(_block(*args))
-
+    parts = []
     for fmt in fmts:
-        xr = fmt.round(x)
+        xr = frozen(fmt.round(x))   # validated once here: the methods' own checks copy nothing
         tr = reference_truth(xr, t, bits=bits, cache=cache)
-        for m in meths:
-            for acc in variants(m, fmt, accumulators):
-                losses = m(xr, t, fmt, acc)
-                add(fmt, m.name, acc, "none", np.arange(len(t)), losses, tr.hi, tr.lo, tr.exp)
-                if mean:
-                    mval = m.batch_mean(losses, fmt, acc, x=xr, targets=t)
-                    add(fmt, m.name, acc, "mean", np.array([-1]), np.array([mval]),
-                        np.array([tr.mean_hi]), np.array([tr.mean_lo]),
-                        np.array([tr.mean_exp], dtype=np.int64))
-    return pd.DataFrame({k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]})
+        with reading_frozen():
+            done = _run_methods(fmt, meths, accumulators, xr, t, tr, mean)
+        if done:   # none where no method runs in the format (torch in float8)
+            parts.append(_block(fmt, done))
+    return pd.DataFrame({k: np.concatenate([b[k] for b in parts]) for k in parts[0]})
+
+
+def _run_methods(fmt, meths, accumulators, xr, t, tr, mean) -> list[tuple]:
+    """Every variant of `meths` in `fmt` on the rounded logits `xr`, in order: (method,
+    accumulator, reduction, rows, computed, truth hi, lo, exp) for its per-row losses and, with
+    `mean`, for its batch mean."""
+    out = []
+    rows = np.arange(len(t))
+    for m in meths:
+        for acc in variants(m, fmt, accumulators):
+            losses = m(xr, t, fmt, acc)
+            out.append((m.name, acc, "none", rows, losses, tr.hi, tr.lo, tr.exp))
+            if mean:
+                mval = m.batch_mean(losses, fmt, acc, x=xr, targets=t)
+                out.append((m.name, acc, "mean", np.array([-1]), np.array([mval]),
+                            np.array([tr.mean_hi]), np.array([tr.mean_lo]),
+                            np.array([tr.mean_exp], dtype=np.int64)))
+    return out
 
 
 def evaluate_options(logits, targets, options: LossOptions,
@@ -106,17 +137,35 @@ def evaluate_options(logits, targets, options: LossOptions,
         for m in meths:
             for acc in variants(m, fmt, accumulators):
                 rows = m(xr, tr, fmt, acc, options=o)
-                blocks.append(_block(fmt, m.name, acc, "none", np.arange(len(t)), rows, hi, lo))
+                blocks.append(_block_one(fmt, m.name, acc, "none", np.arange(len(t)), rows, hi, lo))
                 if mean:
                     v = m.reduce(rows, fmt, acc, xr, tr, o, red)
-                    blocks.append(_block(fmt, m.name, acc, red, np.array([-1]), np.array([v]),
+                    blocks.append(_block_one(fmt, m.name, acc, red, np.array([-1]), np.array([v]),
                                          bhi, blo))
     df = pd.DataFrame({k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]})
     df["options"] = options.label()
     return df
 
 
-def _block(fmt, method, acc, reduction, row, computed, hi, lo, exp=None) -> dict:
+def _block(fmt, parts: list[tuple]) -> dict:
+    """The frame's columns for a format's variants, `parts` (method, accumulator, reduction,
+    rows, computed, hi, lo, exp) in order; the truth is (hi + lo) 2**exp, its column that
+    rounded to float64 (inf / 0 beyond). Every error column is elementwise, so it is formed
+    once over all the variants' values together (`_block_one` per variant, the same values)."""
+    cat = [np.concatenate([np.asarray(p[i]) for p in parts]) for i in range(3, 8)]
+    row, computed, hi, lo, exp = cat
+    sizes = [len(p[3]) for p in parts]
+    with np.errstate(over="ignore"):
+        truth = np.ldexp(hi, exp)
+    return {"format": np.full(len(row), fmt.name, dtype=object),
+            "method": np.repeat(np.array([p[0] for p in parts], dtype=object), sizes),
+            "accumulator": np.repeat(np.array([p[1] for p in parts], dtype=object), sizes),
+            "row": row,
+            "reduction": np.repeat(np.array([p[2] for p in parts], dtype=object), sizes),
+            "truth": truth, **error_columns(computed, hi, lo, fmt, exp)}
+
+
+def _block_one(fmt, method, acc, reduction, row, computed, hi, lo, exp=None) -> dict:
     """The frame's columns for one (format, method, accumulator, reduction); the truth is
     (hi + lo) 2**exp (exp None: 0), its column that rounded to float64 (inf / 0 beyond)."""
     n = len(row)

@@ -13,8 +13,10 @@ Logits stored in float16, bfloat16, float32 or float64 are kept exactly: every s
 float64, and `stored_format` names the format they are already in (a bfloat16 file is analysed
 as its own values, never rounded a second time).
 
-This module reads; it does not validate (that is `inputs.validate_batch`, applied to every
-block by the caller). Every problem with the file itself raises InputError naming the file.
+This module reads; every block it returns has passed `arrays.check_array` (real numbers, read
+exactly: a .npy of booleans, strings or integers past 2**53 is refused as `load_logits`
+refuses it); the batch itself (shapes, targets in range) is checked by the caller
+(`inputs.validate_batch`, applied to every block). Every problem with the file itself raises InputError naming the file.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import torch
 from safetensors import safe_open
 
 from ..errors import InputError
+from .arrays import check_array
 
 __all__ = ["SUFFIXES", "STREAMED", "FileInfo", "file_info", "read_rows", "read_arrays",
            "file_sha256", "IGNORED_TARGET_HINT"]
@@ -186,9 +189,9 @@ def _to_float64(x) -> np.ndarray:
             raise InputError(f"logits of dtype {x.dtype} are not supported; store float16, "
                              f"bfloat16, float32 or float64")
         return x.numpy().astype(np.float64)
-    if np.iscomplexobj(x):
-        raise InputError("logits must be real numbers, got complex values")
-    return np.asarray(x, dtype=np.float64)
+    # a .npy / .npz block: the one gate (booleans, strings, datetimes, integers past 2**53,
+    # values past float64's range are refused, as `load_logits` refuses them)
+    return check_array(x, "logits")
 
 
 def _targets(t, ignore_index: int | None = None) -> np.ndarray:
@@ -198,7 +201,7 @@ def _targets(t, ignore_index: int | None = None) -> np.ndarray:
         if t.dtype == torch.bool:
             raise InputError("targets must be integer class indices, got booleans")
         t = t.numpy()
-    t = np.asarray(t)
+    t = check_array(t, "targets", dtype=None)   # real numbers (validated per block after)
     if t.dtype != np.bool_ and np.issubdtype(t.dtype, np.number) and \
             np.any((t < 0) & (t != (0 if ignore_index is None else ignore_index))):
         raise InputError(IGNORED_TARGET_HINT)

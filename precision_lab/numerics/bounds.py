@@ -37,7 +37,7 @@ from .formats import FORMATS, get_format
 
 F64 = FORMATS["float64"]
 
-__all__ = ["bhh_bound", "lse_terms", "bhh_check", "BHH_CHECK_COLUMNS"]
+__all__ = ["bhh_bound", "lse_terms", "lse_terms_direct", "bhh_check", "BHH_CHECK_COLUMNS"]
 
 BHH_CHECK_COLUMNS = ("bhh_within_frac", "bhh_checked", "bhh_violations", "bhh_ratio_median",
                      "bhh_ratio_max", "bhh_informative_frac")
@@ -45,7 +45,23 @@ BHH_CHECK_COLUMNS = ("bhh_within_frac", "bhh_checked", "bhh_violations", "bhh_ra
 
 def lse_terms(x) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per row of float64 logits x (N, C): a = max x, s = sum_{i != argmax} exp(x_i - a),
-    n = number of finite logits, d = max_i |a - x_i| over the finite logits."""
+    n = number of finite logits, d = max_i |a - x_i| over the finite logits.
+
+    The terms exp(x_i - a) are float64 correctly rounded (`elementary.exp`), summed by numpy's
+    float64 row sum. Where every logit is a 16-bit value (bfloat16 or float16, so every value
+    of those formats and of float8), each row holds at most 65536 distinct values: exp is then
+    evaluated once per distinct (row, value) and gathered back (`_row_exp_16bit`), the very
+    same float64 terms in the same array, so the same sums; `lse_terms_direct` is the path
+    without it, which it must equal bit for bit."""
+    return _lse_terms(x, fast=True)
+
+
+def lse_terms_direct(x):
+    """`lse_terms` with exp evaluated on every logit (the definition the fast path mirrors)."""
+    return _lse_terms(x, fast=False)
+
+
+def _lse_terms(x, fast: bool):
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
         x = x[None, :]
@@ -54,14 +70,78 @@ def lse_terms(x) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     with np.errstate(invalid="ignore"):
         a = xm.max(axis=1)
         k = np.argmax(xm, axis=1)
-        diff = xm - a[:, None]
-        diff = np.where(finite, diff, -np.inf)
-        e = elementary.exp(diff, F64)
+        e = _row_exp_16bit(x, a) if fast else None
+        if e is None:
+            diff = xm - a[:, None]
+            diff = np.where(finite, diff, -np.inf)
+            e = elementary.exp(diff, F64)
+            del diff
         e[np.arange(len(k)), k] = 0.0
         s = e.sum(axis=1)
+        del e
         d = np.where(finite.any(axis=1), a - np.where(finite, x, np.inf).min(axis=1), 0.0)
     n = finite.sum(axis=1).astype(np.float64)
     return a, s, n, d
+
+
+_CODES = 1 << 16
+_TABLES: dict[str, np.ndarray] = {}
+
+
+def _code_table(kind: str) -> np.ndarray:
+    """The float64 value of each of the 65536 bit patterns of bfloat16 or float16."""
+    if kind not in _TABLES:
+        bits = np.arange(_CODES, dtype=np.uint32)
+        v = (bits << 16).view(np.float32) if kind == "bfloat16" else \
+            bits.astype(np.uint16).view(np.float16)
+        with np.errstate(invalid="ignore"):
+            _TABLES[kind] = v.astype(np.float64)
+    return _TABLES[kind]
+
+
+def _codes_16bit(x: np.ndarray):
+    """(uint16 bit patterns of x, the table of their float64 values) when every element of x
+    is, bit for bit, the float64 of a bfloat16 or of a float16 pattern, else None."""
+    bits = x.view(np.uint64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for kind in ("bfloat16", "float16"):
+            if kind == "bfloat16":
+                codes = (x.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+            else:
+                codes = x.astype(np.float16).view(np.uint16)
+            table = _code_table(kind)
+            if np.array_equal(np.take(table, codes).view(np.uint64), bits):
+                return codes, table
+    return None
+
+
+def _row_exp_16bit(x: np.ndarray, a: np.ndarray) -> np.ndarray | None:
+    """exp(x_i - a_row) (-inf where x_i is not finite: 0) as `_lse_terms` forms it, with exp
+    evaluated once per distinct (row, bit pattern); None unless every x is a 16-bit value. Every
+    argument of exp is the same float64 as on the direct path (the pattern's value is x_i bit
+    for bit, its sign of zero included), and exp is elementwise, so every term is too."""
+    n, c = x.shape
+    if c < 4096 or not x.flags.c_contiguous:   # the direct path is as fast
+        return None
+    found = _codes_16bit(x)
+    if found is None:
+        return None
+    codes, table = found
+    present = [np.flatnonzero(np.bincount(codes[r], minlength=_CODES)) for r in range(n)]
+    row = np.repeat(np.arange(n), [len(p) for p in present])
+    vals = table[np.concatenate(present)]
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.where(np.isfinite(vals), vals - a[row], -np.inf)
+    terms = elementary.exp(diff, F64)
+    out = np.empty((n, c))
+    lut = np.zeros(_CODES)
+    start = 0
+    for r in range(n):
+        p = present[r]
+        lut[p] = terms[start:start + len(p)]
+        np.take(lut, codes[r], out=out[r])
+        start += len(p)
+    return out
 
 
 def bhh_bound(x, targets, fmt, accumulator: str = WORKING, form: str = "log1p",
