@@ -54,7 +54,7 @@ PROFILES = {
     "quick": {"shapes": [[16, 1000]], "formats": ["bfloat16"], "scale": 3.0, "repeats": 2,
               "file_shape": [16, 1000]},
     "full": {"shapes": [[64, 32000], [16, 128256]], "formats": ["bfloat16", "float32"],
-             "scale": 3.0, "repeats": 3, "file_shape": [512, 128256]},
+             "scale": 3.0, "repeats": 3, "file_shape": [4096, 128256]},
 }
 
 
