@@ -301,17 +301,24 @@ def _sigint_held():
     """SIGINT blocked in the main thread while the pool starts its workers (in `submit`): a
     worker inherits the blocked mask and drops the signal once its initializer ignores
     SIGINT, so a Ctrl-C while workers start prints no traceback of theirs; the main process
-    gets it, held pending, on leaving. (A Ctrl-C that another thread of this process takes
-    first can still interrupt a worker's start: a known race.)"""
+    gets it, held pending, on leaving. A Ctrl-C that another thread of this process takes
+    (the mask is the main thread's) is only recorded by a handler installed meanwhile, and
+    raised on leaving: it never interrupts a worker's start halfway (the worker would read
+    an empty pipe and print EOFError's traceback)."""
     if not hasattr(signal, "pthread_sigmask") or \
             threading.current_thread() is not threading.main_thread():
         yield
         return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)  # a Ctrl-C meanwhile arrives now
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)  # a Ctrl-C held meanwhile arrives now
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)  # the previous handler's turn
 
 
 @contextlib.contextmanager
