@@ -179,7 +179,7 @@ def speed_figure(timed: pd.DataFrame):
     groups = list(timed.groupby(["format", "rows", "classes"], sort=False))
     n = len(groups[0][1]) if groups else 1
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups) + 1.6, 0.2 * n + 1.3),
-                             squeeze=False, sharey=True)
+                             squeeze=False)  # own rows and labels per panel
     for ax, ((fmt, r, c), g) in zip(axes[0], groups):
         y = np.arange(len(g))[::-1]
         ax.barh(y, g["times_numpy"], color=[_bar_color(w, k) for w, k in
