@@ -38,10 +38,10 @@ import threading
 import numba
 import numpy as np
 
-from . import elementary
+from . import elementary, fast32
 from .fastround import _bits, _float
 
-__all__ = ["compute", "table_size", "TABLE_MAX", "sequential_sum", "exp_compiled",
+__all__ = ["compute", "table_size", "TABLE_MAX", "sequential_sum", "exp_compiled", "exp_plain",
            "accumulate_native", "any_inf"]
 
 TABLE_MAX = 1 << 20          # entries of the largest table built (tf32: 540,677; 4.3 MB)
@@ -250,9 +250,22 @@ def exp_compiled(x: np.ndarray, fmt) -> np.ndarray:
     return out.reshape(np.shape(x))
 
 
+def exp_plain(x: np.ndarray, fmt) -> np.ndarray:
+    """exp correctly rounded into fmt (`fast32.supports(fmt)`: float32) by fast32's plain
+    float64 evaluation, its uncertain elements settled by `exp_compiled` (float64 of x's
+    shape)."""
+    flat = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    out = np.empty_like(flat)
+    idx = fast32.exp_f32(flat, fmt, out)
+    if idx is not None:
+        out[idx] = exp_compiled(flat[idx], fmt)
+    return out.reshape(np.shape(x))
+
+
 def compute(name: str, x, fmt) -> np.ndarray:
     """`elementary.compute(name, x, fmt)[0]`, bit for bit: a table look-up for narrow formats,
-    the compiled exp for wide ones, `elementary.compute` otherwise."""
+    the compiled exp for wide ones (fast32's plain float64 one for float32), `elementary.compute`
+    otherwise."""
     x = np.asarray(x, dtype=np.float64)
     if x.size == 0 or name not in elementary.FUNCTIONS:
         return elementary.compute(name, x, fmt)[0]
@@ -269,7 +282,7 @@ def compute(name: str, x, fmt) -> np.ndarray:
             out[idx] = elementary.compute(name, flat[idx], fmt)[0]
         return out.reshape(x.shape)
     if name == "exp":
-        return exp_compiled(x, fmt)
+        return exp_plain(x, fmt) if fast32.supports(fmt) else exp_compiled(x, fmt)
     return elementary.compute(name, x, fmt)[0]
 
 

@@ -1,0 +1,202 @@
+"""exp correctly rounded into float32 (and every format of at most 24 bits carried in float64
+whose exponent range is float32's or narrower), evaluated in plain float64: the same bits as
+`elementary.compute("exp", x, fmt)`, at a fraction of the cost of its double-double path.
+
+Evaluation (float64, IEEE +, -, * only, each correctly rounded; no libm, no FMA: numba
+without fastmath neither contracts nor reassociates), for x in [XLO, XHI] (see below):
+
+  k = rint(x / ln2)        as (x * L + M) - M, L = fl(1/ln2), M = 1.5 * 2**52 (exact rint
+                           of fl(x L) for |x L| < 2**51): an integer, |k| < 2**8;
+  r = (x - k C1) - k C2    C1 = ln2 truncated to 45 bits, so k C1 is exact, and x - k C1 is
+                           exact: both are multiples of 2**-54 (|x| >= 1/4 where k != 0,
+                           and C1 is a multiple of 2**-45), their difference is below 1/2,
+                           so it has at most 53 bits; C2 = fl(ln2 - C1);
+  P(r) = sum_{i<=13} c_i r^i by Horner, c_i = fl(1/i!) (the Taylor polynomial);
+  y = P(r) 2**k            exact: 2**k from its bits, the product a normal double.
+
+Error bound (the derivation; `analysis_bound()` evaluates it in exact rational arithmetic,
+u = 2**-53, rho = ln2/2 + 2**-40 >= |r|):
+  argument  |r - (x - k ln2)| <= u rho + u 2**-37 + 2**8 u 2**-45 (the subtraction, the
+            product k C2, C2's own rounding): d_r ~ 0.35 u;
+  Taylor    |exp(r) - T13(r)| <= rho**14 / 14! exp(rho) (Lagrange);
+  coeffs    sum_{i=3..13} |c_i - 1/i!| rho**i <= u sum rho**i / i!;
+  Horner    h_13 = c_13, h_i = c_i + r h_{i+1}: each step's two roundings give
+            |e_i| <= u |h^_i| + u rho |h^_{i+1}| + rho |e_{i+1}|, so
+            |e_0| <= u sum_i rho**i (H_i + rho H_{i+1}) (1 + u)**28, H_i = sum_{j>=i} c_j
+            rho**(j-i) bounding |h^_i|;
+  together  y = exp(x) (1 + eps), |eps| <= (1 + (T + C + H) exp(rho)) exp(d_r) - 1, the
+            polynomial's absolute errors made relative by exp(r) >= exp(-rho).
+The analysis gives |eps| <= 2**-51.07 (about 3.8 u, nearly all Horner's); the kernels use
+E = BOUND, the power of two at least twice it (2**-50). The tests measure the error of y
+against mpmath (below E / 4) and `analysis_bound() * 2 <= BOUND`.
+
+Rounding (as `elementary._round`, for one double): the format's quantum at y is 2**q, q =
+max(e - p + 1, qmin), e = y's binade (from its bits); s = y 2**-q (exact), n0 = floor(s),
+f = s - n0 (exact); the result is certain unless |f - 1/2| <= 2 E s (the factor 2 covers
+the relative error E/(1 - E) of s against the true value and the roundings of the test);
+then it is (n0 + [f > 1/2]) 2**q, +inf past max_finite. A true value below a power of two
+2**e whose y lies at or above it rounds to 2**e in either binade's grid (it is within E of
+it), so the binade taken from y is safe. The midpoints tested include the one above
+max_finite (overflow) and those of the subnormal range down to the one between 0 and the
+smallest subnormal. The uncertain elements (a fraction about 3 E 2**(p-1) of the random
+ones, 2**-25.4 for float32) go to the double-double path (`fastelem.exp_compiled`, then arb):
+correct rounding is unique, so the results are `elementary.compute`'s bit for bit.
+
+Outside [XLO, XHI] the result is certain: XHI = ceil((emax + 1) ln2), above which exp(x) >
+2**(emax+1) (inf), XLO = floor((qmin - 1) ln2), below which exp(x) < 2**(qmin-1), half the
+smallest subnormal (+0); nan stays nan (numpy's default nan, as `elementary.compute`'s).
+For float32, [XLO, XHI] = [-104, 89].
+
+`python -m precision_lab.numerics.fast32_check` compares this path with the double-double one
+on every float32 input (all 2**32 bit patterns).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from fractions import Fraction
+
+import numba
+import numpy as np
+
+from . import elementary
+from .fastround import _bits, _float
+
+__all__ = ["BOUND", "supports", "exp_kernel", "exp_f32", "analysis_bound", "limits"]
+
+_DEGREE = 13
+_C1_BITS = 45
+_K_BITS = 8                  # |k| < 2**8: |x| <= XMAX
+XMAX = 176.0
+_LN2 = elementary._ln2       # ln2, exact to 320 bits (a Fraction from arb)
+_INV_LN2 = float(1 / _LN2)
+_C1 = elementary._truncate(_LN2, _C1_BITS)
+_C2 = float(_LN2 - Fraction(_C1))
+_COEF = [float(Fraction(1, math.factorial(i))) for i in range(_DEGREE + 1)]
+(_K0, _K1, _K2, _K3, _K4, _K5, _K6, _K7, _K8, _K9, _K10, _K11, _K12, _K13) = _COEF
+_MAGIC = 6755399441055744.0  # 1.5 * 2**52
+
+
+def analysis_bound() -> Fraction:
+    """The derived bound on |y / exp(x) - 1| (module docstring), in exact rationals; exp(rho)
+    and the other transcendental quantities bounded above by truncated series."""
+    u = Fraction(1, 1 << 53)
+    rho = _LN2 / 2 + Fraction(1, 1 << 40)
+    d_r = u * rho + u * Fraction(1, 1 << 37) + (1 << _K_BITS) * u * Fraction(1, 1 << 45)
+
+    def exp_up(t: Fraction) -> Fraction:          # exp(t) for 0 <= t <= 1: series + tail
+        s, term = Fraction(0), Fraction(1)
+        for i in range(1, 30):
+            s += term
+            term *= t / i
+        return s + 2 * term
+    c = [Fraction(v) for v in _COEF]
+    trunc = rho ** (_DEGREE + 1) / math.factorial(_DEGREE + 1) * exp_up(rho)
+    coef = sum(abs(c[i] - Fraction(1, math.factorial(i))) * rho ** i
+               for i in range(_DEGREE + 1))
+    big_h = [sum(c[j] * rho ** (j - i) for j in range(i, _DEGREE + 1))
+             for i in range(_DEGREE + 1)] + [Fraction(0)]
+    horner = u * sum(rho ** i * (big_h[i] + rho * big_h[i + 1]) for i in range(_DEGREE))
+    horner *= (1 + u) ** (2 * _DEGREE + 2)
+    eps_p = (trunc + coef + horner) * exp_up(rho)
+    return (1 + eps_p) * exp_up(d_r) - 1
+
+
+_AB = analysis_bound()
+BOUND = 2.0 ** math.ceil(math.log2(float(2 * _AB)))  # a power of two >= twice the analysis
+
+
+@functools.lru_cache(maxsize=None)
+def _limits(precision: int, emin: int, emax: int) -> tuple[float, float]:
+    qmin = emin - precision + 1
+    return float(math.floor((qmin - 1) * _LN2)), float(math.ceil((emax + 1) * _LN2))
+
+
+def limits(fmt) -> tuple[float, float]:
+    """(XLO, XHI) of `fmt`: exp rounds to +0 below XLO and to +inf above XHI."""
+    return _limits(int(fmt.precision), int(fmt.emin), int(fmt.emax))
+
+
+def supports(fmt) -> bool:
+    """This path serves `fmt` (its precision and range; the rounding is to nearest, as
+    `elementary.compute`'s): at most 24 bits, and [XLO, XHI] inside [-XMAX, XMAX]
+    (float32's exponent range or narrower)."""
+    lo, hi = limits(fmt)
+    return fmt.precision <= 24 and -XMAX <= lo and hi <= XMAX
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _exp1(x0, p, qmin, max_finite, xlo, xhi, tol):
+    """(exp(x0) rounded into the format (p, qmin, max_finite), whether that is uncertain)."""
+    inside = x0 >= xlo and x0 <= xhi        # false for nan
+    v = x0 if inside else 0.0
+    k = (v * _INV_LN2 + _MAGIC) - _MAGIC
+    r = (v - k * _C1) - k * _C2
+    h = _K13
+    h = _K12 + r * h
+    h = _K11 + r * h
+    h = _K10 + r * h
+    h = _K9 + r * h
+    h = _K8 + r * h
+    h = _K7 + r * h
+    h = _K6 + r * h
+    h = _K5 + r * h
+    h = _K4 + r * h
+    h = _K3 + r * h
+    h = _K2 + r * h
+    h = _K1 + r * h
+    h = _K0 + r * h
+    y = h * _float(np.uint64(np.int64(k) + 1023) << np.uint64(52))
+    e = np.int64(_bits(y) >> np.uint64(52)) - 1023    # y > 0, normal: its binade
+    q = max(e - p + 1, qmin)
+    s = y * _float(np.uint64(1023 - q) << np.uint64(52))
+    n0 = np.floor(s)
+    f = s - n0
+    a = inside and abs(f - 0.5) <= tol * s
+    val = (n0 + (1.0 if f > 0.5 else 0.0)) * _float(np.uint64(q + 1023) << np.uint64(52))
+    val = np.inf if val > max_finite else val
+    special = np.inf if x0 > xhi else (0.0 if x0 < xlo else np.nan)
+    return (val if inside else special), a
+
+
+@numba.njit(cache=True, nogil=True)
+def exp_kernel(x, out, p, qmin, max_finite, xlo, xhi, tol):
+    """out[i] = exp(x[i]) rounded into the format (p, qmin, max_finite), x and out flat.
+    Returns the number of elements whose rounding is uncertain (`uncertain` lists them; their
+    out is then to be recomputed). Branch-free (selects), so that the loop vectorises;
+    elements outside [xlo, xhi] are evaluated at 0 and their results replaced."""
+    n_amb = 0
+    for i in range(x.size):
+        v, a = _exp1(x[i], p, qmin, max_finite, xlo, xhi, tol)
+        out[i] = v
+        n_amb += 1 if a else 0
+    return n_amb
+
+
+@numba.njit(cache=True, nogil=True)
+def uncertain(x, idx, p, qmin, max_finite, xlo, xhi, tol):
+    """Fill idx with the positions of the elements `exp_kernel` counts uncertain."""
+    j = 0
+    for i in range(x.size):
+        if _exp1(x[i], p, qmin, max_finite, xlo, xhi, tol)[1]:
+            idx[j] = i
+            j += 1
+
+
+def _args(fmt) -> tuple:
+    lo, hi = limits(fmt)
+    return (int(fmt.precision), int(fmt.emin - fmt.precision + 1), float(fmt.max_finite), lo,
+            hi, 2.0 * BOUND)
+
+
+def exp_f32(flat: np.ndarray, fmt, out: np.ndarray) -> np.ndarray | None:
+    """exp of contiguous flat float64 `flat` into `out` for `fmt` (`supports(fmt)`); returns
+    the positions whose rounding is uncertain (None if there are none): their out is to be
+    recomputed by the double-double path."""
+    args = _args(fmt)
+    n = exp_kernel(flat, out, *args)
+    if n == 0:
+        return None
+    idx = np.empty(n, dtype=np.int64)
+    uncertain(flat, idx, *args)
+    return idx
