@@ -62,7 +62,8 @@ import numpy as np
 from . import elementary
 from .fastround import _bits, _float
 
-__all__ = ["BOUND", "supports", "exp_kernel", "exp_f32", "analysis_bound", "limits"]
+__all__ = ["BOUND", "XMAX", "supports", "exp_kernel", "uncertain", "exp_f32", "exp_values",
+           "analysis_bound", "limits"]
 
 _DEGREE = 13
 _C1_BITS = 45
@@ -126,10 +127,8 @@ def supports(fmt) -> bool:
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _exp1(x0, p, qmin, max_finite, xlo, xhi, tol):
-    """(exp(x0) rounded into the format (p, qmin, max_finite), whether that is uncertain)."""
-    inside = x0 >= xlo and x0 <= xhi        # false for nan
-    v = x0 if inside else 0.0
+def _exp_y(v):
+    """y = exp(v) (1 + eps), |eps| <= BOUND / 2, for |v| <= XMAX: a normal double."""
     k = (v * _INV_LN2 + _MAGIC) - _MAGIC
     r = (v - k * _C1) - k * _C2
     h = _K13
@@ -146,7 +145,14 @@ def _exp1(x0, p, qmin, max_finite, xlo, xhi, tol):
     h = _K2 + r * h
     h = _K1 + r * h
     h = _K0 + r * h
-    y = h * _float(np.uint64(np.int64(k) + 1023) << np.uint64(52))
+    return h * _float(np.uint64(np.int64(k) + 1023) << np.uint64(52))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _exp1(x0, p, qmin, max_finite, xlo, xhi, tol):
+    """(exp(x0) rounded into the format (p, qmin, max_finite), whether that is uncertain)."""
+    inside = x0 >= xlo and x0 <= xhi        # false for nan
+    y = _exp_y(x0 if inside else 0.0)
     e = np.int64(_bits(y) >> np.uint64(52)) - 1023    # y > 0, normal: its binade
     q = max(e - p + 1, qmin)
     s = y * _float(np.uint64(1023 - q) << np.uint64(52))
@@ -181,6 +187,22 @@ def uncertain(x, idx, p, qmin, max_finite, xlo, xhi, tol):
         if _exp1(x[i], p, qmin, max_finite, xlo, xhi, tol)[1]:
             idx[j] = i
             j += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _values(x, out):
+    for i in range(x.size):
+        out[i] = _exp_y(x[i])
+
+
+def exp_values(x: np.ndarray) -> np.ndarray:
+    """The unrounded float64 evaluation y of exp(x) (|x| <= XMAX), for the tests of BOUND."""
+    flat = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    if flat.size and not np.all(np.abs(flat) <= XMAX):
+        raise ValueError(f"exp_values takes |x| <= {XMAX}")
+    out = np.empty_like(flat)
+    _values(flat, out)
+    return out.reshape(np.shape(x))
 
 
 def _args(fmt) -> tuple:

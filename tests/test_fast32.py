@@ -1,0 +1,171 @@
+"""fast32's plain float64 exp (numerics/fast32.py) is `elementary.compute`'s correctly rounded
+exp, bit for bit, for float32 and the other formats it serves; its error bound holds; the
+float32 methods go through it. (The exhaustive check over every float32 input is
+`python -m precision_lab.numerics.fast32_check`; a slice of it runs here.)"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import mpmath
+import numpy as np
+import pytest
+from test_elementary import adversarial
+
+from precision_lab.numerics import elementary as el
+from precision_lab.numerics import fast32, fast32_check, fastelem
+from precision_lab.numerics.formats import FORMATS, get_format
+from precision_lab.numerics.methods import METHODS
+
+F32 = FORMATS["float32"]
+SERVED = [F32, get_format("p=20,emin=-126,emax=127"), get_format("p=24,emin=-60,emax=63"),
+          get_format("p=16,emin=-140,emax=120")]
+NAN_PAYLOAD = np.array([0x7FF0000000000001, 0xFFF8000000000123], dtype=np.uint64).view(np.float64)
+
+
+def raw(v) -> np.ndarray:
+    return np.ascontiguousarray(v, dtype=np.float64).view(np.uint64)
+
+
+def f32_ulps(v, k: int) -> np.ndarray:
+    """The float32 values within k float32 ulps of each float32 value of v."""
+    b = np.asarray(v, dtype=np.float32).view(np.int32).astype(np.int64)
+    codes = (b[:, None] + np.arange(-k, k + 1)[None, :]).reshape(-1)
+    return codes.astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def float32_inputs(rng) -> np.ndarray:
+    """Specials, the thresholds' neighbourhoods, every binade, values just off float32."""
+    lo, hi = fast32.limits(F32)
+    thresholds = [lo, hi, np.log(F32.max_finite), np.log(2.0 ** 128 - 2.0 ** 103),
+                  np.log(2.0 ** -150), np.log(2.0 ** -149), np.log(2.0 ** -126), 0.0,
+                  np.log(2.0), -np.log(2.0), 2.0 ** -24, -(2.0 ** -25), 2.0 ** -25]
+    x = [np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 5e-324, -5e-324, 1.0, -1.0,
+                   lo, hi, np.nextafter(lo, -1), np.nextafter(hi, 1000), 710.0, -746.0,
+                   1e300, -1e300, fast32.XMAX, -fast32.XMAX]),
+         NAN_PAYLOAD,
+         f32_ulps(thresholds, 300), f32_ulps(-np.abs(thresholds), 300),
+         F32.round(rng.uniform(-1, 1, 40000) * np.exp2(rng.integers(-150, 8, 40000))),
+         F32.round(rng.uniform(-110, 95, 40000)),
+         F32.round(rng.uniform(-104, -87, 20000)),          # subnormal results
+         (np.arange(-150, 129) * np.log(2.0)),              # results near powers of two
+         rng.uniform(-110, 95, 5000),                       # not float32 values
+         F32.round(rng.uniform(-30, 30, 3000)) * (1 + 2.0 ** -40),
+         adversarial("exp")]
+    return np.concatenate([np.asarray(v, dtype=np.float64) for v in x])
+
+
+def test_the_derived_bound_and_the_kernels_bound():
+    ab = fast32.analysis_bound()
+    assert isinstance(ab, Fraction) and 0 < ab < Fraction(1, 1 << 51)
+    assert 2 * ab <= Fraction(fast32.BOUND) <= 4 * ab     # a power of two: twice the analysis
+    assert fast32.BOUND == 2.0 ** -50
+
+
+def test_measured_error_is_within_a_quarter_of_the_bound():
+    """|y / exp(x) - 1| of the unrounded float64 evaluation, against mpmath at 120 bits, on
+    random arguments of the whole range, the argument-reduction boundaries (r = +-ln2/2) and
+    tiny arguments."""
+    rng = np.random.default_rng(11)
+    k = rng.integers(-250, 250, 400).astype(np.float64)
+    edges = (k + 0.5) * np.log(2.0)
+    x = np.concatenate([rng.uniform(-fast32.XMAX, fast32.XMAX, 3000),
+                        np.nextafter(edges, np.inf), np.nextafter(edges, -np.inf),
+                        rng.uniform(-1, 1, 500) * np.exp2(rng.integers(-60, 0, 500))])
+    x = x[np.abs(x) <= fast32.XMAX]
+    y = fast32.exp_values(x)
+    worst = 0.0
+    with mpmath.workprec(120):
+        for xi, yi in zip(x, y):
+            e = mpmath.exp(mpmath.mpf(float(xi)))
+            worst = max(worst, float(abs(mpmath.mpf(float(yi)) / e - 1)))
+    assert worst < fast32.BOUND / 4, worst
+    assert worst > fast32.BOUND / 64                          # measured, not vacuous
+
+
+def test_which_formats_it_serves():
+    assert all(fast32.supports(f) for f in SERVED)
+    for name in ("float64", "p=30,emin=-200,emax=300", "p=24,emin=-300,emax=127",
+                 "p=25,emin=-126,emax=127"):
+        assert not fast32.supports(get_format(name)), name
+    assert fast32.limits(F32) == (-104.0, 89.0)
+
+
+@pytest.mark.parametrize("fmt", SERVED, ids=[f.name for f in SERVED])
+def test_plain_exp_is_compute_bit_for_bit(fmt):
+    rng = np.random.default_rng(7)
+    x = float32_inputs(rng)
+    lo, hi = fast32.limits(fmt)
+    x = np.concatenate([x, f32_ulps([lo, hi], 50), fmt.round(rng.uniform(lo - 2, hi + 2, 20000))])
+    ref = el.compute("exp", x, fmt)[0]
+    assert np.array_equal(raw(fastelem.exp_plain(x, fmt)), raw(ref))
+    assert np.array_equal(raw(fastelem.compute("exp", x, fmt)), raw(ref))
+    out = np.empty_like(x)                                   # the kernel alone, where certain
+    idx = fast32.exp_f32(x, fmt, out)
+    sure = np.ones(x.size, dtype=bool)
+    if idx is not None:
+        sure[idx] = False
+    assert np.array_equal(raw(out[sure]), raw(ref[sure]))
+    assert fastelem.exp_plain(x[:70].reshape(10, 7), fmt).shape == (10, 7)
+
+
+def _near_midpoints(n: int) -> np.ndarray:
+    """float32 inputs whose exp lies closest to a float32 midpoint: the uncertain ones of a
+    scan of a few million float32 values around 1 and in the subnormal range, plus the tiny
+    arguments whose exp is within 2**-50 of 1 -+ half an ulp."""
+    found = []
+    for start in (0x3F800000, 0x40A00000, 0xBF800000, 0xC2B00000, 0x33000000, 0xB3000000):
+        x = fast32_check._inputs(start, start + (1 << 21))
+        out = np.empty_like(x)
+        idx = fast32.exp_f32(x, F32, out)
+        if idx is not None:
+            found.append(x[idx])
+    found.append(f32_ulps([2.0 ** -24, -(2.0 ** -25)], 3))
+    return np.concatenate(found)[:n]
+
+
+def test_uncertain_elements_are_settled_exactly():
+    """The inputs the kernel cannot decide (results within 2**-49 of a midpoint) exist, are
+    reported, and the fall-back gives compute's bits; the kernel's own guess is not trusted."""
+    x = _near_midpoints(200)
+    out = np.empty_like(x)
+    idx = fast32.exp_f32(x, F32, out)
+    assert idx is not None and idx.size >= 3
+    ref = el.compute("exp", x, F32)[0]
+    assert np.array_equal(raw(fastelem.exp_plain(x, F32)), raw(ref))
+    lo = x[idx]
+    # each is within the test's window of a float32 midpoint, by the exact reference
+    with mpmath.workprec(200):
+        for v in lo[:20]:
+            e = mpmath.exp(mpmath.mpf(float(v)))
+            m, ex = mpmath.frexp(e)
+            ulp = mpmath.ldexp(1, max(int(ex) - 24, -149))
+            frac = e / ulp - mpmath.floor(e / ulp)
+            assert abs(frac - mpmath.mpf(0.5)) * ulp <= 4 * fast32.BOUND * e
+
+
+def test_float32_methods_use_it(monkeypatch):
+    """The float32 methods' exp goes through fast32 (Arithmetic -> fastelem.compute ->
+    exp_plain), and gives the same losses as the double-double path."""
+    rng = np.random.default_rng(2)
+    x = F32.round(3 * rng.standard_normal((4, 700)))
+    t = rng.integers(0, 700, 4)
+    before = {m: METHODS[m](x, t, F32) for m in ("logsumexp", "softmax_eps", "online")}
+    calls = []
+    real = fast32.exp_f32
+    monkeypatch.setattr(fast32, "exp_f32", lambda *a: calls.append(1) or real(*a))
+    for m in before:
+        calls.clear()
+        assert np.array_equal(raw(METHODS[m](x, t, F32)), raw(before[m]))
+        assert calls, m
+    monkeypatch.setattr(fastelem, "exp_plain", fastelem.exp_compiled)   # the old path
+    for m in before:
+        assert np.array_equal(raw(METHODS[m](x, t, F32)), raw(before[m]))
+
+
+def test_exhaustive_check_on_a_slice():
+    """The exhaustive tool on 2**20 patterns around 1.0 and the subnormal-result range: no
+    disagreement, and its counts add up."""
+    c = fast32_check.check(0x3F800000 - (1 << 19), 0x3F800000 + (1 << 19), chunk_bits=18)
+    assert c["checked"] == 1 << 20 and c["disagree"] == 0
+    c = fast32_check.check(0xC2CF0000, 0xC2D10000, chunk_bits=16)       # -103.5 .. -104.5
+    assert c["disagree"] == 0 and 0 < c["outside_or_nan"] < c["checked"]
