@@ -57,7 +57,9 @@ format carried in float64); log: x < 0 -> nan, +-0 -> -inf, +inf -> inf, 1 -> 0;
 Speed: `Arithmetic` calls these through numerics.fastelem, which returns `compute`'s bits
 faster: a table of `compute` itself on every value of a narrow format (bfloat16, float16,
 float8s, tf32), a numba port of `_exp_dd` and `_round` for the exp of wide ones (its uncertain
-elements settled here); tests/test_fastelem.py checks both against `compute`.
+elements settled here), preceded for float32 by numerics.fast32's plain float64 exp (its
+uncertain elements going to that port); tests/test_fastelem.py and tests/test_fast32.py check
+them against `compute`.
 
 `reference(name, x, fmt)` is an independent pure-Python path (mpmath at rising precision,
 exact rational rounding) for cross-checks; it is slow (per element).

@@ -62,8 +62,9 @@ import numpy as np
 from . import elementary
 from .fastround import _bits, _float
 
-__all__ = ["BOUND", "XMAX", "supports", "exp_kernel", "uncertain", "exp_f32", "exp_values",
-           "analysis_bound", "limits"]
+__all__ = ["BOUND", "XMAX", "supports", "exp_kernel", "exp_f32", "exp_values",
+           "analysis_bound", "limits", "TANH_BOUND", "TANH_MAX", "tanh_kernel",
+           "tanh_f32", "tanh_values", "tanh_analysis_bound"]
 
 _DEGREE = 13
 _C1_BITS = 45
@@ -78,33 +79,79 @@ _COEF = [float(Fraction(1, math.factorial(i))) for i in range(_DEGREE + 1)]
 _MAGIC = 6755399441055744.0  # 1.5 * 2**52
 
 
+_U = Fraction(1, 1 << 53)
+_RHO = _LN2 / 2 + Fraction(1, 1 << 40)          # |r| <= rho
+# |r - (x - k ln2)|: the subtraction, the product k C2, C2's own rounding
+_D_R = _U * _RHO + _U * Fraction(1, 1 << 37) + (1 << _K_BITS) * _U * Fraction(1, 1 << 45)
+
+
+def _exp_up(t: Fraction) -> Fraction:
+    """An upper bound of exp(t), 0 <= t <= 1: the series to t**29/29! and twice the next term."""
+    s, term = Fraction(0), Fraction(1)
+    for i in range(1, 30):
+        s += term
+        term *= t / i
+    return s + 2 * term
+
+
+def _exp_low(t: Fraction) -> Fraction:
+    """A lower bound of exp(t), t >= 0: a partial sum of the series."""
+    return sum(t ** i / math.factorial(i) for i in range(20))
+
+
+def _horner_error(coef: list, rho: Fraction) -> Fraction:
+    """Bound on |computed - exact| of the Horner evaluation of sum coef[i] r**i, |r| <= rho:
+    u sum_i rho**i (H_i + rho H_{i+1}) (1 + u)**(2n + 2), H_i = sum_{j>=i} |c_j| rho**(j-i)."""
+    c = [abs(Fraction(v)) for v in coef]
+    n = len(c) - 1
+    big_h = [sum(c[j] * rho ** (j - i) for j in range(i, n + 1)) for i in range(n + 1)]
+    big_h.append(Fraction(0))
+    return _U * sum(rho ** i * (big_h[i] + rho * big_h[i + 1]) for i in range(n)) \
+        * (1 + _U) ** (2 * n + 2)
+
+
 def analysis_bound() -> Fraction:
     """The derived bound on |y / exp(x) - 1| (module docstring), in exact rationals; exp(rho)
     and the other transcendental quantities bounded above by truncated series."""
-    u = Fraction(1, 1 << 53)
-    rho = _LN2 / 2 + Fraction(1, 1 << 40)
-    d_r = u * rho + u * Fraction(1, 1 << 37) + (1 << _K_BITS) * u * Fraction(1, 1 << 45)
-
-    def exp_up(t: Fraction) -> Fraction:          # exp(t) for 0 <= t <= 1: series + tail
-        s, term = Fraction(0), Fraction(1)
-        for i in range(1, 30):
-            s += term
-            term *= t / i
-        return s + 2 * term
+    rho = _RHO
     c = [Fraction(v) for v in _COEF]
-    trunc = rho ** (_DEGREE + 1) / math.factorial(_DEGREE + 1) * exp_up(rho)
+    trunc = rho ** (_DEGREE + 1) / math.factorial(_DEGREE + 1) * _exp_up(rho)
     coef = sum(abs(c[i] - Fraction(1, math.factorial(i))) * rho ** i
                for i in range(_DEGREE + 1))
-    big_h = [sum(c[j] * rho ** (j - i) for j in range(i, _DEGREE + 1))
-             for i in range(_DEGREE + 1)] + [Fraction(0)]
-    horner = u * sum(rho ** i * (big_h[i] + rho * big_h[i + 1]) for i in range(_DEGREE))
-    horner *= (1 + u) ** (2 * _DEGREE + 2)
-    eps_p = (trunc + coef + horner) * exp_up(rho)
-    return (1 + eps_p) * exp_up(d_r) - 1
+    eps_p = (trunc + coef + _horner_error(_COEF, rho)) * _exp_up(rho)
+    return (1 + eps_p) * _exp_up(_D_R) - 1
 
 
 _AB = analysis_bound()
 BOUND = 2.0 ** math.ceil(math.log2(float(2 * _AB)))  # a power of two >= twice the analysis
+
+_G = [float(Fraction(1, math.factorial(i + 1))) for i in range(_DEGREE)]   # expm1(r) / r
+(_G0, _G1, _G2, _G3, _G4, _G5, _G6, _G7, _G8, _G9, _G10, _G11, _G12) = _G
+TANH_MAX = 40.0              # |x| >= 40: tanh rounds to +-1 (1 - tanh|x| < 2**-114)
+
+
+def tanh_analysis_bound() -> Fraction:
+    """The derived bound on |y / tanh|x| - 1| of `_tanh_y` (module docstring, tanh), in exact
+    rationals."""
+    u, rho = _U, _RHO
+    g = [Fraction(v) for v in _G]
+    g_min = (1 - 1 / _exp_low(rho)) / rho                  # |expm1(r) / r| >= g_min
+    trunc = rho ** _DEGREE / math.factorial(_DEGREE + 1) * _exp_up(rho)
+    coef = sum(abs(g[i] - Fraction(1, math.factorial(i + 1))) * rho ** i
+               for i in range(_DEGREE))
+    eps_g = (trunc + coef + _horner_error(_G, rho)) / g_min
+    eps_em = (1 + eps_g) * (1 + u) - 1                    # em = r g: one more rounding
+    # k <= -1: U = 2**k (1 + em) - 1, |U| >= 1 - 2**-1/2 e**(2**-50); 2**k <= 1/2
+    u_min = 1 - Fraction(7071068, 10 ** 7) * (1 + Fraction(1, 1 << 49))
+    e_rho = _exp_up(rho)
+    abs_k = Fraction(1, 2) * ((e_rho - 1) * eps_em + e_rho * (_exp_up(_D_R) - 1))
+    eps_u = max(eps_em, (abs_k + 2 * u) / u_min)          # + the roundings of 2**k - 1, the sum
+    eps_d = (1 + eps_u) * (1 + u) - 1                     # 2 + U: |U| / (2 + U) <= 1
+    return (1 + eps_u) * (1 + u) / (1 - eps_d) - 1        # -U / (2 + U), one more rounding
+
+
+_TAB = tanh_analysis_bound()
+TANH_BOUND = 2.0 ** math.ceil(math.log2(float(2 * _TAB)))
 
 
 @functools.lru_cache(maxsize=None)
@@ -149,44 +196,119 @@ def _exp_y(v):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _exp1(x0, p, qmin, max_finite, xlo, xhi, tol):
-    """(exp(x0) rounded into the format (p, qmin, max_finite), whether that is uncertain)."""
-    inside = x0 >= xlo and x0 <= xhi        # false for nan
-    y = _exp_y(x0 if inside else 0.0)
+def _round_pos(y, p, qmin, max_finite, tol):
+    """(y > 0, a normal double, rounded into the format (p, qmin, max_finite); whether a value
+    within y (1 +- tol / 2) might round otherwise)."""
     e = np.int64(_bits(y) >> np.uint64(52)) - 1023    # y > 0, normal: its binade
     q = max(e - p + 1, qmin)
     s = y * _float(np.uint64(1023 - q) << np.uint64(52))
     n0 = np.floor(s)
     f = s - n0
-    a = inside and abs(f - 0.5) <= tol * s
     val = (n0 + (1.0 if f > 0.5 else 0.0)) * _float(np.uint64(q + 1023) << np.uint64(52))
-    val = np.inf if val > max_finite else val
+    return (np.inf if val > max_finite else val), abs(f - 0.5) <= tol * s
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _exp1(x0, p, qmin, max_finite, xlo, xhi, tol):
+    """(exp(x0) rounded into the format (p, qmin, max_finite), whether that is uncertain)."""
+    inside = x0 >= xlo and x0 <= xhi        # false for nan
+    val, near = _round_pos(_exp_y(x0 if inside else 0.0), p, qmin, max_finite, tol)
+    a = inside and near
     special = np.inf if x0 > xhi else (0.0 if x0 < xlo else np.nan)
     return (val if inside else special), a
 
 
+_CH = 1024                   # elements per chunk: a vectorised pass, rescanned if uncertain
+
+
 @numba.njit(cache=True, nogil=True)
-def exp_kernel(x, out, p, qmin, max_finite, xlo, xhi, tol):
-    """out[i] = exp(x[i]) rounded into the format (p, qmin, max_finite), x and out flat.
-    Returns the number of elements whose rounding is uncertain (`uncertain` lists them; their
-    out is then to be recomputed). Branch-free (selects), so that the loop vectorises;
-    elements outside [xlo, xhi] are evaluated at 0 and their results replaced."""
+def exp_kernel(x, out, idx, p, qmin, max_finite, xlo, xhi, tol):
+    """out[i] = exp(x[i]) rounded into the format (p, qmin, max_finite), x and out flat;
+    idx[:n] = the positions of the n elements whose rounding is uncertain (their out is then
+    to be recomputed); returns n. Per chunk, a branch-free pass (selects, so that it
+    vectorises) that counts the uncertain ones, and a scalar rescan of the rare chunks that
+    have some; elements outside [xlo, xhi] are evaluated at 0 and their results replaced."""
     n_amb = 0
-    for i in range(x.size):
-        v, a = _exp1(x[i], p, qmin, max_finite, xlo, xhi, tol)
-        out[i] = v
-        n_amb += 1 if a else 0
+    for c0 in range(0, x.size, _CH):
+        nc = min(_CH, x.size - c0)
+        xc = x[c0:c0 + nc]                  # views: indices from 0 (no wraparound selects)
+        oc = out[c0:c0 + nc]
+        m = 0
+        for i in range(nc):
+            v, a = _exp1(xc[i], p, qmin, max_finite, xlo, xhi, tol)
+            oc[i] = v
+            m += 1 if a else 0
+        if m:
+            for i in range(nc):
+                if _exp1(xc[i], p, qmin, max_finite, xlo, xhi, tol)[1]:
+                    idx[n_amb] = c0 + i
+                    n_amb += 1
     return n_amb
 
 
-@numba.njit(cache=True, nogil=True)
-def uncertain(x, idx, p, qmin, max_finite, xlo, xhi, tol):
-    """Fill idx with the positions of the elements `exp_kernel` counts uncertain."""
-    j = 0
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _tanh_y(a):
+    """y = tanh(a) (1 + eps), |eps| <= TANH_BOUND / 2, for 2**-252 <= a < TANH_MAX: U =
+    expm1(-2a) (t = -2a = k ln2 + r as for exp; expm1(r) = r G(r), G the Taylor polynomial
+    of expm1(r) / r; U = 2**k expm1(r) + (2**k - 1)), then y = -U / (2 + U)."""
+    t = -2.0 * a
+    k = (t * _INV_LN2 + _MAGIC) - _MAGIC
+    r = (t - k * _C1) - k * _C2
+    g = _G12
+    g = _G11 + r * g
+    g = _G10 + r * g
+    g = _G9 + r * g
+    g = _G8 + r * g
+    g = _G7 + r * g
+    g = _G6 + r * g
+    g = _G5 + r * g
+    g = _G4 + r * g
+    g = _G3 + r * g
+    g = _G2 + r * g
+    g = _G1 + r * g
+    g = _G0 + r * g
+    em = r * g
+    s = _float(np.uint64(np.int64(k) + 1023) << np.uint64(52))
+    big_u = s * em + (s - 1.0)
+    return -big_u / (2.0 + big_u)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _tanh1(x0, p, qmin, max_finite, tiny, tol):
+    """(tanh(x0) rounded into the format, whether that is uncertain)."""
+    a = abs(x0)
+    inside = a >= tiny and a < TANH_MAX     # false for nan
+    val, near = _round_pos(_tanh_y(a if inside else 1.0), p, qmin, max_finite, tol)
+    mag = val if inside else (1.0 if a >= TANH_MAX else 0.0)
+    return (np.nan if x0 != x0 else math.copysign(mag, x0)), inside and near
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def tanh_kernel(x, out, idx, p, qmin, max_finite, tiny, tol):
+    """out[i] = tanh(x[i]) rounded into the format, idx and the count as `exp_kernel`. Inputs
+    below `tiny` (2**(qmin - 2)) round to +-0, those of magnitude at least 40 to +-1."""
+    n_amb = 0
+    for c0 in range(0, x.size, _CH):
+        nc = min(_CH, x.size - c0)
+        xc = x[c0:c0 + nc]                  # views: indices from 0 (no wraparound selects)
+        oc = out[c0:c0 + nc]
+        m = 0
+        for i in range(nc):
+            v, a = _tanh1(xc[i], p, qmin, max_finite, tiny, tol)
+            oc[i] = v
+            m += 1 if a else 0
+        if m:
+            for i in range(nc):
+                if _tanh1(xc[i], p, qmin, max_finite, tiny, tol)[1]:
+                    idx[n_amb] = c0 + i
+                    n_amb += 1
+    return n_amb
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _tanh_values(x, out):
     for i in range(x.size):
-        if _exp1(x[i], p, qmin, max_finite, xlo, xhi, tol)[1]:
-            idx[j] = i
-            j += 1
+        out[i] = _tanh_y(x[i])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -205,6 +327,27 @@ def exp_values(x: np.ndarray) -> np.ndarray:
     return out.reshape(np.shape(x))
 
 
+def tanh_values(a: np.ndarray) -> np.ndarray:
+    """The unrounded float64 evaluation y of tanh(a), 2**-252 <= a < 40, for the tests."""
+    flat = np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
+    if flat.size and not np.all((flat >= 2.0 ** -252) & (flat < TANH_MAX)):
+        raise ValueError("tanh_values takes 2**-252 <= a < 40")
+    out = np.empty_like(flat)
+    _tanh_values(flat, out)
+    return out.reshape(np.shape(a))
+
+
+def tanh_f32(flat: np.ndarray, fmt, out: np.ndarray) -> np.ndarray | None:
+    """tanh of contiguous flat float64 `flat` into `out` for `fmt` (`supports(fmt)`), as
+    `exp_f32`: the positions whose rounding is uncertain, or None."""
+    qmin = int(fmt.emin - fmt.precision + 1)
+    args = (int(fmt.precision), qmin, float(fmt.max_finite), 2.0 ** (qmin - 2),
+            2.0 * TANH_BOUND)
+    idx = np.empty(flat.size, dtype=np.int64)    # pages touched only where written
+    n = tanh_kernel(flat, out, idx, *args)
+    return idx[:n].copy() if n else None
+
+
 def _args(fmt) -> tuple:
     lo, hi = limits(fmt)
     return (int(fmt.precision), int(fmt.emin - fmt.precision + 1), float(fmt.max_finite), lo,
@@ -215,10 +358,6 @@ def exp_f32(flat: np.ndarray, fmt, out: np.ndarray) -> np.ndarray | None:
     """exp of contiguous flat float64 `flat` into `out` for `fmt` (`supports(fmt)`); returns
     the positions whose rounding is uncertain (None if there are none): their out is to be
     recomputed by the double-double path."""
-    args = _args(fmt)
-    n = exp_kernel(flat, out, *args)
-    if n == 0:
-        return None
-    idx = np.empty(n, dtype=np.int64)
-    uncertain(flat, idx, *args)
-    return idx
+    idx = np.empty(flat.size, dtype=np.int64)    # pages touched only where written
+    n = exp_kernel(flat, out, idx, *_args(fmt))
+    return idx[:n].copy() if n else None

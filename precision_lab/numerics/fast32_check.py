@@ -1,16 +1,20 @@
-"""The exhaustive check of fast32's exp: every float32 input (all 2**32 bit patterns, nans,
-infinities, zeros and subnormals included), its float32 exp by the plain float64 path
-(`fastelem.exp_plain`: fast32's kernel, uncertain elements settled by the double-double
-path) against the double-double path alone (`fastelem.exp_compiled`: `elementary._exp_dd` and
-`_round` compiled, its own uncertain elements settled by arb), bit for bit.
+"""The exhaustive check of fast32's exp and tanh: every float32 input (all 2**32 bit
+patterns, nans, infinities, zeros and subnormals included), its float32 result by the plain
+float64 path against the path it replaces, bit for bit:
+  exp:  `fastelem.exp_plain` (fast32's kernel, uncertain elements settled by the double-double
+        path) against `fastelem.exp_compiled` (`elementary._exp_dd` and `_round` compiled, its
+        own uncertain elements settled by arb);
+  tanh: `fastelem.tanh_plain` against `elementary.compute("tanh")` (the numpy double-double
+        path and arb).
 
-    python -m precision_lab.numerics.fast32_check [--chunk-bits 22] [--start 0] [--stop 2**32]
-        [--json FILE]
+    python -m precision_lab.numerics.fast32_check [--function exp|tanh] [--chunk-bits 22]
+        [--start 0] [--stop 2**32] [--json FILE]
 
-prints, per sign and in total: the inputs checked, those whose results disagree (the check
-fails unless 0), those fast32's kernel left uncertain (fell back), and how many lay outside
-[XLO, XHI] or were nan (answered without evaluation). Single-threaded; run it at low priority
-(`nice -n 19`) on a shared machine: a few minutes.
+prints the inputs checked, those whose results disagree (the check fails unless 0), those
+fast32's kernel left uncertain (fell back), and how many it answered without evaluation
+(outside [XLO, XHI] for exp, |x| >= 40 or below 2**(qmin - 2) for tanh, or nan).
+Single-threaded; run it at low priority (`nice -n 19`) on a shared machine: a few minutes for
+exp, about ten for tanh (its reference is numpy's).
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import time
 
 import numpy as np
 
-from . import fast32, fastelem
+from . import elementary, fast32, fastelem
 from .formats import FORMATS
 
 __all__ = ["check", "main"]
@@ -33,10 +37,24 @@ def _inputs(start: int, stop: int) -> np.ndarray:
         .astype(np.float64)
 
 
-def check(start: int = 0, stop: int = 1 << 32, chunk_bits: int = 22, progress=None) -> dict:
+def _paths(function: str, fmt):
+    """(the plain path, the kernel alone, the reference, mask of evaluated inputs) for
+    `function`."""
+    if function == "exp":
+        lo, hi = fast32.limits(fmt)
+        return (fastelem.exp_plain, fast32.exp_f32, fastelem.exp_compiled,
+                lambda x: (x >= lo) & (x <= hi))
+    tiny = 2.0 ** (fmt.emin - fmt.precision - 1)
+    return (fastelem.tanh_plain, fast32.tanh_f32,
+            lambda x, f: elementary.compute("tanh", x, f)[0],
+            lambda x: (np.abs(x) >= tiny) & (np.abs(x) < fast32.TANH_MAX))
+
+
+def check(start: int = 0, stop: int = 1 << 32, chunk_bits: int = 22, progress=None,
+          function: str = "exp") -> dict:
     """Counts of the comparison over bit patterns [start, stop) (see the module docstring)."""
     fmt = FORMATS["float32"]
-    lo, hi = fast32.limits(fmt)
+    plain, kernel, reference, evaluated = _paths(function, fmt)
     counts = {"checked": 0, "disagree": 0, "fell_back": 0, "outside_or_nan": 0,
               "first_disagreements": []}
     step = 1 << chunk_bits
@@ -45,15 +63,15 @@ def check(start: int = 0, stop: int = 1 << 32, chunk_bits: int = 22, progress=No
         b = min(a + step, stop)
         x = _inputs(a, b)
         out = np.empty_like(x)
-        idx = fast32.exp_f32(x, fmt, out)
-        got = fastelem.exp_plain(x, fmt)
-        ref = fastelem.exp_compiled(x, fmt)
+        idx = kernel(x, fmt, out)
+        got = plain(x, fmt)
+        ref = reference(x, fmt)
         bad = np.flatnonzero(got.view(np.uint64) != ref.view(np.uint64))
         counts["checked"] += x.size
         counts["disagree"] += int(bad.size)
         counts["fell_back"] += 0 if idx is None else int(idx.size)
         with np.errstate(invalid="ignore"):
-            counts["outside_or_nan"] += int(np.count_nonzero(~((x >= lo) & (x <= hi))))
+            counts["outside_or_nan"] += int(np.count_nonzero(~evaluated(x)))
         for j in bad[:max(0, 20 - len(counts["first_disagreements"]))]:
             counts["first_disagreements"].append(
                 {"bits": f"{a + int(j):#010x}", "x": float(x[j]), "fast": float(got[j]),
@@ -70,6 +88,7 @@ def main(argv=None) -> int:
     ap.add_argument("--start", type=lambda s: int(s, 0), default=0)
     ap.add_argument("--stop", type=lambda s: int(s, 0), default=1 << 32)
     ap.add_argument("--chunk-bits", type=int, default=22)
+    ap.add_argument("--function", choices=("exp", "tanh"), default="exp")
     ap.add_argument("--json", default=None, help="also write the counts to this file")
     args = ap.parse_args(argv)
 
@@ -77,8 +96,9 @@ def main(argv=None) -> int:
         if (done - args.start) % (1 << 28) == 0 or done == args.stop:
             print(f"{done:#011x}: checked {c['checked']}, disagree {c['disagree']}, "
                   f"fell back {c['fell_back']} ({s:.0f} s)", flush=True)
-    counts = {"range": [args.start, args.stop], "bound": fast32.BOUND,
-              **check(args.start, args.stop, args.chunk_bits, progress)}
+    bound = fast32.BOUND if args.function == "exp" else fast32.TANH_BOUND
+    counts = {"function": args.function, "range": [args.start, args.stop], "bound": bound,
+              **check(args.start, args.stop, args.chunk_bits, progress, args.function)}
     print(json.dumps(counts, indent=1))
     if args.json:
         with open(args.json, "w") as f:

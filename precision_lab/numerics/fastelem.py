@@ -21,8 +21,13 @@ bit, much faster.
   far fewer for float32) are recomputed by `elementary.compute`, which settles them with arb.
   Correct rounding is unique, so these agree with the numpy path bit for bit; the tests check
   it on adversarial inputs, random values of every binade, specials, subnormal results and
-  overflow. The other functions of wide formats (log, log1p, expm1, tanh; per-row work in the
-  methods) use `elementary.compute` unchanged.
+  overflow. float32 (and every format of at most 24 bits within float32's range:
+  `fast32.supports`) goes first through fast32's plain float64 evaluation (a proven error
+  bound of 2**-51, rounding decided where the value is not within 2**-50 of a midpoint:
+  all but ~2**-25 of the elements), the rest through the double-double kernel above
+  (`exp_plain`); every float32 input has been checked against it (fast32_check). The other
+  functions of wide formats (log, log1p, expm1, tanh; per-row work in the methods) use
+  `elementary.compute` unchanged.
 
 `sequential_sum(v, fmt, one_sign)`: the round-to-nearest sequential sum of
 `Arithmetic._sequential_sum` for formats of p <= 25 (float64 partial sums rounded once to the
@@ -42,7 +47,7 @@ from . import elementary, fast32
 from .fastround import _bits, _float
 
 __all__ = ["compute", "table_size", "TABLE_MAX", "sequential_sum", "exp_compiled", "exp_plain",
-           "accumulate_native", "any_inf"]
+           "tanh_plain", "accumulate_native", "any_inf"]
 
 TABLE_MAX = 1 << 20          # entries of the largest table built (tf32: 540,677; 4.3 MB)
 _TABLES: dict = {}
@@ -262,10 +267,22 @@ def exp_plain(x: np.ndarray, fmt) -> np.ndarray:
     return out.reshape(np.shape(x))
 
 
+def tanh_plain(x: np.ndarray, fmt) -> np.ndarray:
+    """tanh correctly rounded into fmt (`fast32.supports(fmt)`: float32) by fast32's plain
+    float64 evaluation, its uncertain elements settled by `elementary.compute` (float64 of x's
+    shape)."""
+    flat = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    out = np.empty_like(flat)
+    idx = fast32.tanh_f32(flat, fmt, out)
+    if idx is not None:
+        out[idx] = elementary.compute("tanh", flat[idx], fmt)[0]
+    return out.reshape(np.shape(x))
+
+
 def compute(name: str, x, fmt) -> np.ndarray:
     """`elementary.compute(name, x, fmt)[0]`, bit for bit: a table look-up for narrow formats,
-    the compiled exp for wide ones (fast32's plain float64 one for float32), `elementary.compute`
-    otherwise."""
+    the compiled exp for wide ones (fast32's plain float64 exp and tanh for float32),
+    `elementary.compute` otherwise."""
     x = np.asarray(x, dtype=np.float64)
     if x.size == 0 or name not in elementary.FUNCTIONS:
         return elementary.compute(name, x, fmt)[0]
@@ -283,6 +300,8 @@ def compute(name: str, x, fmt) -> np.ndarray:
         return out.reshape(x.shape)
     if name == "exp":
         return exp_plain(x, fmt) if fast32.supports(fmt) else exp_compiled(x, fmt)
+    if name == "tanh" and fast32.supports(fmt):
+        return tanh_plain(x, fmt)
     return elementary.compute(name, x, fmt)[0]
 
 
