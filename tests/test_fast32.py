@@ -13,8 +13,10 @@ from test_elementary import adversarial
 
 from precision_lab.numerics import elementary as el
 from precision_lab.numerics import fast32, fast32_check, fastelem
+from precision_lab.numerics.arithmetic import Arithmetic
 from precision_lab.numerics.formats import FORMATS, get_format
 from precision_lab.numerics.methods import METHODS
+from precision_lab.numerics.options import LossOptions
 
 F32 = FORMATS["float32"]
 SERVED = [F32, get_format("p=20,emin=-126,emax=127"), get_format("p=24,emin=-60,emax=63"),
@@ -144,22 +146,29 @@ def test_uncertain_elements_are_settled_exactly():
 
 
 def test_float32_methods_use_it(monkeypatch):
-    """The float32 methods' exp goes through fast32 (Arithmetic -> fastelem.compute ->
-    exp_plain), and gives the same losses as the double-double path."""
+    """The float32 methods' shifted exponentials go through fast32's fused kernel
+    (methods -> Arithmetic.exp_sub -> fastelem.sub_exp), the others' exp through exp_plain
+    (Arithmetic -> fastelem.compute), and the losses are those of the double-double path
+    with the subtraction and exp unfused."""
     rng = np.random.default_rng(2)
     x = F32.round(3 * rng.standard_normal((4, 700)))
     t = rng.integers(0, 700, 4)
-    before = {m: METHODS[m](x, t, F32) for m in ("logsumexp", "softmax_eps", "online")}
+    names = ("naive", "logsumexp", "softmax_eps", "log1p", "online")
     calls = []
-    real = fast32.exp_f32
-    monkeypatch.setattr(fast32, "exp_f32", lambda *a: calls.append(1) or real(*a))
-    for m in before:
+    for fn in ("exp_f32", "sub_exp_f32"):
+        real = getattr(fast32, fn)
+        monkeypatch.setattr(fast32, fn, lambda *a, fn=fn, real=real: calls.append(fn)
+                            or real(*a))
+    now = {}
+    for m in names:
         calls.clear()
-        assert np.array_equal(raw(METHODS[m](x, t, F32)), raw(before[m]))
-        assert calls, m
+        now[m] = METHODS[m](x, t, F32)
+        assert ("exp_f32" if m == "naive" else "sub_exp_f32") in calls, m
+    monkeypatch.undo()
     monkeypatch.setattr(fastelem, "exp_plain", fastelem.exp_compiled)   # the old path
-    for m in before:
-        assert np.array_equal(raw(METHODS[m](x, t, F32)), raw(before[m]))
+    monkeypatch.setattr(Arithmetic, "exp_sub", lambda self, a, b: self.exp(self.sub(a, b)))
+    for m in names:
+        assert np.array_equal(raw(METHODS[m](x, t, F32)), raw(now[m])), m
 
 
 def test_exhaustive_check_on_a_slice():
@@ -169,3 +178,141 @@ def test_exhaustive_check_on_a_slice():
     assert c["checked"] == 1 << 20 and c["disagree"] == 0
     c = fast32_check.check(0xC2CF0000, 0xC2D10000, chunk_bits=16)       # -103.5 .. -104.5
     assert c["disagree"] == 0 and 0 < c["outside_or_nan"] < c["checked"]
+
+
+# --- tanh ---------------------------------------------------------------------------------
+
+def tanh_inputs(rng, fmt=F32) -> np.ndarray:
+    """Specials, the thresholds (the tiny one, 40, where k changes, where tanh rounds to 1),
+    every binade, subnormals, values just off the format, adversarial ones."""
+    qmin = fmt.emin - fmt.precision + 1
+    tiny = 2.0 ** (qmin - 2)
+    k = np.arange(-120, 1)
+    edges = -(k + 0.5) * np.log(2.0) / 2                    # -2a at a reduction boundary
+    marks = np.concatenate([[tiny, 2 * tiny, 2.0 ** qmin, 1.5 * 2.0 ** qmin, 2.0 ** fmt.emin,
+                             40.0, 9.0, 9.01, 2.0 ** -12, 2.0 ** -13, 0.5, 0.55], edges[edges > 0]])
+    x = [np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 5e-324, -5e-324, 1e-300,
+                   tiny, np.nextafter(tiny, 0), -tiny, np.nextafter(40.0, 0), 40.0, -40.0,
+                   1e300, -1e300]),
+         NAN_PAYLOAD,
+         f32_ulps(marks[marks >= 2.0 ** -149], 200), -f32_ulps(marks[marks >= 2.0 ** -149], 200),
+         np.nextafter(marks, 0), np.nextafter(marks, 1e9),
+         fmt.round(rng.uniform(-1, 1, 40000) * np.exp2(rng.integers(qmin - 3, 7, 40000))),
+         fmt.round(rng.normal(0, 3, 30000)), rng.uniform(-45, 45, 5000),
+         rng.uniform(-1, 1, 5000) * np.exp2(rng.integers(-160, 6, 5000)),   # not fmt values
+         adversarial("tanh")]
+    return np.concatenate([np.asarray(v, dtype=np.float64) for v in x])
+
+
+def test_tanh_derived_bound():
+    ab = fast32.tanh_analysis_bound()
+    assert 0 < ab < Fraction(1, 1 << 48)
+    assert 2 * ab <= Fraction(fast32.TANH_BOUND) <= 4 * ab
+    assert fast32.TANH_BOUND == 2.0 ** -47
+
+
+def test_tanh_measured_error_within_a_quarter_of_the_bound():
+    rng = np.random.default_rng(12)
+    k = np.arange(-115, 0)
+    edges = -(k + 0.5) * np.log(2.0) / 2
+    a = np.concatenate([rng.uniform(0, 40, 2000), np.exp2(rng.uniform(-151, 5, 1000)),
+                        np.nextafter(edges, 0), np.nextafter(edges, 100),
+                        rng.uniform(0.17, 0.18, 300)])             # k = -1 begins: |U| smallest
+    a = a[(a >= 2.0 ** -151) & (a < 40)]
+    y = fast32.tanh_values(a)
+    worst = 0.0
+    with mpmath.workprec(140):
+        for ai, yi in zip(a, y):
+            t = mpmath.tanh(mpmath.mpf(float(ai)))
+            worst = max(worst, float(abs(mpmath.mpf(float(yi)) / t - 1)))
+    assert worst < fast32.TANH_BOUND / 4, worst
+    assert worst > fast32.TANH_BOUND / 256
+
+
+@pytest.mark.parametrize("fmt", SERVED, ids=[f.name for f in SERVED])
+def test_plain_tanh_is_compute_bit_for_bit(fmt):
+    x = tanh_inputs(np.random.default_rng(8), fmt)
+    ref = el.compute("tanh", x, fmt)[0]
+    assert np.array_equal(raw(fastelem.tanh_plain(x, fmt)), raw(ref))
+    assert np.array_equal(raw(fastelem.compute("tanh", x, fmt)), raw(ref))
+    out = np.empty_like(x)
+    idx = fast32.tanh_f32(x, fmt, out)
+    sure = np.ones(x.size, dtype=bool)
+    if idx is not None:
+        sure[idx] = False
+    assert np.array_equal(raw(out[sure]), raw(ref[sure]))
+
+
+def test_tanh_uncertain_elements_are_settled_exactly():
+    found = []
+    for start in (0x3F000000, 0x3E000000, 0xBF000000):
+        x = fast32_check._inputs(start, start + (1 << 22))
+        out = np.empty_like(x)
+        idx = fast32.tanh_f32(x, F32, out)
+        if idx is not None:
+            found.append(x[idx])
+    x = np.concatenate(found)
+    assert x.size >= 2
+    assert np.array_equal(raw(fastelem.tanh_plain(x, F32)), raw(el.compute("tanh", x, F32)[0]))
+
+
+def test_softcap_losses_use_the_plain_tanh(monkeypatch):
+    """Under a soft cap every logit goes through tanh: the float32 losses are the same
+    through fast32 as through elementary.compute, and fast32 runs."""
+    rng = np.random.default_rng(4)
+    x = F32.round(20 * rng.standard_normal((4, 600)))
+    t = rng.integers(0, 600, 4)
+    opts = LossOptions(softcap=30.0, reduction="none")
+    calls = []
+    real = fast32.tanh_f32
+    monkeypatch.setattr(fast32, "tanh_f32", lambda *a: calls.append(1) or real(*a))
+    got = {m: METHODS[m].loss(x, t, F32, options=opts) for m in ("logsumexp", "online")}
+    assert calls
+    monkeypatch.setattr(fastelem, "tanh_plain", lambda v, f: el.compute("tanh", v, f)[0])
+    for m, v in got.items():
+        assert np.array_equal(raw(METHODS[m].loss(x, t, F32, options=opts)), raw(v)), m
+
+
+# --- exp(round(a - b)) fused ------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", SERVED[:2], ids=[f.name for f in SERVED[:2]])
+def test_fused_exp_sub_is_exp_of_sub(fmt, monkeypatch):
+    """Arithmetic.exp_sub is exp(sub(a, b)) bit for bit, with the same operation count: shifted
+    logits, edge differences (zeros, subnormal, overflowing, nan payloads, +-inf), b a column
+    or the same shape, 3-D blocks; and it takes the fused kernel."""
+    rng = np.random.default_rng(9)
+    edge = np.concatenate([[0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324, -5e-324, 1e-40, -1e-40,
+                            2.0 ** -126, 3.4e38, -3.4e38, 88.72, 89.0, -103.97, -104.0, 1e-300,
+                            2.0 ** -149, 1.5 * 2.0 ** -149, 2.0 ** -25, -(2.0 ** -25)],
+                           NAN_PAYLOAD])
+    a = np.concatenate([fmt.round(rng.normal(0, 30, (6, 1500))), np.resize(edge, (2, 1500)),
+                        rng.normal(0, 30, (2, 1500)) * np.exp2(rng.integers(-140, 3, (2, 1500))),
+                        fmt.round(rng.uniform(-110, 95, (2, 1500)))])
+    near = _near_midpoints(40)                 # exp within the window of a midpoint: unfused
+    a[-1, :near.size] = near
+    cases = [(a, a.max(axis=1, keepdims=True)), (a, np.resize(edge, (12, 1))),
+             (a, a[::-1].copy()), (a, fmt.round(rng.normal(0, 30, a.shape))),
+             (a, np.zeros((12, 1))), (a.reshape(3, 4, 1500), a.max(axis=1).reshape(3, 4, 1))]
+    calls = []
+    real = fast32.sub_exp_f32
+    monkeypatch.setattr(fast32, "sub_exp_f32", lambda *v: calls.append(1) or real(*v))
+    for x, b in cases:
+        with np.errstate(all="ignore"):
+            ar1, ar2 = Arithmetic(fmt), Arithmetic(fmt)
+            ref = ar1.exp(ar1.sub(x, b))
+            got = ar2.exp_sub(x, b)
+        assert np.array_equal(raw(got), raw(ref)) and ar1.ops == ar2.ops
+        assert got.shape == x.shape
+    assert len(calls) == len(cases)
+
+
+def test_exp_sub_elsewhere_is_exp_of_sub():
+    """Formats fast32 does not serve, stochastic rounding and libm keep exp(sub(a, b))."""
+    rng = np.random.default_rng(3)
+    for name, variant in (("bfloat16", None), ("float64", None), ("float32,round=sr", None),
+                          ("float32", "libm")):
+        fmt = get_format(name)
+        x = fmt.round(rng.normal(0, 5, (3, 200)))
+        m = x.max(axis=1, keepdims=True)
+        ar1, ar2 = Arithmetic(fmt, elementary=variant), Arithmetic(fmt, elementary=variant)
+        assert np.array_equal(raw(ar2.exp_sub(x, m)), raw(ar1.exp(ar1.sub(x, m)))), name

@@ -39,9 +39,11 @@ def test_bit_for_bit(name):
 
 
 @pytest.mark.parametrize("name", ["float16", "bfloat16", "float32", "float8_e5m2", "tf32"])
-def test_fused_subtraction_is_add_negative_then_round(name):
+def test_fused_subtraction_is_add_negative_then_round(name, monkeypatch):
     """fastround.sub_compiled is round_to_format(np.add(a, np.negative(b))), bit for bit (nan
-    payloads and signs included), for b a column and b the same shape."""
+    payloads and signs included), for b a column and b the same shape; Arithmetic.sub takes
+    it for 3-D blocks too (rows of any leading shape)."""
+    from precision_lab.numerics import fastround
     from precision_lab.numerics.arithmetic import Arithmetic
     from precision_lab.numerics.fastround import sub_compiled
     fmt = FORMATS[name]
@@ -60,6 +62,16 @@ def test_fused_subtraction_is_add_negative_then_round(name):
         np.testing.assert_array_equal(got.view(np.uint64), ref.view(np.uint64))
         np.testing.assert_array_equal(Arithmetic(fmt).sub(a, b).view(np.uint64),
                                       ref.view(np.uint64))
+        # leading axes flattened into rows (the online method's blocks: (N, B, C) - (N, B, 1))
+        a3, b3 = a.reshape(4, 4, 300), b.reshape(4, 4, b.shape[1])
+        ar = Arithmetic(fmt)
+        calls = []
+        monkeypatch.setattr(fastround, "sub_compiled", lambda *v: calls.append(1) or
+                            sub_compiled(*v))
+        got3 = ar.sub(a3, b3)
+        monkeypatch.undo()
+        assert got3.shape == (4, 4, 300) and ar.ops == 1 and calls
+        np.testing.assert_array_equal(got3.view(np.uint64), ref.reshape(4, 4, 300).view(np.uint64))
 
 
 @pytest.mark.parametrize("name", ["float16", "bfloat16", "float32", "float8_e5m2"])

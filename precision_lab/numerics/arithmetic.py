@@ -47,7 +47,7 @@ from contextvars import ContextVar
 import numpy as np
 
 from ..errors import InputError
-from . import elementary, fastelem, fastround
+from . import elementary, fast32, fastelem, fastround
 from .formats import (
     FORMATS,
     NEAREST,
@@ -187,6 +187,23 @@ class Arithmetic:
     def exp(self, v):
         return self._elementary("exp", v)
 
+    def exp_sub(self, a, b):
+        """exp(sub(a, b)), the same bits and operation count; for float32 (fast32's formats)
+        in one compiled pass (fastelem.sub_exp: no rounded difference stored)."""
+        fmt = self.fmt
+        if (self.elementary == "correct" and fmt.rounding == NEAREST and fmt.precision <= 25
+                and fmt.overflow == "inf" and _fusable(a, b) and fast32.supports(fmt)):
+            self.ops += 1                      # the subtraction's rounding, as sub counts it
+            c = a.shape[-1]
+            out, inf = fastelem.sub_exp(a.reshape(-1, c), b.reshape(-1, b.shape[-1]), fmt)
+            out = out.reshape(a.shape)
+            if inf:                            # as _elementary's overflow step
+                with np.errstate(over="ignore"):
+                    beyond = np.ldexp(1.0, fmt.emax + 1)
+                out = self.round(np.where(np.isinf(out), np.copysign(beyond, out), out))
+            return out
+        return self.exp(self.sub(a, b))
+
     def log(self, v):
         return self._elementary("log", v)
 
@@ -208,7 +225,10 @@ class Arithmetic:
         if (fmt.rounding == NEAREST and fmt.precision <= 25 and fmt.overflow == "inf"
                 and _fusable(a, b)):
             self.ops += 1                      # as self.round would count it
-            return fastround.sub_compiled(a, b, fmt.precision, fmt.emin, fmt.max_finite)
+            c = a.shape[-1]                    # rows of any leading shape, as (rows, C)
+            out = fastround.sub_compiled(a.reshape(-1, c), b.reshape(-1, b.shape[-1]),
+                                         fmt.precision, fmt.emin, fmt.max_finite)
+            return out.reshape(a.shape)
         with np.errstate(invalid="ignore", over="ignore"):
             return self.round(*self._add_exact(a, np.negative(b), self.fmt))
 
@@ -297,11 +317,13 @@ class Arithmetic:
 
 
 def _fusable(a, b) -> bool:
-    """a (N, C) and b (N, 1) or (N, C), both float64 arrays: what fastround.sub_compiled
-    takes (the subtraction and its one rounding in one pass, the same bits)."""
-    return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.ndim == 2
-            and b.ndim == 2 and a.dtype == np.float64 and b.dtype == np.float64
-            and b.shape[0] == a.shape[0] and b.shape[1] in (1, a.shape[1]) and a.size > 0)
+    """a (..., C) and b (..., 1) or (..., C) of the same leading shape (at least one leading
+    axis), both float64 arrays: what fastround.sub_compiled takes once the leading axes are
+    flattened into rows (the subtraction and its one rounding in one pass, the same bits)."""
+    return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.ndim >= 2
+            and b.ndim == a.ndim and a.dtype == np.float64 and b.dtype == np.float64
+            and b.shape[:-1] == a.shape[:-1] and b.shape[-1] in (1, a.shape[-1])
+            and a.size > 0)
 
 
 def _split(a: np.ndarray):

@@ -1,6 +1,7 @@
-"""exp correctly rounded into float32 (and every format of at most 24 bits carried in float64
-whose exponent range is float32's or narrower), evaluated in plain float64: the same bits as
-`elementary.compute("exp", x, fmt)`, at a fraction of the cost of its double-double path.
+"""exp and tanh correctly rounded into float32 (and every format of at most 24 bits carried in
+float64 whose exponent range is float32's or narrower), evaluated in plain float64: the same
+bits as `elementary.compute(name, x, fmt)`, at a fraction of the cost of its double-double
+paths.
 
 Evaluation (float64, IEEE +, -, * only, each correctly rounded; no libm, no FMA: numba
 without fastmath neither contracts nor reassociates), for x in [XLO, XHI] (see below):
@@ -39,7 +40,8 @@ then it is (n0 + [f > 1/2]) 2**q, +inf past max_finite. A true value below a pow
 it), so the binade taken from y is safe. The midpoints tested include the one above
 max_finite (overflow) and those of the subnormal range down to the one between 0 and the
 smallest subnormal. The uncertain elements (a fraction about 3 E 2**(p-1) of the random
-ones, 2**-25.4 for float32) go to the double-double path (`fastelem.exp_compiled`, then arb):
+ones, 2**-25.4 for float32) go to the double-double path (`fastelem.exp_compiled`, then arb;
+`elementary.compute` for tanh):
 correct rounding is unique, so the results are `elementary.compute`'s bit for bit.
 
 Outside [XLO, XHI] the result is certain: XHI = ceil((emax + 1) ln2), above which exp(x) >
@@ -47,8 +49,23 @@ Outside [XLO, XHI] the result is certain: XHI = ceil((emax + 1) ln2), above whic
 smallest subnormal (+0); nan stays nan (numpy's default nan, as `elementary.compute`'s).
 For float32, [XLO, XHI] = [-104, 89].
 
-`python -m precision_lab.numerics.fast32_check` compares this path with the double-double one
-on every float32 input (all 2**32 bit patterns).
+tanh (`_tanh_y`, for a = |x| in [2**(qmin - 2), 40); below, tanh rounds to +-0, above to +-1):
+U = expm1(t), t = -2a (exact), by exp's reduction t = k ln2 + r (k <= 0) and G, the Taylor
+polynomial of expm1(r)/r through r**12/13! (Horner, c_i = fl(1/(i+1)!)): em = r G(r);
+U = 2**k em + (2**k - 1) (k = 0: U = em, r = t exactly); y = -U / (2 + U). Bound
+(`tanh_analysis_bound()`): G's truncation rho**13/14! e**rho, its coefficients and Horner
+as for exp, made relative by |expm1(r)/r| >= (1 - e**-rho)/rho; one rounding for r G; for
+k <= -1 the absolute error 2**k (|expm1 r| eps_em + e**rho d_r) plus the roundings of 2**k - 1
+and of the sum, over |U| >= 1 - 2**-1/2 (1 + 2**-49); then 2 + U (|U|/(2 + U) <= 1: U's
+relative error at most, plus one rounding) and the division (one more):
+|eps| <= 2**-48.56; the kernels use TANH_BOUND = 2**-47. The result's sign is x's.
+
+Structure: each kernel runs a chunk of 1024 elements branch-free (it vectorises: AVX-512 on
+the machines measured), counting the uncertain ones; a chunk with any is rescanned element by
+element to record their positions (rare: a few per million).
+
+`python -m precision_lab.numerics.fast32_check [--function tanh]` compares this path with the
+one it replaces on every float32 input (all 2**32 bit patterns).
 """
 from __future__ import annotations
 
@@ -361,3 +378,75 @@ def exp_f32(flat: np.ndarray, fmt, out: np.ndarray) -> np.ndarray | None:
     idx = np.empty(flat.size, dtype=np.int64)    # pages touched only where written
     n = exp_kernel(flat, out, idx, *_args(fmt))
     return idx[:n].copy() if n else None
+
+
+# --- exp(round(a - b)): the shifted exponentials, the subtraction's rounding fused in ----------
+
+_DBL_MAX = 1.7976931348623157e308
+
+
+@numba.njit(cache=True, nogil=True)
+def sub_exp_kernel(a, b, out, idx, p, qmin, max_finite, min_normal, xlo, xhi, tol):
+    """out = exp(round(a - b)) for a (N, C), b (N, 1) or (N, C): the difference in float64
+    and its rounding as `fastround._sub_kernel`'s fast pass (the float64 bits rounded at the
+    format's last place, ties to even; +-inf past max_finite), then `_exp1`. Where that pass
+    does not apply: |a - b| below the smallest normal (zero included) rounds to a value of
+    magnitude at most 2**emin, whose exp rounds to 1 = exp(0), so 0 is used; nan and +-inf
+    differences pass as they are (exp: nan, inf, 0). Returns (the number of uncertain
+    elements, their flat positions in idx; the number of infinite results)."""
+    shift = np.uint64(53 - p)
+    half = (np.uint64(1) << (shift - np.uint64(1))) - np.uint64(1)
+    mask = ~((np.uint64(1) << shift) - np.uint64(1))
+    one = np.uint64(1)
+    n, c = a.shape
+    bcol = b.shape[1] != 1
+    n_amb = 0
+    n_inf = 0
+    for i in range(n):
+        ar = a[i]
+        br = b[i]
+        orow = out[i]
+        bi = br[0]
+        for c0 in range(0, c, _CH):
+            nc = min(_CH, c - c0)
+            ac = ar[c0:c0 + nc]
+            bc = br[c0:c0 + nc] if bcol else br[0:1]
+            oc = orow[c0:c0 + nc]
+            m = 0
+            for k in range(nc):
+                v = ac[k] - (bc[k] if bcol else bi)
+                av = abs(v)
+                bits = _bits(v)
+                w = _float((bits + half + ((bits >> shift) & one)) & mask)
+                w = math.copysign(math.inf, v) if abs(w) > max_finite else w
+                d = w if (av >= min_normal and av <= _DBL_MAX) else (0.0 if av < min_normal
+                                                                    else v)
+                y, u = _exp1(d, p, qmin, max_finite, xlo, xhi, tol)
+                oc[k] = y
+                m += 1 if u else 0
+                n_inf += 1 if y == math.inf else 0
+            if m:
+                for k in range(nc):
+                    v = ac[k] - (bc[k] if bcol else bi)
+                    av = abs(v)
+                    bits = _bits(v)
+                    w = _float((bits + half + ((bits >> shift) & one)) & mask)
+                    w = math.copysign(math.inf, v) if abs(w) > max_finite else w
+                    d = w if (av >= min_normal and av <= _DBL_MAX) else (
+                        0.0 if av < min_normal else v)
+                    if _exp1(d, p, qmin, max_finite, xlo, xhi, tol)[1]:
+                        idx[n_amb] = i * c + c0 + k
+                        n_amb += 1
+    return n_amb, n_inf
+
+
+def sub_exp_f32(a: np.ndarray, b: np.ndarray, fmt, out: np.ndarray):
+    """`sub_exp_kernel` for float64 a (N, C) and b (N, 1) or (N, C), contiguous, into out
+    (N, C): (the flat positions whose rounding is uncertain, or None; whether any result is
+    +inf)."""
+    lo, hi = limits(fmt)
+    qmin = int(fmt.emin - fmt.precision + 1)
+    idx = np.empty(a.size, dtype=np.int64)
+    n, n_inf = sub_exp_kernel(a, b, out, idx, int(fmt.precision), qmin, float(fmt.max_finite),
+                              float(2.0 ** fmt.emin), lo, hi, 2.0 * BOUND)
+    return (idx[:n].copy() if n else None), bool(n_inf)

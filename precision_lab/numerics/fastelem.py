@@ -43,11 +43,11 @@ import threading
 import numba
 import numpy as np
 
-from . import elementary, fast32
+from . import elementary, fast32, fastround
 from .fastround import _bits, _float
 
 __all__ = ["compute", "table_size", "TABLE_MAX", "sequential_sum", "exp_compiled", "exp_plain",
-           "tanh_plain", "accumulate_native", "any_inf"]
+           "tanh_plain", "sub_exp", "accumulate_native", "any_inf"]
 
 TABLE_MAX = 1 << 20          # entries of the largest table built (tf32: 540,677; 4.3 MB)
 _TABLES: dict = {}
@@ -277,6 +277,27 @@ def tanh_plain(x: np.ndarray, fmt) -> np.ndarray:
     if idx is not None:
         out[idx] = elementary.compute("tanh", flat[idx], fmt)[0]
     return out.reshape(np.shape(x))
+
+
+def sub_exp(a: np.ndarray, b: np.ndarray, fmt) -> tuple[np.ndarray, bool]:
+    """(`compute("exp", round(a - b), fmt)`, whether any element is +inf) for float64 a (N, C)
+    and b (N, 1) or (N, C), `fast32.supports(fmt)`, the difference rounded as
+    `fastround.sub_compiled` (round to nearest, overflow to inf): fast32's fused kernel, its
+    uncertain elements recomputed unfused (the difference rounded by fastround, then
+    `exp_compiled`)."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    b = np.ascontiguousarray(b, dtype=np.float64)
+    out = np.empty_like(a)
+    idx, inf = fast32.sub_exp_f32(a, b, fmt, out)
+    if idx is not None:
+        flat = out.reshape(-1)
+        rows, cols = np.divmod(idx, a.shape[1])
+        v = a.reshape(-1)[idx] - b[rows, cols if b.shape[1] != 1 else 0]
+        d = fastround.round_compiled(v, fmt.precision, fmt.emin, fmt.max_finite)
+        flat[idx] = exp_compiled(d, fmt)
+    if inf:                  # some guess was +inf: whether the results have one
+        inf = any_inf(out)
+    return out, bool(inf)
 
 
 def compute(name: str, x, fmt) -> np.ndarray:

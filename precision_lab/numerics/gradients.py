@@ -114,14 +114,14 @@ def _fused(x, targets, fmt, accumulator, reduction, store_first, options=None):
     if options is not None:
         def probs(ar, y, t):
             saved = online_lse(Arithmetic(accumulator_format(fmt, accumulator)), y)
-            p = ar.exp(ar.sub(y, saved[:, None]))
+            p = ar.exp_sub(y, saved[:, None])
             pm1 = None if t is None else ar.sub(p[np.arange(len(t)), t], 1.0)
             return Probs(p, pm1, saved)
         return fmt.round(options_backward(probs, x, targets, options, reduction, w,
                                           fmt.round if store_first else None,
                                           reciprocal=True))
     saved = online_lse(Arithmetic(accumulator_format(fmt, accumulator)), x)
-    p = w.exp(w.sub(x, saved[:, None]))
+    p = w.exp_sub(x, saved[:, None])
     if store_first:
         p = fmt.round(p)
     r, t = _onehot_rows(targets)

@@ -233,7 +233,7 @@ def _pick(v: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 def _shifted_exp(ar: Arithmetic, x):
     m = np.max(x, axis=1, keepdims=True)
-    return m[:, 0], ar.exp(ar.sub(x, m))
+    return m[:, 0], ar.exp_sub(x, m)           # ar.exp(ar.sub(x, m)), fused where it can
 
 
 @register("naive", "-log(exp(x_t) / sum_i exp(x_i))",
@@ -353,7 +353,7 @@ def _online_ms_blocks(ar: Arithmetic, x):
         xb = x[:, :full].reshape(n, -1, ONLINE_BLOCK)
         mb = np.max(xb, axis=2)
         mbs.append(mb)
-        sbs.append(ar.sum(ar.exp(ar.sub(xb, mb[:, :, None]))))
+        sbs.append(ar.sum(ar.exp_sub(xb, mb[:, :, None])))
     if full < c:
         mb, eb = _shifted_exp(ar, x[:, full:])
         mbs.append(mb[:, None])
@@ -364,8 +364,8 @@ def _online_ms_blocks(ar: Arithmetic, x):
                                 axis=1)
     old, new = new[:, :-1], new[:, 1:]
     with np.errstate(invalid="ignore"):  # -inf - -inf on the first block: its scale is 0
-        scale_old = np.where(old == -np.inf, 0.0, ar.exp(ar.sub(old, new)))
-    term = ar.round(sb * ar.exp(ar.sub(mb, new)))
+        scale_old = np.where(old == -np.inf, 0.0, ar.exp_sub(old, new))
+    term = ar.round(sb * ar.exp_sub(mb, new))
     fmt = ar.fmt
     if fmt.precision <= 25 and fmt.overflow == "inf":  # one rounding of each float64 result
         ar.ops += 2 * mb.shape[1]                        # as the loop below counts them
