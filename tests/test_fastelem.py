@@ -203,6 +203,22 @@ def test_compiled_accumulate_is_numpy_accumulate(name):
     assert np.array_equal(raw(ar.sum(v)), raw(fe.accumulate_native(v, fmt)))
 
 
+def test_float32_accumulate_in_blocks_of_eight_rows():
+    """float32's compiled accumulate (8-row blocks in registers, then the remaining rows) is
+    numpy's add.accumulate in float32, bit for bit, for row counts around multiples of 8; a
+    non-finite sum in a full block or in the remainder declines."""
+    fmt = FORMATS["float32"]
+    rng = np.random.default_rng(8)
+    for n in (1, 7, 8, 9, 16, 19, 24):
+        v = fmt.round(rng.normal(0, 3, (n, 301)) * np.exp2(rng.integers(-30, 30, (n, 1))))
+        ref = np.add.accumulate(v.astype(np.float32), axis=-1)[..., -1].astype(np.float64)
+        assert np.array_equal(raw(fe.accumulate_native(v, fmt)), raw(ref)), n
+        for row in (0, n - 1):
+            w = v.copy()
+            w[row, 5] = np.inf
+            assert fe.accumulate_native(w, fmt) is None
+
+
 # --- the online method's block-at-once pass ---------------------------------------------------
 
 @pytest.mark.parametrize("name", ["bfloat16", "float16", "float32", "float64", "tf32",

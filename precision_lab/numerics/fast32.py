@@ -385,6 +385,17 @@ def exp_f32(flat: np.ndarray, fmt, out: np.ndarray) -> np.ndarray | None:
 _DBL_MAX = 1.7976931348623157e308
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sub_exp1(v, p, qmin, max_finite, min_normal, xlo, xhi, tol, shift, half, mask):
+    """(exp(round(v)), uncertain?) for the float64 difference v (see `sub_exp_kernel`)."""
+    av = abs(v)
+    bits = _bits(v)
+    w = _float((bits + half + ((bits >> shift) & np.uint64(1))) & mask)
+    w = math.copysign(math.inf, v) if abs(w) > max_finite else w
+    d = w if (av >= min_normal and av <= _DBL_MAX) else (0.0 if av < min_normal else v)
+    return _exp1(d, p, qmin, max_finite, xlo, xhi, tol)
+
+
 @numba.njit(cache=True, nogil=True)
 def sub_exp_kernel(a, b, out, idx, p, qmin, max_finite, min_normal, xlo, xhi, tol):
     """out = exp(round(a - b)) for a (N, C), b (N, 1) or (N, C): the difference in float64
@@ -393,11 +404,11 @@ def sub_exp_kernel(a, b, out, idx, p, qmin, max_finite, min_normal, xlo, xhi, to
     does not apply: |a - b| below the smallest normal (zero included) rounds to a value of
     magnitude at most 2**emin, whose exp rounds to 1 = exp(0), so 0 is used; nan and +-inf
     differences pass as they are (exp: nan, inf, 0). Returns (the number of uncertain
-    elements, their flat positions in idx; the number of infinite results)."""
+    elements, their flat positions in idx; the number of infinite results). Chunks as
+    `exp_kernel`'s, one loop for each shape of b (so that neither has a select per load)."""
     shift = np.uint64(53 - p)
     half = (np.uint64(1) << (shift - np.uint64(1))) - np.uint64(1)
     mask = ~((np.uint64(1) << shift) - np.uint64(1))
-    one = np.uint64(1)
     n, c = a.shape
     bcol = b.shape[1] != 1
     n_amb = 0
@@ -410,31 +421,28 @@ def sub_exp_kernel(a, b, out, idx, p, qmin, max_finite, min_normal, xlo, xhi, to
         for c0 in range(0, c, _CH):
             nc = min(_CH, c - c0)
             ac = ar[c0:c0 + nc]
-            bc = br[c0:c0 + nc] if bcol else br[0:1]
             oc = orow[c0:c0 + nc]
             m = 0
+            if bcol:
+                bc = br[c0:c0 + nc]
+                for k in range(nc):
+                    y, u = _sub_exp1(ac[k] - bc[k], p, qmin, max_finite, min_normal, xlo, xhi,
+                                     tol, shift, half, mask)
+                    oc[k] = y
+                    m += 1 if u else 0
+            else:
+                for k in range(nc):
+                    y, u = _sub_exp1(ac[k] - bi, p, qmin, max_finite, min_normal, xlo, xhi,
+                                     tol, shift, half, mask)
+                    oc[k] = y
+                    m += 1 if u else 0
             for k in range(nc):
-                v = ac[k] - (bc[k] if bcol else bi)
-                av = abs(v)
-                bits = _bits(v)
-                w = _float((bits + half + ((bits >> shift) & one)) & mask)
-                w = math.copysign(math.inf, v) if abs(w) > max_finite else w
-                d = w if (av >= min_normal and av <= _DBL_MAX) else (0.0 if av < min_normal
-                                                                    else v)
-                y, u = _exp1(d, p, qmin, max_finite, xlo, xhi, tol)
-                oc[k] = y
-                m += 1 if u else 0
-                n_inf += 1 if y == math.inf else 0
+                n_inf += 1 if oc[k] == math.inf else 0
             if m:
                 for k in range(nc):
-                    v = ac[k] - (bc[k] if bcol else bi)
-                    av = abs(v)
-                    bits = _bits(v)
-                    w = _float((bits + half + ((bits >> shift) & one)) & mask)
-                    w = math.copysign(math.inf, v) if abs(w) > max_finite else w
-                    d = w if (av >= min_normal and av <= _DBL_MAX) else (
-                        0.0 if av < min_normal else v)
-                    if _exp1(d, p, qmin, max_finite, xlo, xhi, tol)[1]:
+                    v = ac[k] - (br[c0 + k] if bcol else bi)
+                    if _sub_exp1(v, p, qmin, max_finite, min_normal, xlo, xhi, tol, shift,
+                                 half, mask)[1]:
                         idx[n_amb] = i * c + c0 + k
                         n_amb += 1
     return n_amb, n_inf

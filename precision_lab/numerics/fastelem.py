@@ -468,21 +468,44 @@ def _accumulate_native(v, out, p, min_normal, qmin, max_finite):
 @numba.njit(cache=True, nogil=True)
 def _accumulate_float32(v, out):
     """numpy's add.accumulate(v.astype(float32)) along rows, last column: float32 casts and
-    float32 additions (the same IEEE operations), rows side by side. Returns False where a
-    sum is not finite (numpy's nan encodings are its own: the caller runs numpy)."""
+    float32 additions (the same IEEE operations), rows side by side: blocks of 8 rows in 8
+    scalar accumulators (registers: independent chains), the remaining rows in a block of
+    their own. Returns False where a sum is not finite (numpy's nan encodings are its own:
+    the caller runs numpy)."""
     n, c = v.shape
-    t = np.empty(_BLOCK, dtype=np.float32)
-    for r0 in range(0, n, _BLOCK):
-        nb = min(_BLOCK, n - r0)
-        for b in range(nb):
-            t[b] = np.float32(v[r0 + b, 0])
+    r0 = 0
+    while r0 + 8 <= n:
+        a0, a1, a2, a3 = v[r0], v[r0 + 1], v[r0 + 2], v[r0 + 3]
+        a4, a5, a6, a7 = v[r0 + 4], v[r0 + 5], v[r0 + 6], v[r0 + 7]
+        t0, t1 = np.float32(a0[0]), np.float32(a1[0])
+        t2, t3 = np.float32(a2[0]), np.float32(a3[0])
+        t4, t5 = np.float32(a4[0]), np.float32(a5[0])
+        t6, t7 = np.float32(a6[0]), np.float32(a7[0])
         for k in range(1, c):
-            for b in range(nb):
-                t[b] = t[b] + np.float32(v[r0 + b, k])
-        for b in range(nb):
-            if math.isinf(t[b]) or t[b] != t[b]:
+            t0 = t0 + np.float32(a0[k])
+            t1 = t1 + np.float32(a1[k])
+            t2 = t2 + np.float32(a2[k])
+            t3 = t3 + np.float32(a3[k])
+            t4 = t4 + np.float32(a4[k])
+            t5 = t5 + np.float32(a5[k])
+            t6 = t6 + np.float32(a6[k])
+            t7 = t7 + np.float32(a7[k])
+        for b, tb in enumerate((t0, t1, t2, t3, t4, t5, t6, t7)):
+            if math.isinf(tb) or tb != tb:
                 return False
-            out[r0 + b] = np.float64(t[b])
+            out[r0 + b] = np.float64(tb)
+        r0 += 8
+    nb = n - r0
+    t = np.empty(_BLOCK, dtype=np.float32)
+    for b in range(nb):
+        t[b] = np.float32(v[r0 + b, 0])
+    for k in range(1, c):
+        for b in range(nb):
+            t[b] = t[b] + np.float32(v[r0 + b, k])
+    for b in range(nb):
+        if math.isinf(t[b]) or t[b] != t[b]:
+            return False
+        out[r0 + b] = np.float64(t[b])
     return True
 
 
