@@ -3,9 +3,11 @@ the working format, and sums accumulated sequentially in a chosen accumulator.
 
 exp, log, log1p, expm1 and tanh are correctly rounded into the format (numerics.elementary: the
 same bits on every CPU; evaluated through numerics.fastelem, its compiled paths with the same
-bits: table look-ups for narrow formats, a compiled exp for wide ones). Compiled kernels
-beside the numpy paths they mirror, each tested equal to it: `sub` (fastround.sub_compiled:
-the difference and its rounding in one pass), sums in a native format (fastelem's
+bits: table look-ups for narrow formats, a compiled exp for wide ones, numerics.fast32's plain
+float64 exp and tanh for float32). Compiled kernels beside the numpy paths they mirror, each
+tested equal to it: `sub` (fastround.sub_compiled: the difference and its rounding in one
+pass, rows of any leading shape), `exp_sub` (exp(sub(a, b)) for float32 in one pass:
+fastelem.sub_exp, no rounded difference stored), sums in a native format (fastelem's
 `accumulate_native`: numpy's add.accumulate in float32 or the narrow dtype, rows side by side)
 and the sequential loop of round-to-nearest accumulators of p <= 25 (fastelem's
 `sequential_sum`). `elementary` names the variant: "correct" (the default), "libm"

@@ -25,9 +25,12 @@ bit, much faster.
   `fast32.supports`) goes first through fast32's plain float64 evaluation (a proven error
   bound of 2**-51, rounding decided where the value is not within 2**-50 of a midpoint:
   all but ~2**-25 of the elements), the rest through the double-double kernel above
-  (`exp_plain`); every float32 input has been checked against it (fast32_check). The other
-  functions of wide formats (log, log1p, expm1, tanh; per-row work in the methods) use
-  `elementary.compute` unchanged.
+  (`exp_plain`); every float32 input has been checked against it (fast32_check). tanh of
+  those formats (every logit under a soft cap) likewise goes through fast32's plain float64
+  tanh, its uncertain elements through `elementary.compute` (`tanh_plain`). `sub_exp` is
+  exp(round(a - b)) for them in one pass (the methods' shifted exponentials). The other
+  functions of wide formats (log, log1p, expm1; per-row work in the methods) and tanh of
+  float64 use `elementary.compute` unchanged.
 
 `sequential_sum(v, fmt, one_sign)`: the round-to-nearest sequential sum of
 `Arithmetic._sequential_sum` for formats of p <= 25 (float64 partial sums rounded once to the
