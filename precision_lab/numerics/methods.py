@@ -22,6 +22,8 @@ numerics.optioned); an option it cannot express is refused with an InputError.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -40,7 +42,7 @@ from .options import OPTION_NAMES, LossOptions, check_batch, require_supported
 __all__ = ["Method", "METHODS", "FAMILIES", "ACCUMULATORS", "register", "get_method",
            "backward", "GRAD_VARIANTS", "gradient_methods", "gradient_options", "REDUCTIONS",
            "Arithmetic", "batch_mean", "stable_methods", "bounded_methods",
-           "torch_unsupported"]
+           "torch_unsupported", "shared_steps"]
 
 # Method families: the colour family of every figure, and what "shifted" means in findings.
 # Colours (on the records): the Okabe-Ito colour-blind-safe palette, one colour per family:
@@ -231,9 +233,46 @@ def _pick(v: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.take_along_axis(v, targets[:, None], axis=1)[:, 0]
 
 
-def _shifted_exp(ar: Arithmetic, x):
-    m = np.max(x, axis=1, keepdims=True)
-    return m[:, 0], ar.exp(ar.sub(x, m))
+_SHARED: ContextVar[dict | None] = ContextVar("shared_steps", default=None)
+
+
+@contextmanager
+def shared_steps():
+    """Within the block, the methods share the steps they compute alike from their input: the
+    row maxima and the shifted exponentials exp(x - max x) of one read-only logits array
+    (every method's `x` as `evaluate` and `analyze` hand it over, frozen) are computed once per
+    (array, format, elementary variant) and handed to every method that asks (read-only).
+    Only where the format rounds to nearest: there they are a function of those alone, so
+    every method gets the bits it would compute itself; the operations skipped are counted
+    into its `Arithmetic` (`ops`) as if done, so a stochastic accumulator's later bits are
+    unchanged. Holds one (N, C) float64 per format in use; leave the block to free them."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def _shifted_exp(ar: Arithmetic, x, share: bool = False):
+    """(max x per row, exp(x - max x) rounded to the format); `share`: x is the method's own
+    input, whose steps `shared_steps` may hold."""
+    memo = _SHARED.get() if share else None
+    key = None
+    if memo is not None and ar.fmt.rounding == NEAREST and isinstance(x, np.ndarray) \
+            and not x.flags.writeable:
+        key = (id(x), ar.fmt, ar.elementary)
+        hit = memo.get(key)
+        if hit is not None and hit[0] is x:
+            ar.ops += hit[3]
+            return hit[1], hit[2]
+    ops = ar.ops
+    m = np.max(x, axis=1, keepdims=True)[:, 0]
+    e = ar.exp(ar.sub(x, m[:, None]))
+    if key is not None:
+        m.flags.writeable = False
+        e.flags.writeable = False
+        memo[key] = (x, m, e, ar.ops - ops)   # x held: its id is not reused meanwhile
+    return m, e
 
 
 @register("naive", "-log(exp(x_t) / sum_i exp(x_i))",
@@ -247,7 +286,7 @@ def naive(x, targets, fmt, accumulator):
 
 
 def _softmax_target(ar: Arithmetic, x, targets):
-    _, e = _shifted_exp(ar, x)
+    _, e = _shifted_exp(ar, x, share=True)
     return ar.div(_pick(e, targets), ar.sum(e))
 
 
@@ -276,7 +315,7 @@ def softmax_log(x, targets, fmt, accumulator):
           family="shifted", shifted=True, color="#0072B2", bound="shifted")
 def logsumexp(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
-    a, e = _shifted_exp(ar, x)
+    a, e = _shifted_exp(ar, x, share=True)
     lse = ar.add(a, ar.log(ar.sum(e)))
     return ar.sub(lse, _pick(x, targets))
 
@@ -286,7 +325,7 @@ def logsumexp(x, targets, fmt, accumulator):
           family="shifted", shifted=True, color="#0072B2", bound="log1p")
 def log1p(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
-    a, e = _shifted_exp(ar, x)
+    a, e = _shifted_exp(ar, x, share=True)
     k = np.argmax(x, axis=1)
     e = e.copy()
     rows = np.arange(len(k))
@@ -302,7 +341,7 @@ def log1p(x, targets, fmt, accumulator):
           family="shifted", shifted=True, color="#0072B2")
 def log_softmax(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
-    a, e = _shifted_exp(ar, x)
+    a, e = _shifted_exp(ar, x, share=True)
     return -ar.sub(ar.sub(_pick(x, targets), a), ar.log(ar.sum(e)))
 
 
