@@ -162,7 +162,8 @@ def test_report_keeps_rows_where_every_variant_is_nan(tmp_path):
 
 def test_shared_steps_hand_every_method_the_same_shifted_exp():
     """Within `shared_steps` the second method of a frozen array gets the first's exp(x - max)
-    (the same object, its operations counted), elsewhere each computes its own."""
+    (the same object, its operations counted), its sum per accumulator, and exp(x);
+    elsewhere each computes its own."""
     x, _ = _adversarial(8, 300, "bfloat16", seed=5)
     xf = frozen(x)
     fmt = FORMATS["bfloat16"]
@@ -172,6 +173,14 @@ def test_shared_steps_hand_every_method_the_same_shifted_exp():
         m2, e2 = methods_mod._shifted_exp(a2, xf, share=True)
         assert e2 is e1 and m2 is m1 and a2.ops == a1.ops > 0
         assert not e1.flags.writeable
+        s1 = methods_mod._shared_sum(a1, e1)
+        a3 = methods_mod.Arithmetic(fmt, "working")
+        methods_mod._shifted_exp(a3, xf, share=True)
+        assert methods_mod._shared_sum(a3, e1) is s1           # the same accumulator
+        assert methods_mod._shared_sum(a2, e1) is not s1       # another one: its own sum
+        assert _same_bits(s1, methods_mod.Arithmetic(fmt, "working").sum(np.array(e1)))
+        n1 = methods_mod._share(a1, xf, "exp", lambda: a1.exp(xf))
+        assert methods_mod._share(a2, xf, "exp", lambda: a2.exp(xf)) is n1
         _, e3 = methods_mod._shifted_exp(methods_mod.Arithmetic(fmt), np.array(x), share=True)
         assert e3 is not e1 and _same_bits(e3, e1)        # a writable array: not shared
         sr = get_format("bfloat16,round=sr")

@@ -238,14 +238,16 @@ _SHARED: ContextVar[dict | None] = ContextVar("shared_steps", default=None)
 
 @contextmanager
 def shared_steps():
-    """Within the block, the methods share the steps they compute alike from their input: the
-    row maxima and the shifted exponentials exp(x - max x) of one read-only logits array
-    (every method's `x` as `evaluate` and `analyze` hand it over, frozen) are computed once per
-    (array, format, elementary variant) and handed to every method that asks (read-only).
-    Only where the format rounds to nearest: there they are a function of those alone, so
-    every method gets the bits it would compute itself; the operations skipped are counted
-    into its `Arithmetic` (`ops`) as if done, so a stochastic accumulator's later bits are
-    unchanged. Holds one (N, C) float64 per format in use; leave the block to free them."""
+    """Within the block, the methods share the steps they compute alike from their input: of
+    one read-only logits array x (every method's input as `evaluate` and `analyze` hand it
+    over, frozen), exp(x) and the row maxima with exp(x - max x) are computed once per
+    (array, format, elementary variant), and the sum of that exp(x - max x) once per
+    accumulator; each is handed (read-only) to every method that asks. Only where the format
+    (and, for a sum, the accumulator) rounds to nearest: there a step is a function of its
+    input alone, so every method gets the bits it would compute itself; the operations it
+    skips are counted into its `Arithmetic` (`ops`) as if done, so a stochastic accumulator's
+    later bits are unchanged. Holds a few (N, C) float64 arrays per format in use; leave the
+    block to free them."""
     token = _SHARED.set({})
     try:
         yield
@@ -253,26 +255,43 @@ def shared_steps():
         _SHARED.reset(token)
 
 
+def _share(ar: Arithmetic, x, step, compute):
+    """`compute()` (a step of `ar` on x), or its value from `shared_steps` where x is a
+    read-only array and the format rounds to nearest (`step` keys it, with x, the format and
+    the elementary variant)."""
+    memo = _SHARED.get()
+    if memo is None or ar.fmt.rounding != NEAREST or not isinstance(x, np.ndarray) \
+            or x.flags.writeable:
+        return compute()
+    key = (step, id(x), ar.fmt, ar.elementary)
+    hit = memo.get(key)
+    if hit is not None and hit[0] is x:
+        ar.ops += hit[2]
+        return hit[1]
+    ops = ar.ops
+    value = compute()
+    for v in value if isinstance(value, tuple) else (value,):
+        if isinstance(v, np.ndarray):
+            v.flags.writeable = False
+    memo[key] = (x, value, ar.ops - ops)      # x held: its id is not reused meanwhile
+    return value
+
+
 def _shifted_exp(ar: Arithmetic, x, share: bool = False):
     """(max x per row, exp(x - max x) rounded to the format); `share`: x is the method's own
     input, whose steps `shared_steps` may hold."""
-    memo = _SHARED.get() if share else None
-    key = None
-    if memo is not None and ar.fmt.rounding == NEAREST and isinstance(x, np.ndarray) \
-            and not x.flags.writeable:
-        key = (id(x), ar.fmt, ar.elementary)
-        hit = memo.get(key)
-        if hit is not None and hit[0] is x:
-            ar.ops += hit[3]
-            return hit[1], hit[2]
-    ops = ar.ops
-    m = np.max(x, axis=1, keepdims=True)[:, 0]
-    e = ar.exp(ar.sub(x, m[:, None]))
-    if key is not None:
-        m.flags.writeable = False
-        e.flags.writeable = False
-        memo[key] = (x, m, e, ar.ops - ops)   # x held: its id is not reused meanwhile
-    return m, e
+    def compute():
+        m = np.max(x, axis=1, keepdims=True)
+        return m[:, 0], ar.exp(ar.sub(x, m))
+    return _share(ar, x, "shifted_exp", compute) if share else compute()
+
+
+def _shared_sum(ar: Arithmetic, e):
+    """ar.sum(e) of a shared exp(x - max x), itself shared where the accumulator rounds to
+    nearest."""
+    if ar.acc_fmt.rounding != NEAREST:
+        return ar.sum(e)
+    return _share(ar, e, ("sum", ar.acc_fmt), lambda: ar.sum(e))
 
 
 @register("naive", "-log(exp(x_t) / sum_i exp(x_i))",
@@ -280,14 +299,14 @@ def _shifted_exp(ar: Arithmetic, x, share: bool = False):
           family="unshifted", shifted=False, color="#D55E00")
 def naive(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
-    e = ar.exp(x)
+    e = _share(ar, x, "exp", lambda: ar.exp(x))
     p = ar.div(_pick(e, targets), ar.sum(e))
     return -ar.log(p)
 
 
 def _softmax_target(ar: Arithmetic, x, targets):
     _, e = _shifted_exp(ar, x, share=True)
-    return ar.div(_pick(e, targets), ar.sum(e))
+    return ar.div(_pick(e, targets), _shared_sum(ar, e))
 
 
 SOFTMAX_EPS = 1e-7
@@ -316,7 +335,7 @@ def softmax_log(x, targets, fmt, accumulator):
 def logsumexp(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
     a, e = _shifted_exp(ar, x, share=True)
-    lse = ar.add(a, ar.log(ar.sum(e)))
+    lse = ar.add(a, ar.log(_shared_sum(ar, e)))
     return ar.sub(lse, _pick(x, targets))
 
 
@@ -342,7 +361,7 @@ def log1p(x, targets, fmt, accumulator):
 def log_softmax(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
     a, e = _shifted_exp(ar, x, share=True)
-    return -ar.sub(ar.sub(_pick(x, targets), a), ar.log(ar.sum(e)))
+    return -ar.sub(ar.sub(_pick(x, targets), a), ar.log(_shared_sum(ar, e)))
 
 
 ONLINE_BLOCK = 256
