@@ -162,7 +162,8 @@ def test_report_keeps_rows_where_every_variant_is_nan(tmp_path):
 
 def test_shared_steps_hand_every_method_the_same_shifted_exp():
     """Within `shared_steps` the second method of a frozen array gets the first's exp(x - max)
-    (the same object, its operations counted), its sum per accumulator, and exp(x);
+    (the same object, its operations counted), its sum per accumulator, exp(x) and the
+    online method's block exponentials;
     elsewhere each computes its own."""
     x, _ = _adversarial(8, 300, "bfloat16", seed=5)
     xf = frozen(x)
@@ -181,6 +182,11 @@ def test_shared_steps_hand_every_method_the_same_shifted_exp():
         assert _same_bits(s1, methods_mod.Arithmetic(fmt, "working").sum(np.array(e1)))
         n1 = methods_mod._share(a1, xf, "exp", lambda: a1.exp(xf))
         assert methods_mod._share(a2, xf, "exp", lambda: a2.exp(xf)) is n1
+        calls = []
+        for a in (a1, a2):
+            a.exp = lambda v, a=a: calls.append(v.shape) or type(a).exp(a, v)
+            methods_mod.online_lse(a, xf)
+        assert calls.count((8, 1, 256)) == 1       # the blocks' exp: once, for a1 only
         _, e3 = methods_mod._shifted_exp(methods_mod.Arithmetic(fmt), np.array(x), share=True)
         assert e3 is not e1 and _same_bits(e3, e1)        # a writable array: not shared
         sr = get_format("bfloat16,round=sr")

@@ -240,14 +240,14 @@ _SHARED: ContextVar[dict | None] = ContextVar("shared_steps", default=None)
 def shared_steps():
     """Within the block, the methods share the steps they compute alike from their input: of
     one read-only logits array x (every method's input as `evaluate` and `analyze` hand it
-    over, frozen), exp(x) and the row maxima with exp(x - max x) are computed once per
-    (array, format, elementary variant), and the sum of that exp(x - max x) once per
-    accumulator; each is handed (read-only) to every method that asks. Only where the format
-    (and, for a sum, the accumulator) rounds to nearest: there a step is a function of its
-    input alone, so every method gets the bits it would compute itself; the operations it
-    skips are counted into its `Arithmetic` (`ops`) as if done, so a stochastic accumulator's
-    later bits are unchanged. Holds a few (N, C) float64 arrays per format in use; leave the
-    block to free them."""
+    over, frozen), exp(x), the row maxima with exp(x - max x), and the online method's
+    exp(x - m_b) of its blocks are computed once per (array, format, elementary variant), and
+    the sum of that exp(x - max x) once per accumulator; each is handed (read-only) to every
+    method that asks. Only where the format (and, for a sum, the accumulator) rounds to
+    nearest: there a step is a function of its input alone, so every method gets the bits it
+    would compute itself; the operations it skips are counted into its `Arithmetic` (`ops`)
+    as if done, so a stochastic accumulator's later bits are unchanged. Holds a few (N, C)
+    float64 arrays per format in use; leave the block to free them."""
     token = _SHARED.set({})
     try:
         yield
@@ -411,7 +411,8 @@ def _online_ms_blocks(ar: Arithmetic, x):
         xb = x[:, :full].reshape(n, -1, ONLINE_BLOCK)
         mb = np.max(xb, axis=2)
         mbs.append(mb)
-        sbs.append(ar.sum(ar.exp(ar.sub(xb, mb[:, :, None]))))
+        eb = _share(ar, x, "online_block_exp", lambda: ar.exp(ar.sub(xb, mb[:, :, None])))
+        sbs.append(ar.sum(eb))                 # (shared across accumulators: shared_steps)
     if full < c:
         mb, eb = _shifted_exp(ar, x[:, full:])
         mbs.append(mb[:, None])
