@@ -190,11 +190,13 @@ class Arithmetic:
         return self._elementary("exp", v)
 
     def exp_sub(self, a, b):
-        """exp(sub(a, b)), the same bits and operation count; for float32 (fast32's formats)
-        in one compiled pass (fastelem.sub_exp: no rounded difference stored)."""
+        """exp(sub(a, b)), the same bits and operation count; for float32 (the formats whose
+        exp fastelem evaluates by fast32: not tabulated) in one compiled pass
+        (fastelem.sub_exp: no rounded difference stored)."""
         fmt = self.fmt
         if (self.elementary == "correct" and fmt.rounding == NEAREST and fmt.precision <= 25
-                and fmt.overflow == "inf" and _fusable(a, b) and fast32.supports(fmt)):
+                and fmt.overflow == "inf" and _fusable(a, b) and fast32.supports(fmt)
+                and fastelem.table_size(fmt) > fastelem.TABLE_MAX):
             self.ops += 1                      # the subtraction's rounding, as sub counts it
             c = a.shape[-1]
             out, inf = fastelem.sub_exp(a.reshape(-1, c), b.reshape(-1, b.shape[-1]), fmt)
