@@ -293,6 +293,9 @@ def test_fused_exp_sub_is_exp_of_sub(fmt, monkeypatch):
     cases = [(a, a.max(axis=1, keepdims=True)), (a, np.resize(edge, (12, 1))),
              (a, a[::-1].copy()), (a, fmt.round(rng.normal(0, 30, a.shape))),
              (a, np.zeros((12, 1))), (a.reshape(3, 4, 1500), a.max(axis=1).reshape(3, 4, 1))]
+    long = np.resize(np.concatenate([near, fmt.round(rng.normal(0, 9, 300))]), (3, 9000))
+    cases += [(long, np.zeros((3, 1))), (long, np.zeros((3, 9000)))]   # chunked rows, and
+    #                                                 more than 64 uncertain elements
     calls = []
     real = fast32.sub_exp_f32
     monkeypatch.setattr(fast32, "sub_exp_f32", lambda *v: calls.append(1) or real(*v))

@@ -396,6 +396,30 @@ def _sub_exp1(v, p, qmin, max_finite, min_normal, xlo, xhi, tol, shift, half, ma
     return _exp1(d, p, qmin, max_finite, xlo, xhi, tol)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sub_exp_span(ac, bc, bi, bcol, oc, p, qmin, max_finite, min_normal, xlo, xhi, tol,
+                  shift, half, mask):
+    """oc = exp(round(ac - bc)) (bc if bcol, else the scalar bi), branch-free: (the number
+    uncertain, the number of +inf results)."""
+    m = 0
+    n_inf = 0
+    if bcol:
+        for k in range(ac.size):
+            y, u = _sub_exp1(ac[k] - bc[k], p, qmin, max_finite, min_normal, xlo, xhi, tol,
+                             shift, half, mask)
+            oc[k] = y
+            m += 1 if u else 0
+    else:
+        for k in range(ac.size):
+            y, u = _sub_exp1(ac[k] - bi, p, qmin, max_finite, min_normal, xlo, xhi, tol,
+                             shift, half, mask)
+            oc[k] = y
+            m += 1 if u else 0
+    for k in range(oc.size):
+        n_inf += 1 if oc[k] == math.inf else 0
+    return m, n_inf
+
+
 @numba.njit(cache=True, nogil=True)
 def sub_exp_kernel(a, b, out, idx, p, qmin, max_finite, min_normal, xlo, xhi, tol):
     """out = exp(round(a - b)) for a (N, C), b (N, 1) or (N, C): the difference in float64
@@ -403,14 +427,17 @@ def sub_exp_kernel(a, b, out, idx, p, qmin, max_finite, min_normal, xlo, xhi, to
     format's last place, ties to even; +-inf past max_finite), then `_exp1`. Where that pass
     does not apply: |a - b| below the smallest normal (zero included) rounds to a value of
     magnitude at most 2**emin, whose exp rounds to 1 = exp(0), so 0 is used; nan and +-inf
-    differences pass as they are (exp: nan, inf, 0). Returns (the number of uncertain
-    elements, their flat positions in idx; the number of infinite results). Chunks as
-    `exp_kernel`'s, one loop for each shape of b (so that neither has a select per load)."""
+    differences pass as they are (exp: nan, inf, 0). Returns (the number n of uncertain
+    elements, the number of +inf results); the flat positions of the first len(idx) uncertain
+    ones are in idx (the caller reruns with a larger idx where n > len(idx)). Rows of at most
+    4 * 1024 in one branch-free span, longer ones in chunks of 1024 (a row or chunk with an
+    uncertain element is rescanned element by element); one loop for each shape of b."""
     shift = np.uint64(53 - p)
     half = (np.uint64(1) << (shift - np.uint64(1))) - np.uint64(1)
     mask = ~((np.uint64(1) << shift) - np.uint64(1))
     n, c = a.shape
     bcol = b.shape[1] != 1
+    span = c if c <= 4 * _CH else _CH
     n_amb = 0
     n_inf = 0
     for i in range(n):
@@ -418,32 +445,23 @@ def sub_exp_kernel(a, b, out, idx, p, qmin, max_finite, min_normal, xlo, xhi, to
         br = b[i]
         orow = out[i]
         bi = br[0]
-        for c0 in range(0, c, _CH):
-            nc = min(_CH, c - c0)
-            ac = ar[c0:c0 + nc]
-            oc = orow[c0:c0 + nc]
-            m = 0
-            if bcol:
-                bc = br[c0:c0 + nc]
-                for k in range(nc):
-                    y, u = _sub_exp1(ac[k] - bc[k], p, qmin, max_finite, min_normal, xlo, xhi,
-                                     tol, shift, half, mask)
-                    oc[k] = y
-                    m += 1 if u else 0
+        for c0 in range(0, c, span):
+            nc = min(span, c - c0)
+            if nc == c:
+                m, ni = _sub_exp_span(ar, br, bi, bcol, orow, p, qmin, max_finite,
+                                      min_normal, xlo, xhi, tol, shift, half, mask)
             else:
-                for k in range(nc):
-                    y, u = _sub_exp1(ac[k] - bi, p, qmin, max_finite, min_normal, xlo, xhi,
-                                     tol, shift, half, mask)
-                    oc[k] = y
-                    m += 1 if u else 0
-            for k in range(nc):
-                n_inf += 1 if oc[k] == math.inf else 0
+                m, ni = _sub_exp_span(ar[c0:c0 + nc], br[c0:c0 + nc] if bcol else br,
+                                      bi, bcol, orow[c0:c0 + nc], p, qmin, max_finite,
+                                      min_normal, xlo, xhi, tol, shift, half, mask)
+            n_inf += ni
             if m:
                 for k in range(nc):
-                    v = ac[k] - (br[c0 + k] if bcol else bi)
+                    v = ar[c0 + k] - (br[c0 + k] if bcol else bi)
                     if _sub_exp1(v, p, qmin, max_finite, min_normal, xlo, xhi, tol, shift,
                                  half, mask)[1]:
-                        idx[n_amb] = i * c + c0 + k
+                        if n_amb < idx.size:
+                            idx[n_amb] = i * c + c0 + k
                         n_amb += 1
     return n_amb, n_inf
 
@@ -453,8 +471,11 @@ def sub_exp_f32(a: np.ndarray, b: np.ndarray, fmt, out: np.ndarray):
     (N, C): (the flat positions whose rounding is uncertain, or None; whether any result is
     +inf)."""
     lo, hi = limits(fmt)
-    qmin = int(fmt.emin - fmt.precision + 1)
-    idx = np.empty(a.size, dtype=np.int64)
-    n, n_inf = sub_exp_kernel(a, b, out, idx, int(fmt.precision), qmin, float(fmt.max_finite),
-                              float(2.0 ** fmt.emin), lo, hi, 2.0 * BOUND)
+    args = (int(fmt.precision), int(fmt.emin - fmt.precision + 1), float(fmt.max_finite),
+            float(2.0 ** fmt.emin), lo, hi, 2.0 * BOUND)
+    idx = np.empty(64, dtype=np.int64)
+    n, n_inf = sub_exp_kernel(a, b, out, idx, *args)
+    if n > idx.size:                   # more than 64 uncertain: once more, recording all
+        idx = np.empty(n, dtype=np.int64)
+        n, n_inf = sub_exp_kernel(a, b, out, idx, *args)
     return (idx[:n].copy() if n else None), bool(n_inf)

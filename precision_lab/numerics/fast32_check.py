@@ -13,8 +13,12 @@ float64 path against the path it replaces, bit for bit:
 prints the inputs checked, those whose results disagree (the check fails unless 0), those
 fast32's kernel left uncertain (fell back), and how many it answered without evaluation
 (outside [XLO, XHI] for exp, |x| >= 40 or below 2**(qmin - 2) for tanh, or nan).
-Single-threaded; run it at low priority (`nice -n 19`) on a shared machine: a few minutes for
-exp, about ten for tanh (its reference is numpy's).
+Single-threaded; run it at low priority (`nice -n 19`) on a shared machine: about three
+minutes for exp, five for tanh (its reference is numpy's).
+
+Last run (2026-12-02, AMD EPYC, AVX-512): exp: 4,294,967,296 inputs, 0 disagreeing, 26 fell
+back, 2,055,077,886 answered without evaluation (169 s); tanh: 4,294,967,296 inputs, 0
+disagreeing, 92 fell back, 2,076,180,482 without evaluation (290 s).
 """
 from __future__ import annotations
 
