@@ -1,4 +1,4 @@
-"""exp and tanh correctly rounded into float32 (and every format of at most 24 bits carried in
+"""exp, tanh and log correctly rounded into float32 (and every format of at most 24 bits carried in
 float64 whose exponent range is float32's or narrower), evaluated in plain float64: the same
 bits as `elementary.compute(name, x, fmt)`, at a fraction of the cost of its double-double
 paths.
@@ -60,6 +60,18 @@ and of the sum, over |U| >= 1 - 2**-1/2 (1 + 2**-49); then 2 + U (|U|/(2 + U) <=
 relative error at most, plus one rounding) and the division (one more):
 |eps| <= 2**-48.56; the kernels use TANH_BOUND = 2**-47. The result's sign is x's.
 
+log (`_log_y`, finite x > 0, x != 1; 0 -> -inf, 1 -> 0, inf -> inf, x < 0 and nan -> nan):
+x = 2**e m, m in [fl(sqrt2)/2, fl(sqrt2)) from the bits (subnormals scaled by 2**54 first),
+f = m - 1 (exact: Sterbenz), s = f / (2 + f) (two roundings), log m = 2 atanh(s) = 2 s A(s**2),
+A = sum_{i<11} w**i / (2i + 1) by Horner in w = s**2 (|s| <= sigma = (fl(sqrt2) - 1) /
+(fl(sqrt2) + 1) + 2**-40; truncation w**11 / 23 / (1 - w)); y = e LN2_HI + (2 s A +
+e LN2_LO), LN2_HI = ln2 to 42 bits (e LN2_HI exact, |e| <= 1075). Bound
+(`log_analysis_bound()`): s, A (Horner, coefficients, truncation, w's rounding: A >= 1) and
+the product give eps_L; e = 0: y = L; else the absolute errors of L, of e LN2_LO and of the
+two sums over |log x| >= ln2/2 - 2**-50: |eps| <= 2**-50.40; the kernels use LOG_BOUND =
+2**-49. Served where |log x| (at most 745, at least 2**-54) is normal in the format
+(`log_supports`: float32).
+
 Structure: each kernel runs a chunk of 1024 elements branch-free (it vectorises: AVX-512 on
 the machines measured), counting the uncertain ones; a chunk with any is rescanned element by
 element to record their positions (rare: a few per million).
@@ -81,7 +93,9 @@ from .fastround import _bits, _float
 
 __all__ = ["BOUND", "XMAX", "supports", "exp_kernel", "exp_f32", "exp_values",
            "analysis_bound", "limits", "TANH_BOUND", "TANH_MAX", "tanh_kernel",
-           "tanh_f32", "tanh_values", "tanh_analysis_bound"]
+           "tanh_f32", "tanh_values", "tanh_analysis_bound", "LOG_BOUND", "log_supports",
+           "log_kernel", "log_f32", "log_values", "log_analysis_bound", "sub_exp_kernel",
+           "sub_exp_f32"]
 
 _DEGREE = 13
 _C1_BITS = 45
@@ -479,3 +493,139 @@ def sub_exp_f32(a: np.ndarray, b: np.ndarray, fmt, out: np.ndarray):
         idx = np.empty(n, dtype=np.int64)
         n, n_inf = sub_exp_kernel(a, b, out, idx, *args)
     return (idx[:n].copy() if n else None), bool(n_inf)
+
+
+# --- log -------------------------------------------------------------------------------------
+
+_LOG_TERMS = 11
+_A = [float(Fraction(1, 2 * i + 1)) for i in range(_LOG_TERMS)]       # atanh(s) / s in s**2
+(_A0, _A1, _A2, _A3, _A4, _A5, _A6, _A7, _A8, _A9, _A10) = _A
+_LN2_HI = elementary._truncate(_LN2, 42)       # e * LN2_HI exact for |e| < 2**11
+_LN2_LO = float(_LN2 - Fraction(_LN2_HI))
+_SQRT2 = float(Fraction(14142135623730951, 10 ** 16))   # a double next to sqrt(2)
+_FRAC_BITS = np.uint64((1 << 52) - 1)
+_ONE_BITS = np.uint64(1023 << 52)
+
+
+def log_analysis_bound() -> Fraction:
+    """The derived bound on |y / log(x) - 1| of `_log_y` (module docstring, log), in exact
+    rationals."""
+    u = _U
+    sq2 = Fraction(_SQRT2)
+    # m in [fl(sqrt2)/2, fl(sqrt2)): f in [fl(sqrt2)/2 - 1, fl(sqrt2) - 1], s = f / (2 + f)
+    # increasing in f: |s| <= sigma
+    sigma = max((sq2 - 1) / (sq2 + 1), (1 - sq2 / 2) / (1 + sq2 / 2)) + Fraction(1, 1 << 40)
+    w_max = sigma * sigma * (1 + u)
+    eps_s = (1 + u) / (1 - u) - 1                      # 2 + f, then the division
+    a = [Fraction(v) for v in _A]
+    trunc = w_max ** _LOG_TERMS / (2 * _LOG_TERMS + 1) / (1 - w_max)
+    coef = sum(abs(a[i] - Fraction(1, 2 * i + 1)) * w_max ** i for i in range(_LOG_TERMS))
+    dw = sum(Fraction(i, 2 * i + 1) * w_max ** i for i in range(1, 30)) * (2 * u)  # w's and
+    eps_a = trunc + coef + _horner_error(_A, w_max) + dw   # s's errors in A(w); A >= 1
+    eps_l = (1 + eps_s) * (1 + eps_a) * (1 + u) - 1    # L = 2 (s q): one more rounding
+    l_max = sigma * 2 * (1 + w_max / 3 / (1 - w_max))  # |L| = |2 atanh s| (and its error)
+    lo_part = 2 * u * Fraction(1 << 11, 1 << 42)       # e LN2_LO: its rounding and LN2_LO's
+    t_max = l_max * (1 + eps_l) + Fraction(1 << 11, 1 << 42)
+    y_min = _LN2 / 2 - Fraction(1, 1 << 50)            # |log x| >= ln2/2 - log(fl(sqrt2) /
+    #                                                    sqrt2) where e != 0
+    eps_e = ((l_max * eps_l + lo_part + u * t_max) / y_min + u) * (1 + u)
+    return max(eps_l, eps_e)
+
+
+_LAB = log_analysis_bound()
+LOG_BOUND = 2.0 ** math.ceil(math.log2(float(2 * _LAB)))
+
+
+def log_supports(fmt) -> bool:
+    """This path serves log into `fmt`: `supports(fmt)`, |log x| <= 745 finite in it
+    (emax >= 10) and 2**-54 <= |log x| (x != 1) a normal value (emin <= -54)."""
+    return supports(fmt) and fmt.emax >= 10 and fmt.emin <= -54
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _log_y(x):
+    """y = log(x) (1 + eps), |eps| <= LOG_BOUND / 2, for finite x > 0, x != 1: x = 2**e m,
+    m in [fl(sqrt2)/2, fl(sqrt2)) from the bits (a subnormal scaled by 2**54 first), f = m - 1
+    (exact), s = f / (2 + f), log m = 2 atanh(s) = 2 s A(s**2) (A the series through
+    s**20/21, Horner), y = e LN2_HI + (2 s A + e LN2_LO)."""
+    sub = x < 2.0 ** -1022
+    xs = x * 18014398509481984.0 if sub else x          # 2**54
+    b = _bits(xs)
+    e0 = np.int64(b >> np.uint64(52)) - (1023 + 54 if sub else 1023)
+    m0 = _float((b & _FRAC_BITS) | _ONE_BITS)
+    big = m0 >= _SQRT2
+    m = m0 * 0.5 if big else m0
+    e = np.float64(e0 + (1 if big else 0))
+    f = m - 1.0
+    s = f / (2.0 + f)
+    w = s * s
+    q = _A10
+    q = _A9 + w * q
+    q = _A8 + w * q
+    q = _A7 + w * q
+    q = _A6 + w * q
+    q = _A5 + w * q
+    q = _A4 + w * q
+    q = _A3 + w * q
+    q = _A2 + w * q
+    q = _A1 + w * q
+    q = _A0 + w * q
+    t = 2.0 * (s * q) + e * _LN2_LO
+    return e * _LN2_HI + t
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _log1(x0, p, qmin, max_finite, tol):
+    """(log(x0) rounded into the format, whether that is uncertain)."""
+    inside = x0 > 0.0 and x0 < math.inf and x0 != 1.0     # false for nan
+    y = _log_y(x0 if inside else 2.0)
+    val, near = _round_pos(abs(y), p, qmin, max_finite, tol)
+    special = -math.inf if x0 == 0.0 else (math.inf if x0 == math.inf else (
+        0.0 if x0 == 1.0 else np.nan))
+    return (math.copysign(val, y) if inside else special), inside and near
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def log_kernel(x, out, idx, p, qmin, max_finite, tol):
+    """out[i] = log(x[i]) rounded into the format, idx and the count as `exp_kernel`."""
+    n_amb = 0
+    for c0 in range(0, x.size, _CH):
+        nc = min(_CH, x.size - c0)
+        xc = x[c0:c0 + nc]
+        oc = out[c0:c0 + nc]
+        m = 0
+        for i in range(nc):
+            v, a = _log1(xc[i], p, qmin, max_finite, tol)
+            oc[i] = v
+            m += 1 if a else 0
+        if m:
+            for i in range(nc):
+                if _log1(xc[i], p, qmin, max_finite, tol)[1]:
+                    idx[n_amb] = c0 + i
+                    n_amb += 1
+    return n_amb
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _log_values(x, out):
+    for i in range(x.size):
+        out[i] = _log_y(x[i])
+
+
+def log_values(x: np.ndarray) -> np.ndarray:
+    """The unrounded float64 evaluation y of log(x), finite x > 0, x != 1, for the tests."""
+    flat = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    if flat.size and not np.all((flat > 0) & (flat < np.inf) & (flat != 1)):
+        raise ValueError("log_values takes finite x > 0, x != 1")
+    out = np.empty_like(flat)
+    _log_values(flat, out)
+    return out.reshape(np.shape(x))
+
+
+def log_f32(flat: np.ndarray, fmt, out: np.ndarray) -> np.ndarray | None:
+    """log of contiguous flat float64 `flat` into `out` for `fmt` (`log_supports(fmt)`), as
+    `exp_f32`: the positions whose rounding is uncertain, or None."""
+    idx = np.empty(flat.size, dtype=np.int64)    # pages touched only where written
+    n = log_kernel(flat, out, idx, int(fmt.precision), int(fmt.emin - fmt.precision + 1),
+                   float(fmt.max_finite), 2.0 * LOG_BOUND)
+    return idx[:n].copy() if n else None

@@ -1,18 +1,20 @@
-"""The exhaustive check of fast32's exp and tanh: every float32 input (all 2**32 bit
+"""The exhaustive check of fast32's exp, tanh and log: every float32 input (all 2**32 bit
 patterns, nans, infinities, zeros and subnormals included), its float32 result by the plain
 float64 path against the path it replaces, bit for bit:
   exp:  `fastelem.exp_plain` (fast32's kernel, uncertain elements settled by the double-double
         path) against `fastelem.exp_compiled` (`elementary._exp_dd` and `_round` compiled, its
         own uncertain elements settled by arb);
   tanh: `fastelem.tanh_plain` against `elementary.compute("tanh")` (the numpy double-double
-        path and arb).
+        path and arb);
+  log:  `fastelem.log_plain` against `elementary.compute("log")`.
 
-    python -m precision_lab.numerics.fast32_check [--function exp|tanh] [--chunk-bits 22]
+    python -m precision_lab.numerics.fast32_check [--function exp|tanh|log] [--chunk-bits 22]
         [--start 0] [--stop 2**32] [--json FILE]
 
 prints the inputs checked, those whose results disagree (the check fails unless 0), those
 fast32's kernel left uncertain (fell back), and how many it answered without evaluation
-(outside [XLO, XHI] for exp, |x| >= 40 or below 2**(qmin - 2) for tanh, or nan).
+(outside [XLO, XHI] for exp, |x| >= 40 or below 2**(qmin - 2) for tanh, x <= 0, 1 or inf
+for log, or nan).
 Single-threaded; run it at low priority (`nice -n 19`) on a shared machine: about three
 minutes for exp, five for tanh (its reference is numpy's).
 
@@ -48,6 +50,10 @@ def _paths(function: str, fmt):
         lo, hi = fast32.limits(fmt)
         return (fastelem.exp_plain, fast32.exp_f32, fastelem.exp_compiled,
                 lambda x: (x >= lo) & (x <= hi))
+    if function == "log":
+        return (fastelem.log_plain, fast32.log_f32,
+                lambda x, f: elementary.compute("log", x, f)[0],
+                lambda x: (x > 0) & (x < np.inf) & (x != 1))
     tiny = 2.0 ** (fmt.emin - fmt.precision - 1)
     return (fastelem.tanh_plain, fast32.tanh_f32,
             lambda x, f: elementary.compute("tanh", x, f)[0],
@@ -92,7 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--start", type=lambda s: int(s, 0), default=0)
     ap.add_argument("--stop", type=lambda s: int(s, 0), default=1 << 32)
     ap.add_argument("--chunk-bits", type=int, default=22)
-    ap.add_argument("--function", choices=("exp", "tanh"), default="exp")
+    ap.add_argument("--function", choices=("exp", "tanh", "log"), default="exp")
     ap.add_argument("--json", default=None, help="also write the counts to this file")
     args = ap.parse_args(argv)
 
@@ -100,7 +106,8 @@ def main(argv=None) -> int:
         if (done - args.start) % (1 << 28) == 0 or done == args.stop:
             print(f"{done:#011x}: checked {c['checked']}, disagree {c['disagree']}, "
                   f"fell back {c['fell_back']} ({s:.0f} s)", flush=True)
-    bound = fast32.BOUND if args.function == "exp" else fast32.TANH_BOUND
+    bound = {"exp": fast32.BOUND, "tanh": fast32.TANH_BOUND, "log": fast32.LOG_BOUND}[
+        args.function]
     counts = {"function": args.function, "range": [args.start, args.stop], "bound": bound,
               **check(args.start, args.stop, args.chunk_bits, progress, args.function)}
     print(json.dumps(counts, indent=1))

@@ -28,9 +28,10 @@ bit, much faster.
   (`exp_plain`); every float32 input has been checked against it (fast32_check). tanh of
   those formats (every logit under a soft cap) likewise goes through fast32's plain float64
   tanh, its uncertain elements through `elementary.compute` (`tanh_plain`). `sub_exp` is
-  exp(round(a - b)) for them in one pass (the methods' shifted exponentials). The other
-  functions of wide formats (log, log1p, expm1; per-row work in the methods) and tanh of
-  float64 use `elementary.compute` unchanged.
+  exp(round(a - b)) for them in one pass (the methods' shifted exponentials). log of float32
+  (every class's -log p in softmax_eps under options) through fast32's too (`log_plain`).
+  The other functions of wide formats (log1p, expm1; per-row work in the methods) and tanh
+  and log of float64 use `elementary.compute` unchanged.
 
 `sequential_sum(v, fmt, one_sign)`: the round-to-nearest sequential sum of
 `Arithmetic._sequential_sum` for formats of p <= 25 (float64 partial sums rounded once to the
@@ -50,7 +51,7 @@ from . import elementary, fast32, fastround
 from .fastround import _bits, _float
 
 __all__ = ["compute", "table_size", "TABLE_MAX", "sequential_sum", "exp_compiled", "exp_plain",
-           "tanh_plain", "sub_exp", "accumulate_native", "any_inf"]
+           "tanh_plain", "log_plain", "sub_exp", "accumulate_native", "any_inf"]
 
 TABLE_MAX = 1 << 20          # entries of the largest table built (tf32: 540,677; 4.3 MB)
 _TABLES: dict = {}
@@ -295,6 +296,18 @@ def tanh_plain(x: np.ndarray, fmt) -> np.ndarray:
     return out.reshape(np.shape(x))
 
 
+def log_plain(x: np.ndarray, fmt) -> np.ndarray:
+    """log correctly rounded into fmt (`fast32.log_supports(fmt)`: float32) by fast32's plain
+    float64 evaluation, its uncertain elements settled by `elementary.compute` (float64 of x's
+    shape)."""
+    flat = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    out = np.empty_like(flat)
+    idx = fast32.log_f32(flat, fmt, out)
+    if idx is not None:
+        out[idx] = elementary.compute("log", flat[idx], fmt)[0]
+    return out.reshape(np.shape(x))
+
+
 def sub_exp(a: np.ndarray, b: np.ndarray, fmt) -> tuple[np.ndarray, bool]:
     """(`compute("exp", round(a - b), fmt)`, whether any element is +inf) for float64 a (N, C)
     and b (N, 1) or (N, C), `fast32.supports(fmt)`, the difference rounded as
@@ -318,7 +331,7 @@ def sub_exp(a: np.ndarray, b: np.ndarray, fmt) -> tuple[np.ndarray, bool]:
 
 def compute(name: str, x, fmt) -> np.ndarray:
     """`elementary.compute(name, x, fmt)[0]`, bit for bit: a table look-up for narrow formats,
-    the compiled exp for wide ones (fast32's plain float64 exp and tanh for float32),
+    the compiled exp for wide ones (fast32's plain float64 exp, tanh and log for float32),
     `elementary.compute` otherwise."""
     x = np.asarray(x, dtype=np.float64)
     if x.size == 0 or name not in elementary.FUNCTIONS:
@@ -339,6 +352,8 @@ def compute(name: str, x, fmt) -> np.ndarray:
         return exp_plain(x, fmt) if fast32.supports(fmt) else exp_compiled(x, fmt)
     if name == "tanh" and fast32.supports(fmt):
         return tanh_plain(x, fmt)
+    if name == "log" and fast32.log_supports(fmt):
+        return log_plain(x, fmt)
     return elementary.compute(name, x, fmt)[0]
 
 
