@@ -319,3 +319,86 @@ def test_exp_sub_elsewhere_is_exp_of_sub():
         m = x.max(axis=1, keepdims=True)
         ar1, ar2 = Arithmetic(fmt, elementary=variant), Arithmetic(fmt, elementary=variant)
         assert np.array_equal(raw(ar2.exp_sub(x, m)), raw(ar1.exp(ar1.sub(x, m)))), name
+
+
+# --- log ----------------------------------------------------------------------------------
+
+def log_inputs(rng, fmt=F32) -> np.ndarray:
+    """Specials, around 1 and the m-interval's ends (sqrt2 and its half, times powers of two),
+    every binade of the format and of float64 (subnormals too), values off the format."""
+    sq = np.array([np.sqrt(2.0), np.sqrt(0.5), 1.0, 2.0, 0.5])
+    marks = (sq[:, None] * np.exp2(np.arange(-140, 128, 9.0))[None, :]).reshape(-1)
+    x = [np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, -np.nan, 5e-324, -5e-324,
+                   2.0 ** -1022, 1.7976931348623157e308, 1 + 2.0 ** -52, 1 - 2.0 ** -53]),
+         NAN_PAYLOAD, f32_ulps(marks, 40), 1 + np.arange(1, 400) * 2.0 ** -23,
+         1 - np.arange(1, 400) * 2.0 ** -24,
+         np.abs(fmt.round(rng.uniform(-1, 1, 40000) * np.exp2(rng.integers(-150, 128, 40000)))),
+         np.exp(rng.uniform(-744, 709, 5000)), rng.uniform(0.5, 2, 5000), adversarial("log")]
+    return np.concatenate([np.asarray(v, dtype=np.float64) for v in x])
+
+
+def test_log_derived_bound():
+    ab = fast32.log_analysis_bound()
+    assert 0 < ab < Fraction(1, 1 << 50)
+    assert 2 * ab <= Fraction(fast32.LOG_BOUND) <= 4 * ab
+    assert fast32.LOG_BOUND == 2.0 ** -49
+    assert fast32.log_supports(F32) and not fast32.log_supports(get_format("float64"))
+    assert not fast32.log_supports(get_format("p=20,emin=-30,emax=31"))   # 2**-54 subnormal
+
+
+def test_log_measured_error_within_a_quarter_of_the_bound():
+    rng = np.random.default_rng(13)
+    x = np.concatenate([np.exp(rng.uniform(-744, 709, 1500)), rng.uniform(0.5, 2, 1000),
+                        1 + rng.uniform(-1, 1, 300) * np.exp2(rng.integers(-52, -1, 300)),
+                        np.sqrt(2.0) * np.exp2(rng.integers(-1070, 1020, 200)),
+                        np.nextafter(np.sqrt(0.5) * np.exp2(rng.integers(-1000, 1000, 200)), 0),
+                        [5e-324, 2.0 ** -1022 * 0.75, 1.7976931348623157e308]])
+    x = x[(x > 0) & (x != 1) & (x < np.inf)]
+    y = fast32.log_values(x)
+    worst = 0.0
+    with mpmath.workprec(140):
+        for xi, yi in zip(x, y):
+            t = mpmath.log(mpmath.mpf(float(xi)))
+            worst = max(worst, float(abs(mpmath.mpf(float(yi)) / t - 1)))
+    assert worst < fast32.LOG_BOUND / 4, worst
+    assert worst > fast32.LOG_BOUND / 256
+
+
+@pytest.mark.parametrize("fmt", [F32, get_format("p=20,emin=-126,emax=127")],
+                         ids=["float32", "p20"])
+def test_plain_log_is_compute_bit_for_bit(fmt):
+    x = log_inputs(np.random.default_rng(10), fmt)
+    ref = el.compute("log", x, fmt)[0]
+    assert np.array_equal(raw(fastelem.log_plain(x, fmt)), raw(ref))
+    assert np.array_equal(raw(fastelem.compute("log", x, fmt)), raw(ref))
+    out = np.empty_like(x)
+    idx = fast32.log_f32(x, fmt, out)
+    sure = np.ones(x.size, dtype=bool)
+    if idx is not None:
+        sure[idx] = False
+    assert np.array_equal(raw(out[sure]), raw(ref[sure]))
+
+
+def test_log_uncertain_elements_are_settled_exactly():
+    x = fast32_check._inputs(0x3F800000, 0x3F800000 + (1 << 23))      # [1, 2)
+    out = np.empty_like(x)
+    idx = fast32.log_f32(x, F32, out)
+    assert idx is not None and idx.size >= 1
+    v = x[idx]
+    assert np.array_equal(raw(fastelem.log_plain(v, F32)), raw(el.compute("log", v, F32)[0]))
+
+
+def test_softmax_eps_under_options_uses_the_plain_log(monkeypatch):
+    """softmax_eps under options takes every class's -log(p + eps): through fast32's log, the
+    same losses as through elementary.compute."""
+    rng = np.random.default_rng(5)
+    x = F32.round(5 * rng.standard_normal((4, 500)))
+    t = rng.integers(0, 500, 4)
+    opts = LossOptions(label_smoothing=0.1, reduction="none")
+    calls = []
+    real = fast32.log_f32
+    monkeypatch.setattr(fast32, "log_f32", lambda *a: calls.append(a[0].size) or real(*a))
+    got = METHODS["softmax_eps"].loss(x, t, F32, options=opts)
+    assert max(calls) >= x.size
+    monkeypatch.setattr(fastelem, "log_plain", lambda v, f: el.compute("log", v, f)[0])
+    assert np.array_equal(raw(METHODS["softmax_eps"].loss(x, t, F32, options=opts)), raw(got))
