@@ -61,7 +61,7 @@ from flint import arb, ctx
 
 from ..numerics import elementary
 from ..numerics.formats import FORMATS
-from . import fastref_kernels
+from . import fastref_kernels, fastref_rows
 
 __all__ = ["certified_losses", "special_losses", "arb_to_double_double", "start_prec",
            "Results", "man_exp_to_double_double"]
@@ -285,6 +285,7 @@ ROWS = 16384                  # rows per pass of the per-row part
 MAX_NL = 24                  # up to 624 fraction bits (beyond, `arb` only)
 ECHUNK = 1 << 15             # logits per pass of the per-logit part (cache-sized temporaries)
 USE_KERNEL = True            # the per-logit part by `fastref_kernels` (False: numpy, the same bits)
+USE_ROWS_KERNEL = True       # the per-row limbs by `fastref_rows` (False: numpy, the same bits)
 LOG2 = math.log(2.0)
 
 
@@ -321,6 +322,19 @@ def _mul(a: np.ndarray, b: np.ndarray, drop: int, bmax: int = 1) -> tuple[np.nda
         out[p0:p0 + kb - j0] += a[i] * b[j0:]
     _norm(out)
     return out[1:], float(nskip * bmax + 1)
+
+
+_MUL_BOUNDS: dict[tuple, float] = {}
+
+
+def _mul_bound(ka: int, kb: int, drop: int, bmax: int = 1) -> float:
+    """`_mul`'s error bound for these limb counts (a function of the shapes only): `_mul`
+    itself, on one column of zeros."""
+    key = (ka, kb, drop, bmax)
+    if key not in _MUL_BOUNDS:
+        _MUL_BOUNDS[key] = _mul(np.zeros((ka, 1), dtype=np.int64),
+                                np.zeros((kb, 1), dtype=np.int64), drop, bmax)[1]
+    return _MUL_BOUNDS[key]
 
 
 def _mul_exact(a: np.ndarray, b: np.ndarray, drop: int) -> np.ndarray:
@@ -642,14 +656,25 @@ def _log_fix(w, err_w, tab):
     h = (Y + LMASK) >> LO_BITS
     l = (h << LO_BITS) - Y
     tab.ensure_hi(int(h.max()) + 1)
-    e, err_e, _ = _terms_norm(tab, h, l)
-    q, err_qt = _mul(w, e, nl)                     # nl + 2 limbs, value 1 + rho
-    q[nl] -= 1
-    _norm(q)
-    neg = q[-1] < 0          # rho < 0: w a few units below exp(y) (y clipped at 0)
-    if neg.any():
-        q[:, neg] = -q[:, neg]
+    if USE_ROWS_KERNEL:      # the same limbs, fused per row (`fastref_rows.log_q`)
+        spread = bool(h.max() >= HI_SPREAD)
+        prod = bool(np.count_nonzero(l) > m // 4)
+        err_e = _term_bounds(nl, spread, False, prod, False)[0]
+        err_qt = _mul_bound(nl + 1, nl + 1, nl)
+        hit, lot, aht, bht, a1t, b0t = _kernel_tables(tab)
+        q = np.empty((nl + 2, m), dtype=np.int64)
+        neg = np.zeros(m, dtype=bool)
+        fastref_rows.log_q(np.ascontiguousarray(w), h, l, spread, prod, nl, hit, lot, aht,
+                           bht, a1t, b0t, q, neg)
+    else:
+        e, err_e, _ = _terms_norm(tab, h, l)
+        q, err_qt = _mul(w, e, nl)                     # nl + 2 limbs, value 1 + rho
+        q[nl] -= 1
         _norm(q)
+        neg = q[-1] < 0          # rho < 0: w a few units below exp(y) (y clipped at 0)
+        if neg.any():
+            q[:, neg] = -q[:, neg]
+            _norm(q)
     sg = np.where(neg, -1, 1)
     rho = q[:nl]             # |rho|
     rf = _to_float(rho, -fb)
@@ -663,16 +688,22 @@ def _log_fix(w, err_w, tab):
     def bound(j):
         return math.ldexp(1.0, fb) * rmax ** j / j
 
-    lam = _int_to_limbs(Y, fb - GRID, nl + 1)
-    lam[:nl] += sg * rho
+    kernel = USE_ROWS_KERNEL
+    if not kernel:
+        lam = _int_to_limbs(Y, fb - GRID, nl + 1)
+        lam[:nl] += sg * rho
     err = 0.0
     pw, err_pw = rho, 0.0
     j = 2
     while bound(j) >= 2.0 ** 44:
-        pw, ep = _mul(pw, rho, nl)
+        if kernel:           # the bound only (the limbs below, by `fastref_rows.log_series`)
+            ep = _mul_bound(nl, nl, nl)
+        else:
+            pw, ep = _mul(pw, rho, nl)
         err_pw = err_pw * rmax + ep
-        term = _div_small(pw, j) if j & (j - 1) else _shr(pw, j.bit_length() - 1)
-        lam[:term.shape[0]] += sg * term if j % 2 else -term
+        if not kernel:
+            term = _div_small(pw, j) if j & (j - 1) else _shr(pw, j.bit_length() - 1)
+            lam[:term.shape[0]] += sg * term if j % 2 else -term
         err += err_pw / j + 1.0
         j += 1
     u = np.where(ok, rf, 0.0) * sg
@@ -680,10 +711,14 @@ def _log_fix(w, err_w, tab):
     for i in range(j + 3, j - 1, -1):         # terms j .. j + 3 by Horner
         tail = 1.0 / i - u * tail
     tail = np.floor(np.ldexp(-_ipow(-u, j) * tail, fb)).astype(np.int64)
-    lam[0] += tail & RMASK
-    lam[1] += tail >> R
+    if kernel:
+        lam = np.empty((nl + 1, m), dtype=np.int64)
+        fastref_rows.log_series(Y, fb - GRID, np.ascontiguousarray(rho), neg, tail, j, nl, lam)
+    else:
+        lam[0] += tail & RMASK
+        lam[1] += tail >> R
+        _norm(lam)
     err += 1.0 + bound(j) * 2.0 ** -40 + bound(j + 4) * 2.0
-    _norm(lam)
     err = SAFE * (err + err_q * (1.0 + 2.0 ** -28))
     return lam, err, ok
 
@@ -1164,8 +1199,14 @@ class Results:
 
 def _dd_from_limbs(v: np.ndarray, e0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(hi, lo) of sum_j v_j 2**(R j + e0) (normalised limbs >= 0): the top six limbs as three
-    exact floats, summed with TwoSum / FastTwoSum; hi + lo within 2**-104 relative."""
+    exact floats, summed with TwoSum / FastTwoSum; hi + lo within 2**-104 relative.
+    (`fastref_rows.dd_from_limbs` where USE_ROWS_KERNEL: the same operations per row.)"""
     k, m = v.shape
+    if USE_ROWS_KERNEL:
+        e0 = np.broadcast_to(np.asarray(e0, dtype=np.int64), (m,))
+        hi, lo = np.empty(m), np.empty(m)
+        fastref_rows.dd_from_limbs(np.ascontiguousarray(v), np.ascontiguousarray(e0), hi, lo)
+        return hi, lo
     cols = np.arange(m)
     jt = (k - 1) - np.argmax(v[::-1] != 0, axis=0)
     pad = np.zeros((k + 6, m), dtype=np.float64)
