@@ -33,23 +33,28 @@ RMASK = (1 << R) - 1
 __all__ = ["log_q", "log_series", "dd_from_limbs"]
 
 
+BLOCK = 64     # columns per block: the scratch limbs stay in L1, the inner loops vectorise
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
-def _norm1(a, k):
-    """`fastref._norm` of one column a[:k]."""
+def _normb(a, k, nb):
+    """`fastref._norm` of a block a[:k, :nb]."""
     for j in range(k - 1):
-        c = a[j] >> R
-        a[j] &= RMASK
-        a[j + 1] += c
+        for c in range(nb):
+            cy = a[j, c] >> R
+            a[j, c] &= RMASK
+            a[j + 1, c] += cy
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _mul1(a, ka, b, kb, drop, out, tmp):
-    """`fastref._mul` of one column: out[:ka + kb - drop] = the normalised truncated product
+def _mulb(a, ka, b, kb, drop, out, tmp, nb):
+    """`fastref._mul` of a block: out[:ka + kb - drop, :nb] = the normalised truncated product
     (the partial products with i + j <= drop - 2 skipped); tmp has >= ka + kb - drop + 1
-    slots. Returns the limb count (the caller never has k < 1)."""
+    rows. The caller never has ka + kb - drop < 1."""
     k = ka + kb - drop
     for p in range(k + 1):
-        tmp[p] = 0
+        for c in range(nb):
+            tmp[p, c] = 0
     for i in range(ka):
         j0 = drop - 1 - i
         if j0 < 0:
@@ -57,13 +62,14 @@ def _mul1(a, ka, b, kb, drop, out, tmp):
         if j0 >= kb:
             continue
         p0 = i + j0 - (drop - 1)
-        ai = a[i]
         for j in range(j0, kb):
-            tmp[p0 + j - j0] += ai * b[j]
-    _norm1(tmp, k + 1)
+            pp = p0 + j - j0
+            for c in range(nb):
+                tmp[pp, c] += a[i, c] * b[j, c]
+    _normb(tmp, k + 1, nb)
     for p in range(k):
-        out[p] = tmp[p + 1]
-    return k
+        for c in range(nb):
+            out[p, c] = tmp[p + 1, c]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -71,56 +77,77 @@ def log_q(w, h, l, spread, prod, nl, hit, lot, aht, bht, a1t, b0t, q, neg):
     """Per column i of w ((nl + 1, m) normalised limbs): e = `_terms_norm(tab, h, l)` (the
     choices `spread`, `prod` as `_terms` makes them for the call), q[:, i] = `_mul(w, e, nl)`
     minus 2**fb, carried, negated (and neg[i] set) where its top limb is negative. q is
-    (nl + 2, m). Tables one entry per row (`fastref._kernel_tables`)."""
+    (nl + 2, m). Tables one entry per row (`fastref._kernel_tables`). Blocks of BLOCK
+    columns."""
     m = w.shape[1]
     kq = nl + 2
-    th = np.zeros(nl, np.int64)
-    g = np.zeros(nl, np.int64)
-    ta = np.zeros(nl, np.int64)
-    tb = np.zeros(nl, np.int64)
-    pr = np.zeros(nl + 2, np.int64)
-    tmp = np.zeros(2 * nl + 4, np.int64)
-    e = np.zeros(nl + 1, np.int64)
-    wc = np.zeros(nl + 1, np.int64)
-    qc = np.zeros(nl + 2, np.int64)
-    for i in range(m):
-        hh = h[i]
-        ll = l[i]
+    B = BLOCK
+    th = np.zeros((nl, B), np.int64)
+    g = np.zeros((nl, B), np.int64)
+    ta = np.zeros((nl, B), np.int64)
+    tb = np.zeros((nl, B), np.int64)
+    pr = np.zeros((nl + 2, B), np.int64)
+    tmp = np.zeros((2 * nl + 4, B), np.int64)
+    e = np.zeros((nl + 1, B), np.int64)
+    wc = np.zeros((nl + 1, B), np.int64)
+    qc = np.zeros((nl + 2, B), np.int64)
+    for i0 in range(0, m, B):
+        nb = min(B, m - i0)
         if spread:
-            for j in range(nl):
-                ta[j] = aht[hh >> 9, j]
-                tb[j] = bht[hh & 511, j]
-            _mul1(ta, nl, tb, nl, nl, th, tmp)
+            for c in range(nb):
+                hh = h[i0 + c]
+                for j in range(nl):
+                    ta[j, c] = aht[hh >> 9, j]
+                    tb[j, c] = bht[hh & 511, j]
+            _mulb(ta, nl, tb, nl, nl, th, tmp, BLOCK)
         else:
-            for j in range(nl):
-                th[j] = hit[hh, j]
+            for c in range(nb):
+                hh = h[i0 + c]
+                for j in range(nl):
+                    th[j, c] = hit[hh, j]
         if prod:
+            for c in range(nb):
+                ll = l[i0 + c]
+                for j in range(nl):
+                    ta[j, c] = a1t[ll >> 10, j]
+                    tb[j, c] = b0t[ll & 1023, j]
+            _mulb(ta, nl, tb, nl, nl, pr, tmp, BLOCK)
             for j in range(nl):
-                ta[j] = a1t[ll >> 10, j]
-                tb[j] = b0t[ll & 1023, j]
-            _mul1(ta, nl, tb, nl, nl, pr, tmp)
-            for j in range(nl):
-                g[j] = ta[j] + tb[j] + pr[j]
+                for c in range(nb):
+                    g[j, c] = ta[j, c] + tb[j, c] + pr[j, c]
         else:
-            for j in range(nl):
-                g[j] = lot[ll, j]
-        _mul1(th, nl, g, nl, nl, pr, tmp)
+            for c in range(nb):
+                ll = l[i0 + c]
+                for j in range(nl):
+                    g[j, c] = lot[ll, j]
+        _mulb(th, nl, g, nl, nl, pr, tmp, BLOCK)
         for j in range(nl):
-            e[j] = th[j] + pr[j]
-        e[nl] = 0
-        _norm1(e, nl + 1)
+            for c in range(nb):
+                e[j, c] = th[j, c] + pr[j, c]
+        for c in range(nb):
+            e[nl, c] = 0
+        _normb(e, nl + 1, BLOCK)
         for j in range(nl + 1):
-            wc[j] = w[j, i]
-        _mul1(wc, nl + 1, e, nl + 1, nl, qc, tmp)
-        qc[nl] -= 1
-        _norm1(qc, kq)
-        if qc[kq - 1] < 0:
-            neg[i] = True
-            for j in range(kq):
-                qc[j] = -qc[j]
-            _norm1(qc, kq)
+            for c in range(nb):
+                wc[j, c] = w[j, i0 + c]
+        _mulb(wc, nl + 1, e, nl + 1, nl, qc, tmp, BLOCK)
+        for c in range(nb):
+            qc[nl, c] -= 1
+        _normb(qc, kq, BLOCK)
+        anyneg = False
+        for c in range(nb):
+            if qc[kq - 1, c] < 0:
+                anyneg = True
+        if anyneg:
+            for c in range(nb):
+                if qc[kq - 1, c] < 0:
+                    neg[i0 + c] = True
+                    for j in range(kq):
+                        qc[j, c] = -qc[j, c]
+            _normb(qc, kq, BLOCK)
         for j in range(kq):
-            q[j, i] = qc[j]
+            for c in range(nb):
+                q[j, i0 + c] = qc[j, c]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -128,43 +155,51 @@ def log_series(Y, bitpos, rho, neg, tail, jend, nl, lam):
     """Per column: lam[:, i] = `_int_to_limbs(Y, bitpos, nl + 1)` + sg rho + sum_{j=2}^{jend-1}
     (-1)**(j+1) sg**j P_j / j (P_j = `_mul`(P_{j-1}, rho, nl), the quotient by `_div_small`,
     or `_shr` for powers of 2), + the float64 tail (int64, split at R bits), carried (`_norm`).
-    sg = -1 where neg. lam is (nl + 1, m)."""
+    sg = -1 where neg. lam is (nl + 1, m). Blocks of BLOCK columns."""
     m = rho.shape[1]
     k = nl + 1
     qb = bitpos // R
     rb = bitpos % R
-    lc = np.zeros(k, np.int64)
-    rc = np.zeros(nl, np.int64)
-    pw = np.zeros(nl, np.int64)
-    pn = np.zeros(nl, np.int64)
-    term = np.zeros(nl, np.int64)
-    tmp = np.zeros(2 * nl + 2, np.int64)
-    for i in range(m):
+    B = BLOCK
+    lc = np.zeros((k, B), np.int64)
+    rc = np.zeros((nl, B), np.int64)
+    pw = np.zeros((nl, B), np.int64)
+    pn = np.zeros((nl, B), np.int64)
+    term = np.zeros((nl, B), np.int64)
+    tmp = np.zeros((2 * nl + 2, B), np.int64)
+    sg = np.zeros(B, np.int64)
+    for i0 in range(0, m, B):
+        nb = min(B, m - i0)
         for j in range(k):
-            lc[j] = 0
-        v = Y[i]
-        lc[qb] = (v & ((1 << (R - rb)) - 1)) << rb
-        rest = v >> (R - rb)
-        for j in range(qb + 1, k - 1):
-            lc[j] = rest & RMASK
-            rest = rest >> R
-        lc[k - 1] += rest
-        sg = -1 if neg[i] else 1
+            for c in range(nb):
+                lc[j, c] = 0
+        for c in range(nb):
+            v = Y[i0 + c]
+            lc[qb, c] = (v & ((1 << (R - rb)) - 1)) << rb
+            rest = v >> (R - rb)
+            for j in range(qb + 1, k - 1):
+                lc[j, c] = rest & RMASK
+                rest = rest >> R
+            lc[k - 1, c] += rest
+            sg[c] = -1 if neg[i0 + c] else 1
         for j in range(nl):
-            rc[j] = rho[j, i]
-            pw[j] = rc[j]
-            lc[j] += sg * rc[j]
+            for c in range(nb):
+                rc[j, c] = rho[j, i0 + c]
+                pw[j, c] = rc[j, c]
+                lc[j, c] += sg[c] * rc[j, c]
         for jj in range(2, jend):
-            _mul1(pw, nl, rc, nl, nl, pn, tmp)
+            _mulb(pw, nl, rc, nl, nl, pn, tmp, BLOCK)
             for j in range(nl):
-                pw[j] = pn[j]
+                for c in range(nb):
+                    pw[j, c] = pn[j, c]
             if jj & (jj - 1):
-                rem = np.int64(0)
-                for j in range(nl - 1, -1, -1):
-                    cur = (rem << R) + pw[j]
-                    qq = cur // jj
-                    term[j] = qq
-                    rem = cur - qq * jj
+                for c in range(nb):
+                    rem = np.int64(0)
+                    for j in range(nl - 1, -1, -1):
+                        cur = (rem << R) + pw[j, c]
+                        qq = cur // jj
+                        term[j, c] = qq
+                        rem = cur - qq * jj
             else:
                 s = 0
                 t2 = jj
@@ -172,21 +207,27 @@ def log_series(Y, bitpos, rho, neg, tail, jend, nl, lam):
                     t2 >>= 1
                     s += 1
                 for j in range(nl):
-                    term[j] = pw[j] >> s
+                    for c in range(nb):
+                        term[j, c] = pw[j, c] >> s
                 for j in range(nl - 1):
-                    term[j] |= (pw[j + 1] << (R - s)) & RMASK
+                    for c in range(nb):
+                        term[j, c] |= (pw[j + 1, c] << (R - s)) & RMASK
             if jj % 2:
                 for j in range(nl):
-                    lc[j] += sg * term[j]
+                    for c in range(nb):
+                        lc[j, c] += sg[c] * term[j, c]
             else:
                 for j in range(nl):
-                    lc[j] -= term[j]
-        tv = tail[i]
-        lc[0] += tv & RMASK
-        lc[1] += tv >> R
-        _norm1(lc, k)
+                    for c in range(nb):
+                        lc[j, c] -= term[j, c]
+        for c in range(nb):
+            tv = tail[i0 + c]
+            lc[0, c] += tv & RMASK
+            lc[1, c] += tv >> R
+        _normb(lc, k, BLOCK)
         for j in range(k):
-            lam[j, i] = lc[j]
+            for c in range(nb):
+                lam[j, i0 + c] = lc[j, c]
 
 
 @numba.njit(cache=True, nogil=True)
