@@ -27,6 +27,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..numerics.fastround import _bits, _float
+
 R = 26
 RMASK = (1 << R) - 1
 
@@ -258,3 +260,92 @@ def dd_from_limbs(v, e0, hi, lo):
         lw = lw - (hh - s)
         hi[i] = hh
         lo[i] = lw
+
+
+_SPLIT = 134217729.0                    # 2**27 + 1 (Veltkamp), as `elementary`
+_FRAC = (1 << 52) - 1
+_HALF_BITS = 1022 << 52                 # the bits of 0.5's exponent
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pow2(q):
+    """2.0**q exactly for -1022 <= q <= 1023 (from its bits)."""
+    return _float(np.uint64(q + 1023) << np.uint64(52))
+_MAGIC = 6755399441055744.0             # 1.5 * 2**52: (v + M) - M = rint(v) for |v| < 2**51
+
+
+@numba.njit(cache=True, nogil=True)
+def log_float64(x, out, amb, rj, rjh, rjl, lh_, ll_, ln2h, ln2l, sqrt_half, grid, lo_k,
+                bound):
+    """out[i] = log(x[i]) correctly rounded to float64 by `elementary._log_dd` and
+    `elementary._round` (p = 53, k = 0) ported per element: the same IEEE +, -, * in the same
+    order (Veltkamp split, Dekker product, TwoSum), frexp, ldexp, floor and table loads. amb[i]
+    where the rounding is uncertain or x[i] is not in (1, 2**1000) (then out[i] is to be
+    recomputed by `elementary`). Returns the number of such elements."""
+    n_amb = 0
+    for i in range(x.size):
+        v = x[i]
+        if not (v > 1.0 and v < 2.0 ** 1000):       # (also nan)
+            amb[i] = True
+            out[i] = 0.0
+            n_amb += 1
+            continue
+        vb = _bits(v)                     # frexp(v) from the bits (v normal, > 1)
+        e = np.int64((vb >> np.uint64(52)) & np.uint64(0x7FF)) - 1022
+        f = _float((vb & np.uint64(_FRAC)) | np.uint64(_HALF_BITS))
+        low = f < sqrt_half
+        y = 2.0 * f if low else f
+        ef = float(e - (1 if low else 0))
+        k = np.int64(((y * grid + _MAGIC) - _MAGIC) - lo_k)
+        b = rj[k]
+        p = y * b
+        t = _SPLIT * y
+        ah = t - (t - y)
+        al = y - ah
+        pl = ((ah * rjh[k] - p) + ah * rjl[k] + al * rjh[k]) + al * rjl[k]
+        s0 = p - 1.0
+        zh = s0 + pl
+        zl = pl - (zh - s0)
+        # _log_sum(e, lh, ll, zh, zl, 0.0)
+        sqh = zh * zh
+        t = _SPLIT * zh
+        zhh = t - (t - zh)
+        zhl = zh - zhh
+        sql = ((zhh * zhh - sqh) + zhh * zhl + zhl * zhh) + zhl * zhl
+        q = sqh * zh * (1 / 3 + zh * (-0.25 + zh * (0.2 + zh * (-1 / 6 + zh * (1 / 7 - zh / 8)))))
+        a0 = ef * ln2h
+        b0 = lh_[k]
+        s = a0 + b0
+        bb = s - a0
+        t1 = (a0 - (s - bb)) + (b0 - bb)
+        a0 = s
+        s = a0 + zh
+        bb = s - a0
+        t2 = (a0 - (s - bb)) + (zh - bb)
+        a0 = s
+        b0 = -0.5 * sqh
+        s = a0 + b0
+        bb = s - a0
+        t3 = (a0 - (s - bb)) + (b0 - bb)
+        lo = (t1 + t2 + t3) + ((ef * ln2l + ll_[k]) + (zl - 0.5 * sql - zh * zl + q) + 0.0)
+        hi = s + lo
+        bb = hi - s
+        lo = (s - (hi - bb)) + (lo - bb)
+        # _round(hi, lo, 0, float64, bound): hi > 0 here
+        hb = _bits(hi)                    # frexp(hi) from the bits (hi > 2**-60, normal)
+        e2 = np.int64((hb >> np.uint64(52)) & np.uint64(0x7FF)) - 1022
+        fr_half = (hb & np.uint64(_FRAC)) == np.uint64(0)
+        big = e2 - 1 - (1 if (fr_half and lo < 0) else 0)
+        qe = max(big - 52, -1074)         # = big - 52 in [-113, 0]: 2**-qe and 2**qe normal,
+        s2 = _pow2(-qe)                   # so ldexp(y, -qe) = y * 2**-qe, one rounding
+        sh = hi * s2
+        sl = lo * s2
+        n0 = np.floor(sh)
+        ff = (sh - n0) + sl
+        fl = np.floor(ff)
+        a = abs(ff - (fl + 0.5)) <= 2.0 * bound * sh + 2.0 ** -50
+        nn = n0 + fl + (1.0 if ff - fl > 0.5 else 0.0)
+        out[i] = nn * _pow2(qe)           # = ldexp(nn, qe), exact
+        amb[i] = a
+        n_amb += 1 if a else 0
+    return n_amb
