@@ -637,23 +637,25 @@ def _terms_norm(tab, h, l, x=None, xf=None, off=None):
     return _norm(out), b_on, b_off
 
 
-def _log64(v: np.ndarray) -> np.ndarray:
-    """`elementary.log(v, float64)` (correctly rounded); where USE_ROWS_KERNEL by the compiled
-    port `fastref_rows.log_float64`, its uncertain elements (and any outside (1, 2**1000))
-    by `elementary` itself: the same bits."""
+def _log_y(v: np.ndarray) -> np.ndarray:
+    """`_log_fix`'s y = floor(log(v) 2**31) - 1, log `elementary.log(v, float64)` (correctly
+    rounded); where USE_ROWS_KERNEL by the compiled port `fastref_rows.log_floor31`, the
+    elements it cannot decide (and any outside (1, 2**1000)) from `elementary` itself: the
+    same bits."""
     f64 = FORMATS["float64"]
-    if not USE_ROWS_KERNEL:
-        return elementary.log(v, f64)
-    v = np.ascontiguousarray(v, dtype=np.float64)
-    out = np.empty_like(v)
-    amb = np.zeros(v.size, dtype=np.bool_)
-    e = elementary
-    if fastref_rows.log_float64(v, out, amb, e._RJ, e._RJ_SPLIT[0], e._RJ_SPLIT[1], e._LH,
-                                e._LL, e._LN2H, e._LN2L, e._SQRT_HALF, float(e.LOG_GRID),
-                                float(e._LOG_LO), e.BOUNDS["log"]):
-        idx = np.flatnonzero(amb)
-        out[idx] = elementary.log(v[idx], f64)
-    return out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if not USE_ROWS_KERNEL:
+            return np.floor(elementary.log(v, f64) * 2.0 ** GRID) - 1.0  # any CPU
+        v = np.ascontiguousarray(v, dtype=np.float64)
+        out = np.empty_like(v)
+        amb = np.zeros(v.size, dtype=np.bool_)
+        e = elementary
+        if fastref_rows.log_floor31(v, out, amb, e._RJ, e._RJ_SPLIT[0], e._RJ_SPLIT[1], e._LH,
+                                    e._LL, e._LN2H, e._LN2L, e._SQRT_HALF, float(e.LOG_GRID),
+                                    float(e._LOG_LO), e.BOUNDS["log"]):
+            idx = np.flatnonzero(amb)
+            out[idx] = np.floor(elementary.log(v[idx], f64) * 2.0 ** GRID) - 1.0
+        return out
 
 
 def _log_fix(w, err_w, tab):
@@ -668,8 +670,7 @@ def _log_fix(w, err_w, tab):
     if m == 0:
         return np.zeros((nl + 1, 0), dtype=np.int64), np.zeros(0), np.zeros(0, dtype=bool)
     wf = _to_float(w, -fb)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        y = np.floor(_log64(wf) * 2.0 ** GRID) - 1.0  # any CPU
+    y = _log_y(wf)           # any CPU
     big = np.int64(1) << 40
     Y = np.clip(np.nan_to_num(y, nan=0.0), 0, big).astype(np.int64)
     h = (Y + LMASK) >> LO_BITS

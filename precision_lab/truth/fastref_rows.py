@@ -32,7 +32,7 @@ from ..numerics.fastround import _bits, _float
 R = 26
 RMASK = (1 << R) - 1
 
-__all__ = ["log_q", "log_series", "dd_from_limbs"]
+__all__ = ["log_q", "log_series", "dd_from_limbs", "log_floor31"]
 
 
 BLOCK = 64     # columns per block: the scratch limbs stay in L1, the inner loops vectorise
@@ -274,78 +274,117 @@ def _pow2(q):
 _MAGIC = 6755399441055744.0             # 1.5 * 2**52: (v + M) - M = rint(v) for |v| < 2**51
 
 
+_CH = 512                               # elements per chunk of `log_floor31` (scratch in L1)
+
+
 @numba.njit(cache=True, nogil=True)
-def log_float64(x, out, amb, rj, rjh, rjl, lh_, ll_, ln2h, ln2l, sqrt_half, grid, lo_k,
+def log_floor31(x, out, amb, rj, rjh, rjl, lh_, ll_, ln2h, ln2l, sqrt_half, grid, lo_k,
                 bound):
-    """out[i] = log(x[i]) correctly rounded to float64 by `elementary._log_dd` and
-    `elementary._round` (p = 53, k = 0) ported per element: the same IEEE +, -, * in the same
-    order (Veltkamp split, Dekker product, TwoSum), frexp, ldexp, floor and table loads. amb[i]
-    where the rounding is uncertain or x[i] is not in (1, 2**1000) (then out[i] is to be
-    recomputed by `elementary`). Returns the number of such elements."""
+    """out[i] = floor(L 2**31) - 1 for L = log(x[i]) correctly rounded to float64 (`_log_fix`'s
+    y), L by `elementary._log_dd` and `elementary._round` (p = 53, k = 0) ported per element:
+    the same IEEE +, -, * in the same order (Veltkamp split, Dekker product, TwoSum), frexp
+    and ldexp from the bits (exact here), floor and table loads. Where the rounding is
+    uncertain (L is one of the two floats next to a midpoint) y is still known when both
+    give the same floor; amb[i] where they do not or x[i] is not in (1, 2**1000) (then y is
+    to be computed from `elementary.log`). Returns the number of such elements. Per chunk:
+    the reduction, the table loads, the rest, each a loop without branches (selects), so
+    that the arithmetic vectorises; elements out of range are evaluated at 2."""
     n_amb = 0
-    for i in range(x.size):
-        v = x[i]
-        if not (v > 1.0 and v < 2.0 ** 1000):       # (also nan)
-            amb[i] = True
-            out[i] = 0.0
-            n_amb += 1
-            continue
-        vb = _bits(v)                     # frexp(v) from the bits (v normal, > 1)
-        e = np.int64((vb >> np.uint64(52)) & np.uint64(0x7FF)) - 1022
-        f = _float((vb & np.uint64(_FRAC)) | np.uint64(_HALF_BITS))
-        low = f < sqrt_half
-        y = 2.0 * f if low else f
-        ef = float(e - (1 if low else 0))
-        k = np.int64(((y * grid + _MAGIC) - _MAGIC) - lo_k)
-        b = rj[k]
-        p = y * b
-        t = _SPLIT * y
-        ah = t - (t - y)
-        al = y - ah
-        pl = ((ah * rjh[k] - p) + ah * rjl[k] + al * rjh[k]) + al * rjl[k]
-        s0 = p - 1.0
-        zh = s0 + pl
-        zl = pl - (zh - s0)
-        # _log_sum(e, lh, ll, zh, zl, 0.0)
-        sqh = zh * zh
-        t = _SPLIT * zh
-        zhh = t - (t - zh)
-        zhl = zh - zhh
-        sql = ((zhh * zhh - sqh) + zhh * zhl + zhl * zhh) + zhl * zhl
-        q = sqh * zh * (1 / 3 + zh * (-0.25 + zh * (0.2 + zh * (-1 / 6 + zh * (1 / 7 - zh / 8)))))
-        a0 = ef * ln2h
-        b0 = lh_[k]
-        s = a0 + b0
-        bb = s - a0
-        t1 = (a0 - (s - bb)) + (b0 - bb)
-        a0 = s
-        s = a0 + zh
-        bb = s - a0
-        t2 = (a0 - (s - bb)) + (zh - bb)
-        a0 = s
-        b0 = -0.5 * sqh
-        s = a0 + b0
-        bb = s - a0
-        t3 = (a0 - (s - bb)) + (b0 - bb)
-        lo = (t1 + t2 + t3) + ((ef * ln2l + ll_[k]) + (zl - 0.5 * sql - zh * zl + q) + 0.0)
-        hi = s + lo
-        bb = hi - s
-        lo = (s - (hi - bb)) + (lo - bb)
-        # _round(hi, lo, 0, float64, bound): hi > 0 here
-        hb = _bits(hi)                    # frexp(hi) from the bits (hi > 2**-60, normal)
-        e2 = np.int64((hb >> np.uint64(52)) & np.uint64(0x7FF)) - 1022
-        fr_half = (hb & np.uint64(_FRAC)) == np.uint64(0)
-        big = e2 - 1 - (1 if (fr_half and lo < 0) else 0)
-        qe = max(big - 52, -1074)         # = big - 52 in [-113, 0]: 2**-qe and 2**qe normal,
-        s2 = _pow2(-qe)                   # so ldexp(y, -qe) = y * 2**-qe, one rounding
-        sh = hi * s2
-        sl = lo * s2
-        n0 = np.floor(sh)
-        ff = (sh - n0) + sl
-        fl = np.floor(ff)
-        a = abs(ff - (fl + 0.5)) <= 2.0 * bound * sh + 2.0 ** -50
-        nn = n0 + fl + (1.0 if ff - fl > 0.5 else 0.0)
-        out[i] = nn * _pow2(qe)           # = ldexp(nn, qe), exact
-        amb[i] = a
-        n_amb += 1 if a else 0
+    yv = np.empty(_CH)
+    ev = np.empty(_CH)
+    kv = np.empty(_CH, dtype=np.int64)
+    t_rj = np.empty(_CH)
+    t_rjh = np.empty(_CH)
+    t_rjl = np.empty(_CH)
+    t_lh = np.empty(_CH)
+    t_ll = np.empty(_CH)
+    a_ = np.zeros(_CH, dtype=np.bool_)
+    b_ = np.empty(_CH)
+    q_ = np.empty(_CH, dtype=np.int64)
+    for c0 in range(0, x.size, _CH):
+        nc = min(_CH, x.size - c0)
+        for i in range(nc):
+            v0 = x[c0 + i]
+            inside = v0 > 1.0 and v0 < 2.0 ** 1000       # (False for nan)
+            v = v0 if inside else 2.0
+            vb = _bits(v)                                 # frexp(v) from the bits
+            e = np.int64((vb >> np.uint64(52)) & np.uint64(0x7FF)) - 1022
+            f = _float((vb & np.uint64(_FRAC)) | np.uint64(_HALF_BITS))
+            low = f < sqrt_half
+            y = 2.0 * f if low else f
+            yv[i] = y
+            ev[i] = float(e - (1 if low else 0))
+            kv[i] = np.int64(((y * grid + _MAGIC) - _MAGIC) - lo_k)
+        for i in range(nc):
+            k = kv[i]
+            t_rj[i] = rj[k]
+            t_rjh[i] = rjh[k]
+            t_rjl[i] = rjl[k]
+            t_lh[i] = lh_[k]
+            t_ll[i] = ll_[k]
+        for i in range(nc):
+            y = yv[i]
+            ef = ev[i]
+            p = y * t_rj[i]
+            t = _SPLIT * y
+            ah = t - (t - y)
+            al = y - ah
+            pl = ((ah * t_rjh[i] - p) + ah * t_rjl[i] + al * t_rjh[i]) + al * t_rjl[i]
+            s0 = p - 1.0
+            zh = s0 + pl
+            zl = pl - (zh - s0)
+            # _log_sum(e, lh, ll, zh, zl, 0.0)
+            sqh = zh * zh
+            t = _SPLIT * zh
+            zhh = t - (t - zh)
+            zhl = zh - zhh
+            sql = ((zhh * zhh - sqh) + zhh * zhl + zhl * zhh) + zhl * zhl
+            q = sqh * zh * (1 / 3 + zh * (-0.25 + zh * (0.2 + zh * (-1 / 6
+                                                                    + zh * (1 / 7 - zh / 8)))))
+            a0 = ef * ln2h
+            b0 = t_lh[i]
+            s = a0 + b0
+            bb = s - a0
+            t1 = (a0 - (s - bb)) + (b0 - bb)
+            a0 = s
+            s = a0 + zh
+            bb = s - a0
+            t2 = (a0 - (s - bb)) + (zh - bb)
+            a0 = s
+            b0 = -0.5 * sqh
+            s = a0 + b0
+            bb = s - a0
+            t3 = (a0 - (s - bb)) + (b0 - bb)
+            lo = (t1 + t2 + t3) + ((ef * ln2l + t_ll[i]) + (zl - 0.5 * sql - zh * zl + q) + 0.0)
+            hi = s + lo
+            bb = hi - s
+            lo = (s - (hi - bb)) + (lo - bb)
+            # _round(hi, lo, 0, float64, bound): hi > 2**-60 here (normal)
+            hb = _bits(hi)
+            e2 = np.int64((hb >> np.uint64(52)) & np.uint64(0x7FF)) - 1022
+            fr_half = (hb & np.uint64(_FRAC)) == np.uint64(0)
+            big = e2 - 1 - (1 if (fr_half and lo < 0) else 0)
+            qe = max(big - 52, -1074)     # = big - 52 in [-113, 0]: 2**-qe and 2**qe normal,
+            sh = hi * _pow2(-qe)          # so ldexp(y, -qe) = y * 2**-qe, one rounding
+            sl = lo * _pow2(-qe)
+            n0 = np.floor(sh)
+            ff = (sh - n0) + sl
+            fl = np.floor(ff)
+            a = abs(ff - (fl + 0.5)) <= 2.0 * bound * sh + 2.0 ** -50
+            nn = n0 + fl + (1.0 if ff - fl > 0.5 else 0.0)
+            out[c0 + i] = np.floor(nn * _pow2(qe) * 2.0 ** 31) - 1.0   # ldexp(nn, qe): exact
+            inside = x[c0 + i] > 1.0 and x[c0 + i] < 2.0 ** 1000
+            a_[i] = a or not inside
+            b_[i] = n0 + fl
+            q_[i] = qe
+        for i in range(nc):
+            if a_[i]:                     # either side of the midpoint (base + 1/2) 2**qe
+                v0 = x[c0 + i]
+                a = True
+                if v0 > 1.0 and v0 < 2.0 ** 1000:
+                    y0 = np.floor(b_[i] * _pow2(q_[i]) * 2.0 ** 31) - 1.0
+                    y1 = np.floor((b_[i] + 1.0) * _pow2(q_[i]) * 2.0 ** 31) - 1.0
+                    a = y0 != y1
+                amb[c0 + i] = a
+                n_amb += 1 if a else 0
     return n_amb
