@@ -753,16 +753,22 @@ def _vec(x, t, bits, p, out, idx):
         return np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
     tab = _fix_tables(nl)
     fb = tab.fb
-    ar = np.arange(n)
-    xt = x[ar, t]
-    a = np.max(x, axis=1)                      # -inf are masked classes: they never lead
-    tmax = xt == a
-    lead = a.copy()
-    mi = np.flatnonzero(tmax)
-    if mi.size:                                # lead: the maximum without the target's copy
-        xm = x[mi]
-        xm[np.arange(mi.size), t[mi]] = -np.inf
-        lead[mi] = np.max(xm, axis=1)
+    if USE_ROWS_KERNEL:                        # the same values in one pass per row
+        xt, a, lead = np.empty(n), np.empty(n), np.empty(n)
+        fastref_rows.row_max(np.ascontiguousarray(x, dtype=np.float64),
+                             np.ascontiguousarray(t, dtype=np.int64), xt, a, lead)
+        tmax = xt == a
+    else:
+        ar = np.arange(n)
+        xt = x[ar, t]
+        a = np.max(x, axis=1)                  # -inf are masked classes: they never lead
+        tmax = xt == a
+        lead = a.copy()
+        mi = np.flatnonzero(tmax)
+        if mi.size:                            # lead: the maximum without the target's copy
+            xm = x[mi]
+            xm[np.arange(mi.size), t[mi]] = -np.inf
+            lead[mi] = np.max(xm, axis=1)
     zero = lead == -np.inf                     # the target is the only live class: loss 0
     with np.errstate(invalid="ignore", over="ignore"):
         lz = np.where(zero, 0.0, lead)
@@ -804,7 +810,12 @@ def _vec(x, t, bits, p, out, idx):
     err[wl_cols] = el[nm.size:]
     good[wl_cols] = okl[nm.size:]
     # Target below the maximum: loss = log S + (b - x_t) > ln 2.
-    if nm.size:
+    if nm.size and USE_ROWS_KERNEL:
+        fastref_rows.below_max((br[nm] * 4096.0).astype(np.int64), fb - HI_BITS, lam,
+                               np.ascontiguousarray(xtr[nm]), fb, nl, res, nm)
+        err[nm] = el[:nm.size] + 1.0
+        good[nm] = okl[:nm.size]
+    elif nm.size:
         v = _int_to_limbs((br[nm] * 4096.0).astype(np.int64), fb - HI_BITS, nl + 3)
         v[:nl + 1] += lam[:, :nm.size]
         sc = np.ldexp(np.abs(xtr[nm]), fb)
@@ -1102,6 +1113,7 @@ class Results:
         self.kind = np.zeros(n, dtype=np.int8)
         self.balls: dict[int, arb] = {}
         self.blocks: list[tuple] = []
+        self.block_rows: list[np.ndarray] = []     # per block, the rows put in it
         self.block = np.full(n, -1, dtype=np.int64)
         self.pos = np.zeros(n, dtype=np.int64)
 
@@ -1131,11 +1143,17 @@ class Results:
         self.block[rows] = len(self.blocks)
         self.pos[rows] = np.arange(rows.size)
         self.blocks.append((v, k, fb, rad))
+        self.block_rows.append(rows.copy())
 
     def _fixed_rows(self):
         """Per block: (rows, limbs, k, fb) of the rows that still point at it."""
         for bi, (v, k, fb, _) in enumerate(self.blocks):
-            rows = np.flatnonzero((self.block == bi) & (self.kind == FIXED))
+            # = np.flatnonzero((self.block == bi) & (self.kind == FIXED)), from the rows
+            # put in the block (the only rows that can point at it), ascending
+            put = self.block_rows[bi]
+            if put.size > 1 and not bool((put[1:] > put[:-1]).all()):
+                put = np.unique(put)
+            rows = put[(self.block[put] == bi) & (self.kind[put] == FIXED)]
             if rows.size:
                 p = self.pos[rows]
                 yield rows, v[:, p], k[p], fb

@@ -388,3 +388,78 @@ def log_floor31(x, out, amb, rj, rjh, rjl, lh_, ll_, ln2h, ln2l, sqrt_half, grid
                 amb[c0 + i] = a
                 n_amb += 1 if a else 0
     return n_amb
+
+
+@numba.njit(cache=True, nogil=True)
+def row_max(x, t, xt, a, lead):
+    """`_vec`'s preamble per row of x ((n, c) float64, no nan, no +inf): xt = x[i, t_i],
+    a = max_j x[i, j], lead = a, or where x_t = a the maximum without the target's copy
+    (-inf when nothing else is live). Maxima are exact, so the same values as numpy's
+    (equal as numbers: a zero's sign may differ, and every use of a, lead and b compares them
+    or converts them to integers)."""
+    n, c = x.shape
+    for i in range(n):
+        ti = t[i]
+        m = x[i, 0]
+        for j in range(1, c):
+            v = x[i, j]
+            if v > m:
+                m = v
+        xv = x[i, ti]
+        xt[i] = xv
+        a[i] = m
+        if xv == m:
+            m2 = -np.inf
+            for j in range(c):
+                if j != ti and x[i, j] > m2:
+                    m2 = x[i, j]
+            lead[i] = m2
+        else:
+            lead[i] = m
+
+
+@numba.njit(cache=True, nogil=True)
+def below_max(bi, bitpos, lam, xt, fb, nl, res, cols):
+    """`_vec`'s loss for rows whose target is below the maximum, per column i:
+    res[:, cols[i]] = `_int_to_limbs`(bi[i], bitpos, nl + 3) + lam[:, i] - floor(x_t 2**fb)
+    (x_t 2**fb exact; `_from_float`'s float64 steps: floor, exact scalings by powers of two),
+    carried (`_norm`). res is (nl + 3, m), lam (nl + 1, n) with n >= len(cols)."""
+    k = nl + 3
+    qb = bitpos // R
+    rb = bitpos % R
+    km = nl + 2
+    v = np.zeros(k, np.int64)
+    mag = np.zeros(km, np.int64)
+    sfb = _pow2(fb)
+    for i in range(cols.size):
+        for j in range(k):
+            v[j] = 0
+        b = bi[i]
+        v[qb] = (b & ((1 << (R - rb)) - 1)) << rb
+        rest = b >> (R - rb)
+        for j in range(qb + 1, k - 1):
+            v[j] = rest & RMASK
+            rest = rest >> R
+        v[k - 1] += rest
+        for j in range(nl + 1):
+            v[j] += lam[j, i]
+        x0 = xt[i]
+        sc = abs(x0) * sfb
+        pos = x0 >= 0
+        w = np.floor(sc) if pos else np.ceil(sc)
+        w = np.floor(w)
+        for j in range(km - 1, 0, -1):
+            s = _pow2(R * j)
+            q = np.floor(w * (1.0 / s))
+            mag[j] = np.int64(q)
+            w = w - q * s
+        mag[0] = np.int64(w)
+        for j in range(km):
+            v[j] += -mag[j] if pos else mag[j]
+        for j in range(k - 1):
+            cy = v[j] >> R
+            v[j] &= RMASK
+            v[j + 1] += cy
+        col = cols[i]
+        for j in range(k):
+            res[j, col] = v[j]
