@@ -1151,10 +1151,13 @@ class Results:
             # = np.flatnonzero((self.block == bi) & (self.kind == FIXED)), from the rows
             # put in the block (the only rows that can point at it), ascending
             put = self.block_rows[bi]
-            if put.size > 1 and not bool((put[1:] > put[:-1]).all()):
+            ordered = put.size < 2 or bool((put[1:] > put[:-1]).all())
+            if not ordered:
                 put = np.unique(put)
             rows = put[(self.block[put] == bi) & (self.kind[put] == FIXED)]
-            if rows.size:
+            if ordered and rows.size == put.size:   # all still here, in order: the block
+                yield rows, v, k, fb
+            elif rows.size:
                 p = self.pos[rows]
                 yield rows, v[:, p], k[p], fb
 
@@ -1217,7 +1220,7 @@ class Results:
             for rows, v, k, fb in self._fixed_rows():
                 plain = k == 0
                 if plain.any():
-                    limbs = v[:, plain].sum(axis=1)           # < N 2**27 each: exact
+                    limbs = (v if plain.all() else v[:, plain]).sum(axis=1)  # < N 2**27: exact
                     man = 0
                     for j in range(len(limbs) - 1, -1, -1):
                         man = (man << R) + int(limbs[j])

@@ -232,26 +232,35 @@ def log_series(Y, bitpos, rho, neg, tail, jend, nl, lam):
                 lam[j, i0 + c] = lc[j, c]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _ldexp(y, e):
+    """ldexp(y, e): y * 2**e where 2**e is a normal float64 (one correct rounding, as ldexp's),
+    else numpy's ldexp."""
+    if -1022 <= e <= 1023:
+        return y * _float(np.uint64(e + 1023) << np.uint64(52))
+    return np.ldexp(y, e)
+
+
 @numba.njit(cache=True, nogil=True)
 def dd_from_limbs(v, e0, hi, lo):
     """`fastref._dd_from_limbs` per column: v (k, m) normalised limbs >= 0, e0 (m,) int64;
     writes hi, lo (m,) float64."""
     k, m = v.shape
     two_r = 2.0 ** R
+    ls = np.zeros(6)
     for i in range(m):
         jt = k - 1
         while jt >= 0 and v[jt, i] == 0:
             jt -= 1
         if jt < 0:                       # all zero: numpy's argmax of no True is 0
             jt = k - 1
-        ls = np.zeros(6)
         for d in range(6):
             j = jt - d
             ls[d] = float(v[j, i]) if j >= 0 else 0.0
         ee = e0[i]
-        t1 = np.ldexp(ls[0] * two_r + ls[1], R * (jt - 1) + ee)
-        t2 = np.ldexp(ls[2] * two_r + ls[3], R * (jt - 3) + ee)
-        t3 = np.ldexp(ls[4] * two_r + ls[5], R * (jt - 5) + ee)
+        t1 = _ldexp(ls[0] * two_r + ls[1], R * (jt - 1) + ee)
+        t2 = _ldexp(ls[2] * two_r + ls[3], R * (jt - 3) + ee)
+        t3 = _ldexp(ls[4] * two_r + ls[5], R * (jt - 5) + ee)
         s = t1 + t2
         bb = s - t1
         er = (t1 - (s - bb)) + (t2 - bb)
