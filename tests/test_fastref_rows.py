@@ -1,6 +1,6 @@
 """The compiled per-row kernels (`fastref_rows`, `fastref.USE_ROWS_KERNEL`) against the numpy
 path they mirror (`_log_fix`'s limbs, `elementary.log` for its y, `_vec`'s maxima and
-below-the-maximum losses, `_dd_from_limbs`): the same limbs, the same radii, the same rows
+below-the-maximum losses, `_max_rows`' shifts and small-Z series, `_dd_from_limbs`): the same limbs, the same radii, the same rows
 certified and sent to `arb`, the same double-doubles and mean, bit for bit, on every format,
 short and wide rows, target-is-max rows, tiny Z, masked classes, rows for `arb`, bits = 200."""
 import numpy as np
@@ -162,15 +162,17 @@ def test_the_flag_switches_the_kernels(monkeypatch):
     """USE_ROWS_KERNEL routes `_log_fix`, `_vec` and `_dd_from_limbs` through the kernels,
     and False keeps them out."""
     called = []
-    for name in ("log_q", "log_series", "log_floor31", "row_max", "below_max",
-                 "dd_from_limbs"):
+    names = {"log_q", "log_series", "log_floor31", "row_max", "below_max", "dd_from_limbs",
+             "shift_right", "small_z"}
+    for name in names:
         f = getattr(fastref_rows, name)
         monkeypatch.setattr(fastref_rows, name,
                             lambda *a, _f=f, _n=name: called.append(_n) or _f(*a))
     x = get_format("bfloat16").round(np.random.default_rng(27).standard_normal((50, 10)))
     t = np.arange(50) % 10
+    x[:5, 0], t[:5] = 30.0, 0                              # target the maximum: Z small
+    x[5:10, 0], t[5:10] = 3.0, 0                           # ... and not small
     _run(monkeypatch, x, t, False).double_double()
     assert called == []
     _run(monkeypatch, x, t, True).double_double()
-    assert set(called) == {"log_q", "log_series", "log_floor31", "row_max", "below_max",
-                           "dd_from_limbs"}
+    assert set(called) == names

@@ -428,6 +428,14 @@ def _shift_right(a: np.ndarray, s: np.ndarray) -> np.ndarray:
     return out
 
 
+def _shift_right_compiled(a: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """`_shift_right` by `fastref_rows.shift_right` (the same limbs)."""
+    out = np.empty(a.shape, dtype=np.int64)
+    fastref_rows.shift_right(np.ascontiguousarray(a), np.ascontiguousarray(s, dtype=np.int64),
+                             out)
+    return out
+
+
 def _fixed(v: arb, bits: int) -> int:
     """floor(mid(v) 2**bits), for a ball far narrower than 2**-bits (checked): within
     1 + 2**-8 below and 2**-8 above v 2**bits."""
@@ -827,7 +835,10 @@ def _vec(x, t, bits, p, out, idx):
         good[nm] = okl[:nm.size]
     val = _to_float(res, -fb)
     cert = good & (res[-1] >= 0) & (np.ldexp(err, -fb) <= val * 2.0 ** -(bits + 2) * (1 - 2.0 ** -30))
-    out.put_fixed(idx[rows[cert]], res[:, cert], kk[cert], fb, err[cert])
+    if cert.all():               # (the same block, without copies)
+        out.put_fixed(idx[rows], res, kk, fb, err)
+    else:
+        out.put_fixed(idx[rows[cert]], res[:, cert], kk[cert], fb, err[cert])
     failed[rows[~cert]] = True
     return failed, ~sup
 
@@ -1071,24 +1082,37 @@ def _max_rows(tab, bits, av, bv, s, sf, err_s, res, err, kk, good, cols):
     tt = max(1, min(20, fb - bits - 12))
     big = zf >= 2.0 ** -tt
     bl = np.flatnonzero(big)
-    zs = _shift_right(zm[:, bl], k[bl])
+    kernel = USE_ROWS_KERNEL
+    shift = _shift_right_compiled if kernel else _shift_right
+    zs = shift(zm[:, bl], k[bl])
     w = zs[:nl + 1].copy()
     w[nl] += (zs[nl + 1] << R) + 1                          # 1 + Z, for `_log_fix`
     sl = np.flatnonzero(~big)
     if sl.size:
-        zs = _shift_right(zm[:, sl], k[sl])[:nl]
+        zs = shift(zm[:, sl], k[sl])[:nl]
         err_zs = err_z[sl] * np.ldexp(1.0, -k[sl]) + 1.0
         zb = float(np.max(zf[sl] * SAFE + err_zs * 2.0 ** -fb))
         jj = 0 if zb <= 2.0 ** -fb else max(0, math.ceil(fb / -math.log2(zb)) - 1)
-        c = np.repeat(tab.inverse(jj + 1), sl.size, axis=1)
+        if kernel:               # the same limbs (`fastref_rows.small_z`), the same bounds
+            inv = np.ascontiguousarray(np.concatenate(
+                [np.zeros((nl + 1, 1), dtype=np.int64)]
+                + [tab.inverse(i) for i in range(1, jj + 2)], axis=1).T)
+            mm = np.empty((nl + 3, sl.size), dtype=np.int64)
+            fastref_rows.small_z(np.ascontiguousarray(zs), np.ascontiguousarray(zm[:, sl]),
+                                 inv, jj, nl, mm)
+            ep, em = _mul_bound(nl, nl + 1, nl), _mul_bound(nl + 2, nl + 1, nl)
         err_c = 1.0
+        if not kernel:
+            c = np.repeat(tab.inverse(jj + 1), sl.size, axis=1)
         for i in range(jj, 0, -1):
-            pr, ep = _mul(zs, c, nl)
-            c = tab.inverse(i) - pr
-            _norm(c)
+            if not kernel:
+                pr, ep = _mul(zs, c, nl)
+                c = tab.inverse(i) - pr
+                _norm(c)
             err_c = 1.0 + ep + zb * err_c
         err_c = err_c + 1.0 + err_zs * 0.50001               # + series remainder, + dc/dZ dZ
-        mm, em = _mul(zm[:, sl], c, nl)                       # nl + 3 limbs
+        if not kernel:
+            mm, em = _mul(zm[:, sl], c, nl)                   # nl + 3 limbs
         res[:, cols[sl]] = mm
         err[cols[sl]] = SAFE * (err_z[sl] + (zmf[sl] * SAFE) * err_c + em)
         kk[cols[sl]] = k[sl]

@@ -472,3 +472,56 @@ def below_max(bi, bitpos, lam, xt, fb, nl, res, cols):
         col = cols[i]
         for j in range(k):
             res[j, col] = v[j]
+
+
+@numba.njit(cache=True, nogil=True)
+def shift_right(a, s, out):
+    """`fastref._shift_right`: out[:, i] = floor(a[:, i] / 2**s[i]) (a normalised, >= 0), the
+    same limb-wise shifts (shifts past the top read zeros)."""
+    k, m = a.shape
+    for i in range(m):
+        si = min(s[i], R * k)
+        q = si // R
+        r = si % R
+        for j in range(k):
+            lo = a[j + q, i] if j + q < k else 0
+            hi = a[j + q + 1, i] if j + q + 1 < k else 0
+            out[j, i] = (lo >> r) | ((hi << (R - r)) & RMASK)
+
+
+@numba.njit(cache=True, nogil=True)
+def small_z(zs, zm, inv, jj, nl, mm):
+    """`_max_rows`' loss for small Z, per column: c = 1/(jj + 1), then for i = jj .. 1
+    c = floor(2**fb / i) - `_mul`(zs, c, nl), carried; mm[:, i] = `_mul`(zm, c, nl). zs is
+    (nl, m) (Z's limbs), zm (nl + 2, m), inv (jj + 2, nl + 1) with inv[i] = floor(2**fb / i)
+    (`_FixTables.inverse`), mm (nl + 3, m). Blocks of BLOCK columns."""
+    m = zs.shape[1]
+    B = BLOCK
+    kc = nl + 1
+    zb = np.zeros((nl, B), np.int64)
+    zmb = np.zeros((nl + 2, B), np.int64)
+    c = np.zeros((kc, B), np.int64)
+    pr = np.zeros((kc, B), np.int64)
+    mb = np.zeros((nl + 3, B), np.int64)
+    tmp = np.zeros((2 * nl + 6, B), np.int64)
+    for i0 in range(0, m, B):
+        nb = min(B, m - i0)
+        for j in range(nl):
+            for cc in range(nb):
+                zb[j, cc] = zs[j, i0 + cc]
+        for j in range(nl + 2):
+            for cc in range(nb):
+                zmb[j, cc] = zm[j, i0 + cc]
+        for j in range(kc):
+            for cc in range(B):
+                c[j, cc] = inv[jj + 1, j]
+        for i in range(jj, 0, -1):
+            _mulb(zb, nl, c, kc, nl, pr, tmp, B)
+            for j in range(kc):
+                for cc in range(B):
+                    c[j, cc] = inv[i, j] - pr[j, cc]
+            _normb(c, kc, B)
+        _mulb(zmb, nl + 2, c, kc, nl, mb, tmp, B)
+        for j in range(nl + 3):
+            for cc in range(nb):
+                mm[j, i0 + cc] = mb[j, cc]
