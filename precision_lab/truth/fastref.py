@@ -1244,7 +1244,11 @@ class Results:
             for rows, v, k, fb in self._fixed_rows():
                 plain = k == 0
                 if plain.any():
-                    limbs = (v if plain.all() else v[:, plain]).sum(axis=1)  # < N 2**27: exact
+                    if USE_ROWS_KERNEL:
+                        limbs = np.empty(v.shape[0], dtype=np.int64)
+                        fastref_rows.limb_sums(np.ascontiguousarray(v), plain, limbs)
+                    else:
+                        limbs = v[:, plain].sum(axis=1)       # < N 2**27 each: exact
                     man = 0
                     for j in range(len(limbs) - 1, -1, -1):
                         man = (man << R) + int(limbs[j])

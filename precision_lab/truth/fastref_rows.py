@@ -525,3 +525,16 @@ def small_z(zs, zm, inv, jj, nl, mm):
         for j in range(nl + 3):
             for cc in range(nb):
                 mm[j, i0 + cc] = mb[j, cc]
+
+
+@numba.njit(cache=True, nogil=True)
+def limb_sums(v, keep, out):
+    """out[j] = sum of v[j, i] over the columns i where keep[i] (exact int64 sums: the limbs
+    are below 2**27 and there are fewer than 2**36 columns). `Results.mean`'s sums."""
+    k, m = v.shape
+    for j in range(k):
+        acc = np.int64(0)
+        for i in range(m):
+            if keep[i]:
+                acc += v[j, i]
+        out[j] = acc
