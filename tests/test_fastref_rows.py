@@ -1,13 +1,15 @@
 """The compiled per-row kernels (`fastref_rows`, `fastref.USE_ROWS_KERNEL`) against the numpy
 path they mirror (`_log_fix`'s limbs, `elementary.log` for its y, `_vec`'s maxima and
-below-the-maximum losses, `_max_rows`' shifts and small-Z series, `_dd_from_limbs`): the same limbs, the same radii, the same rows
-certified and sent to `arb`, the same double-doubles and mean, bit for bit, on every format,
-short and wide rows, target-is-max rows, tiny Z, masked classes, rows for `arb`, bits = 200."""
+below-the-maximum losses, `_max_rows`' shifts and small-Z series, `_dd_from_limbs`, the mean's
+limb sums): the same limbs, the same radii, the same rows certified and sent to `arb`, the
+same double-doubles and mean, bit for bit, on every format, short and wide rows,
+target-is-max rows, tiny Z, masked classes, rows for `arb`, bits = 200."""
 import numpy as np
 import pytest
 
 from precision_lab.numerics import elementary
-from precision_lab.numerics.formats import FORMATS as ALL, get_format
+from precision_lab.numerics.formats import FORMATS as ALL
+from precision_lab.numerics.formats import get_format
 from precision_lab.truth import fastref, fastref_rows
 
 

@@ -45,6 +45,14 @@ a - b > 2**20, more than 624 fraction bits) or cannot certify go to the `arb` pa
 (`_attempt_arb`: exact fixed-point sums of on-grid terms, `arb` for the rest and for the log);
 what that cannot certify is retried with P doubled, up to `max_prec`.
 
+The per-row part runs compiled too (`USE_ROWS_KERNEL`: `fastref_rows`): the row maxima,
+`_log_fix`'s y (elementary's correctly rounded float64 log, ported) and its limbs, the loss of
+rows whose target is below the maximum, `_max_rows`' shifts and small-Z series, the
+double-doubles and the mean's limb sums, each by the numpy path's integer steps and IEEE
+operations, fused per block of rows; every float64 conversion of limbs (`_to_float`), every
+choice and every error bound stays numpy's, so the results, radii and the rows sent to `arb`
+are the same bit for bit (tests/test_fastref_rows.py).
+
 Results (`Results`) keep the certified midpoints as limbs; double-doubles (hi = hi + lo
 rounded to nearest, hi + lo within 2**-104 relative of the midpoint, or exact per row below
 2**-900) and the mean (exact sums of the midpoints) are vectorised.

@@ -1,26 +1,39 @@
-"""Compiled (numba) kernels for `fastref`'s per-row part: the limb arithmetic of `_log_fix`
-and of `_dd_from_limbs`, operation for operation, fused per row (one column of limbs at a
-time, in a few int64 scratch limbs), without the (limbs, rows) temporaries of the numpy path.
+"""Compiled (numba) kernels for `fastref`'s per-row part, operation for operation the numpy
+path they mirror, fused per row or per block of BLOCK rows (the inner loops over the block's
+columns, so that they vectorise; the scratch limbs stay in L1), without the (limbs, rows)
+temporaries and the per-call overhead of the numpy path. `fastref.USE_ROWS_KERNEL` switches
+them on (default) or off (the numpy path, still callable); tests/test_fastref_rows.py checks
+that both give the same bits.
 
 What they compute, and why the bits are the numpy path's.
-* `log_q` (`_log_fix`'s first half): per row the table term e = exp(-y) 2**fb (`_terms_norm`
-  with no logit off the grid: T_hi[h] from the big table or as A[h >> 9] B[h & 511], 1 +
-  T_lo[l] from the big table or from a1[l >> 10], b0[l & 1023], the choice made by the caller
-  for the whole call exactly as `_terms` makes it), then q = w e / 2**(R nl) - 2**fb by
-  `_mul`'s partial products (those with i + j <= drop - 2 skipped), carried as `_norm`
-  carries, and negated where negative. Everything is int64 integer arithmetic: sums and
-  products of the same integers, so the same limbs in any order.
-* `log_series` (`_log_fix`'s second half): lam = Y 2**(fb - 31) + sg (rho - rho**2 / 2 +
-  ...) in limbs (`_int_to_limbs`, the powers by `_mul`, the quotients by `_div_small` or
-  `_shr`), plus the float64 tail the caller computed, carried.
+* `row_max` (`_vec`'s preamble): per row x_t, the maximum a and the maximum without the
+  target's copy; maxima are exact.
+* `log_floor31` (`_log_fix`'s y = floor(log(w) 2**31) - 1): `elementary._log_dd` and
+  `elementary._round` for float64, ported per element with the same IEEE +, -, * in the same
+  order (no fastmath, so no FMA contraction), frexp / ldexp from the bits (exact here); the
+  log is correctly rounded, hence unique, so the same as `elementary.log`'s. Where the rounding
+  is uncertain but both neighbours floor alike y is known; the rest go to `elementary`.
+* `log_q`, `log_series` (`_log_fix`'s limbs): the table term e = exp(-y) 2**fb
+  (`_terms_norm`, the call's choices `spread` / `prod` made by the caller exactly as `_terms`
+  makes them), q = w e / 2**(R nl) - 2**fb by `_mul`'s partial products (those with i + j <=
+  drop - 2 skipped) and `_norm`'s carries, negated where negative; then lam = Y 2**(fb - 31)
+  + sg (rho - rho**2 / 2 + ...) (`_int_to_limbs`, `_mul`, `_div_small` / `_shr`) plus the
+  float64 tail the caller computed. All int64 integer arithmetic: sums and products of the
+  same integers, so the same limbs in any order.
+* `below_max` (`_vec`'s loss where the target is below the maximum): b 2**fb + log S -
+  floor(x_t 2**fb), `_from_float`'s float64 steps (floor, exact scalings) then integers.
+* `shift_right`, `small_z` (`_max_rows`): `_shift_right`; the Horner series c of log1p(Z) / Z
+  for small Z and Z c, by `_mul` and `_norm`.
 * `dd_from_limbs` (`_dd_from_limbs`): the top six limbs as three floats and TwoSum /
-  FastTwoSum, the same IEEE operations in the same order (no fastmath, no FMA contraction),
-  ldexp the only library call (exact, or the same correctly rounded subnormal as numpy's).
+  FastTwoSum, the same operations in the same order; ldexp as a product by a normal power of
+  two (one correct rounding, as ldexp's), numpy's ldexp beyond.
+* `limb_sums` (`Results.mean`): exact int64 sums of limbs.
 
 What stays in numpy: every float64 conversion of limbs (`_to_float`, a BLAS product whose
-summation order is the library's), the correctly rounded log of `elementary`, the error
-bounds (functions of the limb counts and of the per-call choices only), the checks.
-Formats: int64 limbs in and out (tables int32 / int64), float64 only in `dd_from_limbs`.
+summation order is the library's), the per-call choices, the error bounds (functions of the
+limb counts and of the choices only: `_term_bounds`, `_mul_bound` run the numpy functions on
+dummy columns), the certification test, and the rare elements `log_floor31` sends back.
+Formats: int64 limbs in and out (tables int32 / int64), float64 only where named above.
 """
 from __future__ import annotations
 
