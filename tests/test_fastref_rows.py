@@ -169,7 +169,7 @@ def test_the_flag_switches_the_kernels(monkeypatch):
     and False keeps them out."""
     called = []
     names = {"log_q", "log_series", "log_floor31", "row_max", "below_max", "dd_from_limbs",
-             "shift_right", "small_z", "limb_sums"}
+             "shift_right", "small_z", "limb_sums", "max_terms"}
     for name in names:
         f = getattr(fastref_rows, name)
         monkeypatch.setattr(fastref_rows, name,

@@ -1044,6 +1044,17 @@ def _term_sums_compiled(tab, xr, br, tm, xtr, leadr, tr, cutoff):
     return s, n_all, n_off.astype(np.float64), pruned, b_on, b_off
 
 
+def _max_terms_fits(nl: int, kx: int, kend: int) -> bool:
+    """`fastref_rows.max_terms` takes these limb counts: every power of `_expm1_fix`'s series
+    keeps at least one limb (`_mul`'s k >= 1) and x_f's limbs fit nl."""
+    kt = kx
+    for _ in range(2, kend):
+        kt = kt + kx - nl
+        if kt < 1:
+            return False
+    return kx <= nl
+
+
 def _max_rows(tab, bits, av, bv, s, sf, err_s, res, err, kk, good, cols):
     """Rows whose target is the maximum a: Z = S exp(b - a) with b - a = D_a 2**-31 - a_f;
     k = floor((a - b) / ln 2) and v = b - a + k ln 2 in (-ln 2 - 2**-31, 2**-40] in limbs (k ln 2
@@ -1081,9 +1092,20 @@ def _max_rows(tab, bits, av, bv, s, sf, err_s, res, err, kk, good, cols):
     h2 = -(d2 >> LO_BITS)
     l2 = d2 & LMASK
     tab.ensure_hi(int(h2.max()) + 1)
-    e2, _, err_e2 = _terms_norm(tab, h2, l2, x2, _to_float(x2, -fb), np.arange(m))
+    kx_, ke, kend, facf, tsh, _, _ = _off_constants(tab)
+    if USE_ROWS_KERNEL and _max_terms_fits(nl, kx_, kend):   # the same limbs, fused
+        spread = bool(h2.max() >= HI_SPREAD)
+        err_e2 = _term_bounds(nl, spread, True, False, True)[1]
+        ez = _mul_bound(nl + 1, nl + 1, nl)
+        hit, _, aht, bht, a1t, b0t = _kernel_tables(tab)
+        zm = np.empty((nl + 2, m), dtype=np.int64)
+        fastref_rows.max_terms(h2, l2, np.ascontiguousarray(x2), _to_float(x2, -fb),
+                               np.ascontiguousarray(s), spread, nl, kx_, ke, kend, facf,
+                               math.ldexp(1.0, tsh), hit, aht, bht, a1t, b0t, zm)
+    else:
+        e2, _, err_e2 = _terms_norm(tab, h2, l2, x2, _to_float(x2, -fb), np.arange(m))
+        zm, ez = _mul(s, e2, nl)                              # nl + 2 limbs
     err_e2 = SAFE * (err_e2 + 2.0 + k * 2.0 ** -26)          # + the errors of k ln 2, a_f
-    zm, ez = _mul(s, e2, nl)                                  # nl + 2 limbs
     err_z = SAFE * (err_s * (1 + 2.0 ** -30) + (sf * SAFE + err_s * 2.0 ** -fb) * err_e2 + ez)
     zmf = _to_float(zm, -fb)
     zf = np.ldexp(zmf, -k)

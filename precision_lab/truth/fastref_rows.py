@@ -48,7 +48,7 @@ RMASK = (1 << R) - 1
 __all__ = ["log_q", "log_series", "dd_from_limbs", "log_floor31"]
 
 
-BLOCK = 64     # columns per block: the scratch limbs stay in L1, the inner loops vectorise
+BLOCK = 256     # columns per block: the scratch limbs stay in L1, the inner loops vectorise
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -551,3 +551,126 @@ def limb_sums(v, keep, out):
             if keep[i]:
                 acc += v[j, i]
         out[j] = acc
+
+
+@numba.njit(cache=True, nogil=True)
+def max_terms(h, l, x2, xf, s, spread, nl, kx, ke, kend, facf, p_t, hit, aht, bht, a1t, b0t,
+              zm):
+    """`_max_rows`' exp(v) term and Zm, per column: e2 = `_terms_norm(tab, h, l, x2, xf, all
+    off)` (T_hi[h] from the big table or, `spread`, as A[h >> 9] B[h & 511]; then `_g_off`
+    with `_expm1_fix`: x + x**2/2 + ... in limbs for k < kend, the float64 tail by the same
+    operations in the same order, facf = float(kend!), p_t = 2**(fb - 31 kend)), and
+    zm[:, i] = `_mul`(s, e2, nl) (nl + 2 limbs). x2 is (kx, m), xf = `_to_float`(x2, -fb),
+    s (nl + 1, m). Blocks of BLOCK columns."""
+    m = h.size
+    B = BLOCK
+    K = 2 * nl + 6
+    th = np.zeros((nl, B), np.int64)
+    ta = np.zeros((nl, B), np.int64)
+    tb = np.zeros((nl, B), np.int64)
+    xl = np.zeros((kx, B), np.int64)
+    e = np.zeros((ke + 1, B), np.int64)
+    term = np.zeros((K, B), np.int64)
+    pr = np.zeros((K, B), np.int64)
+    be = np.zeros((K, B), np.int64)
+    f = np.zeros((nl, B), np.int64)
+    af = np.zeros((K, B), np.int64)
+    g = np.zeros((nl, B), np.int64)
+    p = np.zeros((K, B), np.int64)
+    e2 = np.zeros((nl + 1, B), np.int64)
+    sb = np.zeros((nl + 1, B), np.int64)
+    zb = np.zeros((nl + 2, B), np.int64)
+    tmp = np.zeros((K, B), np.int64)
+    tl = np.zeros(B, np.int64)
+    for i0 in range(0, m, B):
+        nb = min(B, m - i0)
+        if spread:
+            for c in range(nb):
+                hh = h[i0 + c]
+                for j in range(nl):
+                    ta[j, c] = aht[hh >> 9, j]
+                    tb[j, c] = bht[hh & 511, j]
+            _mulb(ta, nl, tb, nl, nl, th, tmp, B)
+        else:
+            for c in range(nb):
+                hh = h[i0 + c]
+                for j in range(nl):
+                    th[j, c] = hit[hh, j]
+        # _expm1_fix
+        for j in range(kx):
+            for c in range(nb):
+                xl[j, c] = x2[j, i0 + c]
+        for j in range(ke + 1):
+            for c in range(B):
+                e[j, c] = 0
+        for j in range(kx):
+            for c in range(B):
+                e[j, c] = xl[j, c]
+                term[j, c] = xl[j, c]
+        kt = kx
+        for k in range(2, kend):
+            kp = kt + kx - nl
+            _mulb(term, kt, xl, kx, nl, pr, tmp, B)
+            if k & (k - 1):                  # _div_small
+                for c in range(B):
+                    rem = np.int64(0)
+                    for j in range(kp - 1, -1, -1):
+                        cur = (rem << R) + pr[j, c]
+                        qq = cur // k
+                        term[j, c] = qq
+                        rem = cur - qq * k
+            else:                            # _shr by log2 k
+                sh = 0
+                while (1 << sh) < k:
+                    sh += 1
+                for j in range(kp):
+                    for c in range(B):
+                        term[j, c] = pr[j, c] >> sh
+                for j in range(kp - 1):
+                    for c in range(B):
+                        term[j, c] |= (pr[j + 1, c] << (R - sh)) & RMASK
+            kt = kp
+            for j in range(kt):
+                for c in range(B):
+                    e[j, c] += term[j, c]
+        for c in range(nb):
+            u = xf[i0 + c] * 2.0 ** 31
+            fk = 1.0 + u * 2.0 ** -31 / (kend + 1) * (1.0 + u * 2.0 ** -31 / (kend + 2))
+            pw = u
+            for _ in range(kend - 1):
+                pw = pw * u
+            tl[c] = np.int64(np.floor(pw * (fk / facf) * p_t))   # = ldexp(., tsh): exact
+        for c in range(nb):
+            e[0, c] += tl[c] & RMASK
+            e[1, c] += tl[c] >> R
+        _normb(e, ke + 1, B)
+        # _g_off: f = b0 + e + b0 e, g = a1 + f + a1 f
+        for c in range(nb):
+            lb = l[i0 + c] & 1023
+            la = l[i0 + c] >> 10
+            for j in range(nl):
+                f[j, c] = b0t[lb, j]
+                g[j, c] = a1t[la, j]
+        _mulb(f, nl, e, ke, nl, be, tmp, B)
+        for j in range(ke):
+            for c in range(B):
+                f[j, c] += e[j, c] + be[j, c]
+        _mulb(g, nl, f, nl, nl, af, tmp, B)
+        for j in range(nl):
+            for c in range(B):
+                g[j, c] = g[j, c] + f[j, c] + af[j, c]
+        # _terms: th (1 + g), as nl + 1 normalised limbs
+        _mulb(th, nl, g, nl, nl, p, tmp, B)
+        for j in range(nl):
+            for c in range(B):
+                e2[j, c] = th[j, c] + p[j, c]
+        for c in range(B):
+            e2[nl, c] = 0
+        _normb(e2, nl + 1, B)
+        for j in range(nl + 1):
+            for c in range(nb):
+                sb[j, c] = s[j, i0 + c]
+        _mulb(sb, nl + 1, e2, nl + 1, nl, zb, tmp, B)
+        for j in range(nl + 2):
+            for c in range(nb):
+                zm[j, i0 + c] = zb[j, c]
