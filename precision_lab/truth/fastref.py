@@ -45,6 +45,14 @@ a - b > 2**20, more than 624 fraction bits) or cannot certify go to the `arb` pa
 (`_attempt_arb`: exact fixed-point sums of on-grid terms, `arb` for the rest and for the log);
 what that cannot certify is retried with P doubled, up to `max_prec`.
 
+The per-row part runs compiled too (`USE_ROWS_KERNEL`: `fastref_rows`): the row maxima,
+`_log_fix`'s y (elementary's correctly rounded float64 log, ported) and its limbs, the loss of
+rows whose target is below the maximum, `_max_rows`' shifts and small-Z series, the
+double-doubles and the mean's limb sums, each by the numpy path's integer steps and IEEE
+operations, fused per block of rows; every float64 conversion of limbs (`_to_float`), every
+choice and every error bound stays numpy's, so the results, radii and the rows sent to `arb`
+are the same bit for bit (tests/test_fastref_rows.py).
+
 Results (`Results`) keep the certified midpoints as limbs; double-doubles (hi = hi + lo
 rounded to nearest, hi + lo within 2**-104 relative of the midpoint, or exact per row below
 2**-900) and the mean (exact sums of the midpoints) are vectorised.
@@ -61,7 +69,7 @@ from flint import arb, ctx
 
 from ..numerics import elementary
 from ..numerics.formats import FORMATS
-from . import fastref_kernels
+from . import fastref_kernels, fastref_rows
 
 __all__ = ["certified_losses", "special_losses", "arb_to_double_double", "start_prec",
            "Results", "man_exp_to_double_double"]
@@ -285,6 +293,7 @@ ROWS = 16384                  # rows per pass of the per-row part
 MAX_NL = 24                  # up to 624 fraction bits (beyond, `arb` only)
 ECHUNK = 1 << 15             # logits per pass of the per-logit part (cache-sized temporaries)
 USE_KERNEL = True            # the per-logit part by `fastref_kernels` (False: numpy, the same bits)
+USE_ROWS_KERNEL = True       # the per-row limbs by `fastref_rows` (False: numpy, the same bits)
 LOG2 = math.log(2.0)
 
 
@@ -321,6 +330,19 @@ def _mul(a: np.ndarray, b: np.ndarray, drop: int, bmax: int = 1) -> tuple[np.nda
         out[p0:p0 + kb - j0] += a[i] * b[j0:]
     _norm(out)
     return out[1:], float(nskip * bmax + 1)
+
+
+_MUL_BOUNDS: dict[tuple, float] = {}
+
+
+def _mul_bound(ka: int, kb: int, drop: int, bmax: int = 1) -> float:
+    """`_mul`'s error bound for these limb counts (a function of the shapes only): `_mul`
+    itself, on one column of zeros."""
+    key = (ka, kb, drop, bmax)
+    if key not in _MUL_BOUNDS:
+        _MUL_BOUNDS[key] = _mul(np.zeros((ka, 1), dtype=np.int64),
+                                np.zeros((kb, 1), dtype=np.int64), drop, bmax)[1]
+    return _MUL_BOUNDS[key]
 
 
 def _mul_exact(a: np.ndarray, b: np.ndarray, drop: int) -> np.ndarray:
@@ -411,6 +433,14 @@ def _shift_right(a: np.ndarray, s: np.ndarray) -> np.ndarray:
         lo = pad[j + q, cols]
         hi = pad[j + q + 1, cols]
         out[j] = (lo >> r) | ((hi << (R - r)) & RMASK)
+    return out
+
+
+def _shift_right_compiled(a: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """`_shift_right` by `fastref_rows.shift_right` (the same limbs)."""
+    out = np.empty(a.shape, dtype=np.int64)
+    fastref_rows.shift_right(np.ascontiguousarray(a), np.ascontiguousarray(s, dtype=np.int64),
+                             out)
     return out
 
 
@@ -623,6 +653,27 @@ def _terms_norm(tab, h, l, x=None, xf=None, off=None):
     return _norm(out), b_on, b_off
 
 
+def _log_y(v: np.ndarray) -> np.ndarray:
+    """`_log_fix`'s y = floor(log(v) 2**31) - 1, log `elementary.log(v, float64)` (correctly
+    rounded); where USE_ROWS_KERNEL by the compiled port `fastref_rows.log_floor31`, the
+    elements it cannot decide (and any outside (1, 2**1000)) from `elementary` itself: the
+    same bits."""
+    f64 = FORMATS["float64"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if not USE_ROWS_KERNEL:
+            return np.floor(elementary.log(v, f64) * 2.0 ** GRID) - 1.0  # any CPU
+        v = np.ascontiguousarray(v, dtype=np.float64)
+        out = np.empty_like(v)
+        amb = np.zeros(v.size, dtype=np.bool_)
+        e = elementary
+        if fastref_rows.log_floor31(v, out, amb, e._RJ, e._RJ_SPLIT[0], e._RJ_SPLIT[1], e._LH,
+                                    e._LL, e._LN2H, e._LN2L, e._SQRT_HALF, float(e.LOG_GRID),
+                                    float(e._LOG_LO), e.BOUNDS["log"]):
+            idx = np.flatnonzero(amb)
+            out[idx] = np.floor(elementary.log(v[idx], f64) * 2.0 ** GRID) - 1.0
+        return out
+
+
 def _log_fix(w, err_w, tab):
     """log of w 2**-fb for w (nl + 1 normalised limbs, value in [1, 2**30)) known within err_w
     units: (nl + 1 limbs of the log in units 2**-fb, its error bound, ok).
@@ -635,21 +686,31 @@ def _log_fix(w, err_w, tab):
     if m == 0:
         return np.zeros((nl + 1, 0), dtype=np.int64), np.zeros(0), np.zeros(0, dtype=bool)
     wf = _to_float(w, -fb)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        y = np.floor(elementary.log(wf, FORMATS["float64"]) * 2.0 ** GRID) - 1.0  # any CPU
+    y = _log_y(wf)           # any CPU
     big = np.int64(1) << 40
     Y = np.clip(np.nan_to_num(y, nan=0.0), 0, big).astype(np.int64)
     h = (Y + LMASK) >> LO_BITS
     l = (h << LO_BITS) - Y
     tab.ensure_hi(int(h.max()) + 1)
-    e, err_e, _ = _terms_norm(tab, h, l)
-    q, err_qt = _mul(w, e, nl)                     # nl + 2 limbs, value 1 + rho
-    q[nl] -= 1
-    _norm(q)
-    neg = q[-1] < 0          # rho < 0: w a few units below exp(y) (y clipped at 0)
-    if neg.any():
-        q[:, neg] = -q[:, neg]
+    if USE_ROWS_KERNEL:      # the same limbs, fused per row (`fastref_rows.log_q`)
+        spread = bool(h.max() >= HI_SPREAD)
+        prod = bool(np.count_nonzero(l) > m // 4)
+        err_e = _term_bounds(nl, spread, False, prod, False)[0]
+        err_qt = _mul_bound(nl + 1, nl + 1, nl)
+        hit, lot, aht, bht, a1t, b0t = _kernel_tables(tab)
+        q = np.empty((nl + 2, m), dtype=np.int64)
+        neg = np.zeros(m, dtype=bool)
+        fastref_rows.log_q(np.ascontiguousarray(w), h, l, spread, prod, nl, hit, lot, aht,
+                           bht, a1t, b0t, q, neg)
+    else:
+        e, err_e, _ = _terms_norm(tab, h, l)
+        q, err_qt = _mul(w, e, nl)                     # nl + 2 limbs, value 1 + rho
+        q[nl] -= 1
         _norm(q)
+        neg = q[-1] < 0          # rho < 0: w a few units below exp(y) (y clipped at 0)
+        if neg.any():
+            q[:, neg] = -q[:, neg]
+            _norm(q)
     sg = np.where(neg, -1, 1)
     rho = q[:nl]             # |rho|
     rf = _to_float(rho, -fb)
@@ -663,16 +724,22 @@ def _log_fix(w, err_w, tab):
     def bound(j):
         return math.ldexp(1.0, fb) * rmax ** j / j
 
-    lam = _int_to_limbs(Y, fb - GRID, nl + 1)
-    lam[:nl] += sg * rho
+    kernel = USE_ROWS_KERNEL
+    if not kernel:
+        lam = _int_to_limbs(Y, fb - GRID, nl + 1)
+        lam[:nl] += sg * rho
     err = 0.0
     pw, err_pw = rho, 0.0
     j = 2
     while bound(j) >= 2.0 ** 44:
-        pw, ep = _mul(pw, rho, nl)
+        if kernel:           # the bound only (the limbs below, by `fastref_rows.log_series`)
+            ep = _mul_bound(nl, nl, nl)
+        else:
+            pw, ep = _mul(pw, rho, nl)
         err_pw = err_pw * rmax + ep
-        term = _div_small(pw, j) if j & (j - 1) else _shr(pw, j.bit_length() - 1)
-        lam[:term.shape[0]] += sg * term if j % 2 else -term
+        if not kernel:
+            term = _div_small(pw, j) if j & (j - 1) else _shr(pw, j.bit_length() - 1)
+            lam[:term.shape[0]] += sg * term if j % 2 else -term
         err += err_pw / j + 1.0
         j += 1
     u = np.where(ok, rf, 0.0) * sg
@@ -680,10 +747,14 @@ def _log_fix(w, err_w, tab):
     for i in range(j + 3, j - 1, -1):         # terms j .. j + 3 by Horner
         tail = 1.0 / i - u * tail
     tail = np.floor(np.ldexp(-_ipow(-u, j) * tail, fb)).astype(np.int64)
-    lam[0] += tail & RMASK
-    lam[1] += tail >> R
+    if kernel:
+        lam = np.empty((nl + 1, m), dtype=np.int64)
+        fastref_rows.log_series(Y, fb - GRID, np.ascontiguousarray(rho), neg, tail, j, nl, lam)
+    else:
+        lam[0] += tail & RMASK
+        lam[1] += tail >> R
+        _norm(lam)
     err += 1.0 + bound(j) * 2.0 ** -40 + bound(j + 4) * 2.0
-    _norm(lam)
     err = SAFE * (err + err_q * (1.0 + 2.0 ** -28))
     return lam, err, ok
 
@@ -698,16 +769,22 @@ def _vec(x, t, bits, p, out, idx):
         return np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
     tab = _fix_tables(nl)
     fb = tab.fb
-    ar = np.arange(n)
-    xt = x[ar, t]
-    a = np.max(x, axis=1)                      # -inf are masked classes: they never lead
-    tmax = xt == a
-    lead = a.copy()
-    mi = np.flatnonzero(tmax)
-    if mi.size:                                # lead: the maximum without the target's copy
-        xm = x[mi]
-        xm[np.arange(mi.size), t[mi]] = -np.inf
-        lead[mi] = np.max(xm, axis=1)
+    if USE_ROWS_KERNEL:                        # the same values in one pass per row
+        xt, a, lead = np.empty(n), np.empty(n), np.empty(n)
+        fastref_rows.row_max(np.ascontiguousarray(x, dtype=np.float64),
+                             np.ascontiguousarray(t, dtype=np.int64), xt, a, lead)
+        tmax = xt == a
+    else:
+        ar = np.arange(n)
+        xt = x[ar, t]
+        a = np.max(x, axis=1)                  # -inf are masked classes: they never lead
+        tmax = xt == a
+        lead = a.copy()
+        mi = np.flatnonzero(tmax)
+        if mi.size:                            # lead: the maximum without the target's copy
+            xm = x[mi]
+            xm[np.arange(mi.size), t[mi]] = -np.inf
+            lead[mi] = np.max(xm, axis=1)
     zero = lead == -np.inf                     # the target is the only live class: loss 0
     with np.errstate(invalid="ignore", over="ignore"):
         lz = np.where(zero, 0.0, lead)
@@ -749,7 +826,12 @@ def _vec(x, t, bits, p, out, idx):
     err[wl_cols] = el[nm.size:]
     good[wl_cols] = okl[nm.size:]
     # Target below the maximum: loss = log S + (b - x_t) > ln 2.
-    if nm.size:
+    if nm.size and USE_ROWS_KERNEL:
+        fastref_rows.below_max((br[nm] * 4096.0).astype(np.int64), fb - HI_BITS, lam,
+                               np.ascontiguousarray(xtr[nm]), fb, nl, res, nm)
+        err[nm] = el[:nm.size] + 1.0
+        good[nm] = okl[:nm.size]
+    elif nm.size:
         v = _int_to_limbs((br[nm] * 4096.0).astype(np.int64), fb - HI_BITS, nl + 3)
         v[:nl + 1] += lam[:, :nm.size]
         sc = np.ldexp(np.abs(xtr[nm]), fb)
@@ -761,7 +843,10 @@ def _vec(x, t, bits, p, out, idx):
         good[nm] = okl[:nm.size]
     val = _to_float(res, -fb)
     cert = good & (res[-1] >= 0) & (np.ldexp(err, -fb) <= val * 2.0 ** -(bits + 2) * (1 - 2.0 ** -30))
-    out.put_fixed(idx[rows[cert]], res[:, cert], kk[cert], fb, err[cert])
+    if cert.all():               # (the same block, without copies)
+        out.put_fixed(idx[rows], res, kk, fb, err)
+    else:
+        out.put_fixed(idx[rows[cert]], res[:, cert], kk[cert], fb, err[cert])
     failed[rows[~cert]] = True
     return failed, ~sup
 
@@ -959,6 +1044,17 @@ def _term_sums_compiled(tab, xr, br, tm, xtr, leadr, tr, cutoff):
     return s, n_all, n_off.astype(np.float64), pruned, b_on, b_off
 
 
+def _max_terms_fits(nl: int, kx: int, kend: int) -> bool:
+    """`fastref_rows.max_terms` takes these limb counts: every power of `_expm1_fix`'s series
+    keeps at least one limb (`_mul`'s k >= 1) and x_f's limbs fit nl."""
+    kt = kx
+    for _ in range(2, kend):
+        kt = kt + kx - nl
+        if kt < 1:
+            return False
+    return kx <= nl
+
+
 def _max_rows(tab, bits, av, bv, s, sf, err_s, res, err, kk, good, cols):
     """Rows whose target is the maximum a: Z = S exp(b - a) with b - a = D_a 2**-31 - a_f;
     k = floor((a - b) / ln 2) and v = b - a + k ln 2 in (-ln 2 - 2**-31, 2**-40] in limbs (k ln 2
@@ -996,33 +1092,57 @@ def _max_rows(tab, bits, av, bv, s, sf, err_s, res, err, kk, good, cols):
     h2 = -(d2 >> LO_BITS)
     l2 = d2 & LMASK
     tab.ensure_hi(int(h2.max()) + 1)
-    e2, _, err_e2 = _terms_norm(tab, h2, l2, x2, _to_float(x2, -fb), np.arange(m))
+    kx_, ke, kend, facf, tsh, _, _ = _off_constants(tab)
+    if USE_ROWS_KERNEL and _max_terms_fits(nl, kx_, kend):   # the same limbs, fused
+        spread = bool(h2.max() >= HI_SPREAD)
+        err_e2 = _term_bounds(nl, spread, True, False, True)[1]
+        ez = _mul_bound(nl + 1, nl + 1, nl)
+        hit, _, aht, bht, a1t, b0t = _kernel_tables(tab)
+        zm = np.empty((nl + 2, m), dtype=np.int64)
+        fastref_rows.max_terms(h2, l2, np.ascontiguousarray(x2), _to_float(x2, -fb),
+                               np.ascontiguousarray(s), spread, nl, kx_, ke, kend, facf,
+                               math.ldexp(1.0, tsh), hit, aht, bht, a1t, b0t, zm)
+    else:
+        e2, _, err_e2 = _terms_norm(tab, h2, l2, x2, _to_float(x2, -fb), np.arange(m))
+        zm, ez = _mul(s, e2, nl)                              # nl + 2 limbs
     err_e2 = SAFE * (err_e2 + 2.0 + k * 2.0 ** -26)          # + the errors of k ln 2, a_f
-    zm, ez = _mul(s, e2, nl)                                  # nl + 2 limbs
     err_z = SAFE * (err_s * (1 + 2.0 ** -30) + (sf * SAFE + err_s * 2.0 ** -fb) * err_e2 + ez)
     zmf = _to_float(zm, -fb)
     zf = np.ldexp(zmf, -k)
     tt = max(1, min(20, fb - bits - 12))
     big = zf >= 2.0 ** -tt
     bl = np.flatnonzero(big)
-    zs = _shift_right(zm[:, bl], k[bl])
+    kernel = USE_ROWS_KERNEL
+    shift = _shift_right_compiled if kernel else _shift_right
+    zs = shift(zm[:, bl], k[bl])
     w = zs[:nl + 1].copy()
     w[nl] += (zs[nl + 1] << R) + 1                          # 1 + Z, for `_log_fix`
     sl = np.flatnonzero(~big)
     if sl.size:
-        zs = _shift_right(zm[:, sl], k[sl])[:nl]
+        zs = shift(zm[:, sl], k[sl])[:nl]
         err_zs = err_z[sl] * np.ldexp(1.0, -k[sl]) + 1.0
         zb = float(np.max(zf[sl] * SAFE + err_zs * 2.0 ** -fb))
         jj = 0 if zb <= 2.0 ** -fb else max(0, math.ceil(fb / -math.log2(zb)) - 1)
-        c = np.repeat(tab.inverse(jj + 1), sl.size, axis=1)
+        if kernel:               # the same limbs (`fastref_rows.small_z`), the same bounds
+            inv = np.ascontiguousarray(np.concatenate(
+                [np.zeros((nl + 1, 1), dtype=np.int64)]
+                + [tab.inverse(i) for i in range(1, jj + 2)], axis=1).T)
+            mm = np.empty((nl + 3, sl.size), dtype=np.int64)
+            fastref_rows.small_z(np.ascontiguousarray(zs), np.ascontiguousarray(zm[:, sl]),
+                                 inv, jj, nl, mm)
+            ep, em = _mul_bound(nl, nl + 1, nl), _mul_bound(nl + 2, nl + 1, nl)
         err_c = 1.0
+        if not kernel:
+            c = np.repeat(tab.inverse(jj + 1), sl.size, axis=1)
         for i in range(jj, 0, -1):
-            pr, ep = _mul(zs, c, nl)
-            c = tab.inverse(i) - pr
-            _norm(c)
+            if not kernel:
+                pr, ep = _mul(zs, c, nl)
+                c = tab.inverse(i) - pr
+                _norm(c)
             err_c = 1.0 + ep + zb * err_c
         err_c = err_c + 1.0 + err_zs * 0.50001               # + series remainder, + dc/dZ dZ
-        mm, em = _mul(zm[:, sl], c, nl)                       # nl + 3 limbs
+        if not kernel:
+            mm, em = _mul(zm[:, sl], c, nl)                   # nl + 3 limbs
         res[:, cols[sl]] = mm
         err[cols[sl]] = SAFE * (err_z[sl] + (zmf[sl] * SAFE) * err_c + em)
         kk[cols[sl]] = k[sl]
@@ -1047,6 +1167,7 @@ class Results:
         self.kind = np.zeros(n, dtype=np.int8)
         self.balls: dict[int, arb] = {}
         self.blocks: list[tuple] = []
+        self.block_rows: list[np.ndarray] = []     # per block, the rows put in it
         self.block = np.full(n, -1, dtype=np.int64)
         self.pos = np.zeros(n, dtype=np.int64)
 
@@ -1076,12 +1197,21 @@ class Results:
         self.block[rows] = len(self.blocks)
         self.pos[rows] = np.arange(rows.size)
         self.blocks.append((v, k, fb, rad))
+        self.block_rows.append(rows.copy())
 
     def _fixed_rows(self):
         """Per block: (rows, limbs, k, fb) of the rows that still point at it."""
         for bi, (v, k, fb, _) in enumerate(self.blocks):
-            rows = np.flatnonzero((self.block == bi) & (self.kind == FIXED))
-            if rows.size:
+            # = np.flatnonzero((self.block == bi) & (self.kind == FIXED)), from the rows
+            # put in the block (the only rows that can point at it), ascending
+            put = self.block_rows[bi]
+            ordered = put.size < 2 or bool((put[1:] > put[:-1]).all())
+            if not ordered:
+                put = np.unique(put)
+            rows = put[(self.block[put] == bi) & (self.kind[put] == FIXED)]
+            if ordered and rows.size == put.size:   # all still here, in order: the block
+                yield rows, v, k, fb
+            elif rows.size:
                 p = self.pos[rows]
                 yield rows, v[:, p], k[p], fb
 
@@ -1144,7 +1274,11 @@ class Results:
             for rows, v, k, fb in self._fixed_rows():
                 plain = k == 0
                 if plain.any():
-                    limbs = v[:, plain].sum(axis=1)           # < N 2**27 each: exact
+                    if USE_ROWS_KERNEL:
+                        limbs = np.empty(v.shape[0], dtype=np.int64)
+                        fastref_rows.limb_sums(np.ascontiguousarray(v), plain, limbs)
+                    else:
+                        limbs = v[:, plain].sum(axis=1)       # < N 2**27 each: exact
                     man = 0
                     for j in range(len(limbs) - 1, -1, -1):
                         man = (man << R) + int(limbs[j])
@@ -1164,8 +1298,14 @@ class Results:
 
 def _dd_from_limbs(v: np.ndarray, e0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(hi, lo) of sum_j v_j 2**(R j + e0) (normalised limbs >= 0): the top six limbs as three
-    exact floats, summed with TwoSum / FastTwoSum; hi + lo within 2**-104 relative."""
+    exact floats, summed with TwoSum / FastTwoSum; hi + lo within 2**-104 relative.
+    (`fastref_rows.dd_from_limbs` where USE_ROWS_KERNEL: the same operations per row.)"""
     k, m = v.shape
+    if USE_ROWS_KERNEL:
+        e0 = np.broadcast_to(np.asarray(e0, dtype=np.int64), (m,))
+        hi, lo = np.empty(m), np.empty(m)
+        fastref_rows.dd_from_limbs(np.ascontiguousarray(v), np.ascontiguousarray(e0), hi, lo)
+        return hi, lo
     cols = np.arange(m)
     jt = (k - 1) - np.argmax(v[::-1] != 0, axis=0)
     pad = np.zeros((k + 6, m), dtype=np.float64)
