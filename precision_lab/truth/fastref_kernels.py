@@ -48,6 +48,10 @@ LMASK = (1 << LO_BITS) - 1
 TWO31 = 2.0 ** 31
 TWOM31 = 2.0 ** -31
 NINF = -np.inf
+TWO26 = 2.0 ** R
+TWO52 = 2.0 ** (2 * R)
+TWO78 = 2.0 ** (3 * R)
+B = 32                       # lanes per block of `sums` (structure of arrays: (limbs, B))
 
 __all__ = ["scan", "sums"]
 
@@ -63,6 +67,8 @@ def scan(x, b, lead, tm, t, thr, echunk, step, do_full, nkb, nfin, noff_p, noff_
     off-grid count, count of l != 0. Returns the number of kept logits."""
     n, c = x.shape
     pos = 0
+    pch = 0
+    pnext = echunk
     for i in range(n):
         bg = b[i] * TWO31
         ld = lead[i]
@@ -100,7 +106,10 @@ def scan(x, b, lead, tm, t, thr, echunk, step, do_full, nkb, nfin, noff_p, noff_
                 if lz:
                     f_nzl[fc] += 1
             if keep_p:
-                ch = pos // echunk
+                if pos == pnext:              # ch = pos // echunk, without a division
+                    pch += 1
+                    pnext += echunk
+                ch = pch
                 pos += 1
                 c_m[ch] += 1
                 if h > c_hmax[ch]:
@@ -297,15 +306,260 @@ def _g_off(xv, xs, fl, l, nl, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf, a1t, b
         g[j] = g[j] + f[j] + af[j]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _m5(a0, a1, a2, a3, a4, b0, b1, b2, b3, b4):
+    """`_mul5` on scalars: the 5 limbs as a tuple (for the lane loops)."""
+    s0 = a0 * b4 + a1 * b3 + a2 * b2 + a3 * b1 + a4 * b0
+    s1 = a1 * b4 + a2 * b3 + a3 * b2 + a4 * b1 + (s0 >> R)
+    s2 = a2 * b4 + a3 * b3 + a4 * b2 + (s1 >> R)
+    s3 = a3 * b4 + a4 * b3 + (s2 >> R)
+    s4 = a4 * b4 + (s3 >> R)
+    return s1 & RMASK, s2 & RMASK, s3 & RMASK, s4 & RMASK, s4 >> R
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tiny_fix(xv, kx, p_fb, qf, rf, xl, ln, term, acc):
+    """`_g_off`'s tiny negative x (-2**-32 < x < 0) for lane ln: x_f = 2**-31 - |x|,
+    xl[:kx, ln] = 2**(fb - 31) - ceil(|x| 2**fb) (the same integer steps)."""
+    vv = np.ceil(-xv * p_fb)                 # = ldexp(-x, fb): exact
+    _from_float(vv, kx, term)
+    for j in range(kx):
+        acc[j] = -term[j]
+    acc[kx] = 0
+    acc[qf] += np.int64(1) << rf
+    for j in range(kx):
+        cq = acc[j] >> R
+        acc[j] &= RMASK
+        acc[j + 1] += cq
+    for j in range(kx):
+        xl[j, ln] = acc[j]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _block5(bv, bc, brw, k0, off, spread, prod, b, hit, lot, aht, bht, a1t, b0t, p_x, p_fb,
+            p_t, facf, qf, rf, hl, fv, w, term, acc, s):
+    """nl = 5: the terms of the B logits vv = bv[k0:k0 + B] (all on the grid, or all off it:
+    `off`) of one chunk (choices spread, prod), of rows rw = brw[k0:k0 + B] (non-decreasing),
+    s[rw[ln], :5] += cnt[ln] x term (cnt = bc[k0:k0 + B]). The table limbs are
+    gathered per lane into (5, B) scratch (w[k]), then every step is a loop over the lanes
+    (the scalar formulas of `_mul5`, `_mul445`, `_mul545`, `_g_off` with kx = ke = 4 and the
+    series' limb part up to x**2/2: the same integers and the same IEEE float64 operations)."""
+    vv = bv[k0:k0 + B]
+    cnt = bc[k0:k0 + B]
+    rw = brw[k0:k0 + B]
+    hh = hl[0]
+    ll = hl[1]
+    th = w[0]
+    g = w[1]
+    ta = w[2]
+    tb = w[3]
+    xl = w[4]
+    ee = w[5]
+    xf = fv[0]
+    for ln in range(B):
+        xs = vv[ln] * TWO31
+        fl = np.floor(xs)
+        d = np.int64(fl - b[rw[ln]] * TWO31)
+        hh[ln] = -(d >> LO_BITS)
+        ll[ln] = d & LMASK
+    if spread:                               # T_hi[h] = A[h >> 9] B[h & 511]
+        for ln in range(B):
+            ha = hh[ln] >> 9
+            hb = hh[ln] & 511
+            for jj in range(5):
+                ta[jj, ln] = aht[ha, jj]
+                tb[jj, ln] = bht[hb, jj]
+        for ln in range(B):
+            r0, r1, r2, r3, r4 = _m5(ta[0, ln], ta[1, ln], ta[2, ln], ta[3, ln], ta[4, ln],
+                                     tb[0, ln], tb[1, ln], tb[2, ln], tb[3, ln], tb[4, ln])
+            th[0, ln] = r0
+            th[1, ln] = r1
+            th[2, ln] = r2
+            th[3, ln] = r3
+            th[4, ln] = r4
+    else:
+        for ln in range(B):
+            hx = hh[ln]
+            for jj in range(5):
+                th[jj, ln] = hit[hx, jj]
+    if off:                                  # _frac_limbs, _expm1_fix, _g_off
+        for ln in range(B):
+            xs = vv[ln] * TWO31
+            frac = xs - np.floor(xs)
+            wv = np.floor(frac * p_x)        # _from_float(ldexp(frac, fb - 31), 4)
+            q = np.floor(wv * (1.0 / TWO78))
+            xl[3, ln] = np.int64(q)
+            wv = wv - q * TWO78
+            q = np.floor(wv * (1.0 / TWO52))
+            xl[2, ln] = np.int64(q)
+            wv = wv - q * TWO52
+            q = np.floor(wv * (1.0 / TWO26))
+            xl[1, ln] = np.int64(q)
+            wv = wv - q * TWO26
+            xl[0, ln] = np.int64(wv)
+            xf[ln] = frac * TWOM31
+        for ln in range(B):
+            xs = vv[ln] * TWO31
+            if xs < 0 and xs > -0.5:         # tiny negative x: x_f = 2**-31 - |x|
+                _tiny_fix(vv[ln], 4, p_fb, qf, rf, xl, ln, term, acc)
+                xf[ln] = (1.0 + xs) * TWOM31
+        for ln in range(B):                  # expm1(x_f): x + x**2/2 in limbs, then floats
+            x0, x1, x2, x3 = xl[0, ln], xl[1, ln], xl[2, ln], xl[3, ln]
+            s0 = x1 * x3 + x2 * x2 + x3 * x1             # _mul445(x, x)
+            s1 = x2 * x3 + x3 * x2 + (s0 >> R)
+            s2 = x3 * x3 + (s1 >> R)
+            p0 = s1 & RMASK
+            p1 = s2 & RMASK
+            p2 = s2 >> R
+            t0 = (p0 >> 1) | ((p1 << (R - 1)) & RMASK)   # _shr by 1
+            t1 = (p1 >> 1) | ((p2 << (R - 1)) & RMASK)
+            t2 = p2 >> 1
+            e0 = x0 + t0
+            e1 = x1 + t1
+            e2 = x2 + t2
+            e3 = x3
+            u = xf[ln] * TWO31
+            fk = 1.0 + u * TWOM31 / 4 * (1.0 + u * TWOM31 / 5)
+            pw = u * u
+            pw = pw * u
+            tail = np.int64(np.floor(pw * (fk / facf) * p_t))
+            e0 += tail & RMASK
+            e1 += tail >> R
+            cq = e0 >> R
+            e0 &= RMASK
+            e1 += cq
+            cq = e1 >> R
+            e1 &= RMASK
+            e2 += cq
+            cq = e2 >> R
+            e2 &= RMASK
+            e3 += cq
+            e3 &= RMASK
+            ee[0, ln] = e0
+            ee[1, ln] = e1
+            ee[2, ln] = e2
+            ee[3, ln] = e3
+        for ln in range(B):
+            lx = ll[ln]
+            la = lx >> 10
+            lb = lx & 1023
+            for jj in range(5):
+                ta[jj, ln] = b0t[lb, jj]
+                tb[jj, ln] = a1t[la, jj]
+        for ln in range(B):
+            f0, f1, f2, f3, f4 = ta[0, ln], ta[1, ln], ta[2, ln], ta[3, ln], ta[4, ln]
+            e0, e1, e2, e3 = ee[0, ln], ee[1, ln], ee[2, ln], ee[3, ln]
+            s0 = f1 * e3 + f2 * e2 + f3 * e1 + f4 * e0   # _mul545(b0, e)
+            s1 = f2 * e3 + f3 * e2 + f4 * e1 + (s0 >> R)
+            s2 = f3 * e3 + f4 * e2 + (s1 >> R)
+            s3 = f4 * e3 + (s2 >> R)
+            f0 = f0 + e0 + (s1 & RMASK)
+            f1 = f1 + e1 + (s2 & RMASK)
+            f2 = f2 + e2 + (s3 & RMASK)
+            f3 = f3 + e3 + (s3 >> R)
+            a0, a1, a2, a3, a4 = tb[0, ln], tb[1, ln], tb[2, ln], tb[3, ln], tb[4, ln]
+            r0, r1, r2, r3, r4 = _m5(a0, a1, a2, a3, a4, f0, f1, f2, f3, f4)
+            g[0, ln] = a0 + f0 + r0
+            g[1, ln] = a1 + f1 + r1
+            g[2, ln] = a2 + f2 + r2
+            g[3, ln] = a3 + f3 + r3
+            g[4, ln] = a4 + f4 + r4
+    elif prod:                               # 1 + T_lo[l] = (1 + a1[l >> 10]) (1 + b0[l & 1023])
+        for ln in range(B):
+            lx = ll[ln]
+            la = lx >> 10
+            lb = lx & 1023
+            for jj in range(5):
+                ta[jj, ln] = a1t[la, jj]
+                tb[jj, ln] = b0t[lb, jj]
+        for ln in range(B):
+            a0, a1, a2, a3, a4 = ta[0, ln], ta[1, ln], ta[2, ln], ta[3, ln], ta[4, ln]
+            b0, b1, b2, b3, b4 = tb[0, ln], tb[1, ln], tb[2, ln], tb[3, ln], tb[4, ln]
+            r0, r1, r2, r3, r4 = _m5(a0, a1, a2, a3, a4, b0, b1, b2, b3, b4)
+            g[0, ln] = a0 + b0 + r0
+            g[1, ln] = a1 + b1 + r1
+            g[2, ln] = a2 + b2 + r2
+            g[3, ln] = a3 + b3 + r3
+            g[4, ln] = a4 + b4 + r4
+    else:
+        for ln in range(B):
+            lx = ll[ln]
+            for jj in range(5):
+                g[jj, ln] = lot[lx, jj]
+    for ln in range(B):                      # cnt th (1 + g)
+        a0, a1, a2, a3, a4 = th[0, ln], th[1, ln], th[2, ln], th[3, ln], th[4, ln]
+        r0, r1, r2, r3, r4 = _m5(a0, a1, a2, a3, a4,
+                                 g[0, ln], g[1, ln], g[2, ln], g[3, ln], g[4, ln])
+        m = cnt[ln]
+        th[0, ln] = m * (a0 + r0)
+        th[1, ln] = m * (a1 + r1)
+        th[2, ln] = m * (a2 + r2)
+        th[3, ln] = m * (a3 + r3)
+        th[4, ln] = m * (a4 + r4)
+    r = rw[0]
+    if rw[B - 1] == r:                       # one row: summed over the lanes (exact)
+        for q in range(5):
+            z = np.int64(0)
+            for ln in range(B):
+                z += th[q, ln]
+            s[r, q] += z
+    else:
+        for ln in range(B):
+            for q in range(5):
+                s[rw[ln], q] += th[q, ln]
+
+
+@numba.njit(cache=True, nogil=True)
+def _term1(v, bg, spread, prod, nl, hit, lot, aht, bht, a1t, b0t, p_x, p_fb, kx, ke, kend,
+           facf, p_t, qf, rf, th, g, p, acc, xl, e, term, pr, be, f, af, tv):
+    """One logit's term (any nl, scalar): tv[:nl] = th (1 + g) as `fastref._terms`."""
+    xs = v * TWO31
+    fl = np.floor(xs)
+    d = np.int64(fl - bg)
+    h = -(d >> LO_BITS)
+    l = d & LMASK
+    if spread:
+        ha = h >> 9
+        hb = h & 511
+        for jj in range(nl):
+            p[jj] = aht[ha, jj]
+            g[jj] = bht[hb, jj]
+        _mul(p, nl, g, nl, nl, acc, th)
+    else:
+        for jj in range(nl):
+            th[jj] = hit[h, jj]
+    if xs != fl:
+        _g_off(v, xs, fl, l, nl, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf, a1t, b0t,
+               xl, e, term, pr, acc, be, f, af, g)
+    elif prod:
+        la = l >> 10
+        lb = l & 1023
+        for jj in range(nl):
+            f[jj] = a1t[la, jj]
+            af[jj] = b0t[lb, jj]
+        _mul(f, nl, af, nl, nl, acc, p)
+        for jj in range(nl):
+            g[jj] = f[jj] + af[jj] + p[jj]
+    else:
+        for jj in range(nl):
+            g[jj] = lot[l, jj]
+    _mul(th, nl, g, nl, nl, acc, p)
+    for jj in range(nl):
+        tv[jj] = th[jj] + p[jj]
+
+
 @numba.njit(cache=True, nogil=True)
 def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, hit, lot,
          aht, bht, a1t, b0t, fb, kx, ke, kend, facf, tsh, qf, rf, cache_bits, s):
     """Per row i, s[i, :nl] += the terms of its kept logits (`scan`'s chunks and the choices
     per chunk c_spread, c_prod), as `fastref._vec`'s numpy loop; cache_bits > 0: equal
-    values of a row and chunk share one term (see the module docstring)."""
+    values of a row and chunk share one term (see the module docstring). A chunk's terms
+    are collected (value, count, row; on-grid and off-grid ones apart) and summed at its
+    end by `_chunk`."""
     p_x = np.ldexp(1.0, fb - GRID)
     p_fb = np.ldexp(1.0, fb)
     p_t = np.ldexp(1.0, tsh)
+    lanes = nl == 5 and kx == 4 and ke == 4 and kend == 3
     n, c = x.shape
     th = np.zeros(64, np.int64)
     g = np.zeros(64, np.int64)
@@ -319,95 +573,73 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
     f = np.zeros(64, np.int64)
     af = np.zeros(64, np.int64)
     tv = np.zeros(64, np.int64)
+    w = np.zeros((6, 5, B), np.int64)        # `_block5`'s limbs
+    hl = np.zeros((2, B), np.int64)
+    fv = np.zeros((1, B), np.float64)
+    cap = max(echunk, step * c) + B          # a chunk's terms at most, and a block's padding
+    bv = np.zeros((2, cap), np.float64)      # a chunk's terms: [0] on the grid, [1] off it
+    bc = np.zeros((2, cap), np.int64)        # their counts
+    brw = np.zeros((2, cap), np.int64)       # their rows
+    nb = np.zeros(2, np.int64)
     nslot = 1 << cache_bits
     keys = np.zeros(nslot, np.uint64)
     vals = np.zeros(nslot, np.float64)
     cnts = np.zeros(nslot, np.int64)
     used = np.zeros(nslot, np.int64)
-    ovf = np.zeros(c, np.float64)
     smask = nslot - 1
     pos = 0
-    for i in range(n):
-        bg = b[i] * TWO31
-        ld = lead[i]
-        ti = t[i] if tm[i] else -1
-        cur = -1
+    pch = 0
+    pnext = echunk
+    cur = -1
+    for i in range(n + 1):                   # i = n: the last chunk's end
+        if i == n:
+            c_end = 0
+        else:
+            c_end = c
+            ld = lead[i]
+            ti = t[i] if tm[i] else -1
+            fch = i // step
         nused = 0
-        novf = 0
-        for j in range(c + 1):               # j = c: the end of the row (a last flush)
+        for j in range(c_end + 1):           # j = c: the end of the row (the cache's entries)
             ch = -2
-            if j < c:
+            if j < c_end:
                 v = x[i, j]
                 if j == ti:
                     continue                 # one copy of the maximum is the 1
                 if full:
-                    ch = i // step
+                    ch = fch
                 else:
                     if not ((v - ld) >= thr):
                         continue
-                    ch = pos // echunk
+                    if pos == pnext:         # ch = pos // echunk, without a division
+                        pch += 1
+                        pnext += echunk
+                    ch = pch
                     pos += 1
-            if ch != cur:                    # a new chunk (or the row's end): the pending terms
-                for u in range(nused + novf):
-                    if u < nused:
-                        sl = used[u]
-                        v = vals[sl]
-                        mcount = cnts[sl]
-                        cnts[sl] = 0
-                    else:
-                        v = ovf[u - nused]
-                        mcount = 1
-                    ch0 = cur
-                    xs = v * TWO31
-                    fl = np.floor(xs)
-                    d = np.int64(fl - bg)
-                    h = -(d >> LO_BITS)
-                    l = d & LMASK
-                    if c_spread[ch0]:
-                        ha = h >> 9
-                        hb = h & 511
-                        for jj in range(nl):
-                            p[jj] = aht[ha, jj]
-                            g[jj] = bht[hb, jj]
-                        _mul5(p, g, th) if nl == 5 else _mul(p, nl, g, nl, nl, acc, th)
-                    else:
-                        for jj in range(nl):
-                            th[jj] = hit[h, jj]
-                    if xs != fl:
-                        _g_off(v, xs, fl, l, nl, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf, a1t, b0t,
-                               xl, e, term, pr, acc, be, f, af, g)
-                    elif c_prod[ch0]:
-                        la = l >> 10
-                        lb = l & 1023
-                        for jj in range(nl):
-                            f[jj] = a1t[la, jj]
-                            af[jj] = b0t[lb, jj]
-                        _mul5(f, af, p) if nl == 5 else _mul(f, nl, af, nl, nl, acc, p)
-                        for jj in range(nl):
-                            g[jj] = f[jj] + af[jj] + p[jj]
-                    else:
-                        for jj in range(nl):
-                            g[jj] = lot[l, jj]
-                    nz = False
-                    for jj in range(nl):
-                        if g[jj] != 0:
-                            nz = True
-                    if nz:
-                        _mul5(th, g, p) if nl == 5 else _mul(th, nl, g, nl, nl, acc, p)
-                        for jj in range(nl):
-                            tv[jj] = th[jj] + p[jj]
-                    else:                                # th g = 0: every partial product is 0
-                        for jj in range(nl):
-                            tv[jj] = th[jj]
-
-                    for q in range(nl):
-                        s[i, q] += mcount * tv[q]
+                if ch == cur:
+                    if cache_bits == 0:
+                        _push(v, 1, i, bv, bc, brw, nb)
+                        continue
+            elif i == n:
+                ch = -3                      # the end: the last chunk's sums
+            if ch != cur or j == c_end:      # a new chunk or the row's end: the cache's terms
+                for u in range(nused):
+                    sl = used[u]
+                    _push(vals[sl], cnts[sl], i, bv, bc, brw, nb)
+                    cnts[sl] = 0
                 nused = 0
-                novf = 0
+            if ch != cur and ch != -2:       # a new chunk: the last one's sums
+                if cur >= 0:
+                    for k in range(2):
+                        if nb[k]:
+                            _chunk(bv[k], bc[k], brw[k], nb[k], k == 1, c_spread[cur],
+                                   c_prod[cur], b, lanes, nl, hit, lot, aht, bht, a1t, b0t,
+                                   p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf, hl, fv, w, th,
+                                   g, p, acc, xl, e, term, pr, be, f, af, tv, s)
+                            nb[k] = 0
                 cur = ch
-            if j == c:
+            if j == c_end:
                 break
-            v = x[i, j]
             if cache_bits:                   # equal values share a slot (linear probing)
                 key = xb[i, j]
                 sl = np.int64((key * np.uint64(0x9E3779B97F4A7C15))
@@ -429,5 +661,41 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                     sl = (sl + 1) & smask
                 if placed:
                     continue
-            ovf[novf] = v
-            novf += 1
+            _push(v, 1, i, bv, bc, brw, nb)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _push(v, m, i, bv, bc, brw, nb):
+    """A term (value v, count m, row i) onto its list: on the grid or off it."""
+    xs = v * TWO31
+    k = 0 if xs == np.floor(xs) else 1
+    q = nb[k]
+    bv[k, q] = v
+    bc[k, q] = m
+    brw[k, q] = i
+    nb[k] = q + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _chunk(bv, bc, brw, nk, off, sp, pd, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, p_x,
+           p_fb, kx, ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr,
+           be, f, af, tv, s):
+    """A chunk's terms (the first nk of bv, counts bc, rows brw; all on or all off the grid)
+    added into s: `_block5` per B of them (the last block padded with copies of the last
+    term, count 0), or `_term1` each."""
+    if lanes:
+        for ln in range(nk, -(-nk // B) * B):
+            bv[ln] = bv[nk - 1]
+            bc[ln] = 0
+            brw[ln] = brw[nk - 1]
+        for k0 in range(0, nk, B):
+            _block5(bv, bc, brw, k0, off, sp, pd, b, hit, lot, aht, bht, a1t, b0t, p_x, p_fb,
+                    p_t, facf, qf, rf, hl, fv, w, term, acc, s)
+        return
+    for k in range(nk):
+        r = brw[k]
+        _term1(bv[k], b[r] * TWO31, sp, pd, nl, hit, lot, aht, bht, a1t, b0t, p_x, p_fb, kx,
+               ke, kend, facf, p_t, qf, rf, th, g, p, acc, xl, e, term, pr, be, f, af, tv)
+        m = bc[k]
+        for q in range(nl):
+            s[r, q] += m * tv[q]
