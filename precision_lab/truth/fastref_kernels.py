@@ -318,9 +318,9 @@ def _m5(a0, a1, a2, a3, a4, b0, b1, b2, b3, b4):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _tiny_fix(xv, kx, p_fb, qf, rf, xl, ln, term, acc):
+def _tiny_fix(xv, kx, p_fb, qf, rf, w, ln, term, acc):
     """`_g_off`'s tiny negative x (-2**-32 < x < 0) for lane ln: x_f = 2**-31 - |x|,
-    xl[:kx, ln] = 2**(fb - 31) - ceil(|x| 2**fb) (the same integer steps)."""
+    w[4, :kx, ln] = 2**(fb - 31) - ceil(|x| 2**fb) (the same integer steps)."""
     vv = np.ceil(-xv * p_fb)                 # = ldexp(-x, fb): exact
     _from_float(vv, kx, term)
     for j in range(kx):
@@ -332,181 +332,196 @@ def _tiny_fix(xv, kx, p_fb, qf, rf, xl, ln, term, acc):
         acc[j] &= RMASK
         acc[j + 1] += cq
     for j in range(kx):
-        xl[j, ln] = acc[j]
+        w[4, j, ln] = acc[j]
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _block5(bv, bc, brw, k0, off, spread, prod, b, hit, lot, aht, bht, a1t, b0t, p_x, p_fb,
+@numba.njit(cache=True, nogil=True)
+def _block5(bv, bc, brw, nk, off, spread, prod, b, hit, lot, aht, bht, a1t, b0t, p_x, p_fb,
             p_t, facf, qf, rf, hl, fv, w, term, acc, s):
     """nl = 5: the terms of the B logits vv = bv[k0:k0 + B] (all on the grid, or all off it:
     `off`) of one chunk (choices spread, prod), of rows rw = brw[k0:k0 + B] (non-decreasing),
-    s[rw[ln], :5] += cnt[ln] x term (cnt = bc[k0:k0 + B]). The table limbs are
+    s[brw[k0 + ln], :5] += bc[k0 + ln] x term (cnt = bc[k0:k0 + B]). The table limbs are
     gathered per lane into (5, B) scratch (w[k]), then every step is a loop over the lanes
     (the scalar formulas of `_mul5`, `_mul445`, `_mul545`, `_g_off` with kx = ke = 4 and the
     series' limb part up to x**2/2: the same integers and the same IEEE float64 operations)."""
-    vv = bv[k0:k0 + B]
-    cnt = bc[k0:k0 + B]
-    rw = brw[k0:k0 + B]
-    hh = hl[0]
-    ll = hl[1]
-    th = w[0]
-    g = w[1]
-    ta = w[2]
-    tb = w[3]
-    xl = w[4]
-    ee = w[5]
-    xf = fv[0]
-    for ln in range(B):
-        xs = vv[ln] * TWO31
-        fl = np.floor(xs)
-        d = np.int64(fl - b[rw[ln]] * TWO31)
-        hh[ln] = -(d >> LO_BITS)
-        ll[ln] = d & LMASK
-    if spread:                               # T_hi[h] = A[h >> 9] B[h & 511]
-        for ln in range(B):
-            ha = hh[ln] >> 9
-            hb = hh[ln] & 511
-            for jj in range(5):
-                ta[jj, ln] = aht[ha, jj]
-                tb[jj, ln] = bht[hb, jj]
-        for ln in range(B):
-            r0, r1, r2, r3, r4 = _m5(ta[0, ln], ta[1, ln], ta[2, ln], ta[3, ln], ta[4, ln],
-                                     tb[0, ln], tb[1, ln], tb[2, ln], tb[3, ln], tb[4, ln])
-            th[0, ln] = r0
-            th[1, ln] = r1
-            th[2, ln] = r2
-            th[3, ln] = r3
-            th[4, ln] = r4
-    else:
-        for ln in range(B):
-            hx = hh[ln]
-            for jj in range(5):
-                th[jj, ln] = hit[hx, jj]
-    if off:                                  # _frac_limbs, _expm1_fix, _g_off
-        for ln in range(B):
-            xs = vv[ln] * TWO31
-            frac = xs - np.floor(xs)
-            wv = np.floor(frac * p_x)        # _from_float(ldexp(frac, fb - 31), 4)
-            q = np.floor(wv * (1.0 / TWO78))
-            xl[3, ln] = np.int64(q)
-            wv = wv - q * TWO78
-            q = np.floor(wv * (1.0 / TWO52))
-            xl[2, ln] = np.int64(q)
-            wv = wv - q * TWO52
-            q = np.floor(wv * (1.0 / TWO26))
-            xl[1, ln] = np.int64(q)
-            wv = wv - q * TWO26
-            xl[0, ln] = np.int64(wv)
-            xf[ln] = frac * TWOM31
-        for ln in range(B):
-            xs = vv[ln] * TWO31
-            if xs < 0 and xs > -0.5:         # tiny negative x: x_f = 2**-31 - |x|
-                _tiny_fix(vv[ln], 4, p_fb, qf, rf, xl, ln, term, acc)
-                xf[ln] = (1.0 + xs) * TWOM31
-        for ln in range(B):                  # expm1(x_f): x + x**2/2 in limbs, then floats
-            x0, x1, x2, x3 = xl[0, ln], xl[1, ln], xl[2, ln], xl[3, ln]
-            s0 = x1 * x3 + x2 * x2 + x3 * x1             # _mul445(x, x)
-            s1 = x2 * x3 + x3 * x2 + (s0 >> R)
-            s2 = x3 * x3 + (s1 >> R)
-            p0 = s1 & RMASK
-            p1 = s2 & RMASK
-            p2 = s2 >> R
-            t0 = (p0 >> 1) | ((p1 << (R - 1)) & RMASK)   # _shr by 1
-            t1 = (p1 >> 1) | ((p2 << (R - 1)) & RMASK)
-            t2 = p2 >> 1
-            e0 = x0 + t0
-            e1 = x1 + t1
-            e2 = x2 + t2
-            e3 = x3
-            u = xf[ln] * TWO31
-            fk = 1.0 + u * TWOM31 / 4 * (1.0 + u * TWOM31 / 5)
-            pw = u * u
-            pw = pw * u
-            tail = np.int64(np.floor(pw * (fk / facf) * p_t))
-            e0 += tail & RMASK
-            e1 += tail >> R
-            cq = e0 >> R
-            e0 &= RMASK
-            e1 += cq
-            cq = e1 >> R
-            e1 &= RMASK
-            e2 += cq
-            cq = e2 >> R
-            e2 &= RMASK
-            e3 += cq
-            e3 &= RMASK
-            ee[0, ln] = e0
-            ee[1, ln] = e1
-            ee[2, ln] = e2
-            ee[3, ln] = e3
-        for ln in range(B):
-            lx = ll[ln]
-            la = lx >> 10
-            lb = lx & 1023
-            for jj in range(5):
-                ta[jj, ln] = b0t[lb, jj]
-                tb[jj, ln] = a1t[la, jj]
-        for ln in range(B):
-            f0, f1, f2, f3, f4 = ta[0, ln], ta[1, ln], ta[2, ln], ta[3, ln], ta[4, ln]
-            e0, e1, e2, e3 = ee[0, ln], ee[1, ln], ee[2, ln], ee[3, ln]
-            s0 = f1 * e3 + f2 * e2 + f3 * e1 + f4 * e0   # _mul545(b0, e)
-            s1 = f2 * e3 + f3 * e2 + f4 * e1 + (s0 >> R)
-            s2 = f3 * e3 + f4 * e2 + (s1 >> R)
-            s3 = f4 * e3 + (s2 >> R)
-            f0 = f0 + e0 + (s1 & RMASK)
-            f1 = f1 + e1 + (s2 & RMASK)
-            f2 = f2 + e2 + (s3 & RMASK)
-            f3 = f3 + e3 + (s3 >> R)
-            a0, a1, a2, a3, a4 = tb[0, ln], tb[1, ln], tb[2, ln], tb[3, ln], tb[4, ln]
-            r0, r1, r2, r3, r4 = _m5(a0, a1, a2, a3, a4, f0, f1, f2, f3, f4)
-            g[0, ln] = a0 + f0 + r0
-            g[1, ln] = a1 + f1 + r1
-            g[2, ln] = a2 + f2 + r2
-            g[3, ln] = a3 + f3 + r3
-            g[4, ln] = a4 + f4 + r4
-    elif prod:                               # 1 + T_lo[l] = (1 + a1[l >> 10]) (1 + b0[l & 1023])
-        for ln in range(B):
-            lx = ll[ln]
-            la = lx >> 10
-            lb = lx & 1023
-            for jj in range(5):
-                ta[jj, ln] = a1t[la, jj]
-                tb[jj, ln] = b0t[lb, jj]
-        for ln in range(B):
-            a0, a1, a2, a3, a4 = ta[0, ln], ta[1, ln], ta[2, ln], ta[3, ln], ta[4, ln]
-            b0, b1, b2, b3, b4 = tb[0, ln], tb[1, ln], tb[2, ln], tb[3, ln], tb[4, ln]
-            r0, r1, r2, r3, r4 = _m5(a0, a1, a2, a3, a4, b0, b1, b2, b3, b4)
-            g[0, ln] = a0 + b0 + r0
-            g[1, ln] = a1 + b1 + r1
-            g[2, ln] = a2 + b2 + r2
-            g[3, ln] = a3 + b3 + r3
-            g[4, ln] = a4 + b4 + r4
-    else:
-        for ln in range(B):
-            lx = ll[ln]
-            for jj in range(5):
-                g[jj, ln] = lot[lx, jj]
-    for ln in range(B):                      # cnt th (1 + g)
-        a0, a1, a2, a3, a4 = th[0, ln], th[1, ln], th[2, ln], th[3, ln], th[4, ln]
-        r0, r1, r2, r3, r4 = _m5(a0, a1, a2, a3, a4,
-                                 g[0, ln], g[1, ln], g[2, ln], g[3, ln], g[4, ln])
-        m = cnt[ln]
-        th[0, ln] = m * (a0 + r0)
-        th[1, ln] = m * (a1 + r1)
-        th[2, ln] = m * (a2 + r2)
-        th[3, ln] = m * (a3 + r3)
-        th[4, ln] = m * (a4 + r4)
-    r = rw[0]
-    if rw[B - 1] == r:                       # one row: summed over the lanes (exact)
-        for q in range(5):
-            z = np.int64(0)
+    for k0 in range(0, nk, B):
+        r = brw[k0]
+        one = brw[k0 + B - 1] == r           # the block's lanes of one row (the usual case)
+        if one:
+            bg = b[r] * TWO31
             for ln in range(B):
-                z += th[q, ln]
-            s[r, q] += z
-    else:
-        for ln in range(B):
-            for q in range(5):
-                s[rw[ln], q] += th[q, ln]
+                xs = bv[k0 + ln] * TWO31
+                fl = np.floor(xs)
+                d = np.int64(fl - bg)
+                hl[0, ln] = -(d >> LO_BITS)
+                hl[1, ln] = d & LMASK
+        else:
+            for ln in range(B):
+                xs = bv[k0 + ln] * TWO31
+                fl = np.floor(xs)
+                d = np.int64(fl - b[brw[k0 + ln]] * TWO31)
+                hl[0, ln] = -(d >> LO_BITS)
+                hl[1, ln] = d & LMASK
+        if spread:                               # T_hi[h] = A[h >> 9] B[h & 511]
+            for ln in range(B):
+                ha = hl[0, ln] >> 9
+                hb = hl[0, ln] & 511
+                for jj in range(5):
+                    w[2, jj, ln] = aht[ha, jj]
+                    w[3, jj, ln] = bht[hb, jj]
+            for ln in range(B):
+                r0, r1, r2, r3, r4 = _m5(w[2, 0, ln], w[2, 1, ln], w[2, 2, ln], w[2, 3, ln], w[2, 4, ln],
+                                         w[3, 0, ln], w[3, 1, ln], w[3, 2, ln], w[3, 3, ln], w[3, 4, ln])
+                w[0, 0, ln] = r0
+                w[0, 1, ln] = r1
+                w[0, 2, ln] = r2
+                w[0, 3, ln] = r3
+                w[0, 4, ln] = r4
+        else:
+            for ln in range(B):
+                hx = hl[0, ln]
+                for jj in range(5):
+                    w[0, jj, ln] = hit[hx, jj]
+        if off:                                  # _frac_limbs, _expm1_fix, _g_off
+            for ln in range(B):
+                xs = bv[k0 + ln] * TWO31
+                frac = xs - np.floor(xs)
+                wv = np.floor(frac * p_x)        # _from_float(ldexp(frac, fb - 31), 4)
+                q = np.floor(wv * (1.0 / TWO78))
+                w[4, 3, ln] = np.int64(q)
+                wv = wv - q * TWO78
+                q = np.floor(wv * (1.0 / TWO52))
+                w[4, 2, ln] = np.int64(q)
+                wv = wv - q * TWO52
+                q = np.floor(wv * (1.0 / TWO26))
+                w[4, 1, ln] = np.int64(q)
+                wv = wv - q * TWO26
+                w[4, 0, ln] = np.int64(wv)
+                fv[0, ln] = frac * TWOM31
+            for ln in range(B):
+                xs = bv[k0 + ln] * TWO31
+                if xs < 0 and xs > -0.5:         # tiny negative x: x_f = 2**-31 - |x|
+                    _tiny_fix(bv[k0 + ln], 4, p_fb, qf, rf, w, ln, term, acc)
+                    fv[0, ln] = (1.0 + xs) * TWOM31
+            for ln in range(B):                  # expm1(x_f): x + x**2/2 in limbs, then floats
+                x0, x1, x2, x3 = w[4, 0, ln], w[4, 1, ln], w[4, 2, ln], w[4, 3, ln]
+                s0 = x1 * x3 + x2 * x2 + x3 * x1             # _mul445(x, x)
+                s1 = x2 * x3 + x3 * x2 + (s0 >> R)
+                s2 = x3 * x3 + (s1 >> R)
+                p0 = s1 & RMASK
+                p1 = s2 & RMASK
+                p2 = s2 >> R
+                t0 = (p0 >> 1) | ((p1 << (R - 1)) & RMASK)   # _shr by 1
+                t1 = (p1 >> 1) | ((p2 << (R - 1)) & RMASK)
+                t2 = p2 >> 1
+                e0 = x0 + t0
+                e1 = x1 + t1
+                e2 = x2 + t2
+                e3 = x3
+                u = fv[0, ln] * TWO31
+                fk = 1.0 + u * TWOM31 / 4 * (1.0 + u * TWOM31 / 5)
+                pw = u * u
+                pw = pw * u
+                tail = np.int64(np.floor(pw * (fk / facf) * p_t))
+                e0 += tail & RMASK
+                e1 += tail >> R
+                cq = e0 >> R
+                e0 &= RMASK
+                e1 += cq
+                cq = e1 >> R
+                e1 &= RMASK
+                e2 += cq
+                cq = e2 >> R
+                e2 &= RMASK
+                e3 += cq
+                e3 &= RMASK
+                w[5, 0, ln] = e0
+                w[5, 1, ln] = e1
+                w[5, 2, ln] = e2
+                w[5, 3, ln] = e3
+            for ln in range(B):
+                lx = hl[1, ln]
+                la = lx >> 10
+                lb = lx & 1023
+                for jj in range(5):
+                    w[2, jj, ln] = b0t[lb, jj]
+                    w[3, jj, ln] = a1t[la, jj]
+            for ln in range(B):
+                f0, f1, f2, f3, f4 = w[2, 0, ln], w[2, 1, ln], w[2, 2, ln], w[2, 3, ln], w[2, 4, ln]
+                e0, e1, e2, e3 = w[5, 0, ln], w[5, 1, ln], w[5, 2, ln], w[5, 3, ln]
+                s0 = f1 * e3 + f2 * e2 + f3 * e1 + f4 * e0   # _mul545(b0, e)
+                s1 = f2 * e3 + f3 * e2 + f4 * e1 + (s0 >> R)
+                s2 = f3 * e3 + f4 * e2 + (s1 >> R)
+                s3 = f4 * e3 + (s2 >> R)
+                f0 = f0 + e0 + (s1 & RMASK)
+                f1 = f1 + e1 + (s2 & RMASK)
+                f2 = f2 + e2 + (s3 & RMASK)
+                f3 = f3 + e3 + (s3 >> R)
+                a0, a1, a2, a3, a4 = w[3, 0, ln], w[3, 1, ln], w[3, 2, ln], w[3, 3, ln], w[3, 4, ln]
+                r0, r1, r2, r3, r4 = _m5(a0, a1, a2, a3, a4, f0, f1, f2, f3, f4)
+                w[1, 0, ln] = a0 + f0 + r0
+                w[1, 1, ln] = a1 + f1 + r1
+                w[1, 2, ln] = a2 + f2 + r2
+                w[1, 3, ln] = a3 + f3 + r3
+                w[1, 4, ln] = a4 + f4 + r4
+        elif prod:                               # 1 + T_lo[l] = (1 + a1[l >> 10]) (1 + b0[l & 1023])
+            for ln in range(B):
+                lx = hl[1, ln]
+                la = lx >> 10
+                lb = lx & 1023
+                for jj in range(5):
+                    w[2, jj, ln] = a1t[la, jj]
+                    w[3, jj, ln] = b0t[lb, jj]
+            for ln in range(B):
+                a0, a1, a2, a3, a4 = w[2, 0, ln], w[2, 1, ln], w[2, 2, ln], w[2, 3, ln], w[2, 4, ln]
+                b0, b1, b2, b3, b4 = w[3, 0, ln], w[3, 1, ln], w[3, 2, ln], w[3, 3, ln], w[3, 4, ln]
+                r0, r1, r2, r3, r4 = _m5(a0, a1, a2, a3, a4, b0, b1, b2, b3, b4)
+                w[1, 0, ln] = a0 + b0 + r0
+                w[1, 1, ln] = a1 + b1 + r1
+                w[1, 2, ln] = a2 + b2 + r2
+                w[1, 3, ln] = a3 + b3 + r3
+                w[1, 4, ln] = a4 + b4 + r4
+        else:
+            for ln in range(B):
+                lx = hl[1, ln]
+                for jj in range(5):
+                    w[1, jj, ln] = lot[lx, jj]
+        if one:                              # cnt th (1 + g), summed over the lanes (exact)
+            z0 = np.int64(0)
+            z1 = np.int64(0)
+            z2 = np.int64(0)
+            z3 = np.int64(0)
+            z4 = np.int64(0)
+            for ln in range(B):
+                a0, a1, a2, a3, a4 = w[0, 0, ln], w[0, 1, ln], w[0, 2, ln], w[0, 3, ln], w[0, 4, ln]
+                r0, r1, r2, r3, r4 = _m5(a0, a1, a2, a3, a4, w[1, 0, ln], w[1, 1, ln],
+                                         w[1, 2, ln], w[1, 3, ln], w[1, 4, ln])
+                m = bc[k0 + ln]
+                z0 += m * (a0 + r0)
+                z1 += m * (a1 + r1)
+                z2 += m * (a2 + r2)
+                z3 += m * (a3 + r3)
+                z4 += m * (a4 + r4)
+            s[r, 0] += z0
+            s[r, 1] += z1
+            s[r, 2] += z2
+            s[r, 3] += z3
+            s[r, 4] += z4
+        else:                                # lanes of several rows: each into its row
+            for ln in range(B):
+                a0, a1, a2, a3, a4 = w[0, 0, ln], w[0, 1, ln], w[0, 2, ln], w[0, 3, ln], w[0, 4, ln]
+                r0, r1, r2, r3, r4 = _m5(a0, a1, a2, a3, a4, w[1, 0, ln], w[1, 1, ln],
+                                         w[1, 2, ln], w[1, 3, ln], w[1, 4, ln])
+                m = bc[k0 + ln]
+                w[0, 0, ln] = m * (a0 + r0)
+                w[0, 1, ln] = m * (a1 + r1)
+                w[0, 2, ln] = m * (a2 + r2)
+                w[0, 3, ln] = m * (a3 + r3)
+                w[0, 4, ln] = m * (a4 + r4)
+            for ln in range(B):
+                rr = brw[k0 + ln]
+                for q in range(5):
+                    s[rr, q] += w[0, q, ln]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -578,23 +593,25 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
     fv = np.zeros((1, B), np.float64)
     cap = max(echunk, step * c) + B          # a chunk's terms at most, and a block's padding
     bv = np.zeros((2, cap), np.float64)      # a chunk's terms: [0] on the grid, [1] off it
-    bc = np.zeros((2, cap), np.int64)        # their counts
+    bc = np.zeros((2, cap), np.int64)        # their counts (with the value cache)
     brw = np.zeros((2, cap), np.int64)       # their rows
-    nb = np.zeros(2, np.int64)
     nslot = 1 << cache_bits
     keys = np.zeros(nslot, np.uint64)
     vals = np.zeros(nslot, np.float64)
     cnts = np.zeros(nslot, np.int64)
     used = np.zeros(nslot, np.int64)
     smask = nslot - 1
+    if cache_bits == 0:
+        bc[:, :] = 1                         # one term per logit (`_chunk` restores the ones)
     pos = 0
     pch = 0
     pnext = echunk
     cur = -1
+    n0 = 0
+    n1 = 0
     for i in range(n + 1):                   # i = n: the last chunk's end
-        if i == n:
-            c_end = 0
-        else:
+        c_end = 0
+        if i < n:
             c_end = c
             ld = lead[i]
             ti = t[i] if tm[i] else -1
@@ -616,27 +633,47 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                         pnext += echunk
                     ch = pch
                     pos += 1
-                if ch == cur:
-                    if cache_bits == 0:
-                        _push(v, 1, i, bv, bc, brw, nb)
-                        continue
+                if ch == cur and cache_bits == 0:    # the usual case: onto a list
+                    xs = v * TWO31
+                    if xs == np.floor(xs):
+                        bv[0, n0] = v
+                        brw[0, n0] = i
+                        n0 += 1
+                    else:
+                        bv[1, n1] = v
+                        brw[1, n1] = i
+                        n1 += 1
+                    continue
             elif i == n:
                 ch = -3                      # the end: the last chunk's sums
             if ch != cur or j == c_end:      # a new chunk or the row's end: the cache's terms
                 for u in range(nused):
                     sl = used[u]
-                    _push(vals[sl], cnts[sl], i, bv, bc, brw, nb)
+                    vu = vals[sl]
+                    xs = vu * TWO31
+                    if xs == np.floor(xs):
+                        bv[0, n0] = vu
+                        bc[0, n0] = cnts[sl]
+                        brw[0, n0] = i
+                        n0 += 1
+                    else:
+                        bv[1, n1] = vu
+                        bc[1, n1] = cnts[sl]
+                        brw[1, n1] = i
+                        n1 += 1
                     cnts[sl] = 0
                 nused = 0
             if ch != cur and ch != -2:       # a new chunk: the last one's sums
                 if cur >= 0:
                     for k in range(2):
-                        if nb[k]:
-                            _chunk(bv[k], bc[k], brw[k], nb[k], k == 1, c_spread[cur],
-                                   c_prod[cur], b, lanes, nl, hit, lot, aht, bht, a1t, b0t,
-                                   p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf, hl, fv, w, th,
-                                   g, p, acc, xl, e, term, pr, be, f, af, tv, s)
-                            nb[k] = 0
+                        nk = n0 if k == 0 else n1
+                        if nk:
+                            _chunk(bv[k], bc[k], brw[k], nk, k == 1, c_spread[cur],
+                                   c_prod[cur], cache_bits == 0, b, lanes, nl, hit, lot, aht,
+                                   bht, a1t, b0t, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf,
+                                   hl, fv, w, th, g, p, acc, xl, e, term, pr, be, f, af, tv, s)
+                n0 = 0
+                n1 = 0
                 cur = ch
             if j == c_end:
                 break
@@ -661,36 +698,37 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                     sl = (sl + 1) & smask
                 if placed:
                     continue
-            _push(v, 1, i, bv, bc, brw, nb)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _push(v, m, i, bv, bc, brw, nb):
-    """A term (value v, count m, row i) onto its list: on the grid or off it."""
-    xs = v * TWO31
-    k = 0 if xs == np.floor(xs) else 1
-    q = nb[k]
-    bv[k, q] = v
-    bc[k, q] = m
-    brw[k, q] = i
-    nb[k] = q + 1
+            xs = v * TWO31                   # a term of its own
+            if xs == np.floor(xs):
+                bv[0, n0] = v
+                bc[0, n0] = 1
+                brw[0, n0] = i
+                n0 += 1
+            else:
+                bv[1, n1] = v
+                bc[1, n1] = 1
+                brw[1, n1] = i
+                n1 += 1
 
 
 @numba.njit(cache=True, nogil=True)
-def _chunk(bv, bc, brw, nk, off, sp, pd, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, p_x,
+def _chunk(bv, bc, brw, nk, off, sp, pd, ones, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, p_x,
            p_fb, kx, ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr,
            be, f, af, tv, s):
     """A chunk's terms (the first nk of bv, counts bc, rows brw; all on or all off the grid)
     added into s: `_block5` per B of them (the last block padded with copies of the last
-    term, count 0), or `_term1` each."""
+    term, count 0), or `_term1` each; ones: the counts past nk are set back to 1."""
     if lanes:
-        for ln in range(nk, -(-nk // B) * B):
+        nend = -(-nk // B) * B
+        for ln in range(nk, nend):
             bv[ln] = bv[nk - 1]
             bc[ln] = 0
             brw[ln] = brw[nk - 1]
-        for k0 in range(0, nk, B):
-            _block5(bv, bc, brw, k0, off, sp, pd, b, hit, lot, aht, bht, a1t, b0t, p_x, p_fb,
-                    p_t, facf, qf, rf, hl, fv, w, term, acc, s)
+        _block5(bv, bc, brw, nk, off, sp, pd, b, hit, lot, aht, bht, a1t, b0t, p_x, p_fb,
+                p_t, facf, qf, rf, hl, fv, w, term, acc, s)
+        if ones:
+            for ln in range(nk, nend):
+                bc[ln] = 1
         return
     for k in range(nk):
         r = brw[k]
