@@ -69,6 +69,10 @@ def scan(x, b, lead, tm, t, thr, echunk, step, do_full, nkb, nfin, noff_p, noff_
     pos = 0
     pch = 0
     pnext = echunk
+    cm = 0                                    # the current chunk's counts, kept in registers
+    chx = 0
+    co = 0
+    cz = 0
     for i in range(n):
         bg = b[i] * TWO31
         ld = lead[i]
@@ -77,7 +81,8 @@ def scan(x, b, lead, tm, t, thr, echunk, step, do_full, nkb, nfin, noff_p, noff_
         fin = 0
         op = 0
         of = 0
-        fc = i // step
+        fhx = 0
+        fz = 0
         for j in range(c):
             v = x[i, j]
             if v != NINF:
@@ -97,32 +102,43 @@ def scan(x, b, lead, tm, t, thr, echunk, step, do_full, nkb, nfin, noff_p, noff_
             h = -(d >> LO_BITS)
             lz = (d & LMASK) != 0
             if do_full:
-                f_m[fc] += 1
-                if h > f_hmax[fc]:
-                    f_hmax[fc] = h
-                if off:
-                    f_off[fc] += 1
-                    of += 1
-                if lz:
-                    f_nzl[fc] += 1
+                if h > fhx:
+                    fhx = h
+                of += off
+                fz += lz
             if keep_p:
                 if pos == pnext:              # ch = pos // echunk, without a division
+                    c_m[pch] += cm
+                    c_hmax[pch] = max(c_hmax[pch], chx)
+                    c_off[pch] += co
+                    c_nzl[pch] += cz
+                    cm = 0
+                    chx = 0
+                    co = 0
+                    cz = 0
                     pch += 1
                     pnext += echunk
-                ch = pch
                 pos += 1
-                c_m[ch] += 1
-                if h > c_hmax[ch]:
-                    c_hmax[ch] = h
-                if off:
-                    c_off[ch] += 1
-                    op += 1
-                if lz:
-                    c_nzl[ch] += 1
+                cm += 1
+                if h > chx:
+                    chx = h
+                co += off
+                op += off
+                cz += lz
+        if do_full:
+            fc = i // step
+            f_m[fc] += kb
+            f_hmax[fc] = max(f_hmax[fc], fhx)
+            f_off[fc] += of
+            f_nzl[fc] += fz
         nkb[i] = kb
         nfin[i] = fin
         noff_p[i] = op
         noff_f[i] = of
+    c_m[pch] += cm
+    c_hmax[pch] = max(c_hmax[pch], chx)
+    c_off[pch] += co
+    c_nzl[pch] += cz
     return pos
 
 
