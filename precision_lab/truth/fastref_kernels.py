@@ -52,6 +52,7 @@ TWO26 = 2.0 ** R
 TWO52 = 2.0 ** (2 * R)
 TWO78 = 2.0 ** (3 * R)
 B = 32                       # lanes per block of `sums` (structure of arrays: (limbs, B))
+LIST = 16 * B                # terms summed at a time (lists that stay in the L1 cache)
 
 __all__ = ["scan", "sums"]
 
@@ -607,7 +608,7 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
     w = np.zeros((6, 5, B), np.int64)        # `_block5`'s limbs
     hl = np.zeros((2, B), np.int64)
     fv = np.zeros((1, B), np.float64)
-    cap = max(echunk, step * c) + B          # a chunk's terms at most, and a block's padding
+    cap = LIST + B                           # a list's terms at most, and a block's padding
     bv = np.zeros((2, cap), np.float64)      # a chunk's terms: [0] on the grid, [1] off it
     bc = np.zeros((2, cap), np.int64)        # their counts (with the value cache)
     brw = np.zeros((2, cap), np.int64)       # their rows
@@ -655,10 +656,22 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                         bv[0, n0] = v
                         brw[0, n0] = i
                         n0 += 1
+                        if n0 == LIST:                 # a full list: its sums now (cache-sized lists)
+                            _chunk(bv[0], bc[0], brw[0], LIST, False, c_spread[cur], c_prod[cur],
+                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, p_x, p_fb, kx,
+                                   ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
+                                   f, af, tv, s)
+                            n0 = 0
                     else:
                         bv[1, n1] = v
                         brw[1, n1] = i
                         n1 += 1
+                        if n1 == LIST:                 # a full list: its sums now (cache-sized lists)
+                            _chunk(bv[1], bc[1], brw[1], LIST, True, c_spread[cur], c_prod[cur],
+                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, p_x, p_fb, kx,
+                                   ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
+                                   f, af, tv, s)
+                            n1 = 0
                     continue
             elif i == n:
                 ch = -3                      # the end: the last chunk's sums
@@ -672,11 +685,23 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                         bc[0, n0] = cnts[sl]
                         brw[0, n0] = i
                         n0 += 1
+                        if n0 == LIST:                 # a full list: its sums now (cache-sized lists)
+                            _chunk(bv[0], bc[0], brw[0], LIST, False, c_spread[cur], c_prod[cur],
+                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, p_x, p_fb, kx,
+                                   ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
+                                   f, af, tv, s)
+                            n0 = 0
                     else:
                         bv[1, n1] = vu
                         bc[1, n1] = cnts[sl]
                         brw[1, n1] = i
                         n1 += 1
+                        if n1 == LIST:                 # a full list: its sums now (cache-sized lists)
+                            _chunk(bv[1], bc[1], brw[1], LIST, True, c_spread[cur], c_prod[cur],
+                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, p_x, p_fb, kx,
+                                   ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
+                                   f, af, tv, s)
+                            n1 = 0
                     cnts[sl] = 0
                 nused = 0
             if ch != cur and ch != -2:       # a new chunk: the last one's sums
@@ -720,11 +745,23 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                 bc[0, n0] = 1
                 brw[0, n0] = i
                 n0 += 1
+                if n0 == LIST:                 # a full list: its sums now (cache-sized lists)
+                    _chunk(bv[0], bc[0], brw[0], LIST, False, c_spread[cur], c_prod[cur],
+                           cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, p_x, p_fb, kx,
+                           ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
+                           f, af, tv, s)
+                    n0 = 0
             else:
                 bv[1, n1] = v
                 bc[1, n1] = 1
                 brw[1, n1] = i
                 n1 += 1
+                if n1 == LIST:                 # a full list: its sums now (cache-sized lists)
+                    _chunk(bv[1], bc[1], brw[1], LIST, True, c_spread[cur], c_prod[cur],
+                           cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, p_x, p_fb, kx,
+                           ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
+                           f, af, tv, s)
+                    n1 = 0
 
 
 @numba.njit(cache=True, nogil=True)
