@@ -335,6 +335,26 @@ def _m5(a0, a1, a2, a3, a4, b0, b1, b2, b3, b4):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _unpack(p0, p1, p2):
+    """An entry of a `pack3` table: its 5 limbs from its 3 words."""
+    return p0 & RMASK, p0 >> R, p1 & RMASK, p1 >> R, p2
+
+
+@numba.njit(cache=True, nogil=True)
+def pack3(t, out):
+    """out[i] = (t[i, 0] + t[i, 1] 2**R, t[i, 2] + t[i, 3] 2**R, t[i, 4]) for a table of 5
+    limbs per entry (each in [0, 2**R)); returns False (out unfinished) if a limb is not."""
+    for i in range(t.shape[0]):
+        for jj in range(5):
+            if t[i, jj] < 0 or t[i, jj] > RMASK:
+                return False
+        out[i, 0] = np.int64(t[i, 0]) | (np.int64(t[i, 1]) << R)
+        out[i, 1] = np.int64(t[i, 2]) | (np.int64(t[i, 3]) << R)
+        out[i, 2] = np.int64(t[i, 4])
+    return True
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _tiny_fix(xv, kx, p_fb, qf, rf, w, ln, term, acc):
     """`_g_off`'s tiny negative x (-2**-32 < x < 0) for lane ln: x_f = 2**-31 - |x|,
     w[4, :kx, ln] = 2**(fb - 31) - ceil(|x| 2**fb) (the same integer steps)."""
@@ -357,8 +377,9 @@ def _block5(bv, bc, brw, nk, off, spread, prod, b, hit, lot, aht, bht, a1t, b0t,
             p_t, facf, qf, rf, hl, fv, w, term, acc, s):
     """nl = 5: the terms of the B logits vv = bv[k0:k0 + B] (all on the grid, or all off it:
     `off`) of one chunk (choices spread, prod), of rows rw = brw[k0:k0 + B] (non-decreasing),
-    s[brw[k0 + ln], :5] += bc[k0 + ln] x term (cnt = bc[k0:k0 + B]). The table limbs are
-    gathered per lane into (5, B) scratch (w[k]), then every step is a loop over the lanes
+    s[brw[k0 + ln], :5] += bc[k0 + ln] x term (cnt = bc[k0:k0 + B]). The tables are `pack3`'s
+    (an entry's 5 limbs in 3 int64 words); an entry's words are gathered per lane into
+    (3, B) scratch (w[k]) and unpacked where used; every step is a loop over the lanes
     (the scalar formulas of `_mul5`, `_mul445`, `_mul545`, `_g_off` with kx = ke = 4 and the
     series' limb part up to x**2/2: the same integers and the same IEEE float64 operations)."""
     for k0 in range(0, nk, B):
@@ -383,12 +404,13 @@ def _block5(bv, bc, brw, nk, off, spread, prod, b, hit, lot, aht, bht, a1t, b0t,
             for ln in range(B):
                 ha = hl[0, ln] >> 9
                 hb = hl[0, ln] & 511
-                for jj in range(5):
+                for jj in range(3):
                     w[2, jj, ln] = aht[ha, jj]
                     w[3, jj, ln] = bht[hb, jj]
             for ln in range(B):
-                r0, r1, r2, r3, r4 = _m5(w[2, 0, ln], w[2, 1, ln], w[2, 2, ln], w[2, 3, ln], w[2, 4, ln],
-                                         w[3, 0, ln], w[3, 1, ln], w[3, 2, ln], w[3, 3, ln], w[3, 4, ln])
+                a0, a1, a2, a3, a4 = _unpack(w[2, 0, ln], w[2, 1, ln], w[2, 2, ln])
+                b0, b1, b2, b3, b4 = _unpack(w[3, 0, ln], w[3, 1, ln], w[3, 2, ln])
+                r0, r1, r2, r3, r4 = _m5(a0, a1, a2, a3, a4, b0, b1, b2, b3, b4)
                 w[0, 0, ln] = r0
                 w[0, 1, ln] = r1
                 w[0, 2, ln] = r2
@@ -397,8 +419,15 @@ def _block5(bv, bc, brw, nk, off, spread, prod, b, hit, lot, aht, bht, a1t, b0t,
         else:
             for ln in range(B):
                 hx = hl[0, ln]
-                for jj in range(5):
-                    w[0, jj, ln] = hit[hx, jj]
+                for jj in range(3):
+                    w[2, jj, ln] = hit[hx, jj]
+            for ln in range(B):
+                a0, a1, a2, a3, a4 = _unpack(w[2, 0, ln], w[2, 1, ln], w[2, 2, ln])
+                w[0, 0, ln] = a0
+                w[0, 1, ln] = a1
+                w[0, 2, ln] = a2
+                w[0, 3, ln] = a3
+                w[0, 4, ln] = a4
         if off:                                  # _frac_limbs, _expm1_fix, _g_off
             for ln in range(B):
                 xs = bv[k0 + ln] * TWO31
@@ -460,11 +489,11 @@ def _block5(bv, bc, brw, nk, off, spread, prod, b, hit, lot, aht, bht, a1t, b0t,
                 lx = hl[1, ln]
                 la = lx >> 10
                 lb = lx & 1023
-                for jj in range(5):
+                for jj in range(3):
                     w[2, jj, ln] = b0t[lb, jj]
                     w[3, jj, ln] = a1t[la, jj]
             for ln in range(B):
-                f0, f1, f2, f3, f4 = w[2, 0, ln], w[2, 1, ln], w[2, 2, ln], w[2, 3, ln], w[2, 4, ln]
+                f0, f1, f2, f3, f4 = _unpack(w[2, 0, ln], w[2, 1, ln], w[2, 2, ln])
                 e0, e1, e2, e3 = w[5, 0, ln], w[5, 1, ln], w[5, 2, ln], w[5, 3, ln]
                 s0 = f1 * e3 + f2 * e2 + f3 * e1 + f4 * e0   # _mul545(b0, e)
                 s1 = f2 * e3 + f3 * e2 + f4 * e1 + (s0 >> R)
@@ -474,7 +503,7 @@ def _block5(bv, bc, brw, nk, off, spread, prod, b, hit, lot, aht, bht, a1t, b0t,
                 f1 = f1 + e1 + (s2 & RMASK)
                 f2 = f2 + e2 + (s3 & RMASK)
                 f3 = f3 + e3 + (s3 >> R)
-                a0, a1, a2, a3, a4 = w[3, 0, ln], w[3, 1, ln], w[3, 2, ln], w[3, 3, ln], w[3, 4, ln]
+                a0, a1, a2, a3, a4 = _unpack(w[3, 0, ln], w[3, 1, ln], w[3, 2, ln])
                 r0, r1, r2, r3, r4 = _m5(a0, a1, a2, a3, a4, f0, f1, f2, f3, f4)
                 w[1, 0, ln] = a0 + f0 + r0
                 w[1, 1, ln] = a1 + f1 + r1
@@ -486,12 +515,12 @@ def _block5(bv, bc, brw, nk, off, spread, prod, b, hit, lot, aht, bht, a1t, b0t,
                 lx = hl[1, ln]
                 la = lx >> 10
                 lb = lx & 1023
-                for jj in range(5):
+                for jj in range(3):
                     w[2, jj, ln] = a1t[la, jj]
                     w[3, jj, ln] = b0t[lb, jj]
             for ln in range(B):
-                a0, a1, a2, a3, a4 = w[2, 0, ln], w[2, 1, ln], w[2, 2, ln], w[2, 3, ln], w[2, 4, ln]
-                b0, b1, b2, b3, b4 = w[3, 0, ln], w[3, 1, ln], w[3, 2, ln], w[3, 3, ln], w[3, 4, ln]
+                a0, a1, a2, a3, a4 = _unpack(w[2, 0, ln], w[2, 1, ln], w[2, 2, ln])
+                b0, b1, b2, b3, b4 = _unpack(w[3, 0, ln], w[3, 1, ln], w[3, 2, ln])
                 r0, r1, r2, r3, r4 = _m5(a0, a1, a2, a3, a4, b0, b1, b2, b3, b4)
                 w[1, 0, ln] = a0 + b0 + r0
                 w[1, 1, ln] = a1 + b1 + r1
@@ -501,8 +530,15 @@ def _block5(bv, bc, brw, nk, off, spread, prod, b, hit, lot, aht, bht, a1t, b0t,
         else:
             for ln in range(B):
                 lx = hl[1, ln]
-                for jj in range(5):
-                    w[1, jj, ln] = lot[lx, jj]
+                for jj in range(3):
+                    w[2, jj, ln] = lot[lx, jj]
+            for ln in range(B):
+                a0, a1, a2, a3, a4 = _unpack(w[2, 0, ln], w[2, 1, ln], w[2, 2, ln])
+                w[1, 0, ln] = a0
+                w[1, 1, ln] = a1
+                w[1, 2, ln] = a2
+                w[1, 3, ln] = a3
+                w[1, 4, ln] = a4
         if one:                              # cnt th (1 + g), summed over the lanes (exact)
             z0 = np.int64(0)
             z1 = np.int64(0)
@@ -582,7 +618,7 @@ def _term1(v, bg, spread, prod, nl, hit, lot, aht, bht, a1t, b0t, p_x, p_fb, kx,
 
 @numba.njit(cache=True, nogil=True)
 def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, hit, lot,
-         aht, bht, a1t, b0t, fb, kx, ke, kend, facf, tsh, qf, rf, cache_bits, s):
+         aht, bht, a1t, b0t, packed, fb, kx, ke, kend, facf, tsh, qf, rf, cache_bits, s):
     """Per row i, s[i, :nl] += the terms of its kept logits (`scan`'s chunks and the choices
     per chunk c_spread, c_prod), as `fastref._vec`'s numpy loop; cache_bits > 0: equal
     values of a row and chunk share one term (see the module docstring). A chunk's terms
@@ -591,7 +627,7 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
     p_x = np.ldexp(1.0, fb - GRID)
     p_fb = np.ldexp(1.0, fb)
     p_t = np.ldexp(1.0, tsh)
-    lanes = nl == 5 and kx == 4 and ke == 4 and kend == 3
+    lanes = nl == 5 and kx == 4 and ke == 4 and kend == 3 and packed[2].shape[0] > 0
     n, c = x.shape
     th = np.zeros(64, np.int64)
     g = np.zeros(64, np.int64)
@@ -658,7 +694,7 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                         n0 += 1
                         if n0 == LIST:                 # a full list: its sums now (cache-sized lists)
                             _chunk(bv[0], bc[0], brw[0], LIST, False, c_spread[cur], c_prod[cur],
-                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, p_x, p_fb, kx,
+                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
                                    ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
                                    f, af, tv, s)
                             n0 = 0
@@ -668,7 +704,7 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                         n1 += 1
                         if n1 == LIST:                 # a full list: its sums now (cache-sized lists)
                             _chunk(bv[1], bc[1], brw[1], LIST, True, c_spread[cur], c_prod[cur],
-                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, p_x, p_fb, kx,
+                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
                                    ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
                                    f, af, tv, s)
                             n1 = 0
@@ -687,7 +723,7 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                         n0 += 1
                         if n0 == LIST:                 # a full list: its sums now (cache-sized lists)
                             _chunk(bv[0], bc[0], brw[0], LIST, False, c_spread[cur], c_prod[cur],
-                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, p_x, p_fb, kx,
+                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
                                    ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
                                    f, af, tv, s)
                             n0 = 0
@@ -698,7 +734,7 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                         n1 += 1
                         if n1 == LIST:                 # a full list: its sums now (cache-sized lists)
                             _chunk(bv[1], bc[1], brw[1], LIST, True, c_spread[cur], c_prod[cur],
-                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, p_x, p_fb, kx,
+                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
                                    ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
                                    f, af, tv, s)
                             n1 = 0
@@ -711,7 +747,7 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                         if nk:
                             _chunk(bv[k], bc[k], brw[k], nk, k == 1, c_spread[cur],
                                    c_prod[cur], cache_bits == 0, b, lanes, nl, hit, lot, aht,
-                                   bht, a1t, b0t, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf,
+                                   bht, a1t, b0t, packed, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf,
                                    hl, fv, w, th, g, p, acc, xl, e, term, pr, be, f, af, tv, s)
                 n0 = 0
                 n1 = 0
@@ -747,7 +783,7 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                 n0 += 1
                 if n0 == LIST:                 # a full list: its sums now (cache-sized lists)
                     _chunk(bv[0], bc[0], brw[0], LIST, False, c_spread[cur], c_prod[cur],
-                           cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, p_x, p_fb, kx,
+                           cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
                            ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
                            f, af, tv, s)
                     n0 = 0
@@ -758,14 +794,14 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                 n1 += 1
                 if n1 == LIST:                 # a full list: its sums now (cache-sized lists)
                     _chunk(bv[1], bc[1], brw[1], LIST, True, c_spread[cur], c_prod[cur],
-                           cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, p_x, p_fb, kx,
+                           cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
                            ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
                            f, af, tv, s)
                     n1 = 0
 
 
 @numba.njit(cache=True, nogil=True)
-def _chunk(bv, bc, brw, nk, off, sp, pd, ones, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, p_x,
+def _chunk(bv, bc, brw, nk, off, sp, pd, ones, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x,
            p_fb, kx, ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr,
            be, f, af, tv, s):
     """A chunk's terms (the first nk of bv, counts bc, rows brw; all on or all off the grid)
@@ -777,8 +813,8 @@ def _chunk(bv, bc, brw, nk, off, sp, pd, ones, b, lanes, nl, hit, lot, aht, bht,
             bv[ln] = bv[nk - 1]
             bc[ln] = 0
             brw[ln] = brw[nk - 1]
-        _block5(bv, bc, brw, nk, off, sp, pd, b, hit, lot, aht, bht, a1t, b0t, p_x, p_fb,
-                p_t, facf, qf, rf, hl, fv, w, term, acc, s)
+        _block5(bv, bc, brw, nk, off, sp, pd, b, packed[0], packed[1], packed[2], packed[3],
+                packed[4], packed[5], p_x, p_fb, p_t, facf, qf, rf, hl, fv, w, term, acc, s)
         if ones:
             for ln in range(nk, nend):
                 bc[ln] = 1
