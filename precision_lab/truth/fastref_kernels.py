@@ -429,8 +429,10 @@ def _block5(bv, bc, brw, nk, off, spread, prod, b, hit, lot, aht, bht, a1t, b0t,
                 w[0, 3, ln] = a3
                 w[0, 4, ln] = a4
         if off:                                  # _frac_limbs, _expm1_fix, _g_off
+            ntiny = 0
             for ln in range(B):
                 xs = bv[k0 + ln] * TWO31
+                ntiny += (xs < 0) & (xs > -0.5)  # (no branch: the sign is random)
                 frac = xs - np.floor(xs)
                 wv = np.floor(frac * p_x)        # _from_float(ldexp(frac, fb - 31), 4)
                 q = np.floor(wv * (1.0 / TWO78))
@@ -444,7 +446,7 @@ def _block5(bv, bc, brw, nk, off, spread, prod, b, hit, lot, aht, bht, a1t, b0t,
                 wv = wv - q * TWO26
                 w[4, 0, ln] = np.int64(wv)
                 fv[0, ln] = frac * TWOM31
-            for ln in range(B):
+            for ln in range(B if ntiny else 0):
                 xs = bv[k0 + ln] * TWO31
                 if xs < 0 and xs > -0.5:         # tiny negative x: x_f = 2**-31 - |x|
                     _tiny_fix(bv[k0 + ln], 4, p_fb, qf, rf, w, ln, term, acc)
