@@ -26,7 +26,8 @@ are added up (as float64 upper bounds, inflated by 2**-20) into a radius per row
   depending on the path (each bound computed from the path's roundings); per row the terms
   are summed exactly (int64 limb sums). This per-logit part runs compiled (`USE_KERNEL`:
   `fastref_kernels.scan` replays the numpy path's chunks and their choices, `sums` the same
-  integer steps per logit, fused, with no (N C, nl) temporaries); the numpy path
+  integer steps per logit, fused, with no (N C, nl) temporaries, lane-wise in blocks of
+  logits so that the limb products vectorise); the numpy path
   (`_term_sums`) stays callable, and both give the same limbs and the same bounds (the
   kernel's bounds are `_terms`'s own, by `_term_bounds`), so every result and radius is the
   same bit for bit (tests/test_fastref_kernels.py).

@@ -14,26 +14,36 @@ truncated product), so the kernels replay the same chunks:
 * `scan` (one pass over the rows): per row the kept counts and off-grid counts, per chunk
   (of both chunkings) its size, largest h, off-grid count and nonzero-l count, from which
   `fastref` derives each chunk's choices exactly as `_terms` does, and the error bounds from
-  `_terms` itself (so they are the numpy path's bounds, float for float).
+  `_terms` itself (so they are the numpy path's bounds, float for float). The current
+  chunk's and row's counts are kept in registers and added into the arrays at its end.
 * `sums` (a second pass): per kept logit the term, by the same integer steps as `_terms`,
   `_mul` (partial products with i + j <= drop - 2 skipped, then carried), `_g_off`,
   `_expm1_fix` (its float64 tail by the same IEEE operations in the same order: no fastmath,
   no libm call but ldexp and floor, which are exact here), `_frac_limbs`; the nl limbs added
   into the row's int64 sums. Integer sums are exact and associative, so the row sums are the
-  numpy path's, bit for bit.
+  numpy path's, bit for bit, in whatever order the terms are added.
+* How `sums` runs. The kept logits of the current chunk go onto two lists (value, count,
+  row; on the grid and off it), each summed (`_chunk`) when it holds LIST terms or at the
+  chunk's end. For nl = 5 (the limb count of the default 100 bits) a list is summed in
+  blocks of B lanes (`_block5`, structure of arrays): the lanes' table indices, each lane's
+  table entries gathered into (words, B) scratch (tables packed 5 limbs in 3 int64 words,
+  `pack3`), then every product, carry and float64 step as a loop over the lanes (no branch,
+  the same operations per lane as the scalar formulas: LLVM vectorises them, AVX-512
+  vpmullq where the CPU has it), the block's terms summed in registers when its lanes are
+  of one row (else each into its row). A list's last block is padded with copies of its
+  last term, count 0. Other nl: one term at a time (`_term1`, the general `_mul`).
 * With `cache_bits` > 0 (logits of a format with few distinct values: float16, bfloat16,
   float8s), equal logits of one row and one chunk share one term: a hash table keyed by the
   float64's bits (8 linear probes; a value that finds no slot is kept apart, counted once
-  per occurrence) holds (value, count); at the chunk's or the row's end each entry adds
-  count x its term (limbs < 2**27, counts < 2**27: products < 2**54, a row's sums stay
+  per occurrence) holds (value, count); at the chunk's or the row's end each entry goes onto
+  a list with its count (limbs < 2**27, counts < 2**27: products < 2**54, a row's sums stay
   below C 2**27 < 2**63). The term is a function of the value within a chunk, so the sums
   are unchanged.
-* For nl = 5 (the limb count of the default 100 bits) the products are written out
-  (`_mul5`, `_mul445`, `_mul545`): the same partial products, the same carries.
 
-Formats: logits float64 in, everything else int64 limbs (tables int32 / int64); the only
-float64 arithmetic is `_frac_limbs` and `_expm1_fix`'s (exact scalings, floors, and the
-series tail whose float64 error `_expm1_fix` bounds), replayed exactly.
+Formats: logits float64 in, everything else int64 limbs (tables int32 / int64, packed
+tables int64 words); the only float64 arithmetic is `_frac_limbs` and `_expm1_fix`'s (exact
+scalings, floors, and the series tail whose float64 error `_expm1_fix` bounds), replayed
+exactly.
 """
 from __future__ import annotations
 
@@ -173,54 +183,6 @@ def _mul(a, ka, b, kb, drop, acc, res):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _mul5(a, b, res):
-    """`_mul(a, 5, b, 5, 5, ...)` written out (nl = 5, the usual limb count): the products of
-    positions 0 .. 4 (i + j = 4 .. 8), then the carries; the same integers."""
-    a0, a1, a2, a3, a4 = a[0], a[1], a[2], a[3], a[4]
-    b0, b1, b2, b3, b4 = b[0], b[1], b[2], b[3], b[4]
-    s0 = a0 * b4 + a1 * b3 + a2 * b2 + a3 * b1 + a4 * b0
-    s1 = a1 * b4 + a2 * b3 + a3 * b2 + a4 * b1 + (s0 >> R)
-    s2 = a2 * b4 + a3 * b3 + a4 * b2 + (s1 >> R)
-    s3 = a3 * b4 + a4 * b3 + (s2 >> R)
-    s4 = a4 * b4 + (s3 >> R)
-    res[0] = s1 & RMASK
-    res[1] = s2 & RMASK
-    res[2] = s3 & RMASK
-    res[3] = s4 & RMASK
-    res[4] = s4 >> R
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _mul445(a, b, res):
-    """`_mul(a, 4, b, 4, 5, ...)` written out (x_f's square, nl = 5): 3 limbs."""
-    a1, a2, a3 = a[1], a[2], a[3]
-    b1, b2, b3 = b[1], b[2], b[3]
-    s0 = a1 * b3 + a2 * b2 + a3 * b1
-    s1 = a2 * b3 + a3 * b2 + (s0 >> R)
-    s2 = a3 * b3 + (s1 >> R)
-    res[0] = s1 & RMASK
-    res[1] = s2 & RMASK
-    res[2] = s2 >> R
-    return 3
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _mul545(a, b, res):
-    """`_mul(a, 5, b, 4, 5, ...)` written out (b0 expm1(x_f), nl = 5): 4 limbs."""
-    a1, a2, a3, a4 = a[1], a[2], a[3], a[4]
-    b0, b1, b2, b3 = b[0], b[1], b[2], b[3]
-    s0 = a1 * b3 + a2 * b2 + a3 * b1 + a4 * b0
-    s1 = a2 * b3 + a3 * b2 + a4 * b1 + (s0 >> R)
-    s2 = a3 * b3 + a4 * b2 + (s1 >> R)
-    s3 = a4 * b3 + (s2 >> R)
-    res[0] = s1 & RMASK
-    res[1] = s2 & RMASK
-    res[2] = s3 & RMASK
-    res[3] = s3 >> R
-    return 4
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _from_float(v, k, out):
     """`fastref._from_float`: floor(v) for float64 v >= 0 as k limbs (exact)."""
     w = np.floor(v)
@@ -266,10 +228,7 @@ def _g_off(xv, xs, fl, l, nl, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf, a1t, b
         term[j] = xl[j]
     kt = kx
     for k in range(2, kend):
-        if nl == 5 and kt == 4 and kx == 4:
-            kp = _mul445(term, xl, pr)
-        else:
-            kp = _mul(term, kt, xl, kx, nl, acc, pr)
+        kp = _mul(term, kt, xl, kx, nl, acc, pr)
         if k & (k - 1):                  # _div_small
             rem = np.int64(0)
             for j in range(kp - 1, -1, -1):
@@ -304,10 +263,7 @@ def _g_off(xv, xs, fl, l, nl, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf, a1t, b
     lb = l & 1023
     for j in range(nl):
         f[j] = b0t[lb, j]
-    if nl == 5 and ke == 4:
-        kbe = _mul545(f, e, be)
-    else:
-        kbe = _mul(f, nl, e, ke, nl, acc, be)
+    kbe = _mul(f, nl, e, ke, nl, acc, be)
     for j in range(ke):
         f[j] += e[j]
     for j in range(kbe):
@@ -315,17 +271,16 @@ def _g_off(xv, xs, fl, l, nl, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf, a1t, b
     la = l >> 10
     for j in range(nl):
         g[j] = a1t[la, j]
-    if nl == 5:
-        _mul5(g, f, af)
-    else:
-        _mul(g, nl, f, nl, nl, acc, af)
+    _mul(g, nl, f, nl, nl, acc, af)
     for j in range(nl):
         g[j] = g[j] + f[j] + af[j]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _m5(a0, a1, a2, a3, a4, b0, b1, b2, b3, b4):
-    """`_mul5` on scalars: the 5 limbs as a tuple (for the lane loops)."""
+    """`_mul(a, 5, b, 5, 5, ...)` (nl = 5) written out on scalars: the products of positions
+    0 .. 4 (i + j = 4 .. 8), then the carries (the same integers); the 5 limbs as a tuple,
+    for the lane loops."""
     s0 = a0 * b4 + a1 * b3 + a2 * b2 + a3 * b1 + a4 * b0
     s1 = a1 * b4 + a2 * b3 + a3 * b2 + a4 * b1 + (s0 >> R)
     s2 = a2 * b4 + a3 * b3 + a4 * b2 + (s1 >> R)
@@ -380,8 +335,9 @@ def _block5(bv, bc, brw, nk, off, spread, prod, b, hit, lot, aht, bht, a1t, b0t,
     s[brw[k0 + ln], :5] += bc[k0 + ln] x term (cnt = bc[k0:k0 + B]). The tables are `pack3`'s
     (an entry's 5 limbs in 3 int64 words); an entry's words are gathered per lane into
     (3, B) scratch (w[k]) and unpacked where used; every step is a loop over the lanes
-    (the scalar formulas of `_mul5`, `_mul445`, `_mul545`, `_g_off` with kx = ke = 4 and the
-    series' limb part up to x**2/2: the same integers and the same IEEE float64 operations)."""
+    (`_m5`, and `_mul(x, 4, x, 4, 5)`, `_mul(b0, 5, e, 4, 5)`, `_g_off` written out for
+    kx = ke = 4 and the series' limb part up to x**2/2: the same integers and the same IEEE
+    float64 operations, in the same order)."""
     for k0 in range(0, nk, B):
         r = brw[k0]
         one = brw[k0 + B - 1] == r           # the block's lanes of one row (the usual case)
@@ -453,7 +409,7 @@ def _block5(bv, bc, brw, nk, off, spread, prod, b, hit, lot, aht, bht, a1t, b0t,
                     fv[0, ln] = (1.0 + xs) * TWOM31
             for ln in range(B):                  # expm1(x_f): x + x**2/2 in limbs, then floats
                 x0, x1, x2, x3 = w[4, 0, ln], w[4, 1, ln], w[4, 2, ln], w[4, 3, ln]
-                s0 = x1 * x3 + x2 * x2 + x3 * x1             # _mul445(x, x)
+                s0 = x1 * x3 + x2 * x2 + x3 * x1             # _mul(x, 4, x, 4, 5)
                 s1 = x2 * x3 + x3 * x2 + (s0 >> R)
                 s2 = x3 * x3 + (s1 >> R)
                 p0 = s1 & RMASK
@@ -497,7 +453,7 @@ def _block5(bv, bc, brw, nk, off, spread, prod, b, hit, lot, aht, bht, a1t, b0t,
             for ln in range(B):
                 f0, f1, f2, f3, f4 = _unpack(w[2, 0, ln], w[2, 1, ln], w[2, 2, ln])
                 e0, e1, e2, e3 = w[5, 0, ln], w[5, 1, ln], w[5, 2, ln], w[5, 3, ln]
-                s0 = f1 * e3 + f2 * e2 + f3 * e1 + f4 * e0   # _mul545(b0, e)
+                s0 = f1 * e3 + f2 * e2 + f3 * e1 + f4 * e0   # _mul(b0, 5, e, 4, 5)
                 s1 = f2 * e3 + f3 * e2 + f4 * e1 + (s0 >> R)
                 s2 = f3 * e3 + f4 * e2 + (s1 >> R)
                 s3 = f4 * e3 + (s2 >> R)
