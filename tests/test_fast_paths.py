@@ -17,7 +17,8 @@ from precision_lab.analysis.analyze_report import worst_rows, write_report
 from precision_lab.analysis.evaluate import evaluate, frozen
 from precision_lab.data.inputs import check_array, validate_batch
 from precision_lab.numerics import bounds
-from precision_lab.numerics.formats import FORMATS
+from precision_lab.numerics import methods as methods_mod
+from precision_lab.numerics.formats import FORMATS, get_format
 from precision_lab.numerics.methods import METHODS
 
 SPECIALS = (np.inf, -np.inf, np.nan, -0.0, 0.0)
@@ -157,3 +158,51 @@ def test_report_keeps_rows_where_every_variant_is_nan(tmp_path):
     assert w.loc[w["row"] == 1, "logsumexp"].isna().all()
     write_report(a, tmp_path / "rep")
     assert "| row |" in (tmp_path / "rep" / "summary.md").read_text().replace("   ", " ")
+
+
+def test_shared_steps_hand_every_method_the_same_shifted_exp():
+    """Within `shared_steps` the second method of a frozen array gets the first's exp(x - max)
+    (the same object, its operations counted), its sum per accumulator, exp(x) and the
+    online method's block exponentials;
+    elsewhere each computes its own."""
+    x, _ = _adversarial(8, 300, "bfloat16", seed=5)
+    xf = frozen(x)
+    fmt = FORMATS["bfloat16"]
+    with methods_mod.shared_steps():
+        a1, a2 = methods_mod.Arithmetic(fmt, "working"), methods_mod.Arithmetic(fmt, "float32")
+        m1, e1 = methods_mod._shifted_exp(a1, xf, share=True)
+        m2, e2 = methods_mod._shifted_exp(a2, xf, share=True)
+        assert e2 is e1 and m2 is m1 and a2.ops == a1.ops > 0
+        assert not e1.flags.writeable
+        s1 = methods_mod._shared_sum(a1, e1)
+        a3 = methods_mod.Arithmetic(fmt, "working")
+        methods_mod._shifted_exp(a3, xf, share=True)
+        assert methods_mod._shared_sum(a3, e1) is s1           # the same accumulator
+        assert methods_mod._shared_sum(a2, e1) is not s1       # another one: its own sum
+        assert _same_bits(s1, methods_mod.Arithmetic(fmt, "working").sum(np.array(e1)))
+        n1 = methods_mod._share(a1, xf, "exp", lambda: a1.exp(xf))
+        assert methods_mod._share(a2, xf, "exp", lambda: a2.exp(xf)) is n1
+        calls = []
+        for a in (a1, a2):
+            a.exp = lambda v, a=a: calls.append(v.shape) or type(a).exp(a, v)
+            methods_mod.online_lse(a, xf)
+        assert calls.count((8, 1, 256)) == 1       # the blocks' exp: once, for a1 only
+        _, e3 = methods_mod._shifted_exp(methods_mod.Arithmetic(fmt), np.array(x), share=True)
+        assert e3 is not e1 and _same_bits(e3, e1)        # a writable array: not shared
+        sr = get_format("bfloat16,round=sr")
+        _, e4 = methods_mod._shifted_exp(methods_mod.Arithmetic(sr), xf, share=True)
+        _, e5 = methods_mod._shifted_exp(methods_mod.Arithmetic(sr), xf, share=True)
+        assert e5 is not e4                               # stochastic rounding: never shared
+    _, e6 = methods_mod._shifted_exp(methods_mod.Arithmetic(fmt), xf, share=True)
+    assert e6 is not e1 and _same_bits(e6, e1)            # outside the block: not shared
+
+
+def test_evaluate_identical_without_shared_steps_under_stochastic_accumulators(monkeypatch):
+    """Stochastic accumulators' bits follow the operation count, which the shared steps keep."""
+    x, t = _adversarial(8, 600, "bfloat16", seed=6)
+    accs = ["working", "float32", "working_sr", "float32_sr"]
+    fast = evaluate(x, t, formats=["bfloat16", "float16,round=sr"], accumulators=accs)
+    with monkeypatch.context() as mp:
+        _thawed(mp)
+        slow = evaluate(x, t, formats=["bfloat16", "float16,round=sr"], accumulators=accs)
+    pd.testing.assert_frame_equal(fast, slow, check_exact=True)

@@ -46,7 +46,7 @@ from ..errors import InputError
 from ..numerics.arithmetic import ACCUMULATORS, check_accumulators
 from ..numerics.bounds import bhh_bound, lse_terms
 from ..numerics.formats import STANDARD_FORMATS, get_format
-from ..numerics.methods import METHODS, get_method
+from ..numerics.methods import METHODS, get_method, shared_steps
 from ..numerics.metrics import aggregate, error_columns
 from ..numerics.optioned import reduce_rows
 from ..numerics.options import LossOptions, check_batch, require_supported
@@ -281,18 +281,19 @@ def analyze_chunk(cell: dict) -> pd.DataFrame:
         bounds: dict = {}
         bhh = o is None and any(get_method(m).bound for m in cell["methods"])
         terms = lse_terms(xr) if bhh else None
-        for mname in cell["methods"]:
-            m = get_method(mname)
-            for acc in m.accumulators(fmt, accs):
-                if bhh and m.bound is not None and (acc, m.bound) not in bounds:
-                    bounds[(acc, m.bound)] = bhh_bound(xr, t, fmt, acc, m.bound, terms)
-                b = bounds[(acc, m.bound)] if (acc, m.bound) in bounds else \
-                    np.full(len(t), np.nan)
-                n = len(t)
-                blocks.append(pd.DataFrame({
-                    "format": [fname] * n, "method": [mname] * n, "accumulator": [acc] * n,
-                    "row": rows, "computed": _run(m, xr, t, fmt, acc, o), "truth_hi": hi,
-                    "truth_lo": lo, "bhh_bound": b, **stats, **extra}))
+        with shared_steps():   # the methods' common steps (exp(x - max x)) once
+            for mname in cell["methods"]:
+                m = get_method(mname)
+                for acc in m.accumulators(fmt, accs):
+                    if bhh and m.bound is not None and (acc, m.bound) not in bounds:
+                        bounds[(acc, m.bound)] = bhh_bound(xr, t, fmt, acc, m.bound, terms)
+                    b = bounds[(acc, m.bound)] if (acc, m.bound) in bounds else \
+                        np.full(len(t), np.nan)
+                    n = len(t)
+                    blocks.append(pd.DataFrame({
+                        "format": [fname] * n, "method": [mname] * n, "accumulator": [acc] * n,
+                        "row": rows, "computed": _run(m, xr, t, fmt, acc, o), "truth_hi": hi,
+                        "truth_lo": lo, "bhh_bound": b, **stats, **extra}))
         del xr
     return pd.concat(blocks, ignore_index=True)
 

@@ -13,7 +13,7 @@ from numpy.typing import ArrayLike
 from ..data.inputs import check_bits, check_names, validate_batch
 from ..numerics.arithmetic import ACCUMULATORS, check_accumulators
 from ..numerics.formats import STANDARD_FORMATS, get_format
-from ..numerics.methods import METHODS, get_method
+from ..numerics.methods import METHODS, get_method, shared_steps
 from ..numerics.metrics import error_columns
 from ..numerics.options import LossOptions, check_batch
 from ..truth.options import certified_option_losses
@@ -82,7 +82,7 @@ def evaluate(logits: ArrayLike, targets: ArrayLike, formats: Iterable[str] = STA
     for fmt in fmts:
         xr = frozen(fmt.round(x))   # validated once here: the methods' own checks copy nothing
         tr = reference_truth(xr, t, bits=bits, cache=cache)
-        with reading_frozen():
+        with reading_frozen(), shared_steps():
             done = _run_methods(fmt, meths, accumulators, xr, t, tr, mean)
         if done:   # none where no method runs in the format (torch in float8)
             parts.append(_block(fmt, done))

@@ -90,30 +90,43 @@ def _table(name: str, fmt) -> np.ndarray:
 @numba.njit(cache=True, nogil=True)
 def _lookup(bits, obits, miss, table, p, elo, ehi):
     """obits[i] = the table's bits for input bits[i]; miss[i] where the input is not in S.
-    Returns the number of misses."""
+    Returns the number of misses. A first, branch-free pass (it vectorises: the index by
+    integer arithmetic, a gather) serves the inputs of S with a nonzero exponent in range;
+    a second pass, only where there are others, serves +-0, +-inf, nan and the misses."""
     shift = np.uint64(53 - p)
     low = (np.uint64(1) << shift) - np.uint64(1)
     frac = np.uint64(_FRAC)
     ne = ehi - elo + 1
     half = ne << (p - 1)
     special = 2 * half
+    others = 0
+    for i in range(bits.size):
+        b = bits[i]
+        e = np.int64((b >> np.uint64(52)) & np.uint64(0x7FF)) - 1023
+        f = b & frac
+        ok = e >= elo and e <= ehi and (f & low) == np.uint64(0)
+        k = np.int64(b >> np.uint64(63)) * half + ((e - elo) << (p - 1)) + np.int64(f >> shift)
+        obits[i] = table[k if ok else 0]
+        others += 0 if ok else 1
+    if others == 0:
+        return 0
     misses = 0
     for i in range(bits.size):
         b = bits[i]
         neg = b >> np.uint64(63)
         ebits = np.int64((b >> np.uint64(52)) & np.uint64(0x7FF))
         f = b & frac
+        e = ebits - 1023
+        if e >= elo and e <= ehi and (f & low) == np.uint64(0):
+            continue
         if ebits == 0x7FF:
             k = special + 4 if f != np.uint64(0) else special + 2 + np.int64(neg)
         elif ebits == 0 and f == np.uint64(0):
             k = special + np.int64(neg)
         else:
-            e = ebits - 1023
-            if e < elo or e > ehi or (f & low) != np.uint64(0):
-                miss[i] = True
-                misses += 1
-                continue
-            k = np.int64(neg) * half + ((e - elo) << (p - 1)) + np.int64(f >> shift)
+            miss[i] = True
+            misses += 1
+            continue
         obits[i] = table[k]
     return misses
 

@@ -50,6 +50,20 @@ def _float(typingctx, b):
     return types.float64(types.uint64), codegen
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _round_rare(v, p, qmin, max_finite):
+    """The rounding of one finite nonzero float64 v below the format's smallest normal in
+    magnitude (a subnormal or zero result), as the numpy path: (m, e) = frexp(v), quantum
+    2**q with q = max(e - p, qmin), the round-to-nearest-even integer of v 2**-q, scaled
+    back; +-inf beyond the largest finite value."""
+    _, e = math.frexp(v)
+    q = max(e - p, qmin)
+    s = math.ldexp(v, -q)
+    r = math.copysign((abs(s) + _MAGIC) - _MAGIC, s)
+    y = math.ldexp(r, q)
+    return math.copysign(math.inf, v) if abs(y) > max_finite else y
+
+
 @numba.njit(cache=True, nogil=True)
 def _kernel(x, bits, out, p, qmin, max_finite, min_normal):
     shift = np.uint64(53 - p)
@@ -76,15 +90,8 @@ def _kernel(x, bits, out, p, qmin, max_finite, min_normal):
             continue
         if v != v or v == 0.0 or math.isinf(v):
             out[i] = v
-            continue
-        _, e = math.frexp(v)
-        q = max(e - p, qmin)
-        s = math.ldexp(v, -q)
-        r = math.copysign((abs(s) + _MAGIC) - _MAGIC, s)
-        y = math.ldexp(r, q)
-        if abs(y) > max_finite:
-            y = math.copysign(math.inf, v)
-        out[i] = y
+        else:
+            out[i] = _round_rare(v, p, qmin, max_finite)
 
 
 def round_compiled(x: np.ndarray, precision: int, emin: int, max_finite: float) -> np.ndarray:
@@ -142,15 +149,8 @@ def _sub_kernel(a, b, out, p, qmin, max_finite, min_normal):
             v = x - y
             if v == 0.0 or math.isinf(v):
                 out[i, k] = v
-                continue
-            _, e = math.frexp(v)
-            q = max(e - p, qmin)
-            s = math.ldexp(v, -q)
-            r2 = math.copysign((abs(s) + _MAGIC) - _MAGIC, s)
-            z = math.ldexp(r2, q)
-            if abs(z) > max_finite:
-                z = math.copysign(math.inf, v)
-            out[i, k] = z
+            else:
+                out[i, k] = _round_rare(v, p, qmin, max_finite)
 
 
 def sub_compiled(a: np.ndarray, b: np.ndarray, precision: int, emin: int,
@@ -178,12 +178,7 @@ def _round1(v, p, qmin, max_finite, min_normal):
         b = _bits(v)
         w = _float((b + half + ((b >> shift) & np.uint64(1))) & mask)
         return math.copysign(math.inf, v) if abs(w) > max_finite else w
-    _, e = math.frexp(v)
-    q = max(e - p, qmin)
-    s = math.ldexp(v, -q)
-    r = math.copysign((abs(s) + _MAGIC) - _MAGIC, s)
-    y = math.ldexp(r, q)
-    return math.copysign(math.inf, v) if abs(y) > max_finite else y
+    return _round_rare(v, p, qmin, max_finite)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -22,6 +22,8 @@ numerics.optioned); an option it cannot express is refused with an InputError.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -40,7 +42,7 @@ from .options import OPTION_NAMES, LossOptions, check_batch, require_supported
 __all__ = ["Method", "METHODS", "FAMILIES", "ACCUMULATORS", "register", "get_method",
            "backward", "GRAD_VARIANTS", "gradient_methods", "gradient_options", "REDUCTIONS",
            "Arithmetic", "batch_mean", "stable_methods", "bounded_methods",
-           "torch_unsupported"]
+           "torch_unsupported", "shared_steps"]
 
 # Method families: the colour family of every figure, and what "shifted" means in findings.
 # Colours (on the records): the Okabe-Ito colour-blind-safe palette, one colour per family:
@@ -231,9 +233,65 @@ def _pick(v: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.take_along_axis(v, targets[:, None], axis=1)[:, 0]
 
 
-def _shifted_exp(ar: Arithmetic, x):
-    m = np.max(x, axis=1, keepdims=True)
-    return m[:, 0], ar.exp(ar.sub(x, m))
+_SHARED: ContextVar[dict | None] = ContextVar("shared_steps", default=None)
+
+
+@contextmanager
+def shared_steps():
+    """Within the block, the methods share the steps they compute alike from their input: of
+    one read-only logits array x (every method's input as `evaluate` and `analyze` hand it
+    over, frozen), exp(x), the row maxima with exp(x - max x), and the online method's
+    exp(x - m_b) of its blocks are computed once per (array, format, elementary variant), and
+    the sum of that exp(x - max x) once per accumulator; each is handed (read-only) to every
+    method that asks. Only where the format (and, for a sum, the accumulator) rounds to
+    nearest: there a step is a function of its input alone, so every method gets the bits it
+    would compute itself; the operations it skips are counted into its `Arithmetic` (`ops`)
+    as if done, so a stochastic accumulator's later bits are unchanged. Holds a few (N, C)
+    float64 arrays per format in use; leave the block to free them."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def _share(ar: Arithmetic, x, step, compute):
+    """`compute()` (a step of `ar` on x), or its value from `shared_steps` where x is a
+    read-only array and the format rounds to nearest (`step` keys it, with x, the format and
+    the elementary variant)."""
+    memo = _SHARED.get()
+    if memo is None or ar.fmt.rounding != NEAREST or not isinstance(x, np.ndarray) \
+            or x.flags.writeable:
+        return compute()
+    key = (step, id(x), ar.fmt, ar.elementary)
+    hit = memo.get(key)
+    if hit is not None and hit[0] is x:
+        ar.ops += hit[2]
+        return hit[1]
+    ops = ar.ops
+    value = compute()
+    for v in value if isinstance(value, tuple) else (value,):
+        if isinstance(v, np.ndarray):
+            v.flags.writeable = False
+    memo[key] = (x, value, ar.ops - ops)      # x held: its id is not reused meanwhile
+    return value
+
+
+def _shifted_exp(ar: Arithmetic, x, share: bool = False):
+    """(max x per row, exp(x - max x) rounded to the format); `share`: x is the method's own
+    input, whose steps `shared_steps` may hold."""
+    def compute():
+        m = np.max(x, axis=1, keepdims=True)
+        return m[:, 0], ar.exp(ar.sub(x, m))
+    return _share(ar, x, "shifted_exp", compute) if share else compute()
+
+
+def _shared_sum(ar: Arithmetic, e):
+    """ar.sum(e) of a shared exp(x - max x), itself shared where the accumulator rounds to
+    nearest."""
+    if ar.acc_fmt.rounding != NEAREST:
+        return ar.sum(e)
+    return _share(ar, e, ("sum", ar.acc_fmt), lambda: ar.sum(e))
 
 
 @register("naive", "-log(exp(x_t) / sum_i exp(x_i))",
@@ -241,14 +299,14 @@ def _shifted_exp(ar: Arithmetic, x):
           family="unshifted", shifted=False, color="#D55E00")
 def naive(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
-    e = ar.exp(x)
+    e = _share(ar, x, "exp", lambda: ar.exp(x))
     p = ar.div(_pick(e, targets), ar.sum(e))
     return -ar.log(p)
 
 
 def _softmax_target(ar: Arithmetic, x, targets):
-    _, e = _shifted_exp(ar, x)
-    return ar.div(_pick(e, targets), ar.sum(e))
+    _, e = _shifted_exp(ar, x, share=True)
+    return ar.div(_pick(e, targets), _shared_sum(ar, e))
 
 
 SOFTMAX_EPS = 1e-7
@@ -276,8 +334,8 @@ def softmax_log(x, targets, fmt, accumulator):
           family="shifted", shifted=True, color="#0072B2", bound="shifted")
 def logsumexp(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
-    a, e = _shifted_exp(ar, x)
-    lse = ar.add(a, ar.log(ar.sum(e)))
+    a, e = _shifted_exp(ar, x, share=True)
+    lse = ar.add(a, ar.log(_shared_sum(ar, e)))
     return ar.sub(lse, _pick(x, targets))
 
 
@@ -286,7 +344,7 @@ def logsumexp(x, targets, fmt, accumulator):
           family="shifted", shifted=True, color="#0072B2", bound="log1p")
 def log1p(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
-    a, e = _shifted_exp(ar, x)
+    a, e = _shifted_exp(ar, x, share=True)
     k = np.argmax(x, axis=1)
     e = e.copy()
     rows = np.arange(len(k))
@@ -302,8 +360,8 @@ def log1p(x, targets, fmt, accumulator):
           family="shifted", shifted=True, color="#0072B2")
 def log_softmax(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
-    a, e = _shifted_exp(ar, x)
-    return -ar.sub(ar.sub(_pick(x, targets), a), ar.log(ar.sum(e)))
+    a, e = _shifted_exp(ar, x, share=True)
+    return -ar.sub(ar.sub(_pick(x, targets), a), ar.log(_shared_sum(ar, e)))
 
 
 ONLINE_BLOCK = 256
@@ -353,7 +411,8 @@ def _online_ms_blocks(ar: Arithmetic, x):
         xb = x[:, :full].reshape(n, -1, ONLINE_BLOCK)
         mb = np.max(xb, axis=2)
         mbs.append(mb)
-        sbs.append(ar.sum(ar.exp(ar.sub(xb, mb[:, :, None]))))
+        eb = _share(ar, x, "online_block_exp", lambda: ar.exp(ar.sub(xb, mb[:, :, None])))
+        sbs.append(ar.sum(eb))                 # (shared across accumulators: shared_steps)
     if full < c:
         mb, eb = _shifted_exp(ar, x[:, full:])
         mbs.append(mb[:, None])
