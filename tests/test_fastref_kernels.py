@@ -7,6 +7,7 @@ import pytest
 
 from precision_lab.numerics.formats import get_format
 from precision_lab.truth import fastref
+from precision_lab.truth import fastref_kernels as fk
 
 
 def _run(monkeypatch, x, t, kernel, bits=100):
@@ -148,3 +149,74 @@ def test_value_cache_any_size(monkeypatch, bits_cache):
         _check(monkeypatch, x, t)
         y = get_format(fmt).round(2 * rng.standard_normal((300, 9)))
         _check(monkeypatch, y, rng.integers(0, 9, 300))
+
+
+@pytest.mark.parametrize("fmt", ["float32", "float64", "bfloat16"])
+def test_lane_blocks_tails_and_lists(monkeypatch, fmt):
+    """`_block5`'s blocks of B lanes and `sums`'s lists of LIST terms: rows shorter than a block,
+    rows and lists that end one short of, on, and one past a block or a list, blocks whose lanes
+    span several rows (short rows), masked classes and a target that is the maximum."""
+    rng = np.random.default_rng([12, FORMATS.index(fmt)])
+    b, lst = fk.B, fk.LIST
+    for c in (1, 2, b - 1, b, b + 1, lst - 1, lst, lst + 1, 3 * lst + b - 1):
+        n = max(3, 2 * lst // c)
+        x = get_format(fmt).round(2.0 * rng.standard_normal((n, c)))
+        t = rng.integers(0, c, n)
+        if c > 2:
+            x[0, ::3] = -np.inf                           # masked classes
+            t[0] = 1
+            x[1, t[1]] = np.max(x[1]) + 1.0               # target is the maximum
+        _check(monkeypatch, x, t)
+
+
+def test_lane_blocks_tiny_negative_lanes(monkeypatch):
+    """Off-grid float64 logits in [-2**-32, 0) (x_f = 2**-31 - |x|: `_tiny_fix`) in some lanes of a
+    block and not others, at every lane position, in the chunked and the whole-rows paths."""
+    rng = np.random.default_rng(13)
+    for c in (40, 3000, 40000):
+        n = 4
+        x = rng.standard_normal((n, c))
+        pos = rng.choice(c, size=min(c, 64), replace=False)
+        x[0, pos] = -rng.random(pos.size) * 2.0 ** -32    # tiny negatives, scattered
+        x[1, :c // 2] = -rng.random(c // 2) * 2.0 ** -33
+        x[2, ::2] = -5e-324                               # subnormal, every other lane
+        x[3, 0] = 9.0
+        t = np.array([0, 1, 2, 0])                        # row 3: target is the maximum
+        _check(monkeypatch, x, t)
+
+
+def test_pack3_round_trip_and_refusal():
+    """`pack3` keeps an entry's 5 limbs exactly (what `_unpack` reads back) and refuses a limb
+    outside [0, 2**26) (the packed words would mix limbs)."""
+    rng = np.random.default_rng(14)
+    for dt in (np.int32, np.int64):
+        t = rng.integers(0, 1 << 26, (300, 5)).astype(dt)
+        t[0] = (1 << 26) - 1
+        t[1] = 0
+        out = np.zeros((300, 3), dtype=np.int64)
+        assert fk.pack3(t, out)
+        back = np.stack([out[:, 0] & fk.RMASK, out[:, 0] >> fk.R, out[:, 1] & fk.RMASK,
+                         out[:, 1] >> fk.R, out[:, 2]], axis=1)
+        assert np.array_equal(back, t.astype(np.int64))
+        for bad in (-1, 1 << 26):
+            t2 = t.copy()
+            t2[7, 3] = bad
+            assert not fk.pack3(t2, np.zeros((300, 3), dtype=np.int64))
+
+
+def test_packed_tables_are_the_kernel_tables():
+    """For nl = 5 `_kernel_tables` hands the kernels the packed tables (so the lane path runs),
+    each the packing of its unpacked table, also after T_hi has grown; other nl: none."""
+    tab = fastref._fix_tables(5)
+    for nh in (100, 40000):
+        tab.ensure_hi(nh)
+        *tables, packed = fastref._kernel_tables(tab)
+        assert len(packed) == 6
+        for tb, pk in zip(tables, packed):
+            assert pk.shape == (tb.shape[0], 3)
+            t64 = tb.astype(np.int64)
+            assert np.array_equal(pk[:, 0], t64[:, 0] | (t64[:, 1] << 26))
+            assert np.array_equal(pk[:, 1], t64[:, 2] | (t64[:, 3] << 26))
+            assert np.array_equal(pk[:, 2], t64[:, 4])
+    *_, packed = fastref._kernel_tables(fastref._fix_tables(10))
+    assert all(pk.shape[0] == 0 for pk in packed)

@@ -26,7 +26,8 @@ are added up (as float64 upper bounds, inflated by 2**-20) into a radius per row
   depending on the path (each bound computed from the path's roundings); per row the terms
   are summed exactly (int64 limb sums). This per-logit part runs compiled (`USE_KERNEL`:
   `fastref_kernels.scan` replays the numpy path's chunks and their choices, `sums` the same
-  integer steps per logit, fused, with no (N C, nl) temporaries); the numpy path
+  integer steps per logit, fused, with no (N C, nl) temporaries, lane-wise in blocks of
+  logits so that the limb products vectorise); the numpy path
   (`_term_sums`) stays callable, and both give the same limbs and the same bounds (the
   kernel's bounds are `_terms`'s own, by `_term_bounds`), so every result and radius is the
   same bit for bit (tests/test_fastref_kernels.py).
@@ -951,17 +952,37 @@ def _term_bounds(nl: int, spread: bool, offall: bool, prod: bool, anyoff: bool):
 
 
 def _kernel_tables(tab: _FixTables) -> tuple:
-    """`tab`'s tables one entry per row (entries x limbs, contiguous) for the kernels; kept on
-    `tab` and rebuilt when its T_hi table has grown."""
+    """`tab`'s tables one entry per row (entries x limbs, contiguous) for the kernels, and
+    (nl = 5) the same tables packed, 5 limbs in 3 int64 words (`fastref_kernels.pack3`; else
+    empty); kept on `tab` and rebuilt when its T_hi table has grown."""
     kt = getattr(tab, "_kt", None)
     if kt is None or kt[0] != tab.hi.shape[1]:
         lot = kt[2] if kt is not None else np.ascontiguousarray(tab.lo.T)
         a1t = kt[5] if kt is not None else np.ascontiguousarray(tab.a1.T)
         b0t = kt[6] if kt is not None else np.ascontiguousarray(tab.b0.T)
-        kt = (tab.hi.shape[1], np.ascontiguousarray(tab.hi.T), lot,
-              np.ascontiguousarray(tab.ah.T), np.ascontiguousarray(tab._bh.T), a1t, b0t)
+        new = (np.ascontiguousarray(tab.hi.T), lot, np.ascontiguousarray(tab.ah.T),
+               np.ascontiguousarray(tab._bh.T), a1t, b0t)
+        kt = (tab.hi.shape[1],) + new + (_packed(new, kt[7] if kt is not None else None),)
         tab._kt = kt
     return kt[1:]
+
+
+def _packed(tables: tuple, old) -> tuple:
+    """`_kernel_tables`'s tables (T_hi, T_lo, A, B, a1, b0) in `pack3` form for nl = 5 (the
+    fixed ones taken from `old`, only T_hi and A grow), else six empty tables; a table with a
+    limb outside [0, 2**26) is refused."""
+    if tables[0].shape[1] != 5:
+        return tuple(np.zeros((0, 3), dtype=np.int64) for _ in tables)
+    out = []
+    for k, tb in enumerate(tables):
+        if old is not None and k not in (0, 2):
+            out.append(old[k])
+            continue
+        pk = np.zeros((tb.shape[0], 3), dtype=np.int64)
+        if not fastref_kernels.pack3(tb, pk):
+            raise ArithmeticError("a table limb outside [0, 2**26)")
+        out.append(pk)
+    return tuple(out)
 
 
 def _off_constants(tab: _FixTables) -> tuple:
@@ -1034,10 +1055,10 @@ def _term_sums_compiled(tab, xr, br, tm, xtr, leadr, tr, cutoff):
     out = np.zeros((nr, nl), dtype=np.int64)
     if m.size:
         tab.ensure_hi(int(hmax.max()) + 1)
-        hit, lot, aht, bht, a1t, b0t = _kernel_tables(tab)
+        hit, lot, aht, bht, a1t, b0t, packed = _kernel_tables(tab)
         kx, ke, kend, facf, tsh, qf, rf = _off_constants(tab)
         fastref_kernels.sums(xr, xr.view(np.uint64), br, leadr, tmi, tri, thr, ECHUNK, step,
-                             full, spread, prod & ~offall, nl, hit, lot, aht, bht, a1t, b0t,
+                             full, spread, prod & ~offall, nl, hit, lot, aht, bht, a1t, b0t, packed,
                              tab.fb, kx, ke, kend, facf, tsh, qf, rf, _cache_bits(xr), out)
     s = np.zeros((nl + 1, nr), dtype=np.int64)
     s[:nl] = out.T

@@ -14,26 +14,36 @@ truncated product), so the kernels replay the same chunks:
 * `scan` (one pass over the rows): per row the kept counts and off-grid counts, per chunk
   (of both chunkings) its size, largest h, off-grid count and nonzero-l count, from which
   `fastref` derives each chunk's choices exactly as `_terms` does, and the error bounds from
-  `_terms` itself (so they are the numpy path's bounds, float for float).
+  `_terms` itself (so they are the numpy path's bounds, float for float). The current
+  chunk's and row's counts are kept in registers and added into the arrays at its end.
 * `sums` (a second pass): per kept logit the term, by the same integer steps as `_terms`,
   `_mul` (partial products with i + j <= drop - 2 skipped, then carried), `_g_off`,
   `_expm1_fix` (its float64 tail by the same IEEE operations in the same order: no fastmath,
   no libm call but ldexp and floor, which are exact here), `_frac_limbs`; the nl limbs added
   into the row's int64 sums. Integer sums are exact and associative, so the row sums are the
-  numpy path's, bit for bit.
+  numpy path's, bit for bit, in whatever order the terms are added.
+* How `sums` runs. The kept logits of the current chunk go onto two lists (value, count,
+  row; on the grid and off it), each summed (`_chunk`) when it holds LIST terms or at the
+  chunk's end. For nl = 5 (the limb count of the default 100 bits) a list is summed in
+  blocks of B lanes (`_block5`, structure of arrays): the lanes' table indices, each lane's
+  table entries gathered into (words, B) scratch (tables packed 5 limbs in 3 int64 words,
+  `pack3`), then every product, carry and float64 step as a loop over the lanes (no branch,
+  the same operations per lane as the scalar formulas: LLVM vectorises them, AVX-512
+  vpmullq where the CPU has it), the block's terms summed in registers when its lanes are
+  of one row (else each into its row). A list's last block is padded with copies of its
+  last term, count 0. Other nl: one term at a time (`_term1`, the general `_mul`).
 * With `cache_bits` > 0 (logits of a format with few distinct values: float16, bfloat16,
   float8s), equal logits of one row and one chunk share one term: a hash table keyed by the
   float64's bits (8 linear probes; a value that finds no slot is kept apart, counted once
-  per occurrence) holds (value, count); at the chunk's or the row's end each entry adds
-  count x its term (limbs < 2**27, counts < 2**27: products < 2**54, a row's sums stay
+  per occurrence) holds (value, count); at the chunk's or the row's end each entry goes onto
+  a list with its count (limbs < 2**27, counts < 2**27: products < 2**54, a row's sums stay
   below C 2**27 < 2**63). The term is a function of the value within a chunk, so the sums
   are unchanged.
-* For nl = 5 (the limb count of the default 100 bits) the products are written out
-  (`_mul5`, `_mul445`, `_mul545`): the same partial products, the same carries.
 
-Formats: logits float64 in, everything else int64 limbs (tables int32 / int64); the only
-float64 arithmetic is `_frac_limbs` and `_expm1_fix`'s (exact scalings, floors, and the
-series tail whose float64 error `_expm1_fix` bounds), replayed exactly.
+Formats: logits float64 in, everything else int64 limbs (tables int32 / int64, packed
+tables int64 words); the only float64 arithmetic is `_frac_limbs` and `_expm1_fix`'s (exact
+scalings, floors, and the series tail whose float64 error `_expm1_fix` bounds), replayed
+exactly.
 """
 from __future__ import annotations
 
@@ -48,6 +58,11 @@ LMASK = (1 << LO_BITS) - 1
 TWO31 = 2.0 ** 31
 TWOM31 = 2.0 ** -31
 NINF = -np.inf
+TWO26 = 2.0 ** R
+TWO52 = 2.0 ** (2 * R)
+TWO78 = 2.0 ** (3 * R)
+B = 32                       # lanes per block of `sums` (structure of arrays: (limbs, B))
+LIST = 16 * B                # terms summed at a time (lists that stay in the L1 cache)
 
 __all__ = ["scan", "sums"]
 
@@ -63,6 +78,12 @@ def scan(x, b, lead, tm, t, thr, echunk, step, do_full, nkb, nfin, noff_p, noff_
     off-grid count, count of l != 0. Returns the number of kept logits."""
     n, c = x.shape
     pos = 0
+    pch = 0
+    pnext = echunk
+    cm = 0                                    # the current chunk's counts, kept in registers
+    chx = 0
+    co = 0
+    cz = 0
     for i in range(n):
         bg = b[i] * TWO31
         ld = lead[i]
@@ -71,7 +92,8 @@ def scan(x, b, lead, tm, t, thr, echunk, step, do_full, nkb, nfin, noff_p, noff_
         fin = 0
         op = 0
         of = 0
-        fc = i // step
+        fhx = 0
+        fz = 0
         for j in range(c):
             v = x[i, j]
             if v != NINF:
@@ -91,29 +113,43 @@ def scan(x, b, lead, tm, t, thr, echunk, step, do_full, nkb, nfin, noff_p, noff_
             h = -(d >> LO_BITS)
             lz = (d & LMASK) != 0
             if do_full:
-                f_m[fc] += 1
-                if h > f_hmax[fc]:
-                    f_hmax[fc] = h
-                if off:
-                    f_off[fc] += 1
-                    of += 1
-                if lz:
-                    f_nzl[fc] += 1
+                if h > fhx:
+                    fhx = h
+                of += off
+                fz += lz
             if keep_p:
-                ch = pos // echunk
+                if pos == pnext:              # ch = pos // echunk, without a division
+                    c_m[pch] += cm
+                    c_hmax[pch] = max(c_hmax[pch], chx)
+                    c_off[pch] += co
+                    c_nzl[pch] += cz
+                    cm = 0
+                    chx = 0
+                    co = 0
+                    cz = 0
+                    pch += 1
+                    pnext += echunk
                 pos += 1
-                c_m[ch] += 1
-                if h > c_hmax[ch]:
-                    c_hmax[ch] = h
-                if off:
-                    c_off[ch] += 1
-                    op += 1
-                if lz:
-                    c_nzl[ch] += 1
+                cm += 1
+                if h > chx:
+                    chx = h
+                co += off
+                op += off
+                cz += lz
+        if do_full:
+            fc = i // step
+            f_m[fc] += kb
+            f_hmax[fc] = max(f_hmax[fc], fhx)
+            f_off[fc] += of
+            f_nzl[fc] += fz
         nkb[i] = kb
         nfin[i] = fin
         noff_p[i] = op
         noff_f[i] = of
+    c_m[pch] += cm
+    c_hmax[pch] = max(c_hmax[pch], chx)
+    c_off[pch] += co
+    c_nzl[pch] += cz
     return pos
 
 
@@ -144,54 +180,6 @@ def _mul(a, ka, b, kb, drop, acc, res):
             res[p - 1] = sm & RMASK
         carry = sm >> R
     return k
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _mul5(a, b, res):
-    """`_mul(a, 5, b, 5, 5, ...)` written out (nl = 5, the usual limb count): the products of
-    positions 0 .. 4 (i + j = 4 .. 8), then the carries; the same integers."""
-    a0, a1, a2, a3, a4 = a[0], a[1], a[2], a[3], a[4]
-    b0, b1, b2, b3, b4 = b[0], b[1], b[2], b[3], b[4]
-    s0 = a0 * b4 + a1 * b3 + a2 * b2 + a3 * b1 + a4 * b0
-    s1 = a1 * b4 + a2 * b3 + a3 * b2 + a4 * b1 + (s0 >> R)
-    s2 = a2 * b4 + a3 * b3 + a4 * b2 + (s1 >> R)
-    s3 = a3 * b4 + a4 * b3 + (s2 >> R)
-    s4 = a4 * b4 + (s3 >> R)
-    res[0] = s1 & RMASK
-    res[1] = s2 & RMASK
-    res[2] = s3 & RMASK
-    res[3] = s4 & RMASK
-    res[4] = s4 >> R
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _mul445(a, b, res):
-    """`_mul(a, 4, b, 4, 5, ...)` written out (x_f's square, nl = 5): 3 limbs."""
-    a1, a2, a3 = a[1], a[2], a[3]
-    b1, b2, b3 = b[1], b[2], b[3]
-    s0 = a1 * b3 + a2 * b2 + a3 * b1
-    s1 = a2 * b3 + a3 * b2 + (s0 >> R)
-    s2 = a3 * b3 + (s1 >> R)
-    res[0] = s1 & RMASK
-    res[1] = s2 & RMASK
-    res[2] = s2 >> R
-    return 3
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _mul545(a, b, res):
-    """`_mul(a, 5, b, 4, 5, ...)` written out (b0 expm1(x_f), nl = 5): 4 limbs."""
-    a1, a2, a3, a4 = a[1], a[2], a[3], a[4]
-    b0, b1, b2, b3 = b[0], b[1], b[2], b[3]
-    s0 = a1 * b3 + a2 * b2 + a3 * b1 + a4 * b0
-    s1 = a2 * b3 + a3 * b2 + a4 * b1 + (s0 >> R)
-    s2 = a3 * b3 + a4 * b2 + (s1 >> R)
-    s3 = a4 * b3 + (s2 >> R)
-    res[0] = s1 & RMASK
-    res[1] = s2 & RMASK
-    res[2] = s3 & RMASK
-    res[3] = s3 >> R
-    return 4
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -240,10 +228,7 @@ def _g_off(xv, xs, fl, l, nl, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf, a1t, b
         term[j] = xl[j]
     kt = kx
     for k in range(2, kend):
-        if nl == 5 and kt == 4 and kx == 4:
-            kp = _mul445(term, xl, pr)
-        else:
-            kp = _mul(term, kt, xl, kx, nl, acc, pr)
+        kp = _mul(term, kt, xl, kx, nl, acc, pr)
         if k & (k - 1):                  # _div_small
             rem = np.int64(0)
             for j in range(kp - 1, -1, -1):
@@ -278,10 +263,7 @@ def _g_off(xv, xs, fl, l, nl, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf, a1t, b
     lb = l & 1023
     for j in range(nl):
         f[j] = b0t[lb, j]
-    if nl == 5 and ke == 4:
-        kbe = _mul545(f, e, be)
-    else:
-        kbe = _mul(f, nl, e, ke, nl, acc, be)
+    kbe = _mul(f, nl, e, ke, nl, acc, be)
     for j in range(ke):
         f[j] += e[j]
     for j in range(kbe):
@@ -289,23 +271,321 @@ def _g_off(xv, xs, fl, l, nl, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf, a1t, b
     la = l >> 10
     for j in range(nl):
         g[j] = a1t[la, j]
-    if nl == 5:
-        _mul5(g, f, af)
-    else:
-        _mul(g, nl, f, nl, nl, acc, af)
+    _mul(g, nl, f, nl, nl, acc, af)
     for j in range(nl):
         g[j] = g[j] + f[j] + af[j]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _m5(a0, a1, a2, a3, a4, b0, b1, b2, b3, b4):
+    """`_mul(a, 5, b, 5, 5, ...)` (nl = 5) written out on scalars: the products of positions
+    0 .. 4 (i + j = 4 .. 8), then the carries (the same integers); the 5 limbs as a tuple,
+    for the lane loops."""
+    s0 = a0 * b4 + a1 * b3 + a2 * b2 + a3 * b1 + a4 * b0
+    s1 = a1 * b4 + a2 * b3 + a3 * b2 + a4 * b1 + (s0 >> R)
+    s2 = a2 * b4 + a3 * b3 + a4 * b2 + (s1 >> R)
+    s3 = a3 * b4 + a4 * b3 + (s2 >> R)
+    s4 = a4 * b4 + (s3 >> R)
+    return s1 & RMASK, s2 & RMASK, s3 & RMASK, s4 & RMASK, s4 >> R
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _unpack(p0, p1, p2):
+    """An entry of a `pack3` table: its 5 limbs from its 3 words."""
+    return p0 & RMASK, p0 >> R, p1 & RMASK, p1 >> R, p2
+
+
+@numba.njit(cache=True, nogil=True)
+def pack3(t, out):
+    """out[i] = (t[i, 0] + t[i, 1] 2**R, t[i, 2] + t[i, 3] 2**R, t[i, 4]) for a table of 5
+    limbs per entry (each in [0, 2**R)); returns False (out unfinished) if a limb is not."""
+    for i in range(t.shape[0]):
+        for jj in range(5):
+            if t[i, jj] < 0 or t[i, jj] > RMASK:
+                return False
+        out[i, 0] = np.int64(t[i, 0]) | (np.int64(t[i, 1]) << R)
+        out[i, 1] = np.int64(t[i, 2]) | (np.int64(t[i, 3]) << R)
+        out[i, 2] = np.int64(t[i, 4])
+    return True
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tiny_fix(xv, kx, p_fb, qf, rf, w, ln, term, acc):
+    """`_g_off`'s tiny negative x (-2**-32 < x < 0) for lane ln: x_f = 2**-31 - |x|,
+    w[4, :kx, ln] = 2**(fb - 31) - ceil(|x| 2**fb) (the same integer steps)."""
+    vv = np.ceil(-xv * p_fb)                 # = ldexp(-x, fb): exact
+    _from_float(vv, kx, term)
+    for j in range(kx):
+        acc[j] = -term[j]
+    acc[kx] = 0
+    acc[qf] += np.int64(1) << rf
+    for j in range(kx):
+        cq = acc[j] >> R
+        acc[j] &= RMASK
+        acc[j + 1] += cq
+    for j in range(kx):
+        w[4, j, ln] = acc[j]
+
+
+@numba.njit(cache=True, nogil=True)
+def _block5(bv, bc, brw, nk, off, spread, prod, b, hit, lot, aht, bht, a1t, b0t, p_x, p_fb,
+            p_t, facf, qf, rf, hl, fv, w, term, acc, s):
+    """nl = 5: the terms of the B logits vv = bv[k0:k0 + B] (all on the grid, or all off it:
+    `off`) of one chunk (choices spread, prod), of rows rw = brw[k0:k0 + B] (non-decreasing),
+    s[brw[k0 + ln], :5] += bc[k0 + ln] x term (cnt = bc[k0:k0 + B]). The tables are `pack3`'s
+    (an entry's 5 limbs in 3 int64 words); an entry's words are gathered per lane into
+    (3, B) scratch (w[k]) and unpacked where used; every step is a loop over the lanes
+    (`_m5`, and `_mul(x, 4, x, 4, 5)`, `_mul(b0, 5, e, 4, 5)`, `_g_off` written out for
+    kx = ke = 4 and the series' limb part up to x**2/2: the same integers and the same IEEE
+    float64 operations, in the same order)."""
+    for k0 in range(0, nk, B):
+        r = brw[k0]
+        one = brw[k0 + B - 1] == r           # the block's lanes of one row (the usual case)
+        if one:
+            bg = b[r] * TWO31
+            for ln in range(B):
+                xs = bv[k0 + ln] * TWO31
+                fl = np.floor(xs)
+                d = np.int64(fl - bg)
+                hl[0, ln] = -(d >> LO_BITS)
+                hl[1, ln] = d & LMASK
+        else:
+            for ln in range(B):
+                xs = bv[k0 + ln] * TWO31
+                fl = np.floor(xs)
+                d = np.int64(fl - b[brw[k0 + ln]] * TWO31)
+                hl[0, ln] = -(d >> LO_BITS)
+                hl[1, ln] = d & LMASK
+        if spread:                               # T_hi[h] = A[h >> 9] B[h & 511]
+            for ln in range(B):
+                ha = hl[0, ln] >> 9
+                hb = hl[0, ln] & 511
+                for jj in range(3):
+                    w[2, jj, ln] = aht[ha, jj]
+                    w[3, jj, ln] = bht[hb, jj]
+            for ln in range(B):
+                a0, a1, a2, a3, a4 = _unpack(w[2, 0, ln], w[2, 1, ln], w[2, 2, ln])
+                b0, b1, b2, b3, b4 = _unpack(w[3, 0, ln], w[3, 1, ln], w[3, 2, ln])
+                r0, r1, r2, r3, r4 = _m5(a0, a1, a2, a3, a4, b0, b1, b2, b3, b4)
+                w[0, 0, ln] = r0
+                w[0, 1, ln] = r1
+                w[0, 2, ln] = r2
+                w[0, 3, ln] = r3
+                w[0, 4, ln] = r4
+        else:
+            for ln in range(B):
+                hx = hl[0, ln]
+                for jj in range(3):
+                    w[2, jj, ln] = hit[hx, jj]
+            for ln in range(B):
+                a0, a1, a2, a3, a4 = _unpack(w[2, 0, ln], w[2, 1, ln], w[2, 2, ln])
+                w[0, 0, ln] = a0
+                w[0, 1, ln] = a1
+                w[0, 2, ln] = a2
+                w[0, 3, ln] = a3
+                w[0, 4, ln] = a4
+        if off:                                  # _frac_limbs, _expm1_fix, _g_off
+            ntiny = 0
+            for ln in range(B):
+                xs = bv[k0 + ln] * TWO31
+                ntiny += (xs < 0) & (xs > -0.5)  # (no branch: the sign is random)
+                frac = xs - np.floor(xs)
+                wv = np.floor(frac * p_x)        # _from_float(ldexp(frac, fb - 31), 4)
+                q = np.floor(wv * (1.0 / TWO78))
+                w[4, 3, ln] = np.int64(q)
+                wv = wv - q * TWO78
+                q = np.floor(wv * (1.0 / TWO52))
+                w[4, 2, ln] = np.int64(q)
+                wv = wv - q * TWO52
+                q = np.floor(wv * (1.0 / TWO26))
+                w[4, 1, ln] = np.int64(q)
+                wv = wv - q * TWO26
+                w[4, 0, ln] = np.int64(wv)
+                fv[0, ln] = frac * TWOM31
+            for ln in range(B if ntiny else 0):
+                xs = bv[k0 + ln] * TWO31
+                if xs < 0 and xs > -0.5:         # tiny negative x: x_f = 2**-31 - |x|
+                    _tiny_fix(bv[k0 + ln], 4, p_fb, qf, rf, w, ln, term, acc)
+                    fv[0, ln] = (1.0 + xs) * TWOM31
+            for ln in range(B):                  # expm1(x_f): x + x**2/2 in limbs, then floats
+                x0, x1, x2, x3 = w[4, 0, ln], w[4, 1, ln], w[4, 2, ln], w[4, 3, ln]
+                s0 = x1 * x3 + x2 * x2 + x3 * x1             # _mul(x, 4, x, 4, 5)
+                s1 = x2 * x3 + x3 * x2 + (s0 >> R)
+                s2 = x3 * x3 + (s1 >> R)
+                p0 = s1 & RMASK
+                p1 = s2 & RMASK
+                p2 = s2 >> R
+                t0 = (p0 >> 1) | ((p1 << (R - 1)) & RMASK)   # _shr by 1
+                t1 = (p1 >> 1) | ((p2 << (R - 1)) & RMASK)
+                t2 = p2 >> 1
+                e0 = x0 + t0
+                e1 = x1 + t1
+                e2 = x2 + t2
+                e3 = x3
+                u = fv[0, ln] * TWO31
+                fk = 1.0 + u * TWOM31 / 4 * (1.0 + u * TWOM31 / 5)
+                pw = u * u
+                pw = pw * u
+                tail = np.int64(np.floor(pw * (fk / facf) * p_t))
+                e0 += tail & RMASK
+                e1 += tail >> R
+                cq = e0 >> R
+                e0 &= RMASK
+                e1 += cq
+                cq = e1 >> R
+                e1 &= RMASK
+                e2 += cq
+                cq = e2 >> R
+                e2 &= RMASK
+                e3 += cq
+                e3 &= RMASK
+                w[5, 0, ln] = e0
+                w[5, 1, ln] = e1
+                w[5, 2, ln] = e2
+                w[5, 3, ln] = e3
+            for ln in range(B):
+                lx = hl[1, ln]
+                la = lx >> 10
+                lb = lx & 1023
+                for jj in range(3):
+                    w[2, jj, ln] = b0t[lb, jj]
+                    w[3, jj, ln] = a1t[la, jj]
+            for ln in range(B):
+                f0, f1, f2, f3, f4 = _unpack(w[2, 0, ln], w[2, 1, ln], w[2, 2, ln])
+                e0, e1, e2, e3 = w[5, 0, ln], w[5, 1, ln], w[5, 2, ln], w[5, 3, ln]
+                s0 = f1 * e3 + f2 * e2 + f3 * e1 + f4 * e0   # _mul(b0, 5, e, 4, 5)
+                s1 = f2 * e3 + f3 * e2 + f4 * e1 + (s0 >> R)
+                s2 = f3 * e3 + f4 * e2 + (s1 >> R)
+                s3 = f4 * e3 + (s2 >> R)
+                f0 = f0 + e0 + (s1 & RMASK)
+                f1 = f1 + e1 + (s2 & RMASK)
+                f2 = f2 + e2 + (s3 & RMASK)
+                f3 = f3 + e3 + (s3 >> R)
+                a0, a1, a2, a3, a4 = _unpack(w[3, 0, ln], w[3, 1, ln], w[3, 2, ln])
+                r0, r1, r2, r3, r4 = _m5(a0, a1, a2, a3, a4, f0, f1, f2, f3, f4)
+                w[1, 0, ln] = a0 + f0 + r0
+                w[1, 1, ln] = a1 + f1 + r1
+                w[1, 2, ln] = a2 + f2 + r2
+                w[1, 3, ln] = a3 + f3 + r3
+                w[1, 4, ln] = a4 + f4 + r4
+        elif prod:                               # 1 + T_lo[l] = (1 + a1[l >> 10]) (1 + b0[l & 1023])
+            for ln in range(B):
+                lx = hl[1, ln]
+                la = lx >> 10
+                lb = lx & 1023
+                for jj in range(3):
+                    w[2, jj, ln] = a1t[la, jj]
+                    w[3, jj, ln] = b0t[lb, jj]
+            for ln in range(B):
+                a0, a1, a2, a3, a4 = _unpack(w[2, 0, ln], w[2, 1, ln], w[2, 2, ln])
+                b0, b1, b2, b3, b4 = _unpack(w[3, 0, ln], w[3, 1, ln], w[3, 2, ln])
+                r0, r1, r2, r3, r4 = _m5(a0, a1, a2, a3, a4, b0, b1, b2, b3, b4)
+                w[1, 0, ln] = a0 + b0 + r0
+                w[1, 1, ln] = a1 + b1 + r1
+                w[1, 2, ln] = a2 + b2 + r2
+                w[1, 3, ln] = a3 + b3 + r3
+                w[1, 4, ln] = a4 + b4 + r4
+        else:
+            for ln in range(B):
+                lx = hl[1, ln]
+                for jj in range(3):
+                    w[2, jj, ln] = lot[lx, jj]
+            for ln in range(B):
+                a0, a1, a2, a3, a4 = _unpack(w[2, 0, ln], w[2, 1, ln], w[2, 2, ln])
+                w[1, 0, ln] = a0
+                w[1, 1, ln] = a1
+                w[1, 2, ln] = a2
+                w[1, 3, ln] = a3
+                w[1, 4, ln] = a4
+        if one:                              # cnt th (1 + g), summed over the lanes (exact)
+            z0 = np.int64(0)
+            z1 = np.int64(0)
+            z2 = np.int64(0)
+            z3 = np.int64(0)
+            z4 = np.int64(0)
+            for ln in range(B):
+                a0, a1, a2, a3, a4 = w[0, 0, ln], w[0, 1, ln], w[0, 2, ln], w[0, 3, ln], w[0, 4, ln]
+                r0, r1, r2, r3, r4 = _m5(a0, a1, a2, a3, a4, w[1, 0, ln], w[1, 1, ln],
+                                         w[1, 2, ln], w[1, 3, ln], w[1, 4, ln])
+                m = bc[k0 + ln]
+                z0 += m * (a0 + r0)
+                z1 += m * (a1 + r1)
+                z2 += m * (a2 + r2)
+                z3 += m * (a3 + r3)
+                z4 += m * (a4 + r4)
+            s[r, 0] += z0
+            s[r, 1] += z1
+            s[r, 2] += z2
+            s[r, 3] += z3
+            s[r, 4] += z4
+        else:                                # lanes of several rows: each into its row
+            for ln in range(B):
+                a0, a1, a2, a3, a4 = w[0, 0, ln], w[0, 1, ln], w[0, 2, ln], w[0, 3, ln], w[0, 4, ln]
+                r0, r1, r2, r3, r4 = _m5(a0, a1, a2, a3, a4, w[1, 0, ln], w[1, 1, ln],
+                                         w[1, 2, ln], w[1, 3, ln], w[1, 4, ln])
+                m = bc[k0 + ln]
+                w[0, 0, ln] = m * (a0 + r0)
+                w[0, 1, ln] = m * (a1 + r1)
+                w[0, 2, ln] = m * (a2 + r2)
+                w[0, 3, ln] = m * (a3 + r3)
+                w[0, 4, ln] = m * (a4 + r4)
+            for ln in range(B):
+                rr = brw[k0 + ln]
+                for q in range(5):
+                    s[rr, q] += w[0, q, ln]
+
+
+@numba.njit(cache=True, nogil=True)
+def _term1(v, bg, spread, prod, nl, hit, lot, aht, bht, a1t, b0t, p_x, p_fb, kx, ke, kend,
+           facf, p_t, qf, rf, th, g, p, acc, xl, e, term, pr, be, f, af, tv):
+    """One logit's term (any nl, scalar): tv[:nl] = th (1 + g) as `fastref._terms`."""
+    xs = v * TWO31
+    fl = np.floor(xs)
+    d = np.int64(fl - bg)
+    h = -(d >> LO_BITS)
+    l = d & LMASK
+    if spread:
+        ha = h >> 9
+        hb = h & 511
+        for jj in range(nl):
+            p[jj] = aht[ha, jj]
+            g[jj] = bht[hb, jj]
+        _mul(p, nl, g, nl, nl, acc, th)
+    else:
+        for jj in range(nl):
+            th[jj] = hit[h, jj]
+    if xs != fl:
+        _g_off(v, xs, fl, l, nl, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf, a1t, b0t,
+               xl, e, term, pr, acc, be, f, af, g)
+    elif prod:
+        la = l >> 10
+        lb = l & 1023
+        for jj in range(nl):
+            f[jj] = a1t[la, jj]
+            af[jj] = b0t[lb, jj]
+        _mul(f, nl, af, nl, nl, acc, p)
+        for jj in range(nl):
+            g[jj] = f[jj] + af[jj] + p[jj]
+    else:
+        for jj in range(nl):
+            g[jj] = lot[l, jj]
+    _mul(th, nl, g, nl, nl, acc, p)
+    for jj in range(nl):
+        tv[jj] = th[jj] + p[jj]
+
+
 @numba.njit(cache=True, nogil=True)
 def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, hit, lot,
-         aht, bht, a1t, b0t, fb, kx, ke, kend, facf, tsh, qf, rf, cache_bits, s):
+         aht, bht, a1t, b0t, packed, fb, kx, ke, kend, facf, tsh, qf, rf, cache_bits, s):
     """Per row i, s[i, :nl] += the terms of its kept logits (`scan`'s chunks and the choices
     per chunk c_spread, c_prod), as `fastref._vec`'s numpy loop; cache_bits > 0: equal
-    values of a row and chunk share one term (see the module docstring)."""
+    values of a row and chunk share one term (see the module docstring). A chunk's terms
+    are collected (value, count, row; on-grid and off-grid ones apart) and summed at its
+    end by `_chunk`."""
     p_x = np.ldexp(1.0, fb - GRID)
     p_fb = np.ldexp(1.0, fb)
     p_t = np.ldexp(1.0, tsh)
+    lanes = nl == 5 and kx == 4 and ke == 4 and kend == 3 and packed[2].shape[0] > 0
     n, c = x.shape
     th = np.zeros(64, np.int64)
     g = np.zeros(64, np.int64)
@@ -319,95 +599,119 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
     f = np.zeros(64, np.int64)
     af = np.zeros(64, np.int64)
     tv = np.zeros(64, np.int64)
+    w = np.zeros((6, 5, B), np.int64)        # `_block5`'s limbs
+    hl = np.zeros((2, B), np.int64)
+    fv = np.zeros((1, B), np.float64)
+    cap = LIST + B                           # a list's terms at most, and a block's padding
+    bv = np.zeros((2, cap), np.float64)      # a chunk's terms: [0] on the grid, [1] off it
+    bc = np.zeros((2, cap), np.int64)        # their counts (with the value cache)
+    brw = np.zeros((2, cap), np.int64)       # their rows
     nslot = 1 << cache_bits
     keys = np.zeros(nslot, np.uint64)
     vals = np.zeros(nslot, np.float64)
     cnts = np.zeros(nslot, np.int64)
     used = np.zeros(nslot, np.int64)
-    ovf = np.zeros(c, np.float64)
     smask = nslot - 1
+    if cache_bits == 0:
+        bc[:, :] = 1                         # one term per logit (`_chunk` restores the ones)
     pos = 0
-    for i in range(n):
-        bg = b[i] * TWO31
-        ld = lead[i]
-        ti = t[i] if tm[i] else -1
-        cur = -1
+    pch = 0
+    pnext = echunk
+    cur = -1
+    n0 = 0
+    n1 = 0
+    for i in range(n + 1):                   # i = n: the last chunk's end
+        c_end = 0
+        if i < n:
+            c_end = c
+            ld = lead[i]
+            ti = t[i] if tm[i] else -1
+            fch = i // step
         nused = 0
-        novf = 0
-        for j in range(c + 1):               # j = c: the end of the row (a last flush)
+        for j in range(c_end + 1):           # j = c: the end of the row (the cache's entries)
             ch = -2
-            if j < c:
+            if j < c_end:
                 v = x[i, j]
                 if j == ti:
                     continue                 # one copy of the maximum is the 1
                 if full:
-                    ch = i // step
+                    ch = fch
                 else:
                     if not ((v - ld) >= thr):
                         continue
-                    ch = pos // echunk
+                    if pos == pnext:         # ch = pos // echunk, without a division
+                        pch += 1
+                        pnext += echunk
+                    ch = pch
                     pos += 1
-            if ch != cur:                    # a new chunk (or the row's end): the pending terms
-                for u in range(nused + novf):
-                    if u < nused:
-                        sl = used[u]
-                        v = vals[sl]
-                        mcount = cnts[sl]
-                        cnts[sl] = 0
-                    else:
-                        v = ovf[u - nused]
-                        mcount = 1
-                    ch0 = cur
+                if ch == cur and cache_bits == 0:    # the usual case: onto a list
                     xs = v * TWO31
-                    fl = np.floor(xs)
-                    d = np.int64(fl - bg)
-                    h = -(d >> LO_BITS)
-                    l = d & LMASK
-                    if c_spread[ch0]:
-                        ha = h >> 9
-                        hb = h & 511
-                        for jj in range(nl):
-                            p[jj] = aht[ha, jj]
-                            g[jj] = bht[hb, jj]
-                        _mul5(p, g, th) if nl == 5 else _mul(p, nl, g, nl, nl, acc, th)
+                    if xs == np.floor(xs):
+                        bv[0, n0] = v
+                        brw[0, n0] = i
+                        n0 += 1
+                        if n0 == LIST:                 # a full list: its sums now (cache-sized lists)
+                            _chunk(bv[0], bc[0], brw[0], LIST, False, c_spread[cur], c_prod[cur],
+                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
+                                   ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
+                                   f, af, tv, s)
+                            n0 = 0
                     else:
-                        for jj in range(nl):
-                            th[jj] = hit[h, jj]
-                    if xs != fl:
-                        _g_off(v, xs, fl, l, nl, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf, a1t, b0t,
-                               xl, e, term, pr, acc, be, f, af, g)
-                    elif c_prod[ch0]:
-                        la = l >> 10
-                        lb = l & 1023
-                        for jj in range(nl):
-                            f[jj] = a1t[la, jj]
-                            af[jj] = b0t[lb, jj]
-                        _mul5(f, af, p) if nl == 5 else _mul(f, nl, af, nl, nl, acc, p)
-                        for jj in range(nl):
-                            g[jj] = f[jj] + af[jj] + p[jj]
+                        bv[1, n1] = v
+                        brw[1, n1] = i
+                        n1 += 1
+                        if n1 == LIST:                 # a full list: its sums now (cache-sized lists)
+                            _chunk(bv[1], bc[1], brw[1], LIST, True, c_spread[cur], c_prod[cur],
+                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
+                                   ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
+                                   f, af, tv, s)
+                            n1 = 0
+                    continue
+            elif i == n:
+                ch = -3                      # the end: the last chunk's sums
+            if ch != cur or j == c_end:      # a new chunk or the row's end: the cache's terms
+                for u in range(nused):
+                    sl = used[u]
+                    vu = vals[sl]
+                    xs = vu * TWO31
+                    if xs == np.floor(xs):
+                        bv[0, n0] = vu
+                        bc[0, n0] = cnts[sl]
+                        brw[0, n0] = i
+                        n0 += 1
+                        if n0 == LIST:                 # a full list: its sums now (cache-sized lists)
+                            _chunk(bv[0], bc[0], brw[0], LIST, False, c_spread[cur], c_prod[cur],
+                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
+                                   ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
+                                   f, af, tv, s)
+                            n0 = 0
                     else:
-                        for jj in range(nl):
-                            g[jj] = lot[l, jj]
-                    nz = False
-                    for jj in range(nl):
-                        if g[jj] != 0:
-                            nz = True
-                    if nz:
-                        _mul5(th, g, p) if nl == 5 else _mul(th, nl, g, nl, nl, acc, p)
-                        for jj in range(nl):
-                            tv[jj] = th[jj] + p[jj]
-                    else:                                # th g = 0: every partial product is 0
-                        for jj in range(nl):
-                            tv[jj] = th[jj]
-
-                    for q in range(nl):
-                        s[i, q] += mcount * tv[q]
+                        bv[1, n1] = vu
+                        bc[1, n1] = cnts[sl]
+                        brw[1, n1] = i
+                        n1 += 1
+                        if n1 == LIST:                 # a full list: its sums now (cache-sized lists)
+                            _chunk(bv[1], bc[1], brw[1], LIST, True, c_spread[cur], c_prod[cur],
+                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
+                                   ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
+                                   f, af, tv, s)
+                            n1 = 0
+                    cnts[sl] = 0
                 nused = 0
-                novf = 0
+            if ch != cur and ch != -2:       # a new chunk: the last one's sums
+                if cur >= 0:
+                    for k in range(2):
+                        nk = n0 if k == 0 else n1
+                        if nk:
+                            _chunk(bv[k], bc[k], brw[k], nk, k == 1, c_spread[cur],
+                                   c_prod[cur], cache_bits == 0, b, lanes, nl, hit, lot, aht,
+                                   bht, a1t, b0t, packed, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf,
+                                   hl, fv, w, th, g, p, acc, xl, e, term, pr, be, f, af, tv, s)
+                n0 = 0
+                n1 = 0
                 cur = ch
-            if j == c:
+            if j == c_end:
                 break
-            v = x[i, j]
             if cache_bits:                   # equal values share a slot (linear probing)
                 key = xb[i, j]
                 sl = np.int64((key * np.uint64(0x9E3779B97F4A7C15))
@@ -429,5 +733,54 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                     sl = (sl + 1) & smask
                 if placed:
                     continue
-            ovf[novf] = v
-            novf += 1
+            xs = v * TWO31                   # a term of its own
+            if xs == np.floor(xs):
+                bv[0, n0] = v
+                bc[0, n0] = 1
+                brw[0, n0] = i
+                n0 += 1
+                if n0 == LIST:                 # a full list: its sums now (cache-sized lists)
+                    _chunk(bv[0], bc[0], brw[0], LIST, False, c_spread[cur], c_prod[cur],
+                           cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
+                           ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
+                           f, af, tv, s)
+                    n0 = 0
+            else:
+                bv[1, n1] = v
+                bc[1, n1] = 1
+                brw[1, n1] = i
+                n1 += 1
+                if n1 == LIST:                 # a full list: its sums now (cache-sized lists)
+                    _chunk(bv[1], bc[1], brw[1], LIST, True, c_spread[cur], c_prod[cur],
+                           cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
+                           ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
+                           f, af, tv, s)
+                    n1 = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _chunk(bv, bc, brw, nk, off, sp, pd, ones, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x,
+           p_fb, kx, ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr,
+           be, f, af, tv, s):
+    """A chunk's terms (the first nk of bv, counts bc, rows brw; all on or all off the grid)
+    added into s: `_block5` per B of them (the last block padded with copies of the last
+    term, count 0), or `_term1` each; ones: the counts past nk are set back to 1."""
+    if lanes:
+        nend = -(-nk // B) * B
+        for ln in range(nk, nend):
+            bv[ln] = bv[nk - 1]
+            bc[ln] = 0
+            brw[ln] = brw[nk - 1]
+        _block5(bv, bc, brw, nk, off, sp, pd, b, packed[0], packed[1], packed[2], packed[3],
+                packed[4], packed[5], p_x, p_fb, p_t, facf, qf, rf, hl, fv, w, term, acc, s)
+        if ones:
+            for ln in range(nk, nend):
+                bc[ln] = 1
+        return
+    for k in range(nk):
+        r = brw[k]
+        _term1(bv[k], b[r] * TWO31, sp, pd, nl, hit, lot, aht, bht, a1t, b0t, p_x, p_fb, kx,
+               ke, kend, facf, p_t, qf, rf, th, g, p, acc, xl, e, term, pr, be, f, af, tv)
+        m = bc[k]
+        for q in range(nl):
+            s[r, q] += m * tv[q]
