@@ -698,7 +698,7 @@ def _log_fix(w, err_w, tab):
         prod = bool(np.count_nonzero(l) > m // 4)
         err_e = _term_bounds(nl, spread, False, prod, False)[0]
         err_qt = _mul_bound(nl + 1, nl + 1, nl)
-        hit, lot, aht, bht, a1t, b0t = _kernel_tables(tab)
+        hit, lot, aht, bht, a1t, b0t, _ = _kernel_tables(tab)
         q = np.empty((nl + 2, m), dtype=np.int64)
         neg = np.zeros(m, dtype=bool)
         fastref_rows.log_q(np.ascontiguousarray(w), h, l, spread, prod, nl, hit, lot, aht,
@@ -1118,7 +1118,7 @@ def _max_rows(tab, bits, av, bv, s, sf, err_s, res, err, kk, good, cols):
         spread = bool(h2.max() >= HI_SPREAD)
         err_e2 = _term_bounds(nl, spread, True, False, True)[1]
         ez = _mul_bound(nl + 1, nl + 1, nl)
-        hit, _, aht, bht, a1t, b0t = _kernel_tables(tab)
+        hit, _, aht, bht, a1t, b0t, _ = _kernel_tables(tab)
         zm = np.empty((nl + 2, m), dtype=np.int64)
         fastref_rows.max_terms(h2, l2, np.ascontiguousarray(x2), _to_float(x2, -fb),
                                np.ascontiguousarray(s), spread, nl, kx_, ke, kend, facf,
