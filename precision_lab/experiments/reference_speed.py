@@ -43,6 +43,7 @@ from precision_lab.truth.reference import DEFAULT_BITS, reference_truth
 NAME = "reference_speed"
 
 GOAL = 40.0
+NUMPY_GOAL = 10.0   # issue 11: the truth within 10x of numpy's float64 log-sum-exp, every cell
 
 PROFILES = {
     "quick": {"classes": [10, 1000], "scales": [1.0, 1000.0], "formats": list(STANDARD_FORMATS),
@@ -171,6 +172,19 @@ def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
     rep.finding(f"The certified reference runs a median {med:.0f}x faster than a plain mpmath "
                 f"loop at the same precision; the {GOAL:.0f}x goal is met in {met}/{len(df)} "
                 f"cells.", f1)
+    near = df["numpy_over_ref"] <= NUMPY_GOAL
+    per_fmt = df.groupby("format", sort=False)["numpy_over_ref"].median()
+    worst = df.loc[df["numpy_over_ref"].idxmax()]
+    slow = df[~near]
+    rep.finding(f"Against numpy's float64 max-shifted log-sum-exp on the same logits, the "
+                f"certified reference is within {NUMPY_GOAL:.0f}x in {int(near.sum())}/"
+                f"{len(df)} cells; median ratio " + ", ".join(
+                    f"{f} {v:.1f}x" for f, v in per_fmt.items()) +
+                f"; the slowest {worst.format} at C = {int(worst.classes)}, scale "
+                f"{worst.scale:g} ({worst.numpy_over_ref:.1f}x)" + (
+                    "; beyond it: " + ", ".join(
+                        f"{r.format} C = {r.classes} scale {r.scale:g}"
+                        for r in slow.itertuples()) if len(slow) else "") + ".", t1)
     rep.section("Throughput", "Medians (logits/s):")
     rep.table(df[["format", "classes", "scale", "ref_logits_per_s", "mpmath_logits_per_s",
                   "numpy_logits_per_s", "speedup_vs_mpmath", "numpy_over_ref", "ref_cold_s"]],
