@@ -272,40 +272,33 @@ def exp_compiled(x: np.ndarray, fmt) -> np.ndarray:
     return out.reshape(np.shape(x))
 
 
-def exp_plain(x: np.ndarray, fmt) -> np.ndarray:
-    """exp correctly rounded into fmt (`fast32.supports(fmt)`: float32) by fast32's plain
-    float64 evaluation, its uncertain elements settled by `exp_compiled` (float64 of x's
-    shape)."""
+def _plain(x: np.ndarray, fmt, kernel, settle) -> np.ndarray:
+    """fast32's plain float64 `kernel` on x (float64 of x's shape), the elements whose
+    rounding it leaves uncertain settled by `settle`."""
     flat = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
     out = np.empty_like(flat)
-    idx = fast32.exp_f32(flat, fmt, out)
+    idx = kernel(flat, fmt, out)
     if idx is not None:
-        out[idx] = exp_compiled(flat[idx], fmt)
+        out[idx] = settle(flat[idx], fmt)
     return out.reshape(np.shape(x))
+
+
+def exp_plain(x: np.ndarray, fmt) -> np.ndarray:
+    """exp correctly rounded into fmt (`fast32.supports(fmt)`: float32) by fast32's plain
+    float64 evaluation, its uncertain elements settled by `exp_compiled`."""
+    return _plain(x, fmt, fast32.exp_f32, exp_compiled)
 
 
 def tanh_plain(x: np.ndarray, fmt) -> np.ndarray:
     """tanh correctly rounded into fmt (`fast32.supports(fmt)`: float32) by fast32's plain
-    float64 evaluation, its uncertain elements settled by `elementary.compute` (float64 of x's
-    shape)."""
-    flat = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
-    out = np.empty_like(flat)
-    idx = fast32.tanh_f32(flat, fmt, out)
-    if idx is not None:
-        out[idx] = elementary.compute("tanh", flat[idx], fmt)[0]
-    return out.reshape(np.shape(x))
+    float64 evaluation, its uncertain elements settled by `elementary.compute`."""
+    return _plain(x, fmt, fast32.tanh_f32, lambda v, f: elementary.compute("tanh", v, f)[0])
 
 
 def log_plain(x: np.ndarray, fmt) -> np.ndarray:
     """log correctly rounded into fmt (`fast32.log_supports(fmt)`: float32) by fast32's plain
-    float64 evaluation, its uncertain elements settled by `elementary.compute` (float64 of x's
-    shape)."""
-    flat = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
-    out = np.empty_like(flat)
-    idx = fast32.log_f32(flat, fmt, out)
-    if idx is not None:
-        out[idx] = elementary.compute("log", flat[idx], fmt)[0]
-    return out.reshape(np.shape(x))
+    float64 evaluation, its uncertain elements settled by `elementary.compute`."""
+    return _plain(x, fmt, fast32.log_f32, lambda v, f: elementary.compute("log", v, f)[0])
 
 
 def sub_exp(a: np.ndarray, b: np.ndarray, fmt) -> tuple[np.ndarray, bool]:
