@@ -1,4 +1,4 @@
-"""The compiled elementary paths (numerics/fastelem.py) are `elementary.compute`, bit for bit:
+"""The compiled elementary paths (numerics/fe.py) are `elementary.compute`, bit for bit:
 the table look-ups of narrow formats, the compiled exp of wide ones, and the compiled
 sequential sum is `Arithmetic._sequential_sum`'s numpy loop."""
 from __future__ import annotations
@@ -182,7 +182,7 @@ def test_bfloat16_accumulate_is_float32_then_bfloat16():
 @pytest.mark.parametrize("name", ["bfloat16", "float16", "float8_e5m2", "float8_e4m3fn",
                                   "float32"])
 def test_compiled_accumulate_is_numpy_accumulate(name):
-    """fastelem.accumulate_native is numpy's add.accumulate in the dtype, bit for bit, or
+    """fe.accumulate_native is numpy's add.accumulate in the dtype, bit for bit, or
     declines (None: non-finite inputs or sums, inputs that are not values of the format)."""
     fmt = FORMATS[name]
     rng = np.random.default_rng(6)
@@ -250,3 +250,25 @@ def test_online_blocks_is_the_block_loop(name):
     assert not me._online_vectorisable(Arithmetic(get_format("float16,round=sr")))
     assert not me._online_vectorisable(Arithmetic(FORMATS["float16"], "working_sr"))
     assert not me._online_vectorisable(Arithmetic(FORMATS["float16"], elementary="libm"))
+
+
+@pytest.mark.parametrize("name", ["exp", "log", "log1p", "expm1", "tanh"])
+def test_bfloat16_top16_lookup_equals_the_full_table(name):
+    """bfloat16's 65536-entry look-up (the float32 bits' top half) gives the full table's
+    bits on every input: bfloat16 values, float32 values that are not bfloat16 values,
+    float64 values beyond float32 (huge, tiny), signed zeros, infinities, nan payloads."""
+    fmt = FORMATS["bfloat16"]
+    rng = np.random.default_rng(11)
+    every = (np.arange(1 << 16, dtype=np.uint32) << np.uint32(16)).view(np.float32)
+    f32 = rng.standard_normal(4000).astype(np.float32)
+    f64 = np.concatenate([rng.standard_normal(2000) * 30, [1e300, -1e300, 1e-300, -1e-300,
+                          5e-324, 2.0 ** -149, 2.0 ** -150, 3.4e38, 3.5e38, -0.0, 0.0]])
+    nans = (np.uint64(0x7FF0000000000001) + np.arange(0, 1 << 40, 1 << 33,
+                                                      dtype=np.uint64)).view(np.float64)
+    with np.errstate(invalid="ignore"):      # float32 signalling nans, quieted
+        x = np.concatenate([every.astype(np.float64), f32.astype(np.float64), f64, nans,
+                            -nans])
+    got = fe.compute(name, x, fmt)
+    assert ("top16", name, fe._key(fmt)) in fe._TABLES        # the path was taken
+    want = fe._lookup_table(name, x, fmt)
+    assert np.array_equal(got.view(np.uint64), want.view(np.uint64))

@@ -48,7 +48,7 @@ import numba
 import numpy as np
 
 from . import elementary, fast32, fastround
-from .fastround import _bits, _float
+from .fastround import _bits, _bits32, _float
 
 __all__ = ["compute", "table_size", "TABLE_MAX", "sequential_sum", "exp_compiled", "exp_plain",
            "tanh_plain", "log_plain", "sub_exp", "accumulate_native", "any_inf"]
@@ -138,6 +138,65 @@ def _lookup(bits, obits, miss, table, p, elo, ehi):
             continue
         obits[i] = table[k]
     return misses
+
+
+def _lookup_table(name: str, flat: np.ndarray, fmt) -> np.ndarray:
+    """`compute` of a narrow format by its table (flat float64 in and out)."""
+    tab = _table(name, fmt)
+    out = np.empty_like(flat)
+    miss = np.zeros(flat.size, dtype=np.bool_)
+    p = int(fmt.precision)
+    if _lookup(flat.view(np.uint64), out.view(np.uint64), miss, tab.view(np.uint64), p,
+               int(fmt.emin - p + 1), int(fmt.emax)):
+        idx = np.flatnonzero(miss)
+        out[idx] = elementary.compute(name, flat[idx], fmt)[0]
+    return out
+
+
+# bfloat16's values are the float32 values whose low 16 bits are zero (the same exponent
+# range, subnormals included): the top 16 bits of a value's float32 index a 65536-entry
+# float32 table (256 KB: each result is a bfloat16 value, exact in float32), built by
+# `_lookup_table` itself on those 65536 values, so its entries are the table's bits.
+
+
+def _is_top16(fmt) -> bool:
+    return (fmt.precision, fmt.emin, fmt.emax) == (8, -126, 127) and fmt.overflow == "inf"
+
+
+def _table16(name: str, fmt) -> np.ndarray:
+    key = ("top16", name, _key(fmt))
+    tab = _TABLES.get(key)
+    if tab is None:
+        v = (np.arange(1 << 16, dtype=np.uint32) << np.uint32(16)).view(np.float32)
+        with np.errstate(invalid="ignore"):
+            res = _lookup_table(name, v.astype(np.float64), fmt)
+        tab = res.astype(np.float32)
+        ok = np.isnan(res) | (tab.astype(np.float64) == res)
+        if not ok.all():               # cannot happen: every result is a bfloat16 value
+            raise ArithmeticError("a bfloat16 result not exact in float32")
+        tab.setflags(write=False)
+        with _LOCK:
+            _TABLES.setdefault(key, tab)
+    return _TABLES[key]
+
+
+@numba.njit(cache=True, nogil=True)
+def _lookup16(x, out, table):
+    """out[i] = table[top 16 bits of float32(x[i])] where float32(x[i]) == x[i] and its low 16
+    bits are zero (x[i] a bfloat16 value: +-0, subnormals, +-inf included), else nan (the
+    caller looks those up, and nan inputs, in the full table). Branch-free. Returns the
+    number of nan outputs."""
+    n_nan = 0
+    for i in range(x.size):
+        v = x[i]
+        f = np.float32(v)
+        b = _bits32(f)
+        ok = np.float64(f) == v and (b & np.uint32(0xFFFF)) == np.uint32(0)
+        y = np.float64(table[np.int64(b >> np.uint32(16))])
+        y = y if ok else np.nan
+        out[i] = y
+        n_nan += 0 if y == y else 1
+    return n_nan
 
 
 # --- exp of wide formats: elementary._exp_dd and elementary._round, per element --------------
@@ -331,16 +390,14 @@ def compute(name: str, x, fmt) -> np.ndarray:
         return elementary.compute(name, x, fmt)[0]
     elementary.check_format(fmt)
     if table_size(fmt) <= TABLE_MAX:
-        tab = _table(name, fmt)
         flat = np.ascontiguousarray(x).reshape(-1)
-        out = np.empty_like(flat)
-        miss = np.zeros(flat.size, dtype=np.bool_)
-        p = int(fmt.precision)
-        if _lookup(flat.view(np.uint64), out.view(np.uint64), miss, tab.view(np.uint64), p,
-                   int(fmt.emin - p + 1), int(fmt.emax)):
-            idx = np.flatnonzero(miss)
-            out[idx] = elementary.compute(name, flat[idx], fmt)[0]
-        return out.reshape(x.shape)
+        if _is_top16(fmt):            # bfloat16: the float32 bits' top half indexes
+            out = np.empty_like(flat)
+            if _lookup16(flat, out, _table16(name, fmt)):
+                idx = np.flatnonzero(np.isnan(out))   # inputs not bfloat16 values, or nan
+                out[idx] = _lookup_table(name, flat[idx], fmt)
+            return out.reshape(x.shape)
+        return _lookup_table(name, flat, fmt).reshape(x.shape)
     if name == "exp":
         return exp_plain(x, fmt) if fast32.supports(fmt) else exp_compiled(x, fmt)
     if name == "tanh" and fast32.supports(fmt):

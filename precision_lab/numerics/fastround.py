@@ -43,6 +43,14 @@ def _bits(typingctx, x):
 
 
 @intrinsic
+def _bits32(typingctx, x):
+    """The bits of float32 x as uint32 (a register bitcast)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.uint32(types.float32), codegen
+
+
+@intrinsic
 def _float(typingctx, b):
     """The float64 whose bits are uint64 b."""
     def codegen(context, builder, signature, args):
