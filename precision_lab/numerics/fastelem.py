@@ -11,7 +11,10 @@ bit, much faster.
   input is looked up from its bits alone (sign, float64 exponent, top p - 1 fraction bits)
   when it is in S (its other fraction bits zero, its exponent in range) or special; any other
   input goes through `elementary.compute`. The table is exactly `elementary.compute` on S,
-  so the output is the same bits whatever the input.
+  so the output is the same bits whatever the input. bfloat16 (whose values are the float32s
+  with 16 low zero bits) is looked up first in a 65536-entry float32 table indexed by the top
+  16 bits of the input's float32 (built from the full table on those values: the same bits),
+  the inputs that are not bfloat16 values and the nan results through the full table.
 
   wide formats (float32, float64, custom ones beyond the table): exp is `elementary._exp_dd`
   and `elementary._round` ported to a per-element numba kernel: the same IEEE +, -, *
