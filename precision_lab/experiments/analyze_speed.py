@@ -239,7 +239,8 @@ def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
                                   "peak RSS MiB": f["peak_rss_mib"]}]),
                    "`precision-lab analyze` on a bfloat16 .safetensors file (a subprocess, "
                    "its defaults: bfloat16, every variant): wall time and peak resident "
-                   "memory.", stem="whole_file")
+                   "memory of one call (not a median: the file is analysed once, its "
+                   "process's start and imports included).", stem="whole_file")
     rep.finding(f"Whole file: `precision-lab analyze` on {int(f['rows'])} x "
                 f"{int(f['classes'])} bfloat16 logits took {f['seconds']:.1f} s "
                 f"({f['logits_per_s']:.3g} logits/s), peak RSS {f['peak_rss_mib']:.0f} MiB "
