@@ -36,6 +36,12 @@ def test_run_out_places(tmp_path, capsys, out, match):
     (tmp_path / "file").write_text("")
     _one_line(capsys, main(["run", "logit_scale", "--out", str(out(tmp_path))]), match)
 
+def _default_sigint():
+    """In the child before exec: SIGINT to its default, so Python installs its handler even
+    where this test runs with SIGINT ignored (a shell's background job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
                     reason="root writes into read-only directories")
@@ -117,7 +123,8 @@ def test_ctrl_c_while_workers_start(tmp_path, first, second):
     env = dict(os.environ, PYTHONPATH=str(ROOT), PRECISION_LAB_CACHE="off")
     p = subprocess.Popen([sys.executable, "-m", "precision_lab", "run", "logit_scale",
                           "--workers", "2", "--quiet", "--out", str(tmp_path / "o")],
-                         env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                         env=env, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + 60
         while not _workers(p.pid) and p.poll() is None and time.monotonic() < deadline:

@@ -177,9 +177,16 @@ def _start(out: Path, markers: Path, sleep: float, workers: int = 2):
     out.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f"stderr-{time.monotonic_ns()}.txt", "w") as err:
         proc = subprocess.Popen([sys.executable, str(HELPER), str(out), "10", str(workers)], env=env,
-                                start_new_session=True, stderr=err, text=True)
+                                start_new_session=True, stderr=err, text=True,
+                                preexec_fn=_default_sigint)
     proc.errfile = Path(err.name)
     return proc
+
+
+def _default_sigint():
+    """In the child before exec: SIGINT to its default, so Python installs its handler even
+    where this test runs with SIGINT ignored (a shell's background job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _stderr(proc) -> str:
