@@ -33,7 +33,7 @@ from numpy.typing import ArrayLike
 
 from ..data.inputs import validate_batch
 from ..errors import InputError
-from . import fastround
+from . import fastround, fastshift
 from .arithmetic import ACCUMULATORS, OWN, WORKING, Arithmetic, accumulators_for
 from .formats import NEAREST, Format, get_format
 from .optioned import Terms, options_forward, reduce_rows, torch_options
@@ -83,7 +83,7 @@ class Method:
         self.require_runs_in(fmt)
         if options is not None:
             return self.loss(x, targets, fmt, accumulator, options, "none")
-        x, targets = validate_batch(x, targets)
+        x, targets = validate_batch(x if self.own_reduction else _read_only(x), targets)
         return self.fn(x, targets, fmt, accumulator)
 
     def runs_in(self, fmt) -> bool:
@@ -229,6 +229,16 @@ def batch_mean(losses: ArrayLike, fmt: Format | str, accumulator: str = WORKING)
     return float(ar.div(ar.sum(losses), float(losses.shape[1]))[0])
 
 
+def _read_only(x):
+    """A writable float64 array as a read-only view of itself (outside `shared_steps`), so
+    that `validate_batch` hands it over without a copy: no method writes into its logits."""
+    if (isinstance(x, np.ndarray) and x.dtype == np.float64 and x.flags.writeable
+            and _SHARED.get() is None):
+        x = x.view()
+        x.flags.writeable = False
+    return x
+
+
 def _pick(v: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.take_along_axis(v, targets[:, None], axis=1)[:, 0]
 
@@ -299,14 +309,81 @@ def _shared_sum(ar: Arithmetic, e):
           family="unshifted", shifted=False, color="#D55E00")
 def naive(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
+    if _fuse(ar, x):
+        _, s, et = _fused(ar, x, lambda rows: (0.0,) + _naive_numpy(ar, x[rows],
+                                                                     targets[rows])[::-1],
+                          shifted=False, pick=targets)
+    else:
+        et, s = _naive_numpy(ar, x, targets)
+    return -ar.log(ar.div(et, s))
+
+
+def _naive_numpy(ar: Arithmetic, x, targets):
+    """(exp(x_t), sum_i exp(x_i)): the unfused steps."""
     e = _share(ar, x, "exp", lambda: ar.exp(x))
-    p = ar.div(_pick(e, targets), ar.sum(e))
-    return -ar.log(p)
+    return _pick(e, targets), ar.sum(e)
+
+
+def _fuse(ar: Arithmetic, x) -> bool:
+    """The fused pass (numerics.fastshift) gives this Arithmetic's bits, and x is not an input
+    whose steps `shared_steps` holds (there the steps are shared instead)."""
+    if not fastshift.fusable(ar):
+        return False
+    return _SHARED.get() is None or not isinstance(x, np.ndarray) or x.flags.writeable
+
+
+def _fused(ar: Arithmetic, x, numpy_rows, block=None, shifted=True, skip_argmax=False,
+           pick=None):
+    """(m, s, e_pick) of `fastshift.shifted_sums` (m, s (N,) without `block`), the rows it
+    declines from `numpy_rows(rows)` (the unfused steps on x[rows], which return
+    (m, s, e_pick) of those rows); the operations counted into `ar` as the unfused steps on
+    all of x count them (the declined rows' steps count their own: they count the same)."""
+    m, s, ep, ok = fastshift.shifted_sums(ar, np.asarray(x), block=block, shifted=shifted,
+                                          skip_argmax=skip_argmax, pick=pick)
+    if block is None:
+        m, s = m[:, 0], s[:, 0]
+    if ok.all():
+        parts = 1 if block is None else 1 + (x.shape[1] % block != 0) * (x.shape[1] > block)
+        ar.ops += parts * (int(shifted) + (ar.acc_fmt is not ar.fmt))
+        return m, s, ep
+    rows = np.flatnonzero(~ok)
+    m2, s2, ep2 = numpy_rows(rows)
+    m[rows], s[rows] = m2, s2
+    if ep is not None:
+        ep[rows] = ep2
+    return m, s, ep
+
+
+def _max_sum(ar: Arithmetic, x, skip_argmax=False, pick=None):
+    """(a = max x per row, s = ar.sum(exp(x - a)), exp(x - a) at column pick[i] or None):
+    with `skip_argmax`, the term of the (first) argmax left out of s where a is finite
+    (log1p's sum). Fused (numerics.fastshift) where it gives the same bits."""
+    if _fuse(ar, x):
+        def rows_numpy(rows):
+            return _max_sum_numpy(ar, x[rows], skip_argmax, None if pick is None
+                                  else pick[rows])
+        return _fused(ar, x, rows_numpy, skip_argmax=skip_argmax, pick=pick)
+    return _max_sum_numpy(ar, x, skip_argmax, pick)
+
+
+def _max_sum_numpy(ar: Arithmetic, x, skip_argmax=False, pick=None):
+    """`_max_sum` by the unfused steps (the definition the fused pass matches)."""
+    a, e = _shifted_exp(ar, x, share=True)
+    et = None if pick is None else _pick(e, pick)
+    if not skip_argmax:
+        return a, _shared_sum(ar, e), et
+    k = np.argmax(x, axis=1)
+    e = e.copy()
+    rows = np.arange(len(k))
+    # the argmax term, exp(0) = 1, leaves the sum; where a = +inf it is exp(inf - inf) = nan
+    # and stays (the formula's 1 holds only for a finite maximum): nan, as every shifted method
+    e[rows, k] = np.where(np.isfinite(a), 0.0, e[rows, k])
+    return a, ar.sum(e), et
 
 
 def _softmax_target(ar: Arithmetic, x, targets):
-    _, e = _shifted_exp(ar, x, share=True)
-    return ar.div(_pick(e, targets), _shared_sum(ar, e))
+    _, s, et = _max_sum(ar, x, pick=targets)
+    return ar.div(et, s)
 
 
 SOFTMAX_EPS = 1e-7
@@ -334,8 +411,8 @@ def softmax_log(x, targets, fmt, accumulator):
           family="shifted", shifted=True, color="#0072B2", bound="shifted")
 def logsumexp(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
-    a, e = _shifted_exp(ar, x, share=True)
-    lse = ar.add(a, ar.log(_shared_sum(ar, e)))
+    a, s, _ = _max_sum(ar, x)
+    lse = ar.add(a, ar.log(s))
     return ar.sub(lse, _pick(x, targets))
 
 
@@ -344,14 +421,8 @@ def logsumexp(x, targets, fmt, accumulator):
           family="shifted", shifted=True, color="#0072B2", bound="log1p")
 def log1p(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
-    a, e = _shifted_exp(ar, x, share=True)
-    k = np.argmax(x, axis=1)
-    e = e.copy()
-    rows = np.arange(len(k))
-    # the argmax term, exp(0) = 1, leaves the sum; where a = +inf it is exp(inf - inf) = nan
-    # and stays (the formula's 1 holds only for a finite maximum): nan, as every shifted method
-    e[rows, k] = np.where(np.isfinite(a), 0.0, e[rows, k])
-    lse = ar.add(a, ar.log1p(ar.sum(e)))
+    a, s, _ = _max_sum(ar, x, skip_argmax=True)
+    lse = ar.add(a, ar.log1p(s))
     return ar.sub(lse, _pick(x, targets))
 
 
@@ -360,8 +431,8 @@ def log1p(x, targets, fmt, accumulator):
           family="shifted", shifted=True, color="#0072B2")
 def log_softmax(x, targets, fmt, accumulator):
     ar = Arithmetic(fmt, accumulator)
-    a, e = _shifted_exp(ar, x, share=True)
-    return -ar.sub(ar.sub(_pick(x, targets), a), ar.log(_shared_sum(ar, e)))
+    a, s, _ = _max_sum(ar, x)
+    return -ar.sub(ar.sub(_pick(x, targets), a), ar.log(s))
 
 
 ONLINE_BLOCK = 256
@@ -405,20 +476,11 @@ def _online_ms_blocks(ar: Arithmetic, x):
     maxima (a running max is exact), both scales; only s's recurrence stays a loop over blocks,
     the same two rounded operations per step."""
     n, c = x.shape
-    full = c // ONLINE_BLOCK * ONLINE_BLOCK
-    mbs, sbs = [], []
-    if full:
-        xb = x[:, :full].reshape(n, -1, ONLINE_BLOCK)
-        mb = np.max(xb, axis=2)
-        mbs.append(mb)
-        eb = _share(ar, x, "online_block_exp", lambda: ar.exp_sub(xb, mb[:, :, None]))
-        sbs.append(ar.sum(eb))                 # (shared across accumulators: shared_steps)
-    if full < c:
-        mb, eb = _shifted_exp(ar, x[:, full:])
-        mbs.append(mb[:, None])
-        sbs.append(ar.sum(eb)[:, None])
-    mb = np.concatenate(mbs, axis=1)
-    sb = np.concatenate(sbs, axis=1)
+    if _fuse(ar, x):
+        mb, sb, _ = _fused(ar, x, lambda rows: _online_block_sums(ar, x[rows]) + (None,),
+                           block=ONLINE_BLOCK)
+    else:
+        mb, sb = _online_block_sums(ar, x)
     new = np.maximum.accumulate(np.concatenate([np.full((n, 1), -np.inf), mb], axis=1),
                                 axis=1)
     old, new = new[:, :-1], new[:, 1:]
@@ -435,6 +497,25 @@ def _online_ms_blocks(ar: Arithmetic, x):
     for b in range(mb.shape[1]):
         s = ar.add(ar.round(s * scale_old[:, b]), term[:, b])
     return new[:, -1], s
+
+
+def _online_block_sums(ar: Arithmetic, x):
+    """(block maxima mb, block sums sb), (N, blocks) each, of `_online_ms_blocks` by the
+    unfused steps (the definition numerics.fastshift's block pass matches)."""
+    n, c = x.shape
+    full = c // ONLINE_BLOCK * ONLINE_BLOCK
+    mbs, sbs = [], []
+    if full:
+        xb = x[:, :full].reshape(n, -1, ONLINE_BLOCK)
+        mb = np.max(xb, axis=2)
+        mbs.append(mb)
+        eb = _share(ar, x, "online_block_exp", lambda: ar.exp_sub(xb, mb[:, :, None]))
+        sbs.append(ar.sum(eb))                 # (shared across accumulators: shared_steps)
+    if full < c:
+        mb, eb = _shifted_exp(ar, x[:, full:])
+        mbs.append(mb[:, None])
+        sbs.append(ar.sum(eb)[:, None])
+    return np.concatenate(mbs, axis=1), np.concatenate(sbs, axis=1)
 
 
 def _online_ms_loop(ar: Arithmetic, x):
