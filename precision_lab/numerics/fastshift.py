@@ -335,7 +335,7 @@ def _sum8_f32_d(t, ev, k0, nc):
 
 
 @numba.njit(cache=True, nogil=True)
-def _kernel(x, kind, shifted, block, skip, pick, table, m_out, s_out, e_pick, ok,
+def _kernel(x, kind, shifted, block, kskip, pick, table, m_in, s_out, e_pick, ok,
             p, qmin, max_finite, min_normal, xlo, xhi, tol, acc, ap, aqmin, amax,
             amin_normal, round_total):
     """See `shifted_sums`. `table`: the top-16 table as float64 with one more entry, 0.0
@@ -357,35 +357,16 @@ def _kernel(x, kind, shifted, block, skip, pick, table, m_out, s_out, e_pick, ok
     idx = np.empty((_R, _CH), dtype=np.int64)
     t = np.empty(_R)
     t32 = np.empty(_R, dtype=np.float32)
-    kskip = np.full(_R, -1, dtype=np.int64)
     for g0 in range(0, n, _R):
         nr = min(_R, n - g0)
-        for r in range(nr):                       # the (block) maxima: np.max's value
+        for r in range(nr):                       # a nan or infinite maximum: declined
             i = g0 + r
-            row = x[i]
             good = True
-            for b in range(nb):
-                lo = b * block
-                hi = min(c, lo + block)
-                mx = -math.inf
-                nan = 0
-                for k in range(lo, hi):
-                    v = row[k]
-                    mx = v if v > mx else mx
-                    nan += 1 if v != v else 0
-                if shifted and (nan or mx == 0.0 or math.isinf(mx)):
-                    good = False
-                if not shifted and nan:
-                    good = False
-                m_out[i, b] = mx if shifted else 0.0
+            if shifted:
+                for b in range(nb):
+                    if not (abs(m_in[i, b]) <= _DBL_MAX):
+                        good = False
             ok[i] = good
-            kskip[r] = -1
-            if skip and good:                     # np.argmax: the first maximum
-                mx = m_out[i, 0]
-                for k in range(c):
-                    if row[k] == mx:
-                        kskip[r] = k
-                        break
         for r in range(nr, _R):                   # rows past the batch: zeros
             for k in range(_CH):
                 idx[r, k] = zero
@@ -398,14 +379,14 @@ def _kernel(x, kind, shifted, block, skip, pick, table, m_out, s_out, e_pick, ok
                 i = g0 + r
                 xr = x[i, c0:c0 + nc]
                 if top16:
-                    bad = _index_chunk(xr, m_out[i, b], idx[r, :nc], shifted, src, p, qmin,
+                    bad = _index_chunk(xr, m_in[i, b], idx[r, :nc], shifted, src, p, qmin,
                                        max_finite, min_normal, shift, half, mask)
                 else:
-                    bad = _exp_chunk(xr, m_out[i, b], ev[r, :nc], shifted, p, qmin,
+                    bad = _exp_chunk(xr, m_in[i, b], ev[r, :nc], shifted, p, qmin,
                                      max_finite, min_normal, xlo, xhi, tol, shift, half, mask)
                 if bad:
                     ok[i] = False
-                ks = kskip[r] - c0
+                ks = kskip[i] - c0 if kskip.size else -1
                 if ks >= 0 and ks < nc:
                     if top16:
                         idx[r, ks] = zero
@@ -447,7 +428,7 @@ def _kernel(x, kind, shifted, block, skip, pick, table, m_out, s_out, e_pick, ok
         if pick.size:
             for r in range(nr):
                 i = g0 + r
-                v = x[i, pick[i]] - m_out[i, 0] if shifted else x[i, pick[i]]
+                v = x[i, pick[i]] - m_in[i, 0] if shifted else x[i, pick[i]]
                 tb = table[:table.size - 1] if top16 else table
                 y, u = _elem(v, kind, shifted, tb, p, qmin, max_finite, min_normal, xlo,
                              xhi, tol, shift, half, mask)
@@ -489,14 +470,25 @@ def shifted_sums(ar, x: np.ndarray, block: int | None = None, shifted: bool = Tr
     kind = _exp_kind(fmt)
     table = _table64(fmt) if kind == _EXP_TOP16 else np.zeros(1)
     xlo, xhi = fast32.limits(fmt) if kind == _EXP_F32 else (0.0, 0.0)
-    m = np.empty((n, nb))
+    if not shifted:
+        m = np.zeros((n, nb))
+    elif nb == 1:                              # numpy's maxima, as the numpy path takes them
+        m = np.max(x, axis=1, keepdims=True)
+    else:
+        full = c // block * block
+        m = np.empty((n, nb))
+        m[:, :full // block] = np.max(x[:, :full].reshape(n, -1, block), axis=2)
+        if full < c:
+            m[:, -1] = np.max(x[:, full:], axis=1)
+    ks = (np.argmax(x, axis=1).astype(np.int64) if skip_argmax
+          else np.zeros(0, dtype=np.int64))
     s = np.empty((n, nb))
     ok = np.empty(n, dtype=np.bool_)
     pk = (np.zeros(0, dtype=np.int64) if pick is None
           else np.ascontiguousarray(pick, dtype=np.int64))
     e_pick = np.empty(n)
     akind = _acc_kind(acc)
-    _kernel(x, kind, bool(shifted), block, bool(skip_argmax), pk, table, m, s, e_pick, ok,
+    _kernel(x, kind, bool(shifted), block, ks, pk, table, m, s, e_pick, ok,
             int(fmt.precision), int(fmt.emin - fmt.precision + 1), float(fmt.max_finite),
             float(2.0 ** fmt.emin), float(xlo), float(xhi), 2.0 * fast32.BOUND, akind,
             int(acc.precision), int(acc.emin - acc.precision + 1), float(acc.max_finite),
