@@ -83,7 +83,12 @@ class Method:
         self.require_runs_in(fmt)
         if options is not None:
             return self.loss(x, targets, fmt, accumulator, options, "none")
-        x, targets = validate_batch(x if self.own_reduction else _read_only(x), targets)
+        view = x if self.own_reduction else _read_only(x)
+        xv, targets = validate_batch(view, targets)
+        if xv is not view or view is x:
+            x = xv                 # validated as given (a copy, or a frozen array as it is)
+        # else: the caller's own float64 array, validated through a read-only view of it
+        # without a copy (compiled kernels run faster on writable arrays; none writes)
         return self.fn(x, targets, fmt, accumulator)
 
     def runs_in(self, fmt) -> bool:
@@ -231,7 +236,8 @@ def batch_mean(losses: ArrayLike, fmt: Format | str, accumulator: str = WORKING)
 
 def _read_only(x):
     """A writable float64 array as a read-only view of itself (outside `shared_steps`), so
-    that `validate_batch` hands it over without a copy: no method writes into its logits."""
+    that `validate_batch` checks it without a copy (`Method.__call__` then hands the method
+    the array itself: no method writes into its logits)."""
     if (isinstance(x, np.ndarray) and x.dtype == np.float64 and x.flags.writeable
             and _SHARED.get() is None):
         x = x.view()
