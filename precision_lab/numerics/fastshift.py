@@ -1,37 +1,43 @@
 """The shifted exponentials and their sums in one compiled (numba) pass: per row (or per block
-of a row), m = max x, then s = the sequential sum of exp(round(x - m)) in the accumulator,
-without the (N, C) float64 arrays of the difference and of the exponentials.
+of a row), s = the sequential sum of exp(round(x - m)) in the accumulator, m = max x, without
+the (N, C) float64 arrays of the difference and of the exponentials.
 
-`shifted_sums(ar, x, ...)` returns what the numpy path computes step by step
-(`Arithmetic.exp_sub(x, m)`, then `Arithmetic.sum`), bit for bit, for the formats and
+`shifted_sums(ar, x, ...)` returns what the numpy path computes step by step (m by np.max,
+`Arithmetic.exp_sub(x, m)`, then `Arithmetic.sum`), bit for bit, for the formats and
 accumulators whose steps it inlines (`fusable`):
 
   the working format bfloat16 (exp by fastelem's 65536-entry table keyed by the top 16 bits
   of the float32, `fastelem._table16`: its entries are `elementary.compute`'s bits) or a
-  format served by fast32 (float32: fast32's plain float64 exp, `_sub_exp1` / `_exp1`);
+  format served by fast32 (float32: fast32's plain float64 exp `_exp1` of the rounded
+  difference, with `_sub_exp1`'s treatment of differences below the smallest normal);
   round to nearest, overflow to inf, the "correct" elementary functions;
   the accumulator the working format itself (float64 sums rounded to p <= 25 bits as
   fastelem's `_accumulate_native` rounds them) or float32 (float32 additions, as
   `_accumulate_float32`; the total then rounded once to the working format, as
-  `Arithmetic.round` does, by fastround's `_round1`).
+  `Arithmetic.round` does, by fastround's `_round1`). Other formats (float16, the float8s,
+  stochastic rounding) are not served: `fusable` is False and the callers take the numpy path.
 
-The difference x - m is rounded to the working format as fastround's `_sub_kernel` rounds it
-(its fast pass for normal results, `_round_rare` for the others); every sum starts with its
-first term and adds the others in column order, as the numpy path's sums do.
+The maxima (and log1p's argmax) are numpy's own (np.max, np.argmax on the same rows and
+blocks as the numpy path takes them, so the same zero is picked where a row's maximum is
++-0). The difference x - m is rounded to the working format as fastround's `_sub_kernel`
+rounds it (its fast pass for normal results, `_round_rare` for the others); every sum starts
+with its first term and adds the others in column order, as the numpy path's sums do. All
+arithmetic is IEEE float64 / float32 (numba without fastmath), no libm.
 
 A row is declined (ok False: the caller recomputes it by the numpy path, on those rows alone,
 which every step allows: each is elementwise or along one row) where the fast steps would
-not be the numpy path's: a nan logit; a (block) maximum that is +-inf or zero (numpy's max
-picks one of +0 and -0, which this pass does not reproduce); an exponential that is nan, +inf,
-uncertain (fast32's rounding test: its value is settled by the double-double path) or, for
-the unshifted exp, an input that is not a value of the format; a sum that is not finite in
-the accumulator. Everything else is exactly the numpy path's steps, in the same order.
+not be the numpy path's: a (block) maximum that is nan (a nan logit) or +-inf; an
+exponential that is nan, +inf, uncertain (fast32's rounding test: the numpy path settles it
+by the double-double path) or, for the unshifted exp, an input that is not a value of the
+format; a sum that is not finite in the accumulator. Everything else is exactly the numpy
+path's steps, in the same order.
 
 Options: `block` (None: the whole row, else columns in blocks of `block`, each with its own
 maximum and sum, the last one ragged: the online method's blocks); `shifted=False`: exp(x)
 itself (the unshifted `naive`); `skip_argmax`: the term of the row's first maximum (np.argmax)
 replaced by 0 (log1p's sum without the argmax's exp(0) = 1); `pick`: also exp(round(x_t - m))
-at column pick[i] (the softmax's numerator).
+at column pick[i] (the softmax's numerator). `ENABLED = False` turns the pass off (every
+caller then takes its numpy path; tests/test_fastshift.py compares the two).
 """
 from __future__ import annotations
 

@@ -19,6 +19,11 @@ with. `backward` is the slot the gradient fills. `options` names the training op
 (numerics.options) the method expresses and `with_options` computes the loss under them from
 the method's terms (every class's -log p and its log-sum-exp, at the end of this module;
 numerics.optioned); an option it cannot express is refused with an InputError.
+
+Speed: outside `shared_steps`, the shifted methods' row maxima, exponentials and sums (and
+naive's unshifted ones, online's blocks) run as one compiled pass where it gives the same
+bits (numerics.fastshift: bfloat16 and float32, round to nearest; its declined rows, nan or
+infinite ones, by the numpy steps `_max_sum_numpy`, `_naive_numpy`, `_online_block_sums`).
 """
 from __future__ import annotations
 
