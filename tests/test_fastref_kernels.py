@@ -151,6 +151,43 @@ def test_value_cache_any_size(monkeypatch, bits_cache):
         _check(monkeypatch, y, rng.integers(0, 9, 300))
 
 
+@pytest.mark.parametrize("cache", [0, 3, 14])
+def test_histogram_by_h_every_format(monkeypatch, cache):
+    """The per-row count of on-grid l = 0 logits by h (`fastref_kernels._hist`) forced on for
+    every format, with the value cache off, tiny (colliding) or on: the same limbs and radii
+    as the numpy path, on wide rows crossing chunk boundaries mid-row (C = 34000 > ECHUNK),
+    spread and non-spread chunks (scales 0.5 and 30), masked classes, target = max, and
+    lists that fill up (C = 600 with the whole-rows chunking and without)."""
+    monkeypatch.setattr(fastref, "_cache_bits", lambda xr: cache)
+    monkeypatch.setattr(fastref, "_hist_size",
+                        lambda xr, hmax, packed: int(hmax.max()) + 1 if hmax.size else 0)
+    rng = np.random.default_rng([15, cache])
+    for fmt in ("bfloat16", "float16", "float32", "float64", "float8_e5m2"):
+        for scale, shape in ((0.5, (3, 34000)), (30.0, (3, 34000)), (2.0, (70, 600))):
+            x = get_format(fmt).round(scale * rng.standard_normal(shape))
+            t = rng.integers(0, shape[1], shape[0])
+            x[0, t[0]] = np.max(x[0]) + 2.0               # target is the maximum
+            x[1, ::5] = -np.inf                           # masked classes
+            _check(monkeypatch, x, t)
+
+
+def test_dedup_policy_by_significant_bits():
+    """The cache for values of <= 8 significant bits, the histogram for 5 to 12, neither for
+    float32 / float64 or short rows (`_sig_bits` of the first row)."""
+    rng = np.random.default_rng(16)
+    want = {"float8_e5m2": (3, True, False), "float8_e4m3fn": (4, True, False),
+            "bfloat16": (8, True, True), "float16": (11, False, True),
+            "float32": (24, False, False), "float64": (53, False, False)}
+    tab = fastref._fix_tables(5)
+    packed = fastref._kernel_tables(tab)[-1]
+    for fmt, (bits, cache, hist) in want.items():
+        x = get_format(fmt).round(3 * rng.standard_normal((2, 5000)))
+        assert fastref._sig_bits(x) == bits
+        assert (fastref._cache_bits(x) > 0) == cache
+        assert (fastref._hist_size(x, np.array([7]), packed) == 8) == hist
+        assert fastref._sig_bits(x[:, :100]) == 53
+
+
 @pytest.mark.parametrize("fmt", ["float32", "float64", "bfloat16"])
 def test_lane_blocks_tails_and_lists(monkeypatch, fmt):
     """`_block5`'s blocks of B lanes and `sums`'s lists of LIST terms: rows shorter than a block,
