@@ -236,3 +236,15 @@ def test_two_runs_into_one_out_are_refused(fake, tmp_path):
     with exclusive(out / ".fake.lock", "held by this test"):
         with pytest.raises(InputError, match="another run of fake"):
             run_experiment("fake", RunConfig(out=out, workers=1, quiet=True))
+
+
+def test_median_times_round_robin():
+    """`median_times` calls its functions in turn, round after round (after one warm-up round),
+    so that a change of load touches all alike, and returns each one's median."""
+    calls = []
+    fns = [lambda k=k: calls.append(k) for k in "abc"]
+    out = provenance.median_times(fns, 3, warmup=True)
+    assert calls == list("abc" * 4)
+    assert len(out) == 3 and all(v >= 0 for v in out)
+    calls.clear()
+    assert provenance.median_time(fns[0], 2) >= 0 and calls == ["a", "a"]

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from .storage import atomic_write
 
-__all__ = ["median_time", "provenance", "write_metadata", "peak_memory_mib", "code_fingerprint", "PACKAGE_DIR",
-           "NUMERIC_LIBRARIES", "kernels", "library_versions", "git_commit"]
+__all__ = ["median_time", "median_times", "provenance", "write_metadata", "peak_memory_mib",
+           "code_fingerprint", "PACKAGE_DIR", "NUMERIC_LIBRARIES", "kernels", "library_versions", "git_commit"]
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 REPO_DIR = PACKAGE_DIR.parent
@@ -158,16 +158,26 @@ def median_time(fn, repeats: int, warmup: bool = False) -> float:
     """Median wall time of `repeats` calls of `fn` (after one untimed call if `warmup`), garbage
     collection paused while timing (as timeit does), so a collection of an earlier cell's
     objects is not charged to this one. Benchmarks report it beside the machine's load."""
+    return median_times([fn], repeats, warmup)[0]
+
+
+def median_times(fns, repeats: int, warmup: bool = False) -> list[float]:
+    """`median_time` of each of `fns`, timed round-robin: each of the `repeats` rounds calls
+    every function once, in turn, so that a change of the machine's load during the
+    measurement touches all of them alike and their ratios (what the benchmarks compare)
+    hold better than those of medians taken one function after another."""
     if warmup:
-        fn()
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        gc.disable()
-        try:
-            t0 = time.perf_counter()
+        for fn in fns:
             fn()
-            times.append(time.perf_counter() - t0)
-        finally:
-            gc.enable()
-    return float(statistics.median(times))
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, out in zip(fns, times):
+            gc.collect()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t0)
+            finally:
+                gc.enable()
+    return [float(statistics.median(t)) for t in times]
