@@ -67,6 +67,15 @@ LIST = 16 * B                # terms summed at a time (lists that stay in the L1
 __all__ = ["scan", "sums"]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _grid(v, bg):
+    """A kept logit's (off the 2**-31 grid, h, l != 0) as `scan` and `_terms` define them."""
+    xs = v * TWO31
+    fl = np.floor(xs)
+    d = np.int64(fl - bg)
+    return xs != fl, -(d >> LO_BITS), (d & LMASK) != 0
+
+
 @numba.njit(cache=True, nogil=True)
 def scan(x, b, lead, tm, t, thr, echunk, step, do_full, nkb, nfin, noff_p, noff_f,
          c_m, c_hmax, c_off, c_nzl, f_m, f_hmax, f_off, f_nzl):
@@ -75,7 +84,14 @@ def scan(x, b, lead, tm, t, thr, echunk, step, do_full, nkb, nfin, noff_p, noff_
     (kept off-grid logits, without the maximum's copy), noff_f (off-grid logits of the row
     with the maximum's copy replaced by lead: the whole-rows chunking). Per chunk of ECHUNK
     kept logits (c_*) and, if do_full, per chunk of `step` whole rows (f_*): count, largest h,
-    off-grid count, count of l != 0. Returns the number of kept logits."""
+    off-grid count, count of l != 0. Returns the number of kept logits.
+
+    How: a row is taken in segments of at most (pnext - pos) logits, so that a segment's kept
+    logits all fall into the current chunk; a segment's counts are summed without a branch
+    (an unkept logit counts as the lead, h = 0, and adds 0), every logit taken as it is; then
+    the target's copy of the maximum (always kept) is taken out of the chunk's counts and, for
+    the whole-rows chunking, replaced by the lead. A chunk is closed when the next segment
+    starts (an empty last chunk is not counted: `fastref` takes ceil(pos / echunk) chunks)."""
     n, c = x.shape
     pos = 0
     pch = 0
@@ -94,48 +110,54 @@ def scan(x, b, lead, tm, t, thr, echunk, step, do_full, nkb, nfin, noff_p, noff_
         of = 0
         fhx = 0
         fz = 0
-        for j in range(c):
-            v = x[i, j]
-            if v != NINF:
-                fin += 1
-            keep = (v - ld) >= thr            # -inf (a masked class) is never kept
-            if not keep:
-                continue                      # (and the whole-rows chunking is then unused)
-            kb += 1
-            keep_p = True
-            if j == ti:
-                v = ld                        # the maximum's copy: only in whole-rows chunks
-                keep_p = False
-            xs = v * TWO31
-            fl = np.floor(xs)
-            off = xs != fl
-            d = np.int64(fl - bg)
-            h = -(d >> LO_BITS)
-            lz = (d & LMASK) != 0
-            if do_full:
-                if h > fhx:
-                    fhx = h
-                of += off
-                fz += lz
-            if keep_p:
-                if pos == pnext:              # ch = pos // echunk, without a division
-                    c_m[pch] += cm
-                    c_hmax[pch] = max(c_hmax[pch], chx)
-                    c_off[pch] += co
-                    c_nzl[pch] += cz
-                    cm = 0
-                    chx = 0
-                    co = 0
-                    cz = 0
-                    pch += 1
-                    pnext += echunk
-                pos += 1
-                cm += 1
-                if h > chx:
-                    chx = h
-                co += off
-                op += off
-                cz += lz
+        j = 0
+        while j < c:
+            if pos == pnext:                  # the chunk is full: close it
+                c_m[pch] += cm
+                c_hmax[pch] = max(c_hmax[pch], chx)
+                c_off[pch] += co
+                c_nzl[pch] += cz
+                cm = 0
+                chx = 0
+                co = 0
+                cz = 0
+                pch += 1
+                pnext += echunk
+            j1 = min(c, j + (pnext - pos))
+            k = 0
+            o = 0
+            z = 0
+            hm = 0
+            for jj in range(j, j1):
+                v = x[i, jj]
+                fin += v != NINF
+                keep = (v - ld) >= thr        # -inf (a masked class) is never kept
+                off, h, lz = _grid(v if keep else ld, bg)
+                hm = max(hm, h)
+                k += keep
+                o += keep & off
+                z += keep & lz
+            kb += k
+            of += o
+            fz += z
+            fhx = max(fhx, hm)
+            if j <= ti < j1:                  # the maximum's copy: only in whole-rows chunks
+                off_t, _, lz_t = _grid(x[i, ti], bg)
+                k -= 1
+                o -= off_t
+                z -= lz_t
+            pos += k
+            cm += k
+            chx = max(chx, hm)
+            co += o
+            op += o
+            cz += z
+            j = j1
+        if ti >= 0:                           # whole rows: the copy counted as the lead
+            off_t, _, lz_t = _grid(x[i, ti], bg)
+            off_l, _, lz_l = _grid(ld, bg)
+            of += off_l - off_t
+            fz += lz_l - lz_t
         if do_full:
             fc = i // step
             f_m[fc] += kb
