@@ -14,17 +14,21 @@ truncated product), so the kernels replay the same chunks:
 * `scan` (one pass over the rows): per row the kept counts and off-grid counts, per chunk
   (of both chunkings) its size, largest h, off-grid count and nonzero-l count, from which
   `fastref` derives each chunk's choices exactly as `_terms` does, and the error bounds from
-  `_terms` itself (so they are the numpy path's bounds, float for float). The current
-  chunk's and row's counts are kept in registers and added into the arrays at its end.
+  `_terms` itself (so they are the numpy path's bounds, float for float). A row is taken in
+  segments that stay within one chunk, each segment's counts summed without a branch (an
+  unkept logit counts as the lead, which adds nothing), the target's copy of the maximum
+  taken out afterwards; the current chunk's counts are kept in registers.
 * `sums` (a second pass): per kept logit the term, by the same integer steps as `_terms`,
   `_mul` (partial products with i + j <= drop - 2 skipped, then carried), `_g_off`,
   `_expm1_fix` (its float64 tail by the same IEEE operations in the same order: no fastmath,
   no libm call but ldexp and floor, which are exact here), `_frac_limbs`; the nl limbs added
   into the row's int64 sums. Integer sums are exact and associative, so the row sums are the
   numpy path's, bit for bit, in whatever order the terms are added.
-* How `sums` runs. The kept logits of the current chunk go onto two lists (value, count,
-  row; on the grid and off it), each summed (`_chunk`) when it holds LIST terms or at the
-  chunk's end. For nl = 5 (the limb count of the default 100 bits) a list is summed in
+* How `sums` runs. Its per-logit loop (`_run`, a small function with the loop's state in
+  registers) returns only at the rare events: a list full, a kept logit that opens the next
+  chunk, the row's end. The kept logits of the current chunk go onto two lists (value,
+  count, row; on the grid and off it), each summed (`_chunk`) when it holds LIST terms or at
+  the chunk's end. For nl = 5 (the limb count of the default 100 bits) a list is summed in
   blocks of B lanes (`_block5`, structure of arrays): the lanes' table indices, each lane's
   table entries gathered into (words, B) scratch (tables packed 5 limbs in 3 int64 words,
   `pack3`), then every product, carry and float64 step as a loop over the lanes (no branch,
@@ -32,13 +36,20 @@ truncated product), so the kernels replay the same chunks:
   vpmullq where the CPU has it), the block's terms summed in registers when its lanes are
   of one row (else each into its row). A list's last block is padded with copies of its
   last term, count 0. Other nl: one term at a time (`_term1`, the general `_mul`).
-* With `cache_bits` > 0 (logits of a format with few distinct values: float16, bfloat16,
-  float8s), equal logits of one row and one chunk share one term: a hash table keyed by the
-  float64's bits (8 linear probes; a value that finds no slot is kept apart, counted once
-  per occurrence) holds (value, count); at the chunk's or the row's end each entry goes onto
-  a list with its count (limbs < 2**27, counts < 2**27: products < 2**54, a row's sums stay
-  below C 2**27 < 2**63). The term is a function of the value within a chunk, so the sums
-  are unchanged.
+* Fewer terms where the logits have few distinct values (long rows; `fastref` chooses by the
+  first row's significant bits; only a matter of speed: the term is a function of the value
+  within a row and a chunk, and integer sums are exact, so the sums are the same):
+  - `hsize` > 0 (5 to 12 bits: float16, bfloat16), nl = 5: an on-grid logit with l = 0 (on
+    the 2**-12 grid: most float16 / bfloat16 logits) has the term T_hi[h] (1 + T_lo[0]) =
+    T_hi[h], the tables' l = 0 entries being 0; such logits are counted per h (a count array
+    indexed by h and the list of the h seen) and, at the chunk's or the row's end, each
+    distinct h adds count x T_hi[h] (`_hist`, T_hi as in `_block5`).
+  - `cache_bits` > 0 (<= 8 bits: bfloat16, float8s), for the other logits: equal logits of
+    one row and one chunk share one term: a hash table keyed by the float64's bits (8 linear
+    probes; a value that finds no slot is kept apart, counted once per occurrence) holds
+    (value, count); at the chunk's or the row's end each entry goes onto a list with its
+    count (limbs < 2**27, counts < 2**27: products < 2**54, a row's sums stay below
+    C 2**27 < 2**63).
 
 Formats: logits float64 in, everything else int64 limbs (tables int32 / int64, packed
 tables int64 words); the only float64 arithmetic is `_frac_limbs` and `_expm1_fix`'s (exact
