@@ -157,17 +157,20 @@ def test_histogram_by_h_every_format(monkeypatch, cache):
     every format, with the value cache off, tiny (colliding) or on: the same limbs and radii
     as the numpy path, on wide rows crossing chunk boundaries mid-row (C = 34000 > ECHUNK),
     spread and non-spread chunks (scales 0.5 and 30), masked classes, target = max, and
-    lists that fill up (C = 600 with the whole-rows chunking and without)."""
+    lists that fill up (C = 600 with the whole-rows chunking, every logit kept, and
+    without)."""
     monkeypatch.setattr(fastref, "_cache_bits", lambda xr: cache)
     monkeypatch.setattr(fastref, "_hist_size",
                         lambda xr, hmax, packed: int(hmax.max()) + 1 if hmax.size else 0)
     rng = np.random.default_rng([15, cache])
     for fmt in ("bfloat16", "float16", "float32", "float64", "float8_e5m2"):
-        for scale, shape in ((0.5, (3, 34000)), (30.0, (3, 34000)), (2.0, (70, 600))):
+        for scale, shape, mask in ((0.5, (3, 34000), True), (30.0, (3, 34000), True),
+                                   (2.0, (70, 600), True), (2.0, (70, 600), False)):
             x = get_format(fmt).round(scale * rng.standard_normal(shape))
             t = rng.integers(0, shape[1], shape[0])
             x[0, t[0]] = np.max(x[0]) + 2.0               # target is the maximum
-            x[1, ::5] = -np.inf                           # masked classes
+            if mask:                                      # (else: whole-row chunks)
+                x[1, ::5] = -np.inf                       # masked classes
             _check(monkeypatch, x, t)
 
 
