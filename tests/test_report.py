@@ -248,3 +248,11 @@ def test_median_times_round_robin():
     assert len(out) == 3 and all(v >= 0 for v in out)
     calls.clear()
     assert provenance.median_time(fns[0], 2) >= 0 and calls == ["a", "a"]
+
+
+def test_metadata_records_the_machine_dependent_kernels():
+    """What the numbers or the timings depend on is recorded: torch's ATen capability, numpy's
+    SIMD dispatch, the CPU numba compiles the kernels for."""
+    k = provenance.kernels()
+    assert isinstance(k["numba_target_cpu"], str) and k["numba_target_cpu"]
+    assert k["torch_cpu_capability"] and isinstance(k["numpy_cpu_dispatch_used"], list)

@@ -111,11 +111,16 @@ def _cpu() -> str:
 def kernels() -> dict:
     """The machine-dependent kernels behind the numbers: torch's ATen CPU capability (it picks
     torch's vectorised exp/log/sum kernels; `ATEN_CPU_CAPABILITY` overrides it) and the SIMD
-    features numpy dispatches to (its float64 exp/log kernels differ by an ulp between them)."""
+    features numpy dispatches to (its float64 exp/log kernels differ by an ulp between them);
+    and the CPU numba compiles the project's kernels for (LLVM's host CPU: their speed, not
+    their numbers, depends on it: they are IEEE without fastmath, tested bit for bit against
+    the numpy paths they mirror)."""
+    import llvmlite.binding
     import numpy
     import torch
     from numpy._core import _multiarray_umath as um
-    return {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    return {"numba_target_cpu": llvmlite.binding.get_host_cpu_name(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "aten_cpu_capability_env": os.environ.get("ATEN_CPU_CAPABILITY"),
             "numpy_cpu_baseline": list(um.__cpu_baseline__),
             "numpy_cpu_dispatch_used": sorted(f for f in um.__cpu_dispatch__
