@@ -151,6 +151,46 @@ def test_value_cache_any_size(monkeypatch, bits_cache):
         _check(monkeypatch, y, rng.integers(0, 9, 300))
 
 
+@pytest.mark.parametrize("cache", [0, 3, 14])
+def test_histogram_by_h_every_format(monkeypatch, cache):
+    """The per-row count of on-grid l = 0 logits by h (`fastref_kernels._hist`) forced on for
+    every format, with the value cache off, tiny (colliding) or on: the same limbs and radii
+    as the numpy path, on wide rows crossing chunk boundaries mid-row (C = 34000 > ECHUNK),
+    spread and non-spread chunks (scales 0.5 and 30), masked classes, target = max, and
+    lists that fill up (C = 600 with the whole-rows chunking, every logit kept, and
+    without)."""
+    monkeypatch.setattr(fastref, "_cache_bits", lambda xr: cache)
+    monkeypatch.setattr(fastref, "_hist_size",
+                        lambda xr, hmax, packed: int(hmax.max()) + 1 if hmax.size else 0)
+    rng = np.random.default_rng([15, cache])
+    for fmt in ("bfloat16", "float16", "float32", "float64", "float8_e5m2"):
+        for scale, shape, mask in ((0.5, (3, 34000), True), (30.0, (3, 34000), True),
+                                   (2.0, (70, 600), True), (2.0, (70, 600), False)):
+            x = get_format(fmt).round(scale * rng.standard_normal(shape))
+            t = rng.integers(0, shape[1], shape[0])
+            x[0, t[0]] = np.max(x[0]) + 2.0               # target is the maximum
+            if mask:                                      # (else: whole-row chunks)
+                x[1, ::5] = -np.inf                       # masked classes
+            _check(monkeypatch, x, t)
+
+
+def test_dedup_policy_by_significant_bits():
+    """The cache for values of <= 8 significant bits, the histogram for 5 to 12, neither for
+    float32 / float64 or short rows (`_sig_bits` of the first row)."""
+    rng = np.random.default_rng(16)
+    want = {"float8_e5m2": (3, True, False), "float8_e4m3fn": (4, True, False),
+            "bfloat16": (8, True, True), "float16": (11, False, True),
+            "float32": (24, False, False), "float64": (53, False, False)}
+    tab = fastref._fix_tables(5)
+    packed = fastref._kernel_tables(tab)[-1]
+    for fmt, (bits, cache, hist) in want.items():
+        x = get_format(fmt).round(3 * rng.standard_normal((2, 5000)))
+        assert fastref._sig_bits(x) == bits
+        assert (fastref._cache_bits(x) > 0) == cache
+        assert (fastref._hist_size(x, np.array([7]), packed) == 8) == hist
+        assert fastref._sig_bits(x[:, :100]) == 53
+
+
 @pytest.mark.parametrize("fmt", ["float32", "float64", "bfloat16"])
 def test_lane_blocks_tails_and_lists(monkeypatch, fmt):
     """`_block5`'s blocks of B lanes and `sums`'s lists of LIST terms: rows shorter than a block,
@@ -220,3 +260,77 @@ def test_packed_tables_are_the_kernel_tables():
             assert np.array_equal(pk[:, 2], t64[:, 4])
     *_, packed = fastref._kernel_tables(fastref._fix_tables(10))
     assert all(pk.shape[0] == 0 for pk in packed)
+
+
+def _scan_by_definition(x, b, lead, tm, t, thr, echunk, step):
+    """`scan`'s outputs from their definitions, in numpy (the oracle for the kernel)."""
+    n, c = x.shape
+    keep = (x - lead[:, None]) >= thr
+    part = keep.copy()
+    rows = np.flatnonzero(tm)
+    part[rows, t[rows]] = False                        # the maximum's copy
+    v = np.where(keep, x, lead[:, None])
+    full_v = v.copy()
+    full_v[rows, t[rows]] = lead[rows]                 # whole rows: the copy as the lead
+    def grid(vals):
+        xs = vals * 2.0 ** 31
+        fl = np.floor(xs)
+        d = (fl - (b * 2.0 ** 31)[:, None]).astype(np.int64)
+        return xs != fl, -(d >> fk.LO_BITS), (d & fk.LMASK) != 0
+    off, h, lz = grid(v)
+    off_f, h_f, lz_f = grid(full_v)
+    out = {"nkb": keep.sum(1), "nfin": (x != -np.inf).sum(1), "noff_p": (off & part).sum(1),
+           "noff_f": (off_f & keep).sum(1)}
+    flat = np.flatnonzero(part.ravel())
+    ch = np.arange(flat.size) // echunk
+    nch = -(-flat.size // echunk)
+    for name, vals in (("c_m", np.ones(flat.size, np.int64)), ("c_off", off.ravel()[flat]),
+                       ("c_nzl", lz.ravel()[flat])):
+        out[name] = np.bincount(ch, vals.astype(np.int64), minlength=nch)
+    out["c_hmax"] = np.array([max(0, h.ravel()[flat][ch == k].max()) for k in range(nch)],
+                             dtype=np.int64)
+    fc = np.arange(n) // step
+    out["f_m"] = np.bincount(fc, keep.sum(1))
+    out["f_off"] = np.bincount(fc, (off_f & keep).sum(1))
+    out["f_nzl"] = np.bincount(fc, (lz_f & keep).sum(1))
+    hf = np.where(keep, h_f, 0).max(1)
+    out["f_hmax"] = np.array([max(0, hf[fc == k].max()) for k in range(fc.max() + 1)])
+    return out, flat.size
+
+
+@pytest.mark.parametrize("c, echunk", [(7, 16), (33, 16), (1000, 256), (5000, 1024)])
+def test_scan_counts_by_definition(c, echunk):
+    """`scan` (segments summed without a branch, the target's copy corrected afterwards)
+    against its outputs computed from their definitions: rows with unkept and masked
+    logits, the target the maximum or not, chunk boundaries inside rows and at their ends."""
+    rng = np.random.default_rng(c)
+    n = 40
+    x = get_format("float32").round(rng.standard_normal((n, c)) * 3)
+    x[::4] = np.round(x[::4] * 64) / 64                 # on the 2**-12 grid: l = 0
+    x[1::4, ::3] = -np.inf                              # masked classes
+    x[2::4, : c // 2] -= 60.0                           # unkept logits
+    t = rng.integers(0, c, n)
+    tm = np.zeros(n, dtype=bool)
+    tm[::3] = True
+    x[tm, t[tm]] = x[tm].max(1) + 0.25                  # target is the maximum
+    a = x.max(1)
+    lead = a.copy()
+    for i in np.flatnonzero(tm):
+        lead[i] = np.max(np.delete(x[i], t[i])) if c > 1 else -np.inf
+    b = np.floor(lead * 4096.0) / 4096.0
+    thr, step = -30.0, max(1, echunk // c)
+    want, npos = _scan_by_definition(x, b, lead, tm, t, thr, echunk, step)
+    got = {k: np.zeros(n, np.int64) for k in ("nkb", "nfin", "noff_p", "noff_f")}
+    ncp = -(-(n * c) // echunk) + 1
+    for k in ("c_m", "c_hmax", "c_off", "c_nzl"):
+        got[k] = np.zeros(ncp, np.int64)
+    for k in ("f_m", "f_hmax", "f_off", "f_nzl"):
+        got[k] = np.zeros(-(-n // step), np.int64)
+    order = ["nkb", "nfin", "noff_p", "noff_f", "c_m", "c_hmax", "c_off", "c_nzl", "f_m",
+             "f_hmax", "f_off", "f_nzl"]
+    with np.errstate(invalid="ignore"):
+        assert fk.scan(x, b, lead, tm, t.astype(np.int64), thr, echunk, step, True,
+                       *[got[k] for k in order]) == npos
+    for k in order:
+        g = got[k][:want[k].size] if k.startswith("c_") else got[k]
+        assert np.array_equal(g, want[k]), k

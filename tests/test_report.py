@@ -236,3 +236,23 @@ def test_two_runs_into_one_out_are_refused(fake, tmp_path):
     with exclusive(out / ".fake.lock", "held by this test"):
         with pytest.raises(InputError, match="another run of fake"):
             run_experiment("fake", RunConfig(out=out, workers=1, quiet=True))
+
+
+def test_median_times_round_robin():
+    """`median_times` calls its functions in turn, round after round (after one warm-up round),
+    so that a change of load touches all alike, and returns each one's median."""
+    calls = []
+    fns = [lambda k=k: calls.append(k) for k in "abc"]
+    out = provenance.median_times(fns, 3, warmup=True)
+    assert calls == list("abc" * 4)
+    assert len(out) == 3 and all(v >= 0 for v in out)
+    calls.clear()
+    assert provenance.median_time(fns[0], 2) >= 0 and calls == ["a", "a"]
+
+
+def test_metadata_records_the_machine_dependent_kernels():
+    """What the numbers or the timings depend on is recorded: torch's ATen capability, numpy's
+    SIMD dispatch, the CPU numba compiles the kernels for."""
+    k = provenance.kernels()
+    assert isinstance(k["numba_target_cpu"], str) and k["numba_target_cpu"]
+    assert k["torch_cpu_capability"] and isinstance(k["numpy_cpu_dispatch_used"], list)

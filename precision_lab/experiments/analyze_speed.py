@@ -14,7 +14,9 @@ Data: scale * standard normal logits rounded into the format, uniform targets, s
 analysed file is bfloat16 .safetensors of `file_shape`, written into a temporary directory.
 
 Method: each timing is the median of `repeats` calls (garbage collection paused, as timeit
-does), after one untimed warm-up call (the truth's tables, numba's kernel). The whole-file
+does), after one untimed warm-up call (the truth's tables, numba's kernel); the parts of one
+shape and format are timed round-robin (each round calls every part once, in turn), so that
+a change of load touches all alike and the ratios to numpy hold. The whole-file
 figure for 4096 x 128256 is measured when `file_shape` is that shape, and otherwise
 extrapolated linearly from the measured file (per-logit cost; the analysis is chunked, so its
 time is linear in the rows) and labelled as such. This 2-core machine is shared: the 1-minute
@@ -41,7 +43,7 @@ from precision_lab.numerics.formats import FORMATS
 from precision_lab.numerics.methods import METHODS
 from precision_lab.reporting.document import report_for
 from precision_lab.reporting.figures import MARK_STYLE, method_color, plt
-from precision_lab.running.provenance import median_time
+from precision_lab.running.provenance import median_times
 from precision_lab.truth.reference import reference_truth
 
 NAME = "analyze_speed"
@@ -54,7 +56,7 @@ PROFILES = {
     "quick": {"shapes": [[16, 1000]], "formats": ["bfloat16"], "scale": 3.0, "repeats": 2,
               "file_shape": [16, 1000]},
     "full": {"shapes": [[64, 32000], [16, 128256]], "formats": ["bfloat16", "float32"],
-             "scale": 3.0, "repeats": 3, "file_shape": [4096, 128256]},
+             "scale": 3.0, "repeats": 5, "file_shape": [4096, 128256]},
 }
 
 
@@ -85,8 +87,8 @@ def _timings(fmt_name: str, n: int, c: int, params: dict, rng) -> list[dict]:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for what, kind, fn in jobs:
-            s = median_time(fn, reps, warmup=True)
+        secs = median_times([fn for _, _, fn in jobs], reps, warmup=True)
+        for (what, kind, _), s in zip(jobs, secs):
             rows.append({"format": fmt_name, "rows": n, "classes": c, "what": what,
                          "kind": kind, "seconds": s, "logits_per_s": x.size / s})
     finally:
@@ -205,8 +207,8 @@ def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
     load = (f"{df['load_avg_1min_before'].iloc[0]:.2f} before, "
             f"{df['load_avg_1min_after'].iloc[0]:.2f} after")
     rep = report_for(NAME, __doc__, config, out_dir,
-                     truth=f"Medians of {params['repeats']} calls after a warm-up; 1-minute "
-                           f"load average {load} (2 shared cores).")
+                     truth=f"Medians of {params['repeats']} calls after a warm-up, timed "
+                           f"round-robin; 1-minute load average {load} (2 shared cores).")
     timed = df[df["kind"] != "file"]
     t1 = rep.table(_pivot(timed, "times_numpy", " (x numpy)"), "Time per logit of each part "
                    "of an analysis, as a multiple of numpy's float64 max-shifted log-sum-exp "

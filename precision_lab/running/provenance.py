@@ -19,8 +19,8 @@ from pathlib import Path
 
 from .storage import atomic_write
 
-__all__ = ["median_time", "provenance", "write_metadata", "peak_memory_mib", "code_fingerprint", "PACKAGE_DIR",
-           "NUMERIC_LIBRARIES", "kernels", "library_versions", "git_commit"]
+__all__ = ["median_time", "median_times", "provenance", "write_metadata", "peak_memory_mib",
+           "code_fingerprint", "PACKAGE_DIR", "NUMERIC_LIBRARIES", "kernels", "library_versions", "git_commit"]
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 REPO_DIR = PACKAGE_DIR.parent
@@ -111,11 +111,16 @@ def _cpu() -> str:
 def kernels() -> dict:
     """The machine-dependent kernels behind the numbers: torch's ATen CPU capability (it picks
     torch's vectorised exp/log/sum kernels; `ATEN_CPU_CAPABILITY` overrides it) and the SIMD
-    features numpy dispatches to (its float64 exp/log kernels differ by an ulp between them)."""
+    features numpy dispatches to (its float64 exp/log kernels differ by an ulp between them);
+    and the CPU numba compiles the project's kernels for (LLVM's host CPU: their speed, not
+    their numbers, depends on it: they are IEEE without fastmath, tested bit for bit against
+    the numpy paths they mirror)."""
+    import llvmlite.binding
     import numpy
     import torch
     from numpy._core import _multiarray_umath as um
-    return {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    return {"numba_target_cpu": llvmlite.binding.get_host_cpu_name(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "aten_cpu_capability_env": os.environ.get("ATEN_CPU_CAPABILITY"),
             "numpy_cpu_baseline": list(um.__cpu_baseline__),
             "numpy_cpu_dispatch_used": sorted(f for f in um.__cpu_dispatch__
@@ -158,16 +163,26 @@ def median_time(fn, repeats: int, warmup: bool = False) -> float:
     """Median wall time of `repeats` calls of `fn` (after one untimed call if `warmup`), garbage
     collection paused while timing (as timeit does), so a collection of an earlier cell's
     objects is not charged to this one. Benchmarks report it beside the machine's load."""
+    return median_times([fn], repeats, warmup)[0]
+
+
+def median_times(fns, repeats: int, warmup: bool = False) -> list[float]:
+    """`median_time` of each of `fns`, timed round-robin: each of the `repeats` rounds calls
+    every function once, in turn, so that a change of the machine's load during the
+    measurement touches all of them alike and their ratios (what the benchmarks compare)
+    hold better than those of medians taken one function after another."""
     if warmup:
-        fn()
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        gc.disable()
-        try:
-            t0 = time.perf_counter()
+        for fn in fns:
             fn()
-            times.append(time.perf_counter() - t0)
-        finally:
-            gc.enable()
-    return float(statistics.median(times))
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, out in zip(fns, times):
+            gc.collect()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t0)
+            finally:
+                gc.enable()
+    return [float(statistics.median(t)) for t in times]

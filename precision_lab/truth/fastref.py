@@ -999,16 +999,35 @@ def _off_constants(tab: _FixTables) -> tuple:
     return kx, ke, k, float(np.float64(math.factorial(k))), fb - 31 * k, qf, rf
 
 
+def _sig_bits(xr: np.ndarray) -> int:
+    """The most significant bits among the first row's first 4096 values (53 for rows
+    shorter than 2048 or a batch without rows: no dedup there)."""
+    if xr.shape[1] < 2048 or xr.shape[0] == 0:
+        return 53
+    m = int(np.bitwise_or.reduce(xr[0, :4096].view(np.uint64) & np.uint64((1 << 52) - 1)))
+    low = m & -m if m else 1 << 52           # the lowest significand bit set in any value
+    return 53 - (low.bit_length() - 1)
+
+
 def _cache_bits(xr: np.ndarray) -> int:
-    """log2 of the kernel's per-row value cache: 2**14 slots for long rows whose first row
-    starts with values of at most 12 significant bits (float16, bfloat16, float8 logits: few
-    distinct values), else 0 (none). Only a matter of speed: the sums are the same either
-    way."""
-    c = xr.shape[1]
-    if c < 2048 or xr.shape[0] == 0:
+    """log2 of the kernel's per-row value cache: 2**14 slots for long rows of values of at
+    most 8 significant bits (bfloat16, float8 logits: few distinct values), else 0 (none).
+    Only a matter of speed: the sums are the same either way (for float16's 11 bits the
+    distinct values are too many: measured slower than no cache)."""
+    return 14 if _sig_bits(xr) <= 8 else 0
+
+
+def _hist_size(xr: np.ndarray, hmax: np.ndarray, packed: tuple) -> int:
+    """The size of the kernel's per-row count of on-grid logits with l = 0 by h (`sums`'s
+    `_hist`: their term is T_hi[h], one per distinct h with its count): the largest h + 1,
+    for long rows of values of 5 to 12 significant bits (float16, bfloat16 logits: mostly on
+    the 2**-12 grid; float8s' few values are the cache's), where nl = 5 and the tables' l = 0
+    entries are 0; else 0 (none). Only a matter of speed: the sums are the same either way."""
+    if hmax.size == 0 or packed[0].shape[0] == 0 or not 5 <= _sig_bits(xr) <= 12:
         return 0
-    few = (xr[0, :4096].view(np.uint64) & np.uint64((1 << 41) - 1)) == 0   # <= 12 bits
-    return 14 if bool(few.all()) else 0
+    if packed[1][0].any() or packed[4][0].any() or packed[5][0].any():
+        return 0
+    return int(hmax.max()) + 1
 
 
 def _term_sums_compiled(tab, xr, br, tm, xtr, leadr, tr, cutoff):
@@ -1059,7 +1078,8 @@ def _term_sums_compiled(tab, xr, br, tm, xtr, leadr, tr, cutoff):
         kx, ke, kend, facf, tsh, qf, rf = _off_constants(tab)
         fastref_kernels.sums(xr, xr.view(np.uint64), br, leadr, tmi, tri, thr, ECHUNK, step,
                              full, spread, prod & ~offall, nl, hit, lot, aht, bht, a1t, b0t, packed,
-                             tab.fb, kx, ke, kend, facf, tsh, qf, rf, _cache_bits(xr), out)
+                             tab.fb, kx, ke, kend, facf, tsh, qf, rf, _cache_bits(xr),
+                             _hist_size(xr, hmax, packed), out)
     s = np.zeros((nl + 1, nr), dtype=np.int64)
     s[:nl] = out.T
     return s, n_all, n_off.astype(np.float64), pruned, b_on, b_off

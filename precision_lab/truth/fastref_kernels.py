@@ -14,17 +14,21 @@ truncated product), so the kernels replay the same chunks:
 * `scan` (one pass over the rows): per row the kept counts and off-grid counts, per chunk
   (of both chunkings) its size, largest h, off-grid count and nonzero-l count, from which
   `fastref` derives each chunk's choices exactly as `_terms` does, and the error bounds from
-  `_terms` itself (so they are the numpy path's bounds, float for float). The current
-  chunk's and row's counts are kept in registers and added into the arrays at its end.
+  `_terms` itself (so they are the numpy path's bounds, float for float). A row is taken in
+  segments that stay within one chunk, each segment's counts summed without a branch (an
+  unkept logit counts as the lead, which adds nothing), the target's copy of the maximum
+  taken out afterwards; the current chunk's counts are kept in registers.
 * `sums` (a second pass): per kept logit the term, by the same integer steps as `_terms`,
   `_mul` (partial products with i + j <= drop - 2 skipped, then carried), `_g_off`,
   `_expm1_fix` (its float64 tail by the same IEEE operations in the same order: no fastmath,
   no libm call but ldexp and floor, which are exact here), `_frac_limbs`; the nl limbs added
   into the row's int64 sums. Integer sums are exact and associative, so the row sums are the
   numpy path's, bit for bit, in whatever order the terms are added.
-* How `sums` runs. The kept logits of the current chunk go onto two lists (value, count,
-  row; on the grid and off it), each summed (`_chunk`) when it holds LIST terms or at the
-  chunk's end. For nl = 5 (the limb count of the default 100 bits) a list is summed in
+* How `sums` runs. Its per-logit loop (`_run`, a small function with the loop's state in
+  registers) returns only at the rare events: a list full, a kept logit that opens the next
+  chunk, the row's end. The kept logits of the current chunk go onto two lists (value,
+  count, row; on the grid and off it), each summed (`_chunk`) when it holds LIST terms or at
+  the chunk's end. For nl = 5 (the limb count of the default 100 bits) a list is summed in
   blocks of B lanes (`_block5`, structure of arrays): the lanes' table indices, each lane's
   table entries gathered into (words, B) scratch (tables packed 5 limbs in 3 int64 words,
   `pack3`), then every product, carry and float64 step as a loop over the lanes (no branch,
@@ -32,13 +36,20 @@ truncated product), so the kernels replay the same chunks:
   vpmullq where the CPU has it), the block's terms summed in registers when its lanes are
   of one row (else each into its row). A list's last block is padded with copies of its
   last term, count 0. Other nl: one term at a time (`_term1`, the general `_mul`).
-* With `cache_bits` > 0 (logits of a format with few distinct values: float16, bfloat16,
-  float8s), equal logits of one row and one chunk share one term: a hash table keyed by the
-  float64's bits (8 linear probes; a value that finds no slot is kept apart, counted once
-  per occurrence) holds (value, count); at the chunk's or the row's end each entry goes onto
-  a list with its count (limbs < 2**27, counts < 2**27: products < 2**54, a row's sums stay
-  below C 2**27 < 2**63). The term is a function of the value within a chunk, so the sums
-  are unchanged.
+* Fewer terms where the logits have few distinct values (long rows; `fastref` chooses by the
+  first row's significant bits; only a matter of speed: the term is a function of the value
+  within a row and a chunk, and integer sums are exact, so the sums are the same):
+  - `hsize` > 0 (5 to 12 bits: float16, bfloat16), nl = 5: an on-grid logit with l = 0 (on
+    the 2**-12 grid: most float16 / bfloat16 logits) has the term T_hi[h] (1 + T_lo[0]) =
+    T_hi[h], the tables' l = 0 entries being 0; such logits are counted per h (a count array
+    indexed by h and the list of the h seen) and, at the chunk's or the row's end, each
+    distinct h adds count x T_hi[h] (`_hist`, T_hi as in `_block5`).
+  - `cache_bits` > 0 (<= 8 bits: bfloat16, float8s), for the other logits: equal logits of
+    one row and one chunk share one term: a hash table keyed by the float64's bits (8 linear
+    probes; a value that finds no slot is kept apart, counted once per occurrence) holds
+    (value, count); at the chunk's or the row's end each entry goes onto a list with its
+    count (limbs < 2**27, counts < 2**27: products < 2**54, a row's sums stay below
+    C 2**27 < 2**63).
 
 Formats: logits float64 in, everything else int64 limbs (tables int32 / int64, packed
 tables int64 words); the only float64 arithmetic is `_frac_limbs` and `_expm1_fix`'s (exact
@@ -67,6 +78,15 @@ LIST = 16 * B                # terms summed at a time (lists that stay in the L1
 __all__ = ["scan", "sums"]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _grid(v, bg):
+    """A kept logit's (off the 2**-31 grid, h, l != 0) as `scan` and `_terms` define them."""
+    xs = v * TWO31
+    fl = np.floor(xs)
+    d = np.int64(fl - bg)
+    return xs != fl, -(d >> LO_BITS), (d & LMASK) != 0
+
+
 @numba.njit(cache=True, nogil=True)
 def scan(x, b, lead, tm, t, thr, echunk, step, do_full, nkb, nfin, noff_p, noff_f,
          c_m, c_hmax, c_off, c_nzl, f_m, f_hmax, f_off, f_nzl):
@@ -75,7 +95,14 @@ def scan(x, b, lead, tm, t, thr, echunk, step, do_full, nkb, nfin, noff_p, noff_
     (kept off-grid logits, without the maximum's copy), noff_f (off-grid logits of the row
     with the maximum's copy replaced by lead: the whole-rows chunking). Per chunk of ECHUNK
     kept logits (c_*) and, if do_full, per chunk of `step` whole rows (f_*): count, largest h,
-    off-grid count, count of l != 0. Returns the number of kept logits."""
+    off-grid count, count of l != 0. Returns the number of kept logits.
+
+    How: a row is taken in segments of at most (pnext - pos) logits, so that a segment's kept
+    logits all fall into the current chunk; a segment's counts are summed without a branch
+    (an unkept logit counts as the lead, h = 0, and adds 0), every logit taken as it is; then
+    the target's copy of the maximum (always kept) is taken out of the chunk's counts and, for
+    the whole-rows chunking, replaced by the lead. A chunk is closed when the next segment
+    starts (an empty last chunk is not counted: `fastref` takes ceil(pos / echunk) chunks)."""
     n, c = x.shape
     pos = 0
     pch = 0
@@ -94,48 +121,54 @@ def scan(x, b, lead, tm, t, thr, echunk, step, do_full, nkb, nfin, noff_p, noff_
         of = 0
         fhx = 0
         fz = 0
-        for j in range(c):
-            v = x[i, j]
-            if v != NINF:
-                fin += 1
-            keep = (v - ld) >= thr            # -inf (a masked class) is never kept
-            if not keep:
-                continue                      # (and the whole-rows chunking is then unused)
-            kb += 1
-            keep_p = True
-            if j == ti:
-                v = ld                        # the maximum's copy: only in whole-rows chunks
-                keep_p = False
-            xs = v * TWO31
-            fl = np.floor(xs)
-            off = xs != fl
-            d = np.int64(fl - bg)
-            h = -(d >> LO_BITS)
-            lz = (d & LMASK) != 0
-            if do_full:
-                if h > fhx:
-                    fhx = h
-                of += off
-                fz += lz
-            if keep_p:
-                if pos == pnext:              # ch = pos // echunk, without a division
-                    c_m[pch] += cm
-                    c_hmax[pch] = max(c_hmax[pch], chx)
-                    c_off[pch] += co
-                    c_nzl[pch] += cz
-                    cm = 0
-                    chx = 0
-                    co = 0
-                    cz = 0
-                    pch += 1
-                    pnext += echunk
-                pos += 1
-                cm += 1
-                if h > chx:
-                    chx = h
-                co += off
-                op += off
-                cz += lz
+        j = 0
+        while j < c:
+            if pos == pnext:                  # the chunk is full: close it
+                c_m[pch] += cm
+                c_hmax[pch] = max(c_hmax[pch], chx)
+                c_off[pch] += co
+                c_nzl[pch] += cz
+                cm = 0
+                chx = 0
+                co = 0
+                cz = 0
+                pch += 1
+                pnext += echunk
+            j1 = min(c, j + (pnext - pos))
+            k = 0
+            o = 0
+            z = 0
+            hm = 0
+            for jj in range(j, j1):
+                v = x[i, jj]
+                fin += v != NINF
+                keep = (v - ld) >= thr        # -inf (a masked class) is never kept
+                off, h, lz = _grid(v if keep else ld, bg)
+                hm = max(hm, h)
+                k += keep
+                o += keep & off
+                z += keep & lz
+            kb += k
+            of += o
+            fz += z
+            fhx = max(fhx, hm)
+            if j <= ti < j1:                  # the maximum's copy: only in whole-rows chunks
+                off_t, _, lz_t = _grid(x[i, ti], bg)
+                k -= 1
+                o -= off_t
+                z -= lz_t
+            pos += k
+            cm += k
+            chx = max(chx, hm)
+            co += o
+            op += o
+            cz += z
+            j = j1
+        if ti >= 0:                           # whole rows: the copy counted as the lead
+            off_t, _, lz_t = _grid(x[i, ti], bg)
+            off_l, _, lz_l = _grid(ld, bg)
+            of += off_l - off_t
+            fz += lz_l - lz_t
         if do_full:
             fc = i // step
             f_m[fc] += kb
@@ -575,13 +608,84 @@ def _term1(v, bg, spread, prod, nl, hit, lot, aht, bht, a1t, b0t, p_x, p_fb, kx,
 
 
 @numba.njit(cache=True, nogil=True)
+def _run(xi, xbi, j, c, i, ti, ld, thr, bgr, full, pos, pnext, hist, cache_bits, bv, bc, brw,
+         n0, n1, hcnt, hused, nh, keys, vals, cnts, used, nused, smask):
+    """The per-logit loop of `sums` for row i (values xi, their bits xbi) from column j, in
+    one chunk: each kept logit (not the target's copy ti; `full`: whole rows, all kept)
+    counted into the row's histogram by h (`hist`, on-grid l = 0), or into the value cache
+    (`cache_bits`), or appended to list 0 (on the grid) or 1 (off it). Returns (j, pos, n0,
+    n1, nh, nused, event) where it stopped: event 0 the row's end, 1 a kept logit that opens
+    the next chunk (pos == pnext, not consumed), 2 / 3 list 0 / 1 full (after appending)."""
+    while j < c:
+        v = xi[j]
+        if j == ti:
+            j += 1
+            continue                         # one copy of the maximum is the 1
+        if not full:
+            if not ((v - ld) >= thr):
+                j += 1
+                continue
+            if pos == pnext:
+                return j, pos, n0, n1, nh, nused, 1
+            pos += 1
+        j += 1
+        xs = v * TWO31
+        fl = np.floor(xs)
+        if hist and xs == fl:                # on the 2**-12 grid (l = 0): counted per h
+            d = np.int64(fl - bgr)
+            if (d & LMASK) == 0:
+                hh = -(d >> LO_BITS)
+                hused[nh] = hh
+                nh += hcnt[hh] == 0
+                hcnt[hh] += 1
+                continue
+        if cache_bits:                       # equal values share a slot (linear probing)
+            key = xbi[j - 1]
+            sl = np.int64((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - cache_bits))
+            placed = False
+            for _ in range(8):
+                if cnts[sl] == 0:
+                    used[nused] = sl
+                    nused += 1
+                    keys[sl] = key
+                    vals[sl] = v
+                    cnts[sl] = 1
+                    placed = True
+                    break
+                if keys[sl] == key:
+                    cnts[sl] += 1
+                    placed = True
+                    break
+                sl = (sl + 1) & smask
+            if placed:
+                continue
+        k = 0 if xs == fl else 1             # a term of its own
+        nk = n0 if k == 0 else n1
+        bv[k, nk] = v
+        brw[k, nk] = i
+        if cache_bits:
+            bc[k, nk] = 1
+        if k == 0:
+            n0 += 1
+            if n0 == LIST:
+                return j, pos, n0, n1, nh, nused, 2
+        else:
+            n1 += 1
+            if n1 == LIST:
+                return j, pos, n0, n1, nh, nused, 3
+    return j, pos, n0, n1, nh, nused, 0
+
+
+@numba.njit(cache=True, nogil=True)
 def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, hit, lot,
-         aht, bht, a1t, b0t, packed, fb, kx, ke, kend, facf, tsh, qf, rf, cache_bits, s):
+         aht, bht, a1t, b0t, packed, fb, kx, ke, kend, facf, tsh, qf, rf, cache_bits, hsize, s):
     """Per row i, s[i, :nl] += the terms of its kept logits (`scan`'s chunks and the choices
     per chunk c_spread, c_prod), as `fastref._vec`'s numpy loop; cache_bits > 0: equal
-    values of a row and chunk share one term (see the module docstring). A chunk's terms
-    are collected (value, count, row; on-grid and off-grid ones apart) and summed at its
-    end by `_chunk`."""
+    values of a row and chunk share one term (see the module docstring); hsize > 0 (nl = 5):
+    on-grid logits with l = 0 are counted per h and summed per distinct h (`_hist`). The
+    per-logit loop is `_run`; a chunk's terms are collected (value, count, row; on-grid and
+    off-grid ones apart) and summed by `_chunk` when a list is full and at the chunk's end;
+    the cache's and the histogram's at the chunk's and the row's end."""
     p_x = np.ldexp(1.0, fb - GRID)
     p_fb = np.ldexp(1.0, fb)
     p_t = np.ldexp(1.0, tsh)
@@ -612,150 +716,131 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
     cnts = np.zeros(nslot, np.int64)
     used = np.zeros(nslot, np.int64)
     smask = nslot - 1
-    if cache_bits == 0:
+    ones = cache_bits == 0
+    if ones:
         bc[:, :] = 1                         # one term per logit (`_chunk` restores the ones)
+    hist = hsize > 0 and lanes
+    hcnt = np.zeros(max(hsize, 1), np.int64)
+    hused = np.zeros(min(c, echunk) + 1 if hist else 1, np.int64)
+    nh = 0
+    nused = 0
     pos = 0
     pch = 0
     pnext = echunk
-    cur = -1
+    cur = -1 if full else 0                  # chunks of whole rows start at their rows
     n0 = 0
     n1 = 0
     for i in range(n + 1):                   # i = n: the last chunk's end
-        c_end = 0
-        if i < n:
-            c_end = c
-            ld = lead[i]
-            ti = t[i] if tm[i] else -1
-            fch = i // step
-        nused = 0
-        for j in range(c_end + 1):           # j = c: the end of the row (the cache's entries)
-            ch = -2
-            if j < c_end:
-                v = x[i, j]
-                if j == ti:
-                    continue                 # one copy of the maximum is the 1
-                if full:
-                    ch = fch
-                else:
-                    if not ((v - ld) >= thr):
-                        continue
-                    if pos == pnext:         # ch = pos // echunk, without a division
-                        pch += 1
-                        pnext += echunk
-                    ch = pch
-                    pos += 1
-                if ch == cur and cache_bits == 0:    # the usual case: onto a list
-                    xs = v * TWO31
-                    if xs == np.floor(xs):
-                        bv[0, n0] = v
-                        brw[0, n0] = i
-                        n0 += 1
-                        if n0 == LIST:                 # a full list: its sums now (cache-sized lists)
-                            _chunk(bv[0], bc[0], brw[0], LIST, False, c_spread[cur], c_prod[cur],
-                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
-                                   ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
-                                   f, af, tv, s)
-                            n0 = 0
-                    else:
-                        bv[1, n1] = v
-                        brw[1, n1] = i
-                        n1 += 1
-                        if n1 == LIST:                 # a full list: its sums now (cache-sized lists)
-                            _chunk(bv[1], bc[1], brw[1], LIST, True, c_spread[cur], c_prod[cur],
-                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
-                                   ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
-                                   f, af, tv, s)
-                            n1 = 0
-                    continue
-            elif i == n:
-                ch = -3                      # the end: the last chunk's sums
-            if ch != cur or j == c_end:      # a new chunk or the row's end: the cache's terms
-                for u in range(nused):
-                    sl = used[u]
-                    vu = vals[sl]
-                    xs = vu * TWO31
-                    if xs == np.floor(xs):
-                        bv[0, n0] = vu
-                        bc[0, n0] = cnts[sl]
-                        brw[0, n0] = i
-                        n0 += 1
-                        if n0 == LIST:                 # a full list: its sums now (cache-sized lists)
-                            _chunk(bv[0], bc[0], brw[0], LIST, False, c_spread[cur], c_prod[cur],
-                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
-                                   ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
-                                   f, af, tv, s)
-                            n0 = 0
-                    else:
-                        bv[1, n1] = vu
-                        bc[1, n1] = cnts[sl]
-                        brw[1, n1] = i
-                        n1 += 1
-                        if n1 == LIST:                 # a full list: its sums now (cache-sized lists)
-                            _chunk(bv[1], bc[1], brw[1], LIST, True, c_spread[cur], c_prod[cur],
-                                   cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
-                                   ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
-                                   f, af, tv, s)
-                            n1 = 0
-                    cnts[sl] = 0
-                nused = 0
-            if ch != cur and ch != -2:       # a new chunk: the last one's sums
-                if cur >= 0:
-                    for k in range(2):
-                        nk = n0 if k == 0 else n1
-                        if nk:
-                            _chunk(bv[k], bc[k], brw[k], nk, k == 1, c_spread[cur],
-                                   c_prod[cur], cache_bits == 0, b, lanes, nl, hit, lot, aht,
-                                   bht, a1t, b0t, packed, p_x, p_fb, kx, ke, kend, facf, p_t, qf, rf,
-                                   hl, fv, w, th, g, p, acc, xl, e, term, pr, be, f, af, tv, s)
-                n0 = 0
-                n1 = 0
-                cur = ch
-            if j == c_end:
+        if i == n or (full and i // step != cur):
+            if cur >= 0:                     # a new chunk (or the end): the last one's sums
+                for k in range(2):
+                    nk = n0 if k == 0 else n1
+                    if nk:
+                        _chunk(bv[k], bc[k], brw[k], nk, k == 1, c_spread[cur], c_prod[cur],
+                               ones, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x,
+                               p_fb, kx, ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p,
+                               acc, xl, e, term, pr, be, f, af, tv, s)
+            n0 = 0
+            n1 = 0
+            if i == n:
                 break
-            if cache_bits:                   # equal values share a slot (linear probing)
-                key = xb[i, j]
-                sl = np.int64((key * np.uint64(0x9E3779B97F4A7C15))
-                              >> np.uint64(64 - cache_bits))
-                placed = False
-                for _ in range(8):
-                    if cnts[sl] == 0:
-                        used[nused] = sl
-                        nused += 1
-                        keys[sl] = key
-                        vals[sl] = v
-                        cnts[sl] = 1
-                        placed = True
-                        break
-                    if keys[sl] == key:
-                        cnts[sl] += 1
-                        placed = True
-                        break
-                    sl = (sl + 1) & smask
-                if placed:
-                    continue
-            xs = v * TWO31                   # a term of its own
-            if xs == np.floor(xs):
-                bv[0, n0] = v
-                bc[0, n0] = 1
-                brw[0, n0] = i
-                n0 += 1
-                if n0 == LIST:                 # a full list: its sums now (cache-sized lists)
-                    _chunk(bv[0], bc[0], brw[0], LIST, False, c_spread[cur], c_prod[cur],
-                           cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
-                           ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
-                           f, af, tv, s)
+            cur = i // step
+        ti = t[i] if tm[i] else -1
+        j = 0
+        while True:
+            j, pos, n0, n1, nh, nused, ev = _run(
+                x[i], xb[i], j, c, i, ti, lead[i], thr, b[i] * TWO31, full, pos, pnext, hist,
+                cache_bits, bv, bc, brw, n0, n1, hcnt, hused, nh, keys, vals, cnts, used,
+                nused, smask)
+            if ev == 2 or ev == 3:           # a full list: its sums now (cache-sized lists)
+                k = ev - 2
+                _chunk(bv[k], bc[k], brw[k], LIST, k == 1, c_spread[cur], c_prod[cur], ones,
+                       b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx, ke,
+                       kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
+                       f, af, tv, s)
+                if k == 0:
                     n0 = 0
-            else:
-                bv[1, n1] = v
-                bc[1, n1] = 1
-                brw[1, n1] = i
-                n1 += 1
-                if n1 == LIST:                 # a full list: its sums now (cache-sized lists)
-                    _chunk(bv[1], bc[1], brw[1], LIST, True, c_spread[cur], c_prod[cur],
-                           cache_bits == 0, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
-                           ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
-                           f, af, tv, s)
+                else:
                     n1 = 0
+                continue
+            # the row's end or a new chunk: the histogram's and the cache's terms
+            if nh:
+                _hist(hused, nh, hcnt, i, c_spread[cur], packed[0], packed[2], packed[3], s)
+                nh = 0
+            for u in range(nused):
+                sl = used[u]
+                vu = vals[sl]
+                xs = vu * TWO31
+                k = 0 if xs == np.floor(xs) else 1
+                nk = n0 if k == 0 else n1
+                bv[k, nk] = vu
+                bc[k, nk] = cnts[sl]
+                brw[k, nk] = i
+                cnts[sl] = 0
+                if k == 0:
+                    n0 += 1
+                else:
+                    n1 += 1
+                if nk + 1 == LIST:
+                    _chunk(bv[k], bc[k], brw[k], LIST, k == 1, c_spread[cur], c_prod[cur],
+                           ones, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb,
+                           kx, ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e,
+                           term, pr, be, f, af, tv, s)
+                    if k == 0:
+                        n0 = 0
+                    else:
+                        n1 = 0
+            nused = 0
+            if ev == 0:
+                break
+            for k in range(2):               # ev == 1: a new chunk; the last one's sums
+                nk = n0 if k == 0 else n1
+                if nk:
+                    _chunk(bv[k], bc[k], brw[k], nk, k == 1, c_spread[cur], c_prod[cur], ones,
+                           b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
+                           ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term,
+                           pr, be, f, af, tv, s)
+            n0 = 0
+            n1 = 0
+            pch += 1
+            pnext += echunk
+            cur = pch
+
+
+@numba.njit(cache=True, nogil=True)
+def _hist(hused, nh, hcnt, r, spread, hit, aht, bht, s):
+    """The on-grid logits with l = 0 of one row and one chunk, counted per h (hcnt[h], the
+    distinct h in hused[:nh]): s[r, :5] += hcnt[h] T_hi[h] for each, and hcnt reset. Their
+    term is T_hi[h] (1 + T_lo[0]) = T_hi[h] + _mul(T_hi[h], 0) = T_hi[h] (`fastref` uses
+    this only where the tables' l = 0 entries are 0), T_hi[h] from the big table or as
+    A[h >> 9] B[h & 511] (spread) as in `_block5`: the same integers, so the same sums."""
+    z0 = np.int64(0)
+    z1 = np.int64(0)
+    z2 = np.int64(0)
+    z3 = np.int64(0)
+    z4 = np.int64(0)
+    for u in range(nh):
+        hx = hused[u]
+        m = hcnt[hx]
+        hcnt[hx] = 0
+        if spread:
+            ha = hx >> 9
+            hb = hx & 511
+            a0, a1, a2, a3, a4 = _unpack(aht[ha, 0], aht[ha, 1], aht[ha, 2])
+            b0, b1, b2, b3, b4 = _unpack(bht[hb, 0], bht[hb, 1], bht[hb, 2])
+            a0, a1, a2, a3, a4 = _m5(a0, a1, a2, a3, a4, b0, b1, b2, b3, b4)
+        else:
+            a0, a1, a2, a3, a4 = _unpack(hit[hx, 0], hit[hx, 1], hit[hx, 2])
+        z0 += m * a0
+        z1 += m * a1
+        z2 += m * a2
+        z3 += m * a3
+        z4 += m * a4
+    s[r, 0] += z0
+    s[r, 1] += z1
+    s[r, 2] += z2
+    s[r, 3] += z3
+    s[r, 4] += z4
 
 
 @numba.njit(cache=True, nogil=True)
