@@ -12,7 +12,7 @@ import pytest
 from test_elementary import adversarial
 
 from precision_lab.numerics import elementary as el
-from precision_lab.numerics import fast32, fast32_check, fastelem
+from precision_lab.numerics import fast32, fast32_check, fastelem, fastshift
 from precision_lab.numerics.arithmetic import Arithmetic
 from precision_lab.numerics.formats import FORMATS, get_format
 from precision_lab.numerics.methods import METHODS
@@ -146,25 +146,32 @@ def test_uncertain_elements_are_settled_exactly():
 
 
 def test_float32_methods_use_it(monkeypatch):
-    """The float32 methods' shifted exponentials go through fast32's fused kernel
-    (methods -> Arithmetic.exp_sub -> fastelem.sub_exp), the others' exp through exp_plain
-    (Arithmetic -> fastelem.compute), and the losses are those of the double-double path
-    with the subtraction and exp unfused."""
+    """The float32 methods' exponentials go through fast32: by `fastshift`'s fused pass (on by
+    default) or, with it off, the shifted ones through fast32's fused kernel (methods ->
+    Arithmetic.exp_sub -> fastelem.sub_exp) and the others' exp through exp_plain
+    (Arithmetic -> fastelem.compute); the losses are those of the double-double path with
+    the subtraction and exp unfused, either way."""
     rng = np.random.default_rng(2)
     x = F32.round(3 * rng.standard_normal((4, 700)))
     t = rng.integers(0, 700, 4)
     names = ("naive", "logsumexp", "softmax_eps", "log1p", "online")
     calls = []
-    for fn in ("exp_f32", "sub_exp_f32"):
-        real = getattr(fast32, fn)
-        monkeypatch.setattr(fast32, fn, lambda *a, fn=fn, real=real: calls.append(fn)
-                            or real(*a))
+    for mod, fn in ((fast32, "exp_f32"), (fast32, "sub_exp_f32"), (fastshift, "shifted_sums")):
+        real = getattr(mod, fn)
+        monkeypatch.setattr(mod, fn, lambda *a, fn=fn, real=real, **k: calls.append(fn)
+                            or real(*a, **k))
     now = {}
-    for m in names:
-        calls.clear()
-        now[m] = METHODS[m](x, t, F32)
-        assert ("exp_f32" if m == "naive" else "sub_exp_f32") in calls, m
+    for fused in (True, False):
+        monkeypatch.setattr(fastshift, "ENABLED", fused)
+        for m in names:
+            calls.clear()
+            now[m, fused] = METHODS[m](x, t, F32)
+            want = "shifted_sums" if fused else ("exp_f32" if m == "naive" else "sub_exp_f32")
+            assert want in calls, (m, fused)
+            assert np.array_equal(raw(now[m, fused]), raw(now[m, True])), m
+    now = {m: now[m, True] for m in names}
     monkeypatch.undo()
+    monkeypatch.setattr(fastshift, "ENABLED", False)
     monkeypatch.setattr(fastelem, "exp_plain", fastelem.exp_compiled)   # the old path
     monkeypatch.setattr(Arithmetic, "exp_sub", lambda self, a, b: self.exp(self.sub(a, b)))
     for m in names:
