@@ -722,21 +722,21 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
     hist = hsize > 0 and lanes
     hcnt = np.zeros(max(hsize, 1), np.int64)
     hused = np.zeros(min(c, echunk) + 1 if hist else 1, np.int64)
-    nh = 0
-    nused = 0
-    pos = 0
+    nh = np.int64(0)                         # (int64, not literals: one compiled `_run`)
+    nused = np.int64(0)
+    pos = np.int64(0)
     pch = 0
     pnext = echunk
     cur = -1 if full else 0                  # chunks of whole rows start at their rows
-    n0 = 0
-    n1 = 0
+    n0 = np.int64(0)
+    n1 = np.int64(0)
     for i in range(n + 1):                   # i = n: the last chunk's end
         if i == n or (full and i // step != cur):
             if cur >= 0:                     # a new chunk (or the end): the last one's sums
                 for k in range(2):
                     nk = n0 if k == 0 else n1
                     if nk:
-                        _chunk(bv[k], bc[k], brw[k], nk, k == 1, c_spread[cur], c_prod[cur],
+                        _chunk(bv[k], bc[k], brw[k], np.int64(nk), k == 1, c_spread[cur], c_prod[cur],
                                ones, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x,
                                p_fb, kx, ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p,
                                acc, xl, e, term, pr, be, f, af, tv, s)
@@ -746,7 +746,7 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                 break
             cur = i // step
         ti = t[i] if tm[i] else -1
-        j = 0
+        j = np.int64(0)
         while True:
             j, pos, n0, n1, nh, nused, ev = _run(
                 x[i], xb[i], j, c, i, ti, lead[i], thr, b[i] * TWO31, full, pos, pnext, hist,
@@ -754,7 +754,7 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                 nused, smask)
             if ev == 2 or ev == 3:           # a full list: its sums now (cache-sized lists)
                 k = ev - 2
-                _chunk(bv[k], bc[k], brw[k], LIST, k == 1, c_spread[cur], c_prod[cur], ones,
+                _chunk(bv[k], bc[k], brw[k], np.int64(LIST), k == 1, c_spread[cur], c_prod[cur], ones,
                        b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx, ke,
                        kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term, pr, be,
                        f, af, tv, s)
@@ -782,7 +782,7 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                 else:
                     n1 += 1
                 if nk + 1 == LIST:
-                    _chunk(bv[k], bc[k], brw[k], LIST, k == 1, c_spread[cur], c_prod[cur],
+                    _chunk(bv[k], bc[k], brw[k], np.int64(LIST), k == 1, c_spread[cur], c_prod[cur],
                            ones, b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb,
                            kx, ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e,
                            term, pr, be, f, af, tv, s)
@@ -796,7 +796,7 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
             for k in range(2):               # ev == 1: a new chunk; the last one's sums
                 nk = n0 if k == 0 else n1
                 if nk:
-                    _chunk(bv[k], bc[k], brw[k], nk, k == 1, c_spread[cur], c_prod[cur], ones,
+                    _chunk(bv[k], bc[k], brw[k], np.int64(nk), k == 1, c_spread[cur], c_prod[cur], ones,
                            b, lanes, nl, hit, lot, aht, bht, a1t, b0t, packed, p_x, p_fb, kx,
                            ke, kend, facf, p_t, qf, rf, hl, fv, w, th, g, p, acc, xl, e, term,
                            pr, be, f, af, tv, s)
