@@ -343,6 +343,23 @@ def pack3(t, out):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _entries5(tab, ix, w, dst):
+    """w[dst, :5, ln] = the 5 limbs of the packed table's entry ix[ln], for the B lanes:
+    the words gathered into scratch w[2] first, then unpacked (two lane loops)."""
+    for ln in range(B):
+        k = ix[ln]
+        for jj in range(3):
+            w[2, jj, ln] = tab[k, jj]
+    for ln in range(B):
+        a0, a1, a2, a3, a4 = _unpack(w[2, 0, ln], w[2, 1, ln], w[2, 2, ln])
+        w[dst, 0, ln] = a0
+        w[dst, 1, ln] = a1
+        w[dst, 2, ln] = a2
+        w[dst, 3, ln] = a3
+        w[dst, 4, ln] = a4
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _tiny_fix(xv, kx, p_fb, qf, rf, w, ln, term, acc):
     """`_g_off`'s tiny negative x (-2**-32 < x < 0) for lane ln: x_f = 2**-31 - |x|,
     w[4, :kx, ln] = 2**(fb - 31) - ceil(|x| 2**fb) (the same integer steps)."""
@@ -406,17 +423,7 @@ def _block5(bv, bc, brw, nk, off, spread, prod, b, hit, lot, aht, bht, a1t, b0t,
                 w[0, 3, ln] = r3
                 w[0, 4, ln] = r4
         else:
-            for ln in range(B):
-                hx = hl[0, ln]
-                for jj in range(3):
-                    w[2, jj, ln] = hit[hx, jj]
-            for ln in range(B):
-                a0, a1, a2, a3, a4 = _unpack(w[2, 0, ln], w[2, 1, ln], w[2, 2, ln])
-                w[0, 0, ln] = a0
-                w[0, 1, ln] = a1
-                w[0, 2, ln] = a2
-                w[0, 3, ln] = a3
-                w[0, 4, ln] = a4
+            _entries5(hit, hl[0], w, 0)              # T_hi[h] from the big table
         if off:                                  # _frac_limbs, _expm1_fix, _g_off
             ntiny = 0
             for ln in range(B):
@@ -519,17 +526,7 @@ def _block5(bv, bc, brw, nk, off, spread, prod, b, hit, lot, aht, bht, a1t, b0t,
                 w[1, 3, ln] = a3 + b3 + r3
                 w[1, 4, ln] = a4 + b4 + r4
         else:
-            for ln in range(B):
-                lx = hl[1, ln]
-                for jj in range(3):
-                    w[2, jj, ln] = lot[lx, jj]
-            for ln in range(B):
-                a0, a1, a2, a3, a4 = _unpack(w[2, 0, ln], w[2, 1, ln], w[2, 2, ln])
-                w[1, 0, ln] = a0
-                w[1, 1, ln] = a1
-                w[1, 2, ln] = a2
-                w[1, 3, ln] = a3
-                w[1, 4, ln] = a4
+            _entries5(lot, hl[1], w, 1)              # T_lo[l] from the big table
         if one:                              # cnt th (1 + g), summed over the lanes (exact)
             z0 = np.int64(0)
             z1 = np.int64(0)
