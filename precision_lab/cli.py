@@ -15,6 +15,7 @@ from .errors import InputError
 from .experiments import available, load_experiment, measured_timings
 from .numerics.formats import FORMATS
 from .numerics.methods import METHODS
+from .truth import fastref
 
 __all__ = ["main"]
 
@@ -95,6 +96,7 @@ def main(argv=None) -> int:
     warnings.formatwarning = _one_line_warning
     args.command_line = shlex.join(["precision-lab", *map(str, argv)])
     try:
+        fastref.threads()  # $PRECISION_LAB_THREADS, checked before any work
         return args.func(args)
     except InputError as exc:  # bad input: one clear line, no traceback
         print(f"precision-lab: error: {exc}", file=sys.stderr)
