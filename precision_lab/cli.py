@@ -8,14 +8,13 @@ import sys
 import threading
 import warnings
 
-from . import runner
+from . import runner, threads
 from .analysis import analyze_report, check_grad
 from .analysis import implementations as impls
 from .errors import InputError
 from .experiments import available, load_experiment, measured_timings
 from .numerics.formats import FORMATS
 from .numerics.methods import METHODS
-from .truth import fastref
 
 __all__ = ["main"]
 
@@ -96,7 +95,7 @@ def main(argv=None) -> int:
     warnings.formatwarning = _one_line_warning
     args.command_line = shlex.join(["precision-lab", *map(str, argv)])
     try:
-        fastref.threads()  # $PRECISION_LAB_THREADS, checked before any work
+        threads.count()  # $PRECISION_LAB_THREADS, checked before any work
         return args.func(args)
     except InputError as exc:  # bad input: one clear line, no traceback
         print(f"precision-lab: error: {exc}", file=sys.stderr)

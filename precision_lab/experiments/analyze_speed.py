@@ -16,7 +16,10 @@ analysed file is bfloat16 .safetensors of `file_shape`, written into a temporary
 Method: each timing is the median of `repeats` calls (garbage collection paused, as timeit
 does), after one untimed warm-up call (the truth's tables, numba's kernel); the parts of one
 shape and format are timed round-robin (each round calls every part once, in turn), so that
-a change of load touches all alike and the ratios to numpy hold. The whole-file
+a change of load touches all alike and the ratios to numpy hold. The compiled kernels and
+the truth run on `threads.count()` threads (every core this process may use; numpy's
+log-sum-exp and torch on one); the whole evaluate is timed again on one thread
+(`threads.using(1)`, kind `evaluate_1thread`, in the same rounds). The whole-file
 figure for 4096 x 128256 is measured when `file_shape` is that shape, and otherwise
 extrapolated linearly from the measured file (per-logit cost; the analysis is chunked, so its
 time is linear in the rows) and labelled as such. This 2-core machine is shared: the 1-minute
@@ -38,6 +41,7 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
+from precision_lab import threads
 from precision_lab.analysis.evaluate import evaluate
 from precision_lab.numerics.formats import FORMATS
 from precision_lab.numerics.methods import METHODS
@@ -66,6 +70,11 @@ def numpy_lse(x: np.ndarray, t: np.ndarray) -> np.ndarray:
     return a[:, 0] + np.log(np.exp(x - a).sum(axis=1)) - x[np.arange(len(t)), t]
 
 
+def _one_thread(fn, *args, **kwargs):
+    with threads.using(1):
+        return fn(*args, **kwargs)
+
+
 def _timings(fmt_name: str, n: int, c: int, params: dict, rng) -> list[dict]:
     fmt = FORMATS[fmt_name]
     x = fmt.round(params["scale"] * rng.standard_normal((n, c)))
@@ -83,6 +92,8 @@ def _timings(fmt_name: str, n: int, c: int, params: dict, rng) -> list[dict]:
                          lambda m=m, acc=acc: m(x, t, fmt, acc)))
     jobs.append((f"evaluate ({fmt_name}, all variants)", "evaluate",
                  lambda: evaluate(x, t, formats=[fmt_name], cache=False)))
+    jobs.append((f"evaluate ({fmt_name}, all variants, one thread)", "evaluate_1thread",
+                 lambda: _one_thread(evaluate, x, t, formats=[fmt_name], cache=False)))
     rows = []
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -90,7 +101,8 @@ def _timings(fmt_name: str, n: int, c: int, params: dict, rng) -> list[dict]:
         secs = median_times([fn for _, _, fn in jobs], reps, warmup=True)
         for (what, kind, _), s in zip(jobs, secs):
             rows.append({"format": fmt_name, "rows": n, "classes": c, "what": what,
-                         "kind": kind, "seconds": s, "logits_per_s": x.size / s})
+                         "kind": kind, "seconds": s, "logits_per_s": x.size / s,
+                         "threads": 1 if kind == "evaluate_1thread" else threads.count()})
     finally:
         torch.set_num_threads(before)
     base = rows[0]["logits_per_s"]
@@ -167,7 +179,8 @@ def _pivot(d: pd.DataFrame, values: str, suffix: str) -> pd.DataFrame:
 
 
 # Bar colours: a method in its family's colour (the records'), the rest Okabe-Ito neutrals.
-KIND_COLOR = {"native": "#999999", "truth": "#000000", "evaluate": "#CC79A7"}
+KIND_COLOR = {"native": "#999999", "truth": "#000000", "evaluate": "#CC79A7",
+              "evaluate_1thread": "#E8B4D0"}
 
 
 def _bar_color(what: str, kind: str) -> str:
@@ -216,7 +229,8 @@ def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
                    headline=True)
     rep.figure(speed_figure(timed), "speed", "Time per logit against numpy's, one bar "
                     "per part (methods in their family's colour; grey native, black the "
-                    "certified truth, purple a whole evaluate), the target as a black tick.",
+                    "certified truth, purple a whole evaluate, pale purple on one thread), "
+                    "the target as a black tick.",
                     headline=True)
     for kind, goal in TARGETS.items():
         d = timed[timed["kind"] == kind]
@@ -224,6 +238,16 @@ def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
         rep.finding(f"{kind}: within {goal:g}x of numpy in {ok} of {len(d)} measurements "
                     f"(from {d['times_numpy'].min():.3g}x to {d['times_numpy'].max():.3g}x).",
                     t1)
+    one = timed[timed["kind"] == "evaluate_1thread"]
+    if len(one):
+        many = timed[timed["kind"] == "evaluate"]
+        gain = many["times_numpy"].to_numpy() / one["times_numpy"].to_numpy()
+        n = int(many["threads"].iloc[0])
+        ok = int((one["times_numpy"] <= TARGETS["evaluate"]).sum())
+        rep.finding(f"evaluate on one thread: within {TARGETS['evaluate']:g}x of numpy in {ok} "
+                    f"of {len(one)} measurements (from {one['times_numpy'].min():.3g}x to "
+                    f"{one['times_numpy'].max():.3g}x); on {n} threads it takes "
+                    f"{gain.min():.2f}-{gain.max():.2f} of the one-thread time.", t1)
     f = df[df["kind"] == "file"].iloc[0]
     lm = LM_SHAPE[0] * LM_SHAPE[1]
     measured = (int(f["rows"]), int(f["classes"])) == LM_SHAPE

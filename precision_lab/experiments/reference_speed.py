@@ -12,7 +12,7 @@ x format of the profile; targets uniform. Seeded.
 Method: each timing is a median over `repeats` runs (time.perf_counter, garbage collection
 paused while timing, as timeit does); the reference and numpy are timed round-robin
 (max(repeats, 5) rounds, each calling each in turn), so that a change of load touches them
-alike and their ratios hold. The reference runs its per-logit sums on `fastref.threads()`
+alike and their ratios hold. The reference runs its per-logit sums on `threads.count()`
 threads (every core this process may run on; `ref_threads`) and is timed again on one thread
 (`ref_1thread_logits_per_s`, `numpy_over_ref_1thread`) in the same rounds; numpy's
 log-sum-exp runs on one thread. The reference gets one untimed warm-up run first (it builds its
@@ -39,11 +39,11 @@ import mpmath
 import numpy as np
 import pandas as pd
 
+from precision_lab import threads
 from precision_lab.numerics.formats import STANDARD_FORMATS, get_format
 from precision_lab.reporting.document import report_for
 from precision_lab.reporting.figures import plt
 from precision_lab.running.provenance import median_time, median_times
-from precision_lab.truth import fastref
 from precision_lab.truth.reference import DEFAULT_BITS, reference_truth
 
 NAME = "reference_speed"
@@ -88,7 +88,7 @@ def _cell(fmt: str, c: int, scale: float, cfg: dict, rng: np.random.Generator) -
         return reference_truth(x, t, bits, cache=False)
 
     def ours_one_thread():
-        with fastref.using_threads(1):
+        with threads.using(1):
             return ours()
 
     t0 = time.perf_counter()
@@ -113,7 +113,7 @@ def _cell(fmt: str, c: int, scale: float, cfg: dict, rng: np.random.Generator) -
     return {"format": fmt, "classes": c, "scale": scale, "rows": n, "logits": x.size,
             "bits": bits, "mpmath_prec": prec,
             "ref_logits_per_s": ref_rate, "mpmath_logits_per_s": mp_rate,
-            "numpy_logits_per_s": np_rate, "ref_threads": fastref.threads(),
+            "numpy_logits_per_s": np_rate, "ref_threads": threads.count(),
             "ref_1thread_logits_per_s": one_rate,
             "speedup_vs_mpmath": ref_rate / mp_rate, "numpy_over_ref": np_rate / ref_rate,
             "numpy_over_ref_1thread": np_rate / one_rate,

@@ -86,13 +86,13 @@ def default_workers() -> int:
 
 def _init_worker():
     """Each process that computes cells: torch on one thread (the same arithmetic everywhere)
-    and the truth's kernel on one (the workers are the parallelism), and SIGINT ignored in
+    and the compiled kernels on one (the workers are the parallelism), and SIGINT ignored in
     pool workers, so Ctrl-C reaches only the main process, which stops the workers itself."""
     import torch
 
-    from ..truth import fastref
+    from .. import threads
     torch.set_num_threads(1)
-    fastref.THREADS = 1
+    threads.THREADS = 1
 
 
 def _init_pool_worker(parent: int):

@@ -63,14 +63,12 @@ Non-finite inputs follow `reference`'s policy exactly (see `special_losses`).
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
 from flint import arb, ctx
 
-from ..errors import InputError
+from .. import threads
 from ..numerics import elementary
 from ..numerics.formats import FORMATS
 from . import fastref_kernels, fastref_rows
@@ -298,10 +296,6 @@ MAX_NL = 24                  # up to 624 fraction bits (beyond, `arb` only)
 ECHUNK = 1 << 15             # logits per pass of the per-logit part (cache-sized temporaries)
 USE_KERNEL = True            # the per-logit part by `fastref_kernels` (False: numpy, the same bits)
 USE_ROWS_KERNEL = True       # the per-row limbs by `fastref_rows` (False: numpy, the same bits)
-THREADS = None               # threads of the kernel's per-logit sums: None every core this
-                             # process may run on ($PRECISION_LAB_THREADS overrides; 1 in sweep
-                             # workers); only a matter of speed: the sums are the same bits
-MIN_SPLIT = 1 << 16          # kept logits per thread at least (fewer: one thread)
 LOG2 = math.log(2.0)
 
 
@@ -1092,57 +1086,20 @@ def _term_sums_compiled(tab, xr, br, tm, xtr, leadr, tr, cutoff):
     return s, n_all, n_off.astype(np.float64), pruned, b_on, b_off
 
 
-def threads() -> int:
-    """The threads `_sums_threads` may use: THREADS, else $PRECISION_LAB_THREADS, else every
-    core this process may run on."""
-    if THREADS is not None:
-        return max(1, int(THREADS))
-    env = os.environ.get("PRECISION_LAB_THREADS", "").strip()
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise InputError(f"PRECISION_LAB_THREADS must be a positive integer, got {env!r}")
-        return int(env)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-@contextmanager
-def using_threads(n: int | None):
-    """THREADS = n inside the block (None: the default), restored after it."""
-    global THREADS
-    old, THREADS = THREADS, n
-    try:
-        yield
-    finally:
-        THREADS = old
-
-
 def _sums_threads(args: tuple, kept, npos: int) -> None:
-    """`fastref_kernels.sums` over all rows, split into up to `threads()` ranges of whole
-    rows with about equal kept logits (`kept` per row, 0: whole-row chunks, split by rows),
-    each range on a thread (the kernel releases the GIL); each range starts at its rows'
-    position in the chunks, so every term is the one-thread run's term, and rows' sums are
-    exact integers of their own rows: the same bits for any split. Where a range ends must
-    be where the next one starts (checked)."""
+    """`fastref_kernels.sums` over all rows, split into `threads.ranges` of whole rows with
+    about equal kept logits (`kept` per row, 0: whole-row chunks, split by rows), each range
+    on a thread; each range starts at its rows' position in the chunks, so every term is the
+    one-thread run's term, and rows' sums are exact integers of their own rows: the same bits
+    for any split. Where a range ends must be where the next one starts (checked)."""
     nr = args[0].shape[0]
-    total = npos if np.ndim(kept) else args[0].size
-    nt = min(threads(), nr, max(1, total // MIN_SPLIT))
-    if nt <= 1:
-        fastref_kernels.sums(*args, 0, nr, 0)
-        return
     if np.ndim(kept):
         start = np.concatenate(([0], np.cumsum(kept)))
-        cuts = np.searchsorted(start, np.arange(1, nt) * (npos / nt))
+        bounds = threads.ranges(nr, npos, start)
     else:
         start = np.zeros(nr + 1, dtype=np.int64)
-        cuts = np.arange(1, nt) * nr // nt
-    bounds = [0, *sorted(set(int(c) for c in cuts if 0 < c < nr)), nr]
-    with ThreadPoolExecutor(len(bounds) - 1) as pool:
-        ends = list(pool.map(lambda k: fastref_kernels.sums(*args, bounds[k], bounds[k + 1],
-                                                            int(start[bounds[k]])),
-                             range(len(bounds) - 1)))
+        bounds = threads.ranges(nr, args[0].size)
+    ends = threads.run(lambda a, b: fastref_kernels.sums(*args, a, b, int(start[a])), bounds)
     for k, e in enumerate(ends):
         if e != start[bounds[k + 1]]:
             raise AssertionError(f"fastref: rows {bounds[k]}..{bounds[k + 1]} ended at {e}, "
