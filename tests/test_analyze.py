@@ -321,14 +321,38 @@ def test_analyze_speed_quick(tmp_path, monkeypatch):
                                                     workers=1))
     df = read_table(out / "results.csv")
     kinds = set(df["kind"])
-    assert kinds == {"native", "truth", "method", "evaluate", "file"}
+    assert kinds == {"native", "truth", "method", "evaluate", "evaluate_1thread", "file"}
+    assert (df.loc[df["kind"] == "evaluate_1thread", "threads"] == 1).all()
     base = df[df["what"] == "numpy float64 log-sum-exp"]
     assert (base["times_numpy"] == 1.0).all()
     assert len(df[df["kind"] == "method"]) == 15    # every bfloat16 variant
     md = (out / "summary.md").read_text()
-    assert "not estimated" in md
+    assert "not estimated" in md and "evaluate on one thread: within 30x" in md
     # the answer first: the headline table, then its figure, then the findings
     first_table = md.index("**Table ")
     assert first_table == md.index("**Table analyze_speed:T1.**")
     assert first_table < md.index("![speed](speed.png)") < md.index("## Findings")
     assert (out / "speed.png").is_file() and (out / "tables" / "times.tex").is_file()
+
+
+def test_reference_speed_quick(tmp_path, monkeypatch):
+    """reference_speed on a tiny profile: the reference timed on `threads.count()` threads and
+    on one in the same rounds, both ratios to numpy reported and found on."""
+    from precision_lab import threads
+    from precision_lab.experiments import load_experiment
+    from precision_lab.runner import RunConfig, run_experiment
+    from precision_lab.running.sweep import read_table
+    mod = load_experiment("reference_speed")
+    monkeypatch.setitem(mod.PROFILES, "quick", {**mod.PROFILES["quick"], "classes": [10, 100],
+                                                "scales": [1.0], "formats": ["float16"],
+                                                "logits": 2000, "repeats": 1,
+                                                "mpmath_sample": 50})
+    out = run_experiment("reference_speed", RunConfig(profile="quick", out=tmp_path, quiet=True,
+                                                      workers=1))
+    df = read_table(out / "results.csv")
+    assert len(df) == 2 and (df["ref_threads"] == threads.count()).all()
+    assert np.allclose(df["numpy_over_ref_1thread"],
+                       df["numpy_logits_per_s"] / df["ref_1thread_logits_per_s"])
+    md = (out / "summary.md").read_text()
+    assert "On one thread (timed in the same rounds) the certified reference is within 10x" in md
+    assert "ref_1thread_logits_per_s" in md
