@@ -5,17 +5,18 @@ elements: each thread takes a range of them and computes exactly what one thread
 for them, so every result is the same bits on any number of threads. `count()` says how
 many a kernel may use: `THREADS`, else $PRECISION_LAB_THREADS, else every core this process
 may run on (sweep workers set THREADS = 1: there the workers are the parallelism).
-`using(n)` sets it for a block; `ranges` splits work, `run` runs a kernel over the ranges.
+`using(n)` sets it for a block of this thread; `ranges` splits work, `run` runs a kernel over the ranges.
 Split so: the truth's per-logit sums (`truth.fastref._sums_threads`, rows), `fastround`'s
 rounding (elements) and subtraction (rows), fast32's exp (elements) and fused exp(a - b)
 (rows), `fastelem`'s bfloat16 look-ups (elements) and native sums (rows); `evaluate` also
-computes the truth on a thread alongside the methods. Tested the same bits as one thread
+computes the truth on a thread alongside the methods (half the threads each). Tested the same bits as one thread
 (`tests/test_threads.py`). Worth it from a few million logits a call (`analyze_speed` and
 `reference_speed` time one thread beside them); below MIN_SPLIT per thread a call stays on one.
 """
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -29,9 +30,15 @@ THREADS = None               # None: $PRECISION_LAB_THREADS, else every core thi
 MIN_SPLIT = 1 << 16          # elements (or kept logits) per thread at least; fewer: one thread
 
 
+_LOCAL = threading.local()   # `using`'s setting, per calling thread
+
+
 def count() -> int:
-    """The threads a kernel may use (see the module docstring); a bad $PRECISION_LAB_THREADS
-    is an `InputError` naming it."""
+    """The threads a kernel called from this thread may use (see the module docstring); a bad
+    $PRECISION_LAB_THREADS is an `InputError` naming it."""
+    n = getattr(_LOCAL, "n", None)
+    if n is not None:
+        return n
     if THREADS is not None:
         return max(1, int(THREADS))
     env = os.environ.get("PRECISION_LAB_THREADS", "").strip()
@@ -47,13 +54,14 @@ def count() -> int:
 
 @contextmanager
 def using(n: int | None):
-    """THREADS = n inside the block (None: the default), restored after it."""
-    global THREADS
-    old, THREADS = THREADS, n
+    """count() = n for kernels this thread calls inside the block (None: as outside any
+    block), restored after it; other threads are not touched."""
+    old = getattr(_LOCAL, "n", None)
+    _LOCAL.n = None if n is None else max(1, int(n))
     try:
         yield
     finally:
-        THREADS = old
+        _LOCAL.n = old
 
 
 def ranges(n: int, size: int, start=None) -> list[int]:

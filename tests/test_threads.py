@@ -1,6 +1,8 @@
 """The kernels on threads (`precision_lab.threads`): the same bits as on one thread, for each
 kernel that splits its rows or elements (the one-thread paths are tested bit for bit against
 the numpy paths they mirror elsewhere); the split itself; the setting and its errors."""
+import threading
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -126,19 +128,23 @@ def test_evaluate_alike_on_any_number_of_threads(monkeypatch):
 
 
 def test_evaluate_runs_the_truth_alongside(monkeypatch):
-    """With more than one thread the truth is computed on another thread; with one, on this."""
-    import threading
-
+    """With k > 1 threads the truth is computed on another thread, with k // 2 of them, the
+    methods beside it with the rest; with one, the truth first, on this thread."""
     import precision_lab.analysis.evaluate as ev
-    where = []
-    real = ev.reference_truth
-    monkeypatch.setattr(ev, "reference_truth",
-                        lambda *a, **k: where.append(threading.get_ident()) or real(*a, **k))
+    where, methods = [], []
+    real, real_methods = ev.reference_truth, ev._run_methods
+    monkeypatch.setattr(ev, "reference_truth", lambda *a, **k: where.append(
+        (threading.get_ident(), threads.count())) or real(*a, **k))
+    monkeypatch.setattr(ev, "_run_methods", lambda *a: methods.append(threads.count()) or
+                        real_methods(*a))
     x, t = np.random.default_rng(5).normal(size=(3, 10)), np.array([0, 1, 2])
-    for n in (1, 2):
+    for n in (1, 2, 5):
         with threads.using(n):
             evaluate(x, t, formats=["float16"], cache=False)
-    assert where[0] == threading.get_ident() != where[1]
+    me = threading.get_ident()
+    assert where[0] == (me, 1) and methods[0] == 1
+    assert where[1][0] != me and where[1][1] == 1 and methods[1] == 1
+    assert where[2][0] != me and where[2][1] == 2 and methods[2] == 3
 
 
 @given(n=st.integers(0, 300), size=st.integers(0, 10 ** 6), k=st.integers(1, 9),
@@ -181,3 +187,11 @@ def test_setting(monkeypatch):
     with threads.using(1):
         assert threads.count() == 1
     assert threads.THREADS is None
+    monkeypatch.setattr(threads, "THREADS", 5)     # `using` is this thread's alone
+    seen = []
+    with threads.using(2):
+        other = threading.Thread(target=lambda: seen.append(threads.count()))
+        other.start()
+        other.join()
+        assert threads.count() == 2
+    assert seen == [5] and threads.count() == 5

@@ -93,12 +93,19 @@ def evaluate(logits: ArrayLike, targets: ArrayLike, formats: Iterable[str] = STA
 
 @contextlib.contextmanager
 def _alongside(fn):
-    """A future of fn(): computed on a thread while the block runs where this process may
-    use more than one core (`threads.count()`), else at once, before the block. Either way
-    the same result (fn shares nothing with the block); leaving the block waits for it."""
-    if threads.count() > 1:
+    """A future of fn(): where this thread may use k > 1 threads (`threads.count()`), fn runs
+    on a thread of its own with k // 2 of them while the block runs with the others (its
+    kernels split no further), else at once, before the block. Either way the same result
+    (fn shares nothing with the block); leaving the block waits for it."""
+    k = threads.count()
+    if k > 1:
+        def own():
+            with threads.using(k // 2):
+                return fn()
         with ThreadPoolExecutor(1) as pool:
-            yield pool.submit(fn)
+            future = pool.submit(own)
+            with threads.using(k - k // 2):
+                yield future
         return
     done = Future()
     done.set_result(fn())
