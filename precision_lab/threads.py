@@ -3,15 +3,17 @@
 The kernels that run here on threads (`numba.njit(nogil=True)`) work on independent rows or
 elements: each thread takes a range of them and computes exactly what one thread computes
 for them, so every result is the same bits on any number of threads. `count()` says how
-many a kernel may use: `THREADS`, else $PRECISION_LAB_THREADS, else every core this process
-may run on (sweep workers set THREADS = 1: there the workers are the parallelism).
-`using(n)` sets it for a block of this thread; `ranges` splits work, `run` runs a kernel over the ranges.
+many a kernel may use: `using(n)`'s n inside such a block of the calling thread, else
+`THREADS`, else $PRECISION_LAB_THREADS, else every core this process may run on (sweep
+workers set THREADS = 1: there the workers are the parallelism). `ranges` splits work, `run`
+runs a kernel over the ranges.
+
 Split so: the truth's per-logit sums (`truth.fastref._sums_threads`, rows), `fastround`'s
 rounding (elements) and subtraction (rows), fast32's exp (elements) and fused exp(a - b)
 (rows), `fastelem`'s bfloat16 look-ups (elements) and native sums (rows); `evaluate` also
-computes the truth on a thread alongside the methods (half the threads each). Tested the same bits as one thread
-(`tests/test_threads.py`). Worth it from a few million logits a call (`analyze_speed` and
-`reference_speed` time one thread beside them); below MIN_SPLIT per thread a call stays on one.
+computes the truth on a thread alongside the methods (half the threads each). Tested the
+same bits as one thread (`tests/test_threads.py`). Below MIN_SPLIT per thread a call stays
+on one; `analyze_speed` and `reference_speed` time one thread beside the default.
 """
 from __future__ import annotations
 
@@ -34,8 +36,8 @@ _LOCAL = threading.local()   # `using`'s setting, per calling thread
 
 
 def count() -> int:
-    """The threads a kernel called from this thread may use (see the module docstring); a bad
-    $PRECISION_LAB_THREADS is an `InputError` naming it."""
+    """The threads a kernel called from this thread may use (the module docstring says which);
+    a bad $PRECISION_LAB_THREADS is an `InputError` naming it."""
     n = getattr(_LOCAL, "n", None)
     if n is not None:
         return n

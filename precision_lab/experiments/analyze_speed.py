@@ -102,7 +102,8 @@ def _timings(fmt_name: str, n: int, c: int, params: dict, rng) -> list[dict]:
         for (what, kind, _), s in zip(jobs, secs):
             rows.append({"format": fmt_name, "rows": n, "classes": c, "what": what,
                          "kind": kind, "seconds": s, "logits_per_s": x.size / s,
-                         "threads": 1 if kind == "evaluate_1thread" else threads.count()})
+                         "threads": 1 if kind in ("native", "evaluate_1thread")
+                         else threads.count()})
     finally:
         torch.set_num_threads(before)
     base = rows[0]["logits_per_s"]
