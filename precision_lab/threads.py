@@ -10,9 +10,8 @@ runs a kernel over the ranges.
 
 Split so: the truth's per-logit sums (`truth.fastref._sums_threads`, rows), `fastround`'s
 rounding (elements) and subtraction (rows), fast32's exp (elements) and fused exp(a - b)
-(rows), `fastelem`'s bfloat16 look-ups (elements) and native sums (rows); `evaluate` also
-computes the truth on a thread alongside the methods (half the threads each). Tested the
-same bits as one thread (`tests/test_threads.py`). Below MIN_SPLIT per thread a call stays
+(rows), `fastelem`'s bfloat16 look-ups (elements) and native sums (rows). Tested the same
+bits as one thread (`tests/test_threads.py`). Below MIN_SPLIT per thread a call stays
 on one; `analyze_speed` and `reference_speed` time one thread beside the default.
 """
 from __future__ import annotations
@@ -29,7 +28,7 @@ from .errors import InputError
 __all__ = ["count", "using", "ranges", "run", "THREADS", "MIN_SPLIT"]
 
 THREADS = None               # None: $PRECISION_LAB_THREADS, else every core this process may use
-MIN_SPLIT = 1 << 16          # elements (or kept logits) per thread at least; fewer: one thread
+MIN_SPLIT = 1 << 21          # elements (or kept logits) per thread at least; fewer: one thread
 
 
 _LOCAL = threading.local()   # `using`'s setting, per calling thread

@@ -109,8 +109,7 @@ def test_lookups_and_sums(monkeypatch, fmt):
 
 
 def test_evaluate_alike_on_any_number_of_threads(monkeypatch):
-    """A whole evaluate (the truth alongside the methods, every kernel split): the frame of
-    one thread, value for value."""
+    """A whole evaluate (every kernel split): the frame of one thread, value for value."""
     rng = np.random.default_rng(4)
     x = rng.normal(0, 5, (12, 700))
     x[3, 5] = 400.0
@@ -125,26 +124,6 @@ def test_evaluate_alike_on_any_number_of_threads(monkeypatch):
             assert np.array_equal(raw(w), raw(g)), col
         else:
             assert np.array_equal(w, g), col
-
-
-def test_evaluate_runs_the_truth_alongside(monkeypatch):
-    """With k > 1 threads the truth is computed on another thread, with k // 2 of them, the
-    methods beside it with the rest; with one, the truth first, on this thread."""
-    import precision_lab.analysis.evaluate as ev
-    where, methods = [], []
-    real, real_methods = ev.reference_truth, ev._run_methods
-    monkeypatch.setattr(ev, "reference_truth", lambda *a, **k: where.append(
-        (threading.get_ident(), threads.count())) or real(*a, **k))
-    monkeypatch.setattr(ev, "_run_methods", lambda *a: methods.append(threads.count()) or
-                        real_methods(*a))
-    x, t = np.random.default_rng(5).normal(size=(3, 10)), np.array([0, 1, 2])
-    for n in (1, 2, 5):
-        with threads.using(n):
-            evaluate(x, t, formats=["float16"], cache=False)
-    me = threading.get_ident()
-    assert where[0] == (me, 1) and methods[0] == 1
-    assert where[1][0] != me and where[1][1] == 1 and methods[1] == 1
-    assert where[2][0] != me and where[2][1] == 2 and methods[2] == 3
 
 
 @given(n=st.integers(0, 300), size=st.integers(0, 10 ** 6), k=st.integers(1, 9),

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Iterable
 
@@ -11,7 +10,6 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from .. import threads
 from ..data.inputs import check_bits, check_names, validate_batch
 from ..numerics.arithmetic import ACCUMULATORS, check_accumulators
 from ..numerics.formats import STANDARD_FORMATS, get_format
@@ -83,56 +81,30 @@ def evaluate(logits: ArrayLike, targets: ArrayLike, formats: Iterable[str] = STA
     parts = []
     for fmt in fmts:
         xr = frozen(fmt.round(x))   # validated once here: the methods' own checks copy nothing
-        with _alongside(lambda: reference_truth(xr, t, bits=bits, cache=cache)) as truth:
-            with reading_frozen(), shared_steps():
-                done = _run_methods(fmt, meths, accumulators, xr, t, mean)
+        tr = reference_truth(xr, t, bits=bits, cache=cache)
+        with reading_frozen(), shared_steps():
+            done = _run_methods(fmt, meths, accumulators, xr, t, tr, mean)
         if done:   # none where no method runs in the format (torch in float8)
-            parts.append(_block(fmt, _with_truth(done, truth.result())))
+            parts.append(_block(fmt, done))
     return pd.DataFrame({k: np.concatenate([b[k] for b in parts]) for k in parts[0]})
 
 
-@contextlib.contextmanager
-def _alongside(fn):
-    """A future of fn(): where this thread may use k > 1 threads (`threads.count()`), fn runs
-    on a thread of its own with k // 2 of them while the block runs with the others (its
-    kernels split no further), else at once, before the block. Either way the same result
-    (fn shares nothing with the block); leaving the block waits for it."""
-    k = threads.count()
-    if k > 1:
-        def own():
-            with threads.using(k // 2):
-                return fn()
-        with ThreadPoolExecutor(1) as pool:
-            future = pool.submit(own)
-            with threads.using(k - k // 2):
-                yield future
-        return
-    done = Future()
-    done.set_result(fn())
-    yield done
-
-
-def _run_methods(fmt, meths, accumulators, xr, t, mean) -> list[tuple]:
+def _run_methods(fmt, meths, accumulators, xr, t, tr, mean) -> list[tuple]:
     """Every variant of `meths` in `fmt` on the rounded logits `xr`, in order: (method,
-    accumulator, reduction, rows, computed) for its per-row losses and, with `mean`, for its
-    batch mean."""
+    accumulator, reduction, rows, computed, truth hi, lo, exp) for its per-row losses and, with
+    `mean`, for its batch mean."""
     out = []
     rows = np.arange(len(t))
     for m in meths:
         for acc in variants(m, fmt, accumulators):
             losses = m(xr, t, fmt, acc)
-            out.append((m.name, acc, "none", rows, losses))
+            out.append((m.name, acc, "none", rows, losses, tr.hi, tr.lo, tr.exp))
             if mean:
                 mval = m.batch_mean(losses, fmt, acc, x=xr, targets=t)
-                out.append((m.name, acc, "mean", np.array([-1]), np.array([mval])))
+                out.append((m.name, acc, "mean", np.array([-1]), np.array([mval]),
+                            np.array([tr.mean_hi]), np.array([tr.mean_lo]),
+                            np.array([tr.mean_exp], dtype=np.int64)))
     return out
-
-
-def _with_truth(done: list[tuple], tr) -> list[tuple]:
-    """`_run_methods`' tuples with the truth (hi, lo, exp) of their rows or batch mean."""
-    mean = (np.array([tr.mean_hi]), np.array([tr.mean_lo]),
-            np.array([tr.mean_exp], dtype=np.int64))
-    return [(*d, tr.hi, tr.lo, tr.exp) if d[2] == "none" else (*d, *mean) for d in done]
 
 
 def evaluate_options(logits, targets, options: LossOptions,

@@ -16,11 +16,10 @@ analysed file is bfloat16 .safetensors of `file_shape`, written into a temporary
 Method: each timing is the median of `repeats` calls (garbage collection paused, as timeit
 does), after one untimed warm-up call (the truth's tables, numba's kernel); the parts of one
 shape and format are timed round-robin (each round calls every part once, in turn), so that
-a change of load touches all alike and the ratios to numpy hold. The compiled kernels and
-the truth run on `threads.count()` threads (every core this process may use; numpy's
-log-sum-exp and torch on one); the whole evaluate is timed again on one thread
-(`threads.using(1)`, kind `evaluate_1thread`, in the same rounds). The whole-file
-figure for 4096 x 128256 is measured when `file_shape` is that shape, and otherwise
+a change of load touches all alike and the ratios to numpy hold (the parts' kernels take
+one thread at these sizes: below `threads.MIN_SPLIT` per thread). The whole file is analysed
+twice, on the compiled kernels' default threads (`precision_lab.threads`) and on one. The
+whole-file figure for 4096 x 128256 is measured when `file_shape` is that shape, and otherwise
 extrapolated linearly from the measured file (per-logit cost; the analysis is chunked, so its
 time is linear in the rows) and labelled as such. This 2-core machine is shared: the 1-minute
 load average is recorded before and after; compare ratios, measured side by side.
@@ -70,11 +69,6 @@ def numpy_lse(x: np.ndarray, t: np.ndarray) -> np.ndarray:
     return a[:, 0] + np.log(np.exp(x - a).sum(axis=1)) - x[np.arange(len(t)), t]
 
 
-def _one_thread(fn, *args, **kwargs):
-    with threads.using(1):
-        return fn(*args, **kwargs)
-
-
 def _timings(fmt_name: str, n: int, c: int, params: dict, rng) -> list[dict]:
     fmt = FORMATS[fmt_name]
     x = fmt.round(params["scale"] * rng.standard_normal((n, c)))
@@ -92,8 +86,6 @@ def _timings(fmt_name: str, n: int, c: int, params: dict, rng) -> list[dict]:
                          lambda m=m, acc=acc: m(x, t, fmt, acc)))
     jobs.append((f"evaluate ({fmt_name}, all variants)", "evaluate",
                  lambda: evaluate(x, t, formats=[fmt_name], cache=False)))
-    jobs.append((f"evaluate ({fmt_name}, all variants, one thread)", "evaluate_1thread",
-                 lambda: _one_thread(evaluate, x, t, formats=[fmt_name], cache=False)))
     rows = []
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -101,9 +93,7 @@ def _timings(fmt_name: str, n: int, c: int, params: dict, rng) -> list[dict]:
         secs = median_times([fn for _, _, fn in jobs], reps, warmup=True)
         for (what, kind, _), s in zip(jobs, secs):
             rows.append({"format": fmt_name, "rows": n, "classes": c, "what": what,
-                         "kind": kind, "seconds": s, "logits_per_s": x.size / s,
-                         "threads": 1 if kind in ("native", "evaluate_1thread")
-                         else threads.count()})
+                         "kind": kind, "seconds": s, "logits_per_s": x.size / s})
     finally:
         torch.set_num_threads(before)
     base = rows[0]["logits_per_s"]
@@ -135,28 +125,37 @@ sys.exit(rc)
 """
 
 
-def _whole_file(shape, seed: int) -> dict:
-    """`precision-lab analyze` on a bfloat16 .safetensors file of `shape`, in a subprocess:
-    wall time and that process's peak resident memory."""
+def _whole_file(shape, seed: int) -> list[dict]:
+    """`precision-lab analyze` on a bfloat16 .safetensors file of `shape`, in a subprocess,
+    on its default threads and then on one ($PRECISION_LAB_THREADS=1): wall time and that
+    process's peak resident memory, each."""
     n, c = shape
     g = torch.Generator().manual_seed(seed)
     with tempfile.TemporaryDirectory(prefix="precision_lab_speed_") as d:
         path = Path(d) / "logits.safetensors"
         save_file({"logits": (3.0 * torch.randn(n, c, generator=g)).to(torch.bfloat16),
                    "targets": torch.randint(0, c, (n,), generator=g)}, str(path))
-        env = {**os.environ, "PRECISION_LAB_CACHE": "off"}
-        hwm = Path(d) / "peak_kib"
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, str(hwm), "analyze", str(path),
-                        "--out", str(Path(d) / "report"), "--quiet", "--workers", "1"],
-                       check=True, env=env)
-        wall = time.perf_counter() - t0
-        text = hwm.read_text().strip() if hwm.exists() else ""
-        peak = int(text) / 1024 if text else float("nan")
         size = path.stat().st_size
-    return {"format": "bfloat16", "rows": n, "classes": c, "what": "analyze (whole file)",
-            "kind": "file", "seconds": wall, "logits_per_s": n * c / wall,
-            "file_bytes": size, "peak_rss_mib": peak}
+        rows = []
+        for label, env_threads in (("", None), (", one thread", "1")):
+            env = {**os.environ, "PRECISION_LAB_CACHE": "off"}
+            env.pop("PRECISION_LAB_THREADS", None)
+            if env_threads:
+                env["PRECISION_LAB_THREADS"] = env_threads
+            hwm = Path(d) / "peak_kib"
+            hwm.unlink(missing_ok=True)
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, str(hwm), "analyze", str(path),
+                            "--out", str(Path(d) / "report"), "--quiet", "--workers", "1"],
+                           check=True, env=env)
+            wall = time.perf_counter() - t0
+            text = hwm.read_text().strip() if hwm.exists() else ""
+            rows.append({"format": "bfloat16", "rows": n, "classes": c,
+                         "what": f"analyze (whole file{label})", "kind": "file",
+                         "seconds": wall, "logits_per_s": n * c / wall, "file_bytes": size,
+                         "peak_rss_mib": int(text) / 1024 if text else float("nan"),
+                         "threads": 1 if env_threads else threads.count()})
+    return rows
 
 
 def run(config, params) -> pd.DataFrame:
@@ -165,7 +164,7 @@ def run(config, params) -> pd.DataFrame:
     for i, (f, (n, c)) in enumerate((f, s) for s in params["shapes"] for f in params["formats"]):
         rng = np.random.default_rng(np.random.SeedSequence([config.seed, i]))
         rows += _timings(f, n, c, params, rng)
-    rows.append(_whole_file(params["file_shape"], config.seed))
+    rows += _whole_file(params["file_shape"], config.seed)
     df = pd.DataFrame(rows)
     df["load_avg_1min_before"] = load_before
     df["load_avg_1min_after"] = os.getloadavg()[0]
@@ -180,8 +179,7 @@ def _pivot(d: pd.DataFrame, values: str, suffix: str) -> pd.DataFrame:
 
 
 # Bar colours: a method in its family's colour (the records'), the rest Okabe-Ito neutrals.
-KIND_COLOR = {"native": "#999999", "truth": "#000000", "evaluate": "#CC79A7",
-              "evaluate_1thread": "#E8B4D0"}
+KIND_COLOR = {"native": "#999999", "truth": "#000000", "evaluate": "#CC79A7"}
 
 
 def _bar_color(what: str, kind: str) -> str:
@@ -230,8 +228,7 @@ def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
                    headline=True)
     rep.figure(speed_figure(timed), "speed", "Time per logit against numpy's, one bar "
                     "per part (methods in their family's colour; grey native, black the "
-                    "certified truth, purple a whole evaluate, pale purple on one thread), "
-                    "the target as a black tick.",
+                    "certified truth, purple a whole evaluate), the target as a black tick.",
                     headline=True)
     for kind, goal in TARGETS.items():
         d = timed[timed["kind"] == kind]
@@ -239,17 +236,8 @@ def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
         rep.finding(f"{kind}: within {goal:g}x of numpy in {ok} of {len(d)} measurements "
                     f"(from {d['times_numpy'].min():.3g}x to {d['times_numpy'].max():.3g}x).",
                     t1)
-    one = timed[timed["kind"] == "evaluate_1thread"]
-    if len(one):
-        many = timed[timed["kind"] == "evaluate"]
-        gain = many["times_numpy"].to_numpy() / one["times_numpy"].to_numpy()
-        n = int(many["threads"].iloc[0])
-        ok = int((one["times_numpy"] <= TARGETS["evaluate"]).sum())
-        rep.finding(f"evaluate on one thread: within {TARGETS['evaluate']:g}x of numpy in {ok} "
-                    f"of {len(one)} measurements (from {one['times_numpy'].min():.3g}x to "
-                    f"{one['times_numpy'].max():.3g}x); on {n} threads it takes "
-                    f"{gain.min():.2f}-{gain.max():.2f} of the one-thread time.", t1)
-    f = df[df["kind"] == "file"].iloc[0]
+    files = df[df["kind"] == "file"]
+    f, f1 = files.iloc[0], files.iloc[1]
     lm = LM_SHAPE[0] * LM_SHAPE[1]
     measured = (int(f["rows"]), int(f["classes"])) == LM_SHAPE
     if measured:
@@ -260,20 +248,28 @@ def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
     else:
         whole = "not estimated (the measured file is too small: start-up dominates)"
     rep.section("The whole file")
-    t3 = rep.table(pd.DataFrame([{"rows": int(f["rows"]), "classes": int(f["classes"]),
-                                  "file bytes": int(f["file_bytes"]), "seconds": f["seconds"],
-                                  "logits/s": f["logits_per_s"],
-                                  "peak RSS MiB": f["peak_rss_mib"]}]),
+    t3 = rep.table(pd.DataFrame([{"rows": int(r["rows"]), "classes": int(r["classes"]),
+                                  "threads": int(r["threads"]),
+                                  "file bytes": int(r["file_bytes"]), "seconds": r["seconds"],
+                                  "logits/s": r["logits_per_s"],
+                                  "peak RSS MiB": r["peak_rss_mib"]}
+                                 for _, r in files.iterrows()]),
                    "`precision-lab analyze` on a bfloat16 .safetensors file (a subprocess, "
-                   "its defaults: bfloat16, every variant): wall time and peak resident "
-                   "memory of one call (not a median: the file is analysed once, its "
-                   "process's start and imports included).", stem="whole_file")
+                   "its defaults: bfloat16, every variant, one worker): wall time and peak "
+                   "resident memory of one call (not a median: the file is analysed once, "
+                   "its process's start and imports included), on the compiled kernels' "
+                   "default threads (`precision_lab.threads`) and then on one "
+                   "(PRECISION_LAB_THREADS=1).", stem="whole_file")
     rep.finding(f"Whole file: `precision-lab analyze` on {int(f['rows'])} x "
                 f"{int(f['classes'])} bfloat16 logits took {f['seconds']:.1f} s "
                 f"({f['logits_per_s']:.3g} logits/s), peak RSS {f['peak_rss_mib']:.0f} MiB "
                 f"(goal {LM_GOAL_MIB:.0f} MiB; the process's own VmHWM).",
                 t3)
     rep.finding(f"4096 x 128256 bfloat16 (goal {LM_GOAL_S:.0f} s): {whole}.", t3)
+    rep.finding(f"The same file with the compiled kernels on one thread: {f1['seconds']:.1f} s, "
+                f"{f1['seconds'] / f['seconds']:.2f}x the time on {int(f['threads'])} "
+                f"(one run each, one after the other; peak RSS {f1['peak_rss_mib']:.0f} MiB).",
+                t3)
     rep.section("Throughput")
     rep.table(_pivot(timed, "logits_per_s", ""), "Throughput (logits per second) of each part "
               "of an analysis.", stem="throughput")

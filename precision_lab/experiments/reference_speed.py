@@ -11,11 +11,8 @@ x format of the profile; targets uniform. Seeded.
 
 Method: each timing is a median over `repeats` runs (time.perf_counter, garbage collection
 paused while timing, as timeit does); the reference and numpy are timed round-robin
-(max(repeats, 5) rounds, each calling each in turn), so that a change of load touches them
-alike and their ratios hold. The reference runs its per-logit sums on `threads.count()`
-threads (every core this process may run on; `ref_threads`) and is timed again on one thread
-(`ref_1thread_logits_per_s`, `numpy_over_ref_1thread`) in the same rounds; numpy's
-log-sum-exp runs on one thread. The reference gets one untimed warm-up run first (it builds its
+(max(repeats, 5) rounds, each calling both in turn), so that a change of load touches both
+alike and their ratio holds. The reference gets one untimed warm-up run first (it builds its
 fixed-point tables; its time is reported as `ref_cold_s`). The plain mpmath loop
 works at the precision the certified mpmath path starts at
 (bits + 24 + log2 C bits) and evaluates once, without the second evaluation that certifies it,
@@ -39,7 +36,6 @@ import mpmath
 import numpy as np
 import pandas as pd
 
-from precision_lab import threads
 from precision_lab.numerics.formats import STANDARD_FORMATS, get_format
 from precision_lab.reporting.document import report_for
 from precision_lab.reporting.figures import plt
@@ -87,15 +83,10 @@ def _cell(fmt: str, c: int, scale: float, cfg: dict, rng: np.random.Generator) -
     def ours():
         return reference_truth(x, t, bits, cache=False)
 
-    def ours_one_thread():
-        with threads.using(1):
-            return ours()
-
     t0 = time.perf_counter()
     ours()
     cold = time.perf_counter() - t0
-    t_ref, t_one, t_np = median_times([ours, ours_one_thread, lambda: numpy_lse(x, t)],
-                                      max(reps, 5))
+    t_ref, t_np = median_times([ours, lambda: numpy_lse(x, t)], max(reps, 5))
 
     prec = bits + 24 + int(math.log2(max(c, 2)))
     sample = cfg["mpmath_sample"]
@@ -109,14 +100,11 @@ def _cell(fmt: str, c: int, scale: float, cfg: dict, rng: np.random.Generator) -
     ref_rate = x.size / t_ref
     mp_rate = xs.size / t_mp
     np_rate = x.size / t_np
-    one_rate = x.size / t_one
     return {"format": fmt, "classes": c, "scale": scale, "rows": n, "logits": x.size,
             "bits": bits, "mpmath_prec": prec,
             "ref_logits_per_s": ref_rate, "mpmath_logits_per_s": mp_rate,
-            "numpy_logits_per_s": np_rate, "ref_threads": threads.count(),
-            "ref_1thread_logits_per_s": one_rate,
+            "numpy_logits_per_s": np_rate,
             "speedup_vs_mpmath": ref_rate / mp_rate, "numpy_over_ref": np_rate / ref_rate,
-            "numpy_over_ref_1thread": np_rate / one_rate,
             "goal_met": ref_rate / mp_rate >= GOAL,
             "ref_cold_s": cold, "ref_median_s": t_ref,
             "mpmath_sampled_logits": xs.size, "repeats": reps}
@@ -143,11 +131,6 @@ def run(config, params) -> pd.DataFrame:
 def _formats(df: pd.DataFrame) -> list[str]:
     """The formats measured (the profile's, or --formats), in run order."""
     return list(dict.fromkeys(df["format"]))
-
-
-def _threads(df: pd.DataFrame) -> str:
-    n = int(df["ref_threads"].iloc[0])
-    return f"{n} thread" + ("s" if n != 1 else "")
 
 
 def _per_format_figure(df: pd.DataFrame, params, column: str, goal: float, word: str,
@@ -204,8 +187,7 @@ def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
     fig = _per_format_figure(df, params, "numpy_over_ref", NUMPY_GOAL, "target",
                              "time per logit / numpy's")
     fig.suptitle(f"Certified reference against numpy float64 log-sum-exp on the same logits "
-                 f"(reference on {_threads(df)}, numpy on one; lower is faster; seed {config.seed}; "
-                 f"load {load})", fontsize=9)
+                 f"(lower is faster; seed {config.seed}; load {load})", fontsize=9)
     f2 = rep.figure(fig, "vs_numpy", "The certified reference's time per logit as a multiple "
                     "of numpy's float64 max-shifted log-sum-exp on the same logits, timed "
                     "round-robin, against C, per format and logit scale; the target labelled.")
@@ -224,22 +206,12 @@ def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
                 f"{worst.scale:g} ({worst.numpy_over_ref:.1f}x)" + (
                     "; beyond it: " + ", ".join(
                         f"{r.format} C = {r.classes} scale {r.scale:g}"
-                        for r in slow.itertuples()) if len(slow) else "") +
-                f" (the reference on {_threads(df)}, numpy on one).", f2)
-    near1 = df["numpy_over_ref_1thread"] <= NUMPY_GOAL
-    worst1 = df.loc[df["numpy_over_ref_1thread"].idxmax()]
-    rep.finding(f"On one thread (timed in the same rounds) the certified reference is within "
-                f"{NUMPY_GOAL:.0f}x of numpy in {int(near1.sum())}/{len(df)} cells; median "
-                f"ratio {df['numpy_over_ref_1thread'].median():.1f}x, the slowest "
-                f"{worst1.format} at C = {int(worst1.classes)}, scale {worst1.scale:g} "
-                f"({worst1.numpy_over_ref_1thread:.1f}x).", f2)
+                        for r in slow.itertuples()) if len(slow) else "") + ".", f2)
     rep.section("Throughput", "Medians (logits/s):")
     rep.table(df[["format", "classes", "scale", "ref_logits_per_s", "mpmath_logits_per_s",
-                  "numpy_logits_per_s", "speedup_vs_mpmath", "numpy_over_ref",
-                  "ref_1thread_logits_per_s", "numpy_over_ref_1thread", "ref_cold_s"]],
-              f"Throughput of the reference (on {_threads(df)}; `ref_1thread`: on one), the "
-              f"mpmath loop and plain numpy (one thread); the reference's first (cold) call.",
-              stem="throughput")
+                  "numpy_logits_per_s", "speedup_vs_mpmath", "numpy_over_ref", "ref_cold_s"]],
+              "Throughput of the reference, the mpmath loop and plain numpy; the reference's "
+              "first (cold) call.", stem="throughput")
     text = (f"Goal: {GOAL:.0f}x. Met in {met} of {len(df)} cells; median speed-up {med:.1f}x "
             f"(min {df['speedup_vs_mpmath'].min():.1f}x, max "
             f"{df['speedup_vs_mpmath'].max():.0f}x). The mpmath loop is timed on a sample of "
