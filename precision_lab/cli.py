@@ -8,7 +8,7 @@ import sys
 import threading
 import warnings
 
-from . import runner, threads
+from . import runner
 from .analysis import analyze_report, check_grad
 from .analysis import implementations as impls
 from .errors import InputError
@@ -95,7 +95,6 @@ def main(argv=None) -> int:
     warnings.formatwarning = _one_line_warning
     args.command_line = shlex.join(["precision-lab", *map(str, argv)])
     try:
-        threads.count()  # $PRECISION_LAB_THREADS, checked before any work
         return args.func(args)
     except InputError as exc:  # bad input: one clear line, no traceback
         print(f"precision-lab: error: {exc}", file=sys.stderr)

@@ -311,7 +311,6 @@ def test_chunk_working_memory_within_estimate(tmp_path):
 
 
 def test_analyze_speed_quick(tmp_path, monkeypatch):
-    from precision_lab import threads
     from precision_lab.experiments import load_experiment
     from precision_lab.runner import RunConfig, run_experiment
     from precision_lab.running.sweep import read_table
@@ -327,9 +326,7 @@ def test_analyze_speed_quick(tmp_path, monkeypatch):
     assert (base["times_numpy"] == 1.0).all()
     assert len(df[df["kind"] == "method"]) == 15    # every bfloat16 variant
     md = (out / "summary.md").read_text()
-    assert "not estimated" in md and "The same file with the compiled kernels on one thread" in md
-    files = df[df["kind"] == "file"]
-    assert list(files["threads"]) == [threads.count(), 1] and (files["peak_rss_mib"] > 0).all()
+    assert "not estimated" in md
     # the answer first: the headline table, then its figure, then the findings
     first_table = md.index("**Table ")
     assert first_table == md.index("**Table analyze_speed:T1.**")

@@ -142,11 +142,3 @@ def test_ctrl_c_while_workers_start(tmp_path, first, second):
     assert p.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert err.strip().count("\n") == 0 and "interrupted" in err
-
-
-def test_bad_threads_setting(tmp_path, capsys, monkeypatch):
-    """A bad $PRECISION_LAB_THREADS: one line naming it before any work, not a traceback."""
-    monkeypatch.setenv("PRECISION_LAB_THREADS", "two")
-    _one_line(capsys, main(["run", "logit_scale", "--out", str(tmp_path / "o")]),
-              "PRECISION_LAB_THREADS must be a positive integer")
-    assert not (tmp_path / "o").exists()

@@ -5,7 +5,6 @@ rows, off-grid float64 logits, tiny and huge scales, rows that go to `arb`)."""
 import numpy as np
 import pytest
 
-from precision_lab import threads
 from precision_lab.numerics.formats import get_format
 from precision_lab.truth import fastref
 from precision_lab.truth import fastref_kernels as fk
@@ -335,44 +334,3 @@ def test_scan_counts_by_definition(c, echunk):
     for k in order:
         g = got[k][:want[k].size] if k.startswith("c_") else got[k]
         assert np.array_equal(g, want[k]), k
-
-
-@pytest.mark.parametrize("n_threads", [2, 3, 7])
-def test_sums_on_threads_are_the_same_bits(monkeypatch, n_threads):
-    """`fastref._sums_threads` with every batch split (MIN_SPLIT = 1) over 2, 3 or 7 threads:
-    the numpy path's limbs and radii, bit for bit, on ranges that start mid-chunk (wide rows,
-    C = 34000 > ECHUNK, masked classes so that rows keep different counts, target = max), on
-    whole-row chunks (C = 600, every logit kept; `step` rows a chunk) and with the value cache
-    and the histogram by h on (bfloat16) or off (float64 off the grid)."""
-    monkeypatch.setattr(threads, "THREADS", n_threads)
-    monkeypatch.setattr(threads, "MIN_SPLIT", 1)
-    ranges = []
-    real = fk.sums
-    monkeypatch.setattr(fk, "sums", lambda *a: ranges.append(a[-3:-1]) or real(*a))
-    rng = np.random.default_rng([16, n_threads])
-    for fmt in ("bfloat16", "float16", "float64"):
-        for scale, shape in ((1.0, (5, 34000)), (10.0, (9, 20000)), (2.0, (300, 600)),
-                             (1.0, (2, 9))):
-            x = get_format(fmt).round(scale * rng.standard_normal(shape))
-            t = rng.integers(0, shape[1], shape[0])
-            x[0, t[0]] = np.max(x[0]) + 2.0
-            if shape[1] > 1000:
-                x[1, ::3] = -np.inf
-                x[2, : shape[1] // 2] = -np.inf
-            ranges.clear()
-            _check(monkeypatch, x, t)
-            r = sorted(ranges)                                     # split into row ranges
-            assert len(r) > 1 and r[0][0] == 0
-            assert all(a[1] == b[0] for a, b in zip(r, r[1:]))    # that tile the rows
-
-
-def test_sums_threads_check_where_ranges_meet(monkeypatch):
-    """A range whose end is not where the next range starts is an error, not a sum."""
-    monkeypatch.setattr(threads, "THREADS", 2)
-    monkeypatch.setattr(threads, "MIN_SPLIT", 1)
-    real = fk.sums
-    monkeypatch.setattr(fk, "sums", lambda *a: real(*a) + 1)
-    x = get_format("float32").round(np.random.default_rng(3).standard_normal((4, 40000)))
-    x[:, ::2] = -np.inf
-    with pytest.raises(AssertionError, match="ended at"):
-        _run(monkeypatch, x, np.ones(4, dtype=np.int64), True)

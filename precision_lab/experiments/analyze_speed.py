@@ -16,10 +16,8 @@ analysed file is bfloat16 .safetensors of `file_shape`, written into a temporary
 Method: each timing is the median of `repeats` calls (garbage collection paused, as timeit
 does), after one untimed warm-up call (the truth's tables, numba's kernel); the parts of one
 shape and format are timed round-robin (each round calls every part once, in turn), so that
-a change of load touches all alike and the ratios to numpy hold (the parts' kernels take
-one thread at these sizes: below `threads.MIN_SPLIT` per thread). The whole file is analysed
-twice, on the compiled kernels' default threads (`precision_lab.threads`) and on one. The
-whole-file figure for 4096 x 128256 is measured when `file_shape` is that shape, and otherwise
+a change of load touches all alike and the ratios to numpy hold. The whole-file
+figure for 4096 x 128256 is measured when `file_shape` is that shape, and otherwise
 extrapolated linearly from the measured file (per-logit cost; the analysis is chunked, so its
 time is linear in the rows) and labelled as such. This 2-core machine is shared: the 1-minute
 load average is recorded before and after; compare ratios, measured side by side.
@@ -40,7 +38,6 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
-from precision_lab import threads
 from precision_lab.analysis.evaluate import evaluate
 from precision_lab.numerics.formats import FORMATS
 from precision_lab.numerics.methods import METHODS
@@ -125,37 +122,28 @@ sys.exit(rc)
 """
 
 
-def _whole_file(shape, seed: int) -> list[dict]:
-    """`precision-lab analyze` on a bfloat16 .safetensors file of `shape`, in a subprocess,
-    on its default threads and then on one ($PRECISION_LAB_THREADS=1): wall time and that
-    process's peak resident memory, each."""
+def _whole_file(shape, seed: int) -> dict:
+    """`precision-lab analyze` on a bfloat16 .safetensors file of `shape`, in a subprocess:
+    wall time and that process's peak resident memory."""
     n, c = shape
     g = torch.Generator().manual_seed(seed)
     with tempfile.TemporaryDirectory(prefix="precision_lab_speed_") as d:
         path = Path(d) / "logits.safetensors"
         save_file({"logits": (3.0 * torch.randn(n, c, generator=g)).to(torch.bfloat16),
                    "targets": torch.randint(0, c, (n,), generator=g)}, str(path))
+        env = {**os.environ, "PRECISION_LAB_CACHE": "off"}
+        hwm = Path(d) / "peak_kib"
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, str(hwm), "analyze", str(path),
+                        "--out", str(Path(d) / "report"), "--quiet", "--workers", "1"],
+                       check=True, env=env)
+        wall = time.perf_counter() - t0
+        text = hwm.read_text().strip() if hwm.exists() else ""
+        peak = int(text) / 1024 if text else float("nan")
         size = path.stat().st_size
-        rows = []
-        for label, env_threads in (("", None), (", one thread", "1")):
-            env = {**os.environ, "PRECISION_LAB_CACHE": "off"}
-            env.pop("PRECISION_LAB_THREADS", None)
-            if env_threads:
-                env["PRECISION_LAB_THREADS"] = env_threads
-            hwm = Path(d) / "peak_kib"
-            hwm.unlink(missing_ok=True)
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, str(hwm), "analyze", str(path),
-                            "--out", str(Path(d) / "report"), "--quiet", "--workers", "1"],
-                           check=True, env=env)
-            wall = time.perf_counter() - t0
-            text = hwm.read_text().strip() if hwm.exists() else ""
-            rows.append({"format": "bfloat16", "rows": n, "classes": c,
-                         "what": f"analyze (whole file{label})", "kind": "file",
-                         "seconds": wall, "logits_per_s": n * c / wall, "file_bytes": size,
-                         "peak_rss_mib": int(text) / 1024 if text else float("nan"),
-                         "threads": 1 if env_threads else threads.count()})
-    return rows
+    return {"format": "bfloat16", "rows": n, "classes": c, "what": "analyze (whole file)",
+            "kind": "file", "seconds": wall, "logits_per_s": n * c / wall,
+            "file_bytes": size, "peak_rss_mib": peak}
 
 
 def run(config, params) -> pd.DataFrame:
@@ -164,7 +152,7 @@ def run(config, params) -> pd.DataFrame:
     for i, (f, (n, c)) in enumerate((f, s) for s in params["shapes"] for f in params["formats"]):
         rng = np.random.default_rng(np.random.SeedSequence([config.seed, i]))
         rows += _timings(f, n, c, params, rng)
-    rows += _whole_file(params["file_shape"], config.seed)
+    rows.append(_whole_file(params["file_shape"], config.seed))
     df = pd.DataFrame(rows)
     df["load_avg_1min_before"] = load_before
     df["load_avg_1min_after"] = os.getloadavg()[0]
@@ -236,8 +224,7 @@ def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
         rep.finding(f"{kind}: within {goal:g}x of numpy in {ok} of {len(d)} measurements "
                     f"(from {d['times_numpy'].min():.3g}x to {d['times_numpy'].max():.3g}x).",
                     t1)
-    files = df[df["kind"] == "file"]
-    f, f1 = files.iloc[0], files.iloc[1]
+    f = df[df["kind"] == "file"].iloc[0]
     lm = LM_SHAPE[0] * LM_SHAPE[1]
     measured = (int(f["rows"]), int(f["classes"])) == LM_SHAPE
     if measured:
@@ -248,28 +235,20 @@ def report(df: pd.DataFrame, config, params, out_dir) -> list[dict]:
     else:
         whole = "not estimated (the measured file is too small: start-up dominates)"
     rep.section("The whole file")
-    t3 = rep.table(pd.DataFrame([{"rows": int(r["rows"]), "classes": int(r["classes"]),
-                                  "threads": int(r["threads"]),
-                                  "file bytes": int(r["file_bytes"]), "seconds": r["seconds"],
-                                  "logits/s": r["logits_per_s"],
-                                  "peak RSS MiB": r["peak_rss_mib"]}
-                                 for _, r in files.iterrows()]),
+    t3 = rep.table(pd.DataFrame([{"rows": int(f["rows"]), "classes": int(f["classes"]),
+                                  "file bytes": int(f["file_bytes"]), "seconds": f["seconds"],
+                                  "logits/s": f["logits_per_s"],
+                                  "peak RSS MiB": f["peak_rss_mib"]}]),
                    "`precision-lab analyze` on a bfloat16 .safetensors file (a subprocess, "
-                   "its defaults: bfloat16, every variant, one worker): wall time and peak "
-                   "resident memory of one call (not a median: the file is analysed once, "
-                   "its process's start and imports included), on the compiled kernels' "
-                   "default threads (`precision_lab.threads`) and then on one "
-                   "(PRECISION_LAB_THREADS=1).", stem="whole_file")
+                   "its defaults: bfloat16, every variant): wall time and peak resident "
+                   "memory of one call (not a median: the file is analysed once, its "
+                   "process's start and imports included).", stem="whole_file")
     rep.finding(f"Whole file: `precision-lab analyze` on {int(f['rows'])} x "
                 f"{int(f['classes'])} bfloat16 logits took {f['seconds']:.1f} s "
                 f"({f['logits_per_s']:.3g} logits/s), peak RSS {f['peak_rss_mib']:.0f} MiB "
                 f"(goal {LM_GOAL_MIB:.0f} MiB; the process's own VmHWM).",
                 t3)
     rep.finding(f"4096 x 128256 bfloat16 (goal {LM_GOAL_S:.0f} s): {whole}.", t3)
-    rep.finding(f"The same file with the compiled kernels on one thread: {f1['seconds']:.1f} s, "
-                f"{f1['seconds'] / f['seconds']:.2f}x the time on {int(f['threads'])} "
-                f"(one run each, one after the other; peak RSS {f1['peak_rss_mib']:.0f} MiB).",
-                t3)
     rep.section("Throughput")
     rep.table(_pivot(timed, "logits_per_s", ""), "Throughput (logits per second) of each part "
               "of an analysis.", stem="throughput")

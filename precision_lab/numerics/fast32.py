@@ -88,7 +88,6 @@ from fractions import Fraction
 import numba
 import numpy as np
 
-from .. import threads
 from . import elementary
 from .fastround import _bits, _float
 
@@ -391,14 +390,8 @@ def exp_f32(flat: np.ndarray, fmt, out: np.ndarray) -> np.ndarray | None:
     the positions whose rounding is uncertain (None if there are none): their out is to be
     recomputed by the double-double path."""
     idx = np.empty(flat.size, dtype=np.int64)    # pages touched only where written
-    args = _args(fmt)
-
-    def part(i, j):                              # a range's uncertain ones, at their places
-        n = exp_kernel(flat[i:j], out[i:j], idx[i:j], *args)
-        return idx[i:i + n] + i
-    found = threads.run(part, threads.ranges(flat.size, flat.size))
-    idx = np.concatenate(found)
-    return idx if idx.size else None
+    n = exp_kernel(flat, out, idx, *_args(fmt))
+    return idx[:n].copy() if n else None
 
 
 # --- exp(round(a - b)): the shifted exponentials, the subtraction's rounding fused in ----------
@@ -494,18 +487,12 @@ def sub_exp_f32(a: np.ndarray, b: np.ndarray, fmt, out: np.ndarray):
     lo, hi = limits(fmt)
     args = (int(fmt.precision), int(fmt.emin - fmt.precision + 1), float(fmt.max_finite),
             float(2.0 ** fmt.emin), lo, hi, 2.0 * BOUND)
-    c = a.shape[1]
-
-    def part(i, j):                    # rows i..j: their uncertain ones' flat places, +inf?
-        idx = np.empty(64, dtype=np.int64)
-        n, n_inf = sub_exp_kernel(a[i:j], b[i:j], out[i:j], idx, *args)
-        if n > idx.size:               # more than 64 uncertain: once more, recording all
-            idx = np.empty(n, dtype=np.int64)
-            n, n_inf = sub_exp_kernel(a[i:j], b[i:j], out[i:j], idx, *args)
-        return idx[:n] + i * c, n_inf
-    found = threads.run(part, threads.ranges(a.shape[0], a.size))
-    idx = np.concatenate([f[0] for f in found])
-    return (idx if idx.size else None), any(f[1] for f in found)
+    idx = np.empty(64, dtype=np.int64)
+    n, n_inf = sub_exp_kernel(a, b, out, idx, *args)
+    if n > idx.size:                   # more than 64 uncertain: once more, recording all
+        idx = np.empty(n, dtype=np.int64)
+        n, n_inf = sub_exp_kernel(a, b, out, idx, *args)
+    return (idx[:n].copy() if n else None), bool(n_inf)
 
 
 # --- log -------------------------------------------------------------------------------------

@@ -50,7 +50,6 @@ import threading
 import numba
 import numpy as np
 
-from .. import threads
 from . import elementary, fast32, fastround
 from .fastround import _bits, _bits32, _float
 
@@ -397,9 +396,7 @@ def compute(name: str, x, fmt) -> np.ndarray:
         flat = np.ascontiguousarray(x).reshape(-1)
         if _is_top16(fmt):            # bfloat16: the float32 bits' top half indexes
             out = np.empty_like(flat)
-            tab = _table16(name, fmt)
-            if sum(threads.run(lambda i, j: _lookup16(flat[i:j], out[i:j], tab),
-                               threads.ranges(flat.size, flat.size))):
+            if _lookup16(flat, out, _table16(name, fmt)):
                 idx = np.flatnonzero(np.isnan(out))   # inputs not bfloat16 values, or nan
                 out[idx] = _lookup_table(name, flat[idx], fmt)
             return out.reshape(x.shape)
@@ -603,11 +600,9 @@ def accumulate_native(v: np.ndarray, fmt):
     lead = v.shape[:-1]
     v2 = np.ascontiguousarray(v, dtype=np.float64).reshape(-1, v.shape[-1])
     out = np.empty(v2.shape[0])
-    bounds = threads.ranges(v2.shape[0], v2.size)
     if fmt.name == "float32":
-        ok = threads.run(lambda i, j: _accumulate_float32(v2[i:j], out[i:j]), bounds)
-    else:
-        args = (int(fmt.precision), float(fmt.min_normal), int(fmt.emin - fmt.precision + 1),
-                float(fmt.max_finite))
-        ok = threads.run(lambda i, j: _accumulate_native(v2[i:j], out[i:j], *args), bounds)
-    return out.reshape(lead) if all(ok) else None
+        return out.reshape(lead) if _accumulate_float32(v2, out) else None
+    if _accumulate_native(v2, out, int(fmt.precision), float(fmt.min_normal),
+                          int(fmt.emin - fmt.precision + 1), float(fmt.max_finite)):
+        return out.reshape(lead)
+    return None

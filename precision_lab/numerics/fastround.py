@@ -26,8 +26,6 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .. import threads
-
 __all__ = ["round_compiled", "sub_compiled", "MIN_SIZE"]
 
 MIN_SIZE = 1            # every non-empty array (even a few values: numpy's path costs more)
@@ -109,10 +107,8 @@ def round_compiled(x: np.ndarray, precision: int, emin: int, max_finite: float) 
     the shape of x)."""
     flat = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
     out = np.empty_like(flat)
-    bits = flat.view(np.uint64)
-    args = (int(precision), int(emin - precision + 1), float(max_finite), float(2.0 ** emin))
-    threads.run(lambda i, j: _kernel(flat[i:j], bits[i:j], out[i:j], *args),
-                threads.ranges(flat.size, flat.size))
+    _kernel(flat, flat.view(np.uint64), out, int(precision),
+            int(emin - precision + 1), float(max_finite), float(2.0 ** emin))
     return out.reshape(np.shape(x))
 
 
@@ -173,9 +169,8 @@ def sub_compiled(a: np.ndarray, b: np.ndarray, precision: int, emin: int,
     a = np.ascontiguousarray(a, dtype=np.float64)
     b = np.ascontiguousarray(b, dtype=np.float64)
     out = np.empty_like(a)
-    args = (int(precision), int(emin - precision + 1), float(max_finite), float(2.0 ** emin))
-    threads.run(lambda i, j: _sub_kernel(a[i:j], b[i:j], out[i:j], *args),
-                threads.ranges(a.shape[0], a.size))
+    _sub_kernel(a, b, out, int(precision), int(emin - precision + 1), float(max_finite),
+                float(2.0 ** emin))
     return out
 
 

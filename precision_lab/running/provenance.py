@@ -114,16 +114,12 @@ def kernels() -> dict:
     features numpy dispatches to (its float64 exp/log kernels differ by an ulp between them);
     and the CPU numba compiles the project's kernels for (LLVM's host CPU: their speed, not
     their numbers, depends on it: they are IEEE without fastmath, tested bit for bit against
-    the numpy paths they mirror), with the threads its kernels may use (speed
-    only: the same bits on any number)."""
+    the numpy paths they mirror)."""
     import llvmlite.binding
     import numpy
     import torch
     from numpy._core import _multiarray_umath as um
-
-    from .. import threads
     return {"numba_target_cpu": llvmlite.binding.get_host_cpu_name(),
-            "kernel_threads": threads.count(),
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "aten_cpu_capability_env": os.environ.get("ATEN_CPU_CAPABILITY"),
             "numpy_cpu_baseline": list(um.__cpu_baseline__),

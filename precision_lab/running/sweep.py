@@ -85,14 +85,11 @@ def default_workers() -> int:
 # Running cells.
 
 def _init_worker():
-    """Each process that computes cells: torch on one thread (the same arithmetic everywhere)
-    and the compiled kernels on one (the workers are the parallelism), and SIGINT ignored in
-    pool workers, so Ctrl-C reaches only the main process, which stops the workers itself."""
+    """Each process that computes cells: torch on one thread (the same arithmetic everywhere),
+    and SIGINT ignored in pool workers, so Ctrl-C reaches only the main process, which stops
+    the workers itself."""
     import torch
-
-    from .. import threads
     torch.set_num_threads(1)
-    threads.THREADS = 1
 
 
 def _init_pool_worker(parent: int):

@@ -68,7 +68,6 @@ from contextlib import contextmanager
 import numpy as np
 from flint import arb, ctx
 
-from .. import threads
 from ..numerics import elementary
 from ..numerics.formats import FORMATS
 from . import fastref_kernels, fastref_rows
@@ -1077,33 +1076,13 @@ def _term_sums_compiled(tab, xr, br, tm, xtr, leadr, tr, cutoff):
         tab.ensure_hi(int(hmax.max()) + 1)
         hit, lot, aht, bht, a1t, b0t, packed = _kernel_tables(tab)
         kx, ke, kend, facf, tsh, qf, rf = _off_constants(tab)
-        args = (xr, xr.view(np.uint64), br, leadr, tmi, tri, thr, ECHUNK, step, full, spread,
-                prod & ~offall, nl, hit, lot, aht, bht, a1t, b0t, packed, tab.fb, kx, ke, kend,
-                facf, tsh, qf, rf, _cache_bits(xr), _hist_size(xr, hmax, packed), out)
-        _sums_threads(args, 0 if full else nkb - tm, int(npos))
+        fastref_kernels.sums(xr, xr.view(np.uint64), br, leadr, tmi, tri, thr, ECHUNK, step,
+                             full, spread, prod & ~offall, nl, hit, lot, aht, bht, a1t, b0t, packed,
+                             tab.fb, kx, ke, kend, facf, tsh, qf, rf, _cache_bits(xr),
+                             _hist_size(xr, hmax, packed), out)
     s = np.zeros((nl + 1, nr), dtype=np.int64)
     s[:nl] = out.T
     return s, n_all, n_off.astype(np.float64), pruned, b_on, b_off
-
-
-def _sums_threads(args: tuple, kept, npos: int) -> None:
-    """`fastref_kernels.sums` over all rows, split into `threads.ranges` of whole rows with
-    about equal kept logits (`kept` per row, 0: whole-row chunks, split by rows), each range
-    on a thread; each range starts at its rows' position in the chunks, so every term is the
-    one-thread run's term, and rows' sums are exact integers of their own rows: the same bits
-    for any split. Where a range ends must be where the next one starts (checked)."""
-    nr = args[0].shape[0]
-    if np.ndim(kept):
-        start = np.concatenate(([0], np.cumsum(kept)))
-        bounds = threads.ranges(nr, npos, start)
-    else:
-        start = np.zeros(nr + 1, dtype=np.int64)
-        bounds = threads.ranges(nr, args[0].size)
-    ends = threads.run(lambda a, b: fastref_kernels.sums(*args, a, b, int(start[a])), bounds)
-    for k, e in enumerate(ends):
-        if e != start[bounds[k + 1]]:
-            raise AssertionError(f"fastref: rows {bounds[k]}..{bounds[k + 1]} ended at {e}, "
-                                 f"the next range starts at {start[bounds[k + 1]]}")
 
 
 def _max_terms_fits(nl: int, kx: int, kend: int) -> bool:

@@ -675,14 +675,9 @@ def _run(xi, xbi, j, c, i, ti, ld, thr, bgr, full, pos, pnext, hist, cache_bits,
 
 @numba.njit(cache=True, nogil=True)
 def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, hit, lot,
-         aht, bht, a1t, b0t, packed, fb, kx, ke, kend, facf, tsh, qf, rf, cache_bits, hsize, s,
-         i0, i1, pos0):
-    """Per row i of rows i0 <= i < i1, s[i, :nl] += the terms of its kept logits (`scan`'s
-    chunks and the choices per chunk c_spread, c_prod), as `fastref._vec`'s numpy loop;
-    pos0: the kept logits (less the targets' copies of the maximum) of the rows before i0,
-    i.e. where row i0 starts in the chunks of ECHUNK kept logits (0 for whole rows); returns
-    where row i1 starts. Rows are independent and their sums exact, so disjoint row ranges
-    may run at once, on threads (`fastref._sums_threads`). cache_bits > 0: equal
+         aht, bht, a1t, b0t, packed, fb, kx, ke, kend, facf, tsh, qf, rf, cache_bits, hsize, s):
+    """Per row i, s[i, :nl] += the terms of its kept logits (`scan`'s chunks and the choices
+    per chunk c_spread, c_prod), as `fastref._vec`'s numpy loop; cache_bits > 0: equal
     values of a row and chunk share one term (see the module docstring); hsize > 0 (nl = 5):
     on-grid logits with l = 0 are counted per h and summed per distinct h (`_hist`). The
     per-logit loop is `_run`; a chunk's terms are collected (value, count, row; on-grid and
@@ -692,7 +687,7 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
     p_fb = np.ldexp(1.0, fb)
     p_t = np.ldexp(1.0, tsh)
     lanes = nl == 5 and kx == 4 and ke == 4 and kend == 3 and packed[2].shape[0] > 0
-    c = x.shape[1]
+    n, c = x.shape
     th = np.zeros(64, np.int64)
     g = np.zeros(64, np.int64)
     p = np.zeros(64, np.int64)
@@ -726,14 +721,14 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
     hused = np.zeros(min(c, echunk) + 1 if hist else 1, np.int64)
     nh = np.int64(0)                         # (int64, not literals: one compiled `_run`)
     nused = np.int64(0)
-    pos = np.int64(pos0)
-    pch = pos0 // echunk
-    pnext = (pch + 1) * echunk
-    cur = -1 if full else pch                # chunks of whole rows start at their rows
+    pos = np.int64(0)
+    pch = 0
+    pnext = echunk
+    cur = -1 if full else 0                  # chunks of whole rows start at their rows
     n0 = np.int64(0)
     n1 = np.int64(0)
-    for i in range(i0, i1 + 1):              # i = i1: the last chunk's end
-        if i == i1 or (full and i // step != cur):
+    for i in range(n + 1):                   # i = n: the last chunk's end
+        if i == n or (full and i // step != cur):
             if cur >= 0:                     # a new chunk (or the end): the last one's sums
                 for k in range(2):
                     nk = n0 if k == 0 else n1
@@ -744,7 +739,7 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
                                acc, xl, e, term, pr, be, f, af, tv, s)
             n0 = 0
             n1 = 0
-            if i == i1:
+            if i == n:
                 break
             cur = i // step
         ti = t[i] if tm[i] else -1
@@ -807,7 +802,6 @@ def sums(x, xb, b, lead, tm, t, thr, echunk, step, full, c_spread, c_prod, nl, h
             pch += 1
             pnext += echunk
             cur = pch
-    return pos
 
 
 @numba.njit(cache=True, nogil=True)
