@@ -11,6 +11,9 @@ $(VENV)/.ready: pyproject.toml requirements.lock
 
 .PHONY: reports test
 reports: $(VENV)/.ready
+	$(PY) -m precision_lab.data.trained build/digits_logits.npz  # real classifier logits
+	$(VENV)/bin/precision-lab analyze build/digits_logits.npz --out reports/analyze_digits \
+		--formats float16 bfloat16 float32 float64 --quiet
 	$(VENV)/bin/precision-lab run all --profile full --out reports
 	cp reports/tolerance/tolerance.json precision_lab/analysis/tolerance.json  # precision_lab.tolerance
 	$(VENV)/bin/precision-lab run all --profile quick --out build/quick-reports --quiet

@@ -352,3 +352,43 @@ def test_reference_speed_quick(tmp_path, monkeypatch):
     assert np.allclose(df["numpy_over_ref"], df["numpy_logits_per_s"] / df["ref_logits_per_s"])
     md = (out / "summary.md").read_text()
     assert "faster than a plain mpmath loop" in md and "within 10x in" in md
+
+
+def test_real_classifier_logits_every_row(tmp_path, capsys):
+    """The digits MLP's held-out logits at two epochs, written by
+    `python -m precision_lab.data.trained` (float32, as the model gives them): analysed in
+    every standard format, every row reported, the command line in the metadata."""
+    from precision_lab.data.trained import main as write_main
+    from precision_lab.data.trained import train_digits
+    path = tmp_path / "digits.npz"
+    assert write_main([str(path), "--epochs", "0", "3"]) == 0
+    assert "1078 x 10 logits (float32)" in capsys.readouterr().out
+    with np.load(path) as f:
+        x, t, epoch = f["logits"], f["targets"], f["epoch"]
+    assert x.dtype == np.float32 and sorted(set(epoch.tolist())) == [0, 3]
+    snaps = train_digits(epochs=(0, 3))
+    assert np.array_equal(x.astype(np.float64), np.concatenate([s.logits for s in snaps]))
+    out = tmp_path / "rep"
+    argv = ["analyze", str(path), "--formats", "float16", "bfloat16", "float32", "float64",
+            "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    md = (out / "summary.md").read_text()
+    assert f"Analysed all {len(t)} rows of the file, as stored (float32; 10 classes)" in md
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["rows_analysed"] == len(t) and meta["command"].startswith("precision-lab analyze")
+    with pytest.raises(SystemExit):
+        write_main([str(tmp_path / "digits.csv")])
+    assert "OUT must end in .npz" in capsys.readouterr().err
+
+
+def test_error_figure_never_draws_a_finite_error_as_non_finite():
+    """float64 errors reach 2**53 ULPs (a loss computed as 0 of a tiny true one): the figure's
+    non-finite position is a power of ten above the panel's every finite error, 1e12 at least."""
+    import pandas as pd
+
+    from precision_lab.analysis.analyze_report import _nonfinite_position
+    d = pd.DataFrame({"ulp_err": [0.5, 2.0 ** 53, np.inf, 3.0], "computed": [1, 0, np.inf, 2]})
+    assert _nonfinite_position(d) == 1e16
+    d = pd.DataFrame({"ulp_err": [0.5, 1e30], "computed": [1.0, np.nan]})   # nan: not counted
+    assert _nonfinite_position(d) == 1e12
+    assert _nonfinite_position(d.iloc[:0]) == 1e12

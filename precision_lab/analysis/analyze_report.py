@@ -211,21 +211,31 @@ def _options_finding(a: Analysis) -> str:
     return text
 
 
+def _nonfinite_position(d) -> float:
+    """Where the error figure draws non-finite results: a power of ten above every finite
+    error of the panel (and at least 1e12), so that no finite error is drawn as non-finite."""
+    v = d["ulp_err"].to_numpy(dtype=np.float64)
+    v = v[np.isfinite(v) & np.isfinite(d["computed"].to_numpy(dtype=np.float64))]
+    worst = max(float(v.max()) if v.size else 0.0, 1e11)
+    return float(10.0 ** (np.floor(np.log10(worst)) + 1))
+
+
 def _figure(a: Analysis, out_dir: Path) -> None:
     fig, axes = plt.subplots(1, len(a.formats), figsize=(5.2 * len(a.formats), 3.8),
                              squeeze=False)
     for ax, fname in zip(axes[0], a.formats):
         u = get_format(fname).unit_roundoff
         d = a.rows[a.rows["format"] == fname]
+        top = _nonfinite_position(d)
         for (m, c), g in d.groupby(["method", "accumulator"], sort=False):
             v = g["ulp_err"].to_numpy(dtype=np.float64)
             v = np.where(np.isfinite(g["computed"].to_numpy()), v, np.inf)
-            v = np.sort(np.where(np.isinf(v), 1e12, floored(v, 1e-3, 1e12)))
+            v = np.sort(np.where(np.isinf(v), top, floored(v, 1e-3, top)))
             style = {k: val for k, val in variant_style(m, c).items() if k != "marker"}
             ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post",
                     label=_label(m, c), **style)
         ax.set_xscale("log")
-        ax.set_xlabel(f"error in ULPs of {fname} (non-finite at 1e12, exact at 1e-3)")
+        ax.set_xlabel(f"error in ULPs of {fname}\n(non-finite drawn at {top:.0e}, exact at 1e-3)")
         ax.set_ylabel("fraction of rows at or below")
         ax.set_title(f"{fname} (u = {u:.3g}), {a.n_rows} rows")
     axes[0][-1].legend(fontsize=6, loc="lower right")
@@ -266,8 +276,10 @@ def _summary(a: Analysis, notes: list[str]) -> str:
     return "\n".join(parts)
 
 
-def write_report(a: Analysis, out_dir, wall_time_s: float | None = None) -> Path:
-    """Write the report of `a` into `out_dir`, replaced whole."""
+def write_report(a: Analysis, out_dir, wall_time_s: float | None = None,
+                 command: str = "analyze") -> Path:
+    """Write the report of `a` into `out_dir`, replaced whole; `command`: what made it (the
+    CLI passes its command line), recorded in metadata.json."""
     final = Path(out_dir)
     if final.exists() and not final.is_dir():
         raise FileExistsError(f"{final} exists and is not a directory")
@@ -293,7 +305,7 @@ def write_report(a: Analysis, out_dir, wall_time_s: float | None = None) -> Path
                            "findings": [{"text": t, "link": "summary.md"} for t in notes]},
                           f, indent=2)
                 f.write("\n")
-            write_metadata(staging, command="analyze", file_name=Path(a.path).name,
+            write_metadata(staging, command=command, file_name=Path(a.path).name,
                            file_path=str(a.path), file_size=a.info.size, file_sha256=a.sha256,
                            file_rows=a.info.rows, classes=a.info.classes,
                            stored_format=a.info.stored_format, rows_analysed=a.n_rows,
@@ -345,7 +357,8 @@ def cli(args) -> int:
                 scheduler=args.scheduler, quiet=args.quiet,
                 checkpoint_dir=out.parent / ".checkpoints" / f"analyze-{out.name}",
                 options=options_from_args(args))
-    final = write_report(a, out, wall_time_s=time.perf_counter() - start)
+    final = write_report(a, out, wall_time_s=time.perf_counter() - start,
+                         command=getattr(args, "command_line", "analyze"))
     if not args.quiet:
         print(f"analyze: {a.n_rows} rows of {Path(args.file).name} -> {final} in "
               f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
