@@ -362,9 +362,9 @@ def test_real_classifier_logits_every_row(tmp_path, capsys):
     from precision_lab.data.trained import train_digits
     path = tmp_path / "digits.npz"
     assert write_main([str(path), "--epochs", "0", "3"]) == 0
-    assert "1078 x 10 logits (float32)" in capsys.readouterr().out
     with np.load(path) as f:
         x, t, epoch = f["logits"], f["targets"], f["epoch"]
+    assert f"{len(t)} x 10 logits (float32), epochs [0, 3]" in capsys.readouterr().out
     assert x.dtype == np.float32 and sorted(set(epoch.tolist())) == [0, 3]
     snaps = train_digits(epochs=(0, 3))
     assert np.array_equal(x.astype(np.float64), np.concatenate([s.logits for s in snaps]))
@@ -376,9 +376,11 @@ def test_real_classifier_logits_every_row(tmp_path, capsys):
     assert f"Analysed all {len(t)} rows of the file, as stored (float32; 10 classes)" in md
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["rows_analysed"] == len(t) and meta["command"].startswith("precision-lab analyze")
-    with pytest.raises(SystemExit):
-        write_main([str(tmp_path / "digits.csv")])
-    assert "OUT must end in .npz" in capsys.readouterr().err
+    for bad, why in (([str(tmp_path / "digits.csv")], "must end in .npz"),
+                     ([str(path), "--epochs", "-1"], "epochs must be non-negative")):
+        with pytest.raises(SystemExit):
+            write_main(bad)
+        assert why in capsys.readouterr().err
 
 
 def test_error_figure_never_draws_a_finite_error_as_non_finite():

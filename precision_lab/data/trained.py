@@ -94,15 +94,16 @@ def train_digits(epochs=(0, 10, 100, 1000), seed: int = 0, hidden: int = 128,
 
 def write_digits_logits(path, epochs=DIGITS_FILE_EPOCHS, seed: int = 0, hidden: int = 128) -> Path:
     """A file of real classifier logits for `precision-lab analyze`: the held-out logits of
-    `train_digits(epochs, seed, hidden)` at each epoch, stacked (rows epoch by epoch, 539
-    held-out images each at the default split), as a .npz of `logits` (the model's float32
+    `train_digits(epochs, seed, hidden)` at each epoch, stacked (rows epoch by epoch, the
+    held-out images at each), as a .npz of `logits` (the model's float32
     outputs, kept in float32), `targets` and `epoch` (each row's epoch). Returns the path."""
     path = Path(path)
     if path.suffix != ".npz":
-        raise ValueError(f"write_digits_logits writes a .npz file, got {path.name!r}")
+        raise ValueError(f"the logits file must end in .npz, got {path.name!r}")
     snaps = train_digits(epochs=epochs, seed=seed, hidden=hidden)
-    logits = np.concatenate([s.logits for s in snaps]).astype(np.float32)
-    if not np.array_equal(logits.astype(np.float64), np.concatenate([s.logits for s in snaps])):
+    carried = np.concatenate([s.logits for s in snaps])
+    logits = carried.astype(np.float32)
+    if not np.array_equal(logits.astype(np.float64), carried):
         raise ArithmeticError("the model's logits are not float32 values")   # cannot happen
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, logits=logits, targets=np.concatenate([s.targets for s in snaps]),
@@ -118,11 +119,10 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, nargs="+", default=list(DIGITS_FILE_EPOCHS))
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    if not a.out.endswith(".npz"):
-        p.error(f"OUT must end in .npz, got {a.out!r}")
-    if min(a.epochs) < 0:
-        p.error(f"--epochs must be non-negative, got {a.epochs}")
-    path = write_digits_logits(a.out, tuple(a.epochs), a.seed)
+    try:   # the file's suffix and the epochs, checked before any training
+        path = write_digits_logits(a.out, tuple(a.epochs), a.seed)
+    except ValueError as exc:
+        p.error(str(exc))
     with np.load(path) as f:
         print(f"wrote {path}: {f['logits'].shape[0]} x {f['logits'].shape[1]} logits "
               f"(float32), epochs {sorted(set(f['epoch'].tolist()))}")
